@@ -1,0 +1,473 @@
+"""The `llmlab` command: one verb table over the stage functions and run directories.
+
+`llmlab` alone opens the TUI. Stage verbs (`data`, `tokenizer`, `pretrain`, `finetune`, `eval`) launch a
+detached run and follow its events (Ctrl-C asks the run to stop at a step boundary; `--detach` returns at
+once). Exit codes: 0 ok, 1 the run failed, 2 bad input. This is the only module in core that prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from core import config, runs
+from core.errors import UserError
+from core.stages import STAGES
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class ArgError(UserError):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so every bad input ends in one place (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ArgError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+# -------------------------------------------------------------------------------------- printing
+
+class Console:
+    """Renders run events for a terminal: progress bars with ETA, one line per logged step."""
+
+    def __init__(self) -> None:
+        from rich.console import Console as RichConsole
+        self.out = RichConsole(highlight=False)
+        self.progress = None
+        self.tasks: dict[str, int] = {}
+
+    def _progress(self):
+        if self.progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), console=self.out, transient=False)
+            self.progress.start()
+        return self.progress
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def log(self, ev: dict) -> None:
+        kind = ev.get("kind")
+        if kind == "progress":
+            p = self._progress()
+            what = ev.get("what", "working")
+            if what not in self.tasks:
+                self.tasks[what] = p.add_task(what, total=ev.get("total"))
+            p.update(self.tasks[what], completed=ev.get("done", 0), total=ev.get("total"))
+            return
+        line = format_event(ev)
+        if line:
+            self.out.print(line)
+
+
+def _fmt_num(x: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= div:
+            return f"{x / div:.1f}{unit}"
+    return f"{x:.0f}"
+
+
+def _fmt_eta(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def format_event(ev: dict) -> str:
+    kind = ev.get("kind")
+    if kind == "train":
+        parts = [f"step {ev.get('step', '?'):>6}", f"loss {ev['loss']:.4f}" if "loss" in ev else ""]
+        if "lr" in ev:
+            parts.append(f"lr {ev['lr']:.2e}")
+        if "grad_norm" in ev:
+            parts.append(f"gnorm {ev['grad_norm']:.2f}")
+        if "tokens_per_s" in ev:
+            parts.append(f"{_fmt_num(ev['tokens_per_s'])} tok/s")
+        if ev.get("mfu"):
+            parts.append(f"mfu {ev['mfu'] * 100:.1f}%")
+        if "eta_s" in ev:
+            parts.append(f"eta {_fmt_eta(ev['eta_s'])}")
+        for k in ("accuracy", "reward_margin", "reward_accuracy"):
+            if k in ev:
+                parts.append(f"{k} {ev[k]:.3f}")
+        return " | ".join(p for p in parts if p)
+    if kind == "val":
+        extra = " ".join(f"{k} {v:.4g}" for k, v in ev.items()
+                         if k not in ("t", "kind", "step", "val_loss", "val_ppl") and isinstance(v, (int, float)))
+        return f"[bold]val[/] step {ev.get('step', '?')} | loss {ev.get('val_loss', float('nan')):.4f} | " \
+               f"ppl {ev.get('val_ppl', float('nan')):.2f} {extra}".rstrip()
+    if kind == "sample":
+        return f"[dim]sample[/] {ev.get('prompt', '')!s}[cyan]{ev.get('text', '')}[/]".replace("\n", " ")
+    if kind == "checkpoint":
+        return f"[green]checkpoint[/] {ev.get('path')}" + (f" (val {ev['val_loss']:.4f})" if ev.get("val_loss") is not None else "")
+    if kind == "log":
+        level = ev.get("level", "info")
+        style = {"warning": "yellow", "error": "red"}.get(level, "")
+        msg = ev.get("message", "")
+        return f"[{style}]{level}: {msg}[/]" if style else msg
+    if kind == "status":
+        return f"[bold]{ev.get('state')}[/]" + (f": {ev['error']}" if ev.get("error") else "")
+    return ""
+
+
+# ----------------------------------------------------------------------------------------- verbs
+
+def _load_preset(args: argparse.Namespace) -> config.Preset:
+    return config.load(args.preset, getattr(args, "set", None) or [])
+
+
+def _follow(run: runs.Run, con: Console) -> int:
+    """Print a run's events until it ends; Ctrl-C asks it to stop and keeps following."""
+    stop_asked = False
+    while True:
+        try:
+            for ev in runs.tail(run, follow=True):
+                con.log(ev)
+            break
+        except KeyboardInterrupt:
+            if stop_asked:
+                con.close()
+                con.out.print(f"left the run going: `llmlab runs tail {run.name}` follows it again")
+                return EXIT_FAILED
+            stop_asked = True
+            runs.stop(run)
+            con.out.print("[yellow]stop requested: the run saves a checkpoint at the next step (Ctrl-C again to leave it)[/]")
+    con.close()
+    st = run.status()
+    if st.get("state") in ("finished", "stopped"):
+        con.out.print(f"run: {run.path}")
+        return EXIT_OK
+    if st.get("error_kind") == "input":
+        return EXIT_BAD_INPUT
+    return EXIT_FAILED
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    stage = args.verb
+    if stage == "tokenizer" and args.preset == "inspect":
+        return cmd_tokenizer_inspect(args)
+    preset = _load_preset(args)
+    con = Console()
+    if args.resume:
+        prev = args.resume_run and runs.open_run(args.resume_run) or runs.latest_run(preset.name, stage, state=None)
+        if prev is None:
+            raise UserError(f"{preset.name}: no earlier {stage} run to resume (see `llmlab runs list`)")
+        if prev.state == "running":
+            raise UserError(f"{prev.name}: is still running; stop it first (`llmlab runs stop {prev.name}`)")
+        handle = relaunch(prev, preset)
+    else:
+        handle = runs.launch(stage, preset)
+    con.out.print(f"{stage}: run {handle.run.name} (pid {handle.pid})")
+    if args.detach:
+        con.out.print(f"detached; follow with `llmlab runs tail {handle.run.name}`")
+        return EXIT_OK
+    return _follow(handle.run, con)
+
+
+def relaunch(run: runs.Run, preset: config.Preset) -> runs.Handle:
+    """Continue an earlier run in its own directory (its stage resumes from the latest checkpoint)."""
+    import os
+    import subprocess
+    old = config.load(run.preset_path)
+    if config.dump(old) != config.dump(preset):
+        (run.path / "preset.toml").write_text(config.dump(preset))
+    (run.path / runs.STOP_FILE).unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "core.cli", "_execute", str(run.path)]
+    src = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": src + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")}
+    with open(run.path / "stderr.log", "ab") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True, env=env)
+    run.write_status(state="created", pid=proc.pid, error=None, error_kind=None)
+    return runs.Handle(run, proc)
+
+
+def cmd_execute(args: argparse.Namespace) -> int:
+    """Hidden verb: the body of a launched run (runs in the detached child)."""
+    run = runs.Run(Path(args.run_dir))
+    stage = run.stage
+    try:
+        preset = config.load(run.preset_path)
+        state = runs.execute(run, stage, preset)
+    except UserError as e:
+        if run.raw_status().get("state") != "failed":  # failed before execute() could record it
+            run.write_status(state="failed", error=str(e), ended=time.time())
+        run.write_status(error_kind="input")
+        print(str(e), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return EXIT_OK if state in ("finished", "stopped") else EXIT_FAILED
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from rich.console import Console as RichConsole
+    out = RichConsole(highlight=False)
+    action = args.action or "list"
+    if action == "list":
+        for name in config.builtin_names():
+            try:
+                p = config.load(name)
+                out.print(f"[bold]{name:<16}[/] {p.description}")
+            except UserError as e:
+                out.print(f"[bold]{name:<16}[/] [red]invalid: {e}[/]")
+        return EXIT_OK
+    if not args.name:
+        raise ArgError(f"llmlab presets {action}: needs a preset name or file")
+    if action == "show":
+        sys.stdout.write(config.dump(config.load(args.name, args.set or [])))
+        return EXIT_OK
+    p = config.load(args.name, args.set or [])  # check: raises with every problem
+    out.print(f"{args.name}: ok")
+    try:
+        from core.advice import advise
+    except ImportError:
+        return EXIT_OK
+    for f in advise(p):
+        out.print(f"  [{ {'ok': 'green', 'warn': 'yellow', 'bad': 'red'}.get(f.level, '') }]{f.level}[/] {f.title}: {f.reason}")
+    return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from rich.console import Console as RichConsole
+    from rich.table import Table
+    out = RichConsole(highlight=False)
+    action = args.action or "list"
+    if action == "list":
+        table = Table("run", "stage", "preset", "state", "started")
+        for r in runs.list_runs():
+            st = r.status()
+            started = time.strftime("%Y-%m-%d %H:%M", time.localtime(st["started"])) if st.get("started") else ""
+            color = {"running": "cyan", "finished": "green", "failed": "red", "crashed": "red", "stopped": "yellow"}.get(st.get("state"), "")
+            table.add_row(r.name, st.get("stage", ""), st.get("preset", ""), f"[{color}]{st.get('state')}[/]" if color else str(st.get("state")), started)
+        out.print(table)
+        return EXIT_OK
+    if not args.run:
+        raise ArgError(f"llmlab runs {action}: needs a run name (see `llmlab runs list`)")
+    run = runs.open_run(args.run)
+    if action == "show":
+        out.print_json(json.dumps(run.status()))
+        evs = run.events()
+        for ev in evs[-10:]:
+            line = format_event(ev)
+            if line:
+                out.print(line)
+        return EXIT_OK
+    if action == "tail":
+        con = Console()
+        return _follow(run, con)
+    if action == "stop":
+        if run.state != "running":
+            out.print(f"{run.name}: not running ({run.state})")
+            return EXIT_OK
+        runs.stop(run)
+        out.print(f"{run.name}: stop requested")
+        return EXIT_OK
+    if action == "delete":
+        if run.state == "running":
+            raise UserError(f"{run.name}: still running; stop it first")
+        if not args.yes:
+            raise UserError(f"{run.name}: add --yes to delete {run.path} and its checkpoints")
+        shutil.rmtree(run.path)
+        out.print(f"deleted {run.path}")
+        return EXIT_OK
+    raise ArgError(f"llmlab runs: unknown action {action!r}")
+
+
+def cmd_tokenizer_inspect(args: argparse.Namespace) -> int:
+    from core.tokenizer import get_tokenizer
+    from core.tokenizer.inspect import format_spans_ansi, spans
+    if not args.text:
+        raise ArgError('llmlab tokenizer inspect: give the text to tokenize, e.g. llmlab tokenizer inspect --encoding gpt2 "Hello world"')
+    tok = get_tokenizer(args.encoding)
+    text = " ".join(args.text)
+    sys.stdout.write(format_spans_ansi(spans(tok, text)) + "\n")
+    return EXIT_OK
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from core.checkpoint import load_model
+    from core.generate import generate_text
+    model, tok, _meta = load_model(args.checkpoint)
+    sys.stdout.write(args.prompt)
+    sys.stdout.flush()
+    for piece in generate_text(model, tok, args.prompt, max_new_tokens=args.max_new_tokens,
+                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+def cmd_import_hf(args: argparse.Namespace) -> int:
+    from core.model.hf import import_hf
+    out = import_hf(args.source, Path(args.out))
+    print(f"imported {args.source} -> {out}")
+    return EXIT_OK
+
+
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    from core.model.hf import export_hf
+    out = export_hf(args.checkpoint, Path(args.out))
+    print(f"exported {args.checkpoint} -> {out}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from core.eval.report import model_card, to_html, to_markdown
+    card = model_card(args.model)
+    if args.html:
+        Path(args.html).write_text(to_html(card))
+        print(f"wrote {args.html}")
+    else:
+        sys.stdout.write(to_markdown(card))
+    return EXIT_OK
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from core.chat import chat_repl
+    return chat_repl(args.model, args.set or [])
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    try:
+        from tui.app import main as tui_main
+    except ImportError:
+        print("The workbench TUI is not in this build yet. Run the stages from the command line:\n"
+              "  llmlab pretrain tiny        # data, tokenizer and pretraining on the embedded default\n"
+              "  llmlab runs list            # runs and their state")
+        return EXIT_OK
+    return tui_main(preset=args.preset)
+
+
+# ------------------------------------------------------------------------------------ verb table
+
+@dataclass
+class Verb:
+    name: str
+    help: str
+    handler: Callable[[argparse.Namespace], int]
+    setup: Callable[[argparse.ArgumentParser], None]
+    hidden: bool = False
+
+
+def _stage_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("preset", help="built-in preset name (e.g. tiny) or a TOML file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset value, e.g. train.lr=3e-4 (repeatable)")
+    p.add_argument("--detach", action="store_true", help="start the run in the background and return")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
+                   help="continue the latest run of this preset and stage (or RUN) from its last checkpoint")
+
+
+def _tokenizer_args(p: argparse.ArgumentParser) -> None:
+    _stage_args(p)
+    p.add_argument("text", nargs="*", help="with `inspect`: the text to tokenize")
+    p.add_argument("--encoding", default="gpt2", help="with `inspect`: tiktoken name or saved tokenizer folder")
+
+
+def _presets_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=["list", "show", "check"], help="list (default), show NAME, check FILE")
+    p.add_argument("name", nargs="?", help="preset name or TOML file")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value before showing/checking")
+
+
+def _runs_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=["list", "show", "tail", "stop", "delete"], help="list (default), show, tail, stop, delete")
+    p.add_argument("run", nargs="?", help="run name (or a unique part of it)")
+    p.add_argument("--yes", action="store_true", help="with delete: do not ask")
+
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="checkpoint folder, run folder or run:PRESET:STAGE")
+    p.add_argument("prompt", help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def _import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="hub name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) or a local Hugging Face folder")
+    p.add_argument("out", help="folder for the checkpoint")
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="checkpoint folder, run folder or run:PRESET:STAGE")
+    p.add_argument("out", help="folder for the Hugging Face model")
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="checkpoint folder, run folder or run:PRESET:STAGE")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page instead of Markdown")
+
+
+def _chat_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="checkpoint folder, run folder, run:PRESET:STAGE or a preset")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override generate.* or chat.* values")
+
+
+def _tui_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("preset", nargs="?", default="tiny", help="preset to open (default: tiny)")
+
+
+def _execute_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir")
+    p.add_argument("--resume", action="store_true")
+
+
+VERBS: list[Verb] = [
+    Verb("tui", "open the workbench (the default when no verb is given)", cmd_tui, _tui_args),
+    *[Verb(name, help_, cmd_stage, _tokenizer_args if name == "tokenizer" else _stage_args)
+      for name, (_mod, help_) in STAGES.items()],
+    Verb("generate", "continue a prompt with a trained model", cmd_generate, _generate_args),
+    Verb("chat", "chat with a model in the terminal", cmd_chat, _chat_args),
+    Verb("report", "the model card: every stage and evaluation of a model", cmd_report, _report_args),
+    Verb("import-hf", "import GPT-2 / Llama weights from the hub or a local Hugging Face folder", cmd_import_hf, _import_args),
+    Verb("export-hf", "export a checkpoint as a Hugging Face folder", cmd_export_hf, _export_args),
+    Verb("runs", "list, show, follow, stop or delete runs", cmd_runs, _runs_args),
+    Verb("presets", "list, show or check presets", cmd_presets, _presets_args),
+    Verb("_execute", argparse.SUPPRESS, cmd_execute, _execute_args, hidden=True),
+]
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="llmlab", description="llmlab: a workbench for the whole lifecycle of a small language model")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+    for v in VERBS:
+        kw = {} if v.hidden else {"help": v.help}
+        p = sub.add_parser(v.name, description=None if v.hidden else v.help, **kw)
+        v.setup(p)
+        p.set_defaults(handler=v.handler)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        argv = ["tui"]
+    try:
+        args = build_parser().parse_args(argv)
+        if hasattr(args, "resume"):
+            args.resume_run = args.resume if isinstance(args.resume, str) else None
+        return args.handler(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
