@@ -1,0 +1,38 @@
+"""Tokenizers: tiktoken built-ins, a byte-level BPE trained on the corpus, inspection, chat templates.
+
+Every tokenizer is a `tiktoken.Encoding` inside `Tokenizer`; `tokenizer_for(preset)` is how the
+other stages get the one a preset means (training and caching a BPE on first use).
+"""
+
+from core.tokenizer.chat import CHAT_TEMPLATES, ROLES, ChatTemplate
+from core.tokenizer.encodings import (
+    BUILTIN_ENCODINGS,
+    ENDOFTEXT,
+    EncodingUnavailable,
+    Tokenizer,
+    get_tokenizer,
+)
+from core.tokenizer.inspect import (
+    CompressionRow,
+    Span,
+    TokenStats,
+    VocabEntry,
+    compare,
+    compression_table,
+    find_tokens,
+    format_compression_table,
+    format_spans_ansi,
+    spans,
+    stats,
+    vocab_entry,
+    vocab_page,
+)
+from core.tokenizer.stage import tokenizer_dir, tokenizer_for, tokenizer_key
+from core.tokenizer.train import MAX_VOCAB, TrainingStopped, train_bpe
+
+__all__ = [
+    "BUILTIN_ENCODINGS", "CHAT_TEMPLATES", "ENDOFTEXT", "MAX_VOCAB", "ROLES", "ChatTemplate", "CompressionRow",
+    "EncodingUnavailable", "Span", "TokenStats", "Tokenizer", "TrainingStopped", "VocabEntry", "compare",
+    "compression_table", "find_tokens", "format_compression_table", "format_spans_ansi", "get_tokenizer",
+    "spans", "stats", "tokenizer_dir", "tokenizer_for", "tokenizer_key", "train_bpe", "vocab_entry", "vocab_page",
+]

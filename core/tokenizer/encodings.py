@@ -1,0 +1,275 @@
+"""Tokenizers as tiktoken encodings: the built-in OpenAI encodings and our saved, trained ones.
+
+Every tokenizer in llmlab is a `tiktoken.Encoding` (fast, exact, thread-parallel batch encoding)
+wrapped in `Tokenizer`, which adds the chat template's special tokens, save/load of a
+self-contained folder (`tokenizer.tiktoken` rank file + `tokenizer.json`), and a fingerprint that
+data shards and checkpoints use to know which tokenizer produced their ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+import tiktoken
+
+from core.errors import UserError
+from core.tokenizer.chat import ChatTemplate, chat_special_tokens
+
+ENDOFTEXT = "<|endoftext|>"
+RANK_FILE = "tokenizer.tiktoken"
+META_FILE = "tokenizer.json"
+FORMAT_VERSION = 1
+
+# The files each built-in encoding downloads (tiktoken_ext.openai_public); we look for them in
+# tiktoken's cache before letting tiktoken fetch them, so offline use fails at once with advice.
+_BLOB = "https://openaipublic.blob.core.windows.net"
+BUILTIN_FILES: dict[str, tuple[str, ...]] = {
+    "gpt2": (f"{_BLOB}/gpt-2/encodings/main/vocab.bpe", f"{_BLOB}/gpt-2/encodings/main/encoder.json"),
+    "r50k_base": (f"{_BLOB}/encodings/r50k_base.tiktoken",),
+    "p50k_base": (f"{_BLOB}/encodings/p50k_base.tiktoken",),
+    "cl100k_base": (f"{_BLOB}/encodings/cl100k_base.tiktoken",),
+    "o200k_base": (f"{_BLOB}/encodings/o200k_base.tiktoken",),
+}
+BUILTIN_ENCODINGS: tuple[str, ...] = tuple(BUILTIN_FILES)
+_FETCH_TIMEOUT_S = 5.0
+
+
+class Tokenizer:
+    """A tiktoken encoding with the special tokens of a chat template.
+
+    `encode` treats special-token strings in text as ordinary text unless `allowed_special` names
+    them (or is "all"): user text can never inject `<|im_end|>`.
+    """
+
+    def __init__(self, enc: tiktoken.Encoding, name: str | None = None, chat_template: str = "chatml",
+                 mergeable_ranks: dict[bytes, int] | None = None):
+        enc = _with_special_tokens(enc, [ENDOFTEXT, *chat_special_tokens(chat_template)])
+        self.enc = enc
+        self.name = name or enc.name
+        self.chat_template = chat_template
+        self._ranks = mergeable_ranks
+        self._fingerprint: str | None = None
+        self.chat = ChatTemplate(chat_template, enc)
+
+    # ------------------------------------------------------------------------------- basics
+    @property
+    def eot_id(self) -> int:
+        return self.enc.eot_token
+
+    @property
+    def n_vocab(self) -> int:
+        """Ids run from 0 to n_vocab - 1 (special tokens included): the model's vocab_size."""
+        return self.enc.n_vocab
+
+    @property
+    def pattern(self) -> str:
+        return self.enc._pat_str
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return dict(self.enc._special_tokens)
+
+    @property
+    def mergeable_ranks(self) -> dict[bytes, int]:
+        if self._ranks is None:
+            self._ranks = dict(self.enc._mergeable_ranks)
+        return self._ranks
+
+    def encode(self, text: str, allowed_special: Literal["all"] | Iterable[str] = ()) -> list[int]:
+        allowed = allowed_special if allowed_special == "all" else set(allowed_special)
+        if not allowed:
+            return self.enc.encode_ordinary(text)
+        return self.enc.encode(text, allowed_special=allowed, disallowed_special=())
+
+    def encode_batch(self, texts: Sequence[str], num_threads: int = 8) -> list[list[int]]:
+        return self.enc.encode_ordinary_batch(list(texts), num_threads=num_threads)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.enc.decode(list(ids), errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.enc.decode_single_token_bytes(token_id)
+
+    def is_special(self, token_id: int) -> bool:
+        return token_id in self.enc._special_token_values
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of ranks, pattern and special tokens: equal fingerprints encode identically."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(self.pattern.encode())
+            h.update(json.dumps(sorted(self.special_tokens.items())).encode())
+            for token, rank in sorted(self.mergeable_ranks.items(), key=lambda kv: kv[1]):
+                h.update(rank.to_bytes(4, "little") + len(token).to_bytes(2, "little") + token)
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return f"Tokenizer({self.name!r}, n_vocab={self.n_vocab}, chat={self.chat_template!r})"
+
+    # ---------------------------------------------------------------------------- save/load
+    def save(self, folder: str | Path) -> Path:
+        """Write `tokenizer.tiktoken` (base64 token + rank per line, as tiktoken reads it) and
+        `tokenizer.json`; the folder then loads offline with `Tokenizer.load` or `get_tokenizer`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = [f"{base64.b64encode(tok).decode()} {rank}\n"
+                 for tok, rank in sorted(self.mergeable_ranks.items(), key=lambda kv: kv[1])]
+        (folder / RANK_FILE).write_text("".join(lines))
+        meta = {
+            "format": FORMAT_VERSION,
+            "name": self.name,
+            "pattern": self.pattern,
+            "special_tokens": self.special_tokens,
+            "chat_template": self.chat_template,
+            "n_vocab": self.n_vocab,
+            "fingerprint": self.fingerprint,
+        }
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Tokenizer:
+        folder = Path(folder)
+        meta_path, rank_path = folder / META_FILE, folder / RANK_FILE
+        for p in (meta_path, rank_path):
+            if not p.is_file():
+                raise UserError(f"{folder}: not a saved tokenizer ({p.name} is missing); "
+                                f"a tokenizer folder holds {RANK_FILE} and {META_FILE}")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{meta_path}: not valid JSON ({e}); delete the folder and train the tokenizer again") from None
+        for key in ("name", "pattern", "special_tokens"):
+            if key not in meta:
+                raise UserError(f"{meta_path}: key {key!r} is missing; delete the folder and train the tokenizer again")
+        ranks = read_rank_file(rank_path)
+        enc = tiktoken.Encoding(name=meta["name"], pat_str=meta["pattern"], mergeable_ranks=ranks,
+                                special_tokens={k: int(v) for k, v in meta["special_tokens"].items()})
+        return cls(enc, meta["name"], meta.get("chat_template", "chatml"), mergeable_ranks=ranks)
+
+
+def read_rank_file(path: Path) -> dict[bytes, int]:
+    """Parse a tiktoken rank file ourselves: tiktoken's loader would copy local files into its cache."""
+    ranks: dict[bytes, int] = {}
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                token, rank = line.split()
+                ranks[base64.b64decode(token, validate=True)] = int(rank)
+            except ValueError:
+                raise UserError(f"{path}: line {lineno}: expected 'BASE64TOKEN RANK'; "
+                                "the file is damaged, train or save the tokenizer again") from None
+    if sorted(ranks.values()) != list(range(len(ranks))):
+        raise UserError(f"{path}: ranks are not 0..{len(ranks) - 1} without gaps; the file is damaged")
+    return ranks
+
+
+def _with_special_tokens(enc: tiktoken.Encoding, names: list[str]) -> tiktoken.Encoding:
+    """Add the special tokens `enc` lacks at ids after its largest one (gpt2 + chatml: 50257, 50258)."""
+    specials = dict(enc._special_tokens)
+    missing = [n for n in dict.fromkeys(names) if n not in specials]
+    if not missing:
+        return enc
+    next_id = enc.max_token_value + 1
+    for n in missing:
+        specials[n] = next_id
+        next_id += 1
+    return tiktoken.Encoding(name=enc.name, pat_str=enc._pat_str,
+                             mergeable_ranks=enc._mergeable_ranks, special_tokens=specials)
+
+
+# ------------------------------------------------------------------------------ built-ins
+
+def _cache_dir() -> Path:
+    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if var in os.environ:
+            return Path(os.environ[var])
+    import tempfile
+    return Path(tempfile.gettempdir()) / "data-gym-cache"
+
+
+def cache_path(url: str) -> Path:
+    """Where tiktoken keeps (or looks for) the download of `url`: the SHA-1 of the address."""
+    return _cache_dir() / hashlib.sha1(url.encode()).hexdigest()
+
+
+class EncodingUnavailable(UserError):
+    """A built-in encoding whose files are neither cached nor downloadable; `reason` says why."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def _offline_error(name: str, missing: list[str], reason: str) -> EncodingUnavailable:
+    where = "\n".join(f"  {url}\n    -> {cache_path(url)}" for url in missing)
+    return EncodingUnavailable(
+        f"tokenizer.encoding: the files of the {name!r} encoding could not be fetched ({reason}). "
+        "Run once with network access, or download these files on another machine and put them at "
+        f"(set TIKTOKEN_CACHE_DIR to choose the folder):\n{where}\n"
+        "or set tokenizer.encoding to a saved tokenizer folder (one holding tokenizer.tiktoken and "
+        "tokenizer.json, written by Tokenizer.save).", reason)
+
+
+def _reachable(url: str) -> str | None:
+    """None when the host answers within a few seconds, else why not (tiktoken sets no timeout)."""
+    if os.environ.get("LLMLAB_OFFLINE") == "1":
+        return "LLMLAB_OFFLINE=1"
+    host = urlparse(url).hostname or ""
+    try:
+        socket.create_connection((host, 443), timeout=_FETCH_TIMEOUT_S).close()
+    except OSError as e:
+        return f"cannot reach {host}: {e.strerror or e}"
+    return None
+
+
+_builtin_cache: dict[str, tiktoken.Encoding] = {}
+
+
+def load_builtin(name: str) -> tiktoken.Encoding:
+    """The tiktoken encoding `name`, from tiktoken's cache or fetched once; offline -> UserError."""
+    if name in _builtin_cache:
+        return _builtin_cache[name]
+    missing = [u for u in BUILTIN_FILES[name] if not cache_path(u).is_file()]
+    if missing:
+        reason = _reachable(missing[0])
+        if reason is not None:
+            raise _offline_error(name, missing, reason)
+    try:
+        enc = tiktoken.get_encoding(name)
+    except Exception as e:  # requests' ConnectionError/HTTPError, hash mismatch, partial file
+        raise _offline_error(name, missing or list(BUILTIN_FILES[name]), f"{type(e).__name__}: {e}") from None
+    _builtin_cache[name] = enc
+    return enc
+
+
+def get_tokenizer(name_or_path: str | Path, chat_template: str = "chatml") -> Tokenizer:
+    """A built-in tiktoken encoding by name, or a saved tokenizer folder by path."""
+    s = str(name_or_path)
+    if s in BUILTIN_FILES:
+        return Tokenizer(load_builtin(s), s, chat_template)
+    p = Path(s).expanduser()
+    if p.is_dir():
+        return Tokenizer.load(p)
+    if p.exists():
+        raise UserError(f"{s}: is a file; tokenizer.encoding takes a built-in name or a saved tokenizer "
+                        f"folder (holding {RANK_FILE} and {META_FILE})")
+    if "/" in s or os.sep in s or s.startswith("."):
+        raise UserError(f"{s}: no such tokenizer folder")
+    hint = difflib.get_close_matches(s, BUILTIN_ENCODINGS, n=1)
+    extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+    raise UserError(f"tokenizer.encoding: unknown encoding {s!r}{extra}; known encodings: "
+                    f"{', '.join(BUILTIN_ENCODINGS)}, or a path to a saved tokenizer folder")
