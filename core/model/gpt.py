@@ -1,0 +1,278 @@
+"""The GPT family: one decoder-only transformer that expresses GPT-2 and Llama-style models.
+
+GPT-2: LayerNorm, learned positions, GELU MLP, biases, tied embeddings.
+Llama: RMSNorm, RoPE, SwiGLU, no biases, grouped-query attention (`n_kv_head`), untied head.
+The architecture is `core.config.ModelConfig`; pretraining, finetuning, generation and the HF
+import/export all use this one module. Generation passes a `KVCache` (prefill, then one token
+per step) and asks for the head at the last position only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from core.config import ModelConfig
+from core.model.stats import head_dim, kv_heads, mlp_hidden_size
+
+
+class KVCache:
+    """Preallocated keys and values of every layer for one generation.
+
+    The tensors are allocated on the first write (then their dtype and device follow the model,
+    autocast included) with room for `max_len` positions; `pos` is the number of positions filled.
+    """
+
+    def __init__(self, n_layer: int, max_len: int):
+        self.n_layer = n_layer
+        self.max_len = max_len
+        self.pos = 0
+        self.k: torch.Tensor | None = None  # (n_layer, B, n_kv_head, max_len, head_dim)
+        self.v: torch.Tensor | None = None
+
+    @classmethod
+    def for_model(cls, model: GPT, max_len: int | None = None) -> KVCache:
+        return cls(model.config.n_layer, max_len or model.config.context_length)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, n_kv_head, T, head_dim) at `pos`; return all keys and values so far."""
+        B, H, T, D = k.shape
+        if self.k is None:
+            shape = (self.n_layer, B, H, self.max_len, D)
+            self.k = torch.empty(shape, dtype=k.dtype, device=k.device)
+            self.v = torch.empty(shape, dtype=v.dtype, device=v.device)
+        end = self.pos + T
+        self.k[layer, :, :, self.pos:end] = k
+        self.v[layer, :, :, self.pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, n_kv_head, end, head_dim)
+
+    def reset(self) -> None:
+        self.pos = 0
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(cfg.n_embd, eps=cfg.norm_eps)
+    return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
+
+
+def rope_tables(cfg: ModelConfig, start: int, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (T, head_dim) for positions start..start+T, computed in fp32 (as HF Llama)."""
+    hd = head_dim(cfg)
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
+    t = torch.arange(start, start + T, device=device, dtype=torch.float32)
+    freqs = torch.outer(t, inv_freq)  # (T, head_dim / 2)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (T, head_dim): the "rotate half" layout of HF Llama
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x (B, H, T, head_dim); rotate pairs (i, i + head_dim/2)
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head = cfg.n_head
+        self.n_kv_head = kv_heads(cfg)
+        self.head_dim = head_dim(cfg)
+        self.dropout = cfg.dropout
+        # queries, keys and values in one matmul: n_head + 2 * n_kv_head heads
+        self.c_attn = nn.Linear(cfg.n_embd, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=cfg.bias)
+        self.c_proj = nn.Linear(self.n_head * self.head_dim, cfg.n_embd, bias=cfg.bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
+                cache: KVCache | None) -> torch.Tensor:
+        B, T, C = x.shape
+        hd, nh, nkv = self.head_dim, self.n_head, self.n_kv_head
+        q, k, v = self.c_attn(x).split([nh * hd, nkv * hd, nkv * hd], dim=2)
+        q = q.view(B, T, nh, hd).transpose(1, 2)  # (B, n_head, T, head_dim)
+        k = k.view(B, T, nkv, hd).transpose(1, 2)  # (B, n_kv_head, T, head_dim)
+        v = v.view(B, T, nkv, hd).transpose(1, 2)  # (B, n_kv_head, T, head_dim)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        mask, causal = None, True
+        if cache is not None:
+            start = cache.pos
+            k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv_head, start + T, head_dim)
+            if T == 1:
+                causal = False  # one new query sees every cached position
+            elif start > 0:
+                # T new queries at positions start..start+T-1 against start+T keys
+                q_pos = torch.arange(start, start + T, device=x.device)[:, None]
+                mask, causal = torch.arange(start + T, device=x.device)[None, :] <= q_pos, False
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=nkv != nh)  # (B, n_head, T, head_dim)
+        y = y.transpose(1, 2).contiguous().view(B, T, nh * hd)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.swiglu = cfg.mlp == "swiglu"
+        self.hidden = mlp_hidden_size(cfg)
+        # SwiGLU: gate and up projections fused into one matmul (gate first, then up)
+        self.c_fc = nn.Linear(cfg.n_embd, self.hidden * (2 if self.swiglu else 1), bias=cfg.bias)
+        self.c_proj = nn.Linear(self.hidden, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.c_fc(x)  # (B, T, hidden) or (B, T, 2 * hidden)
+        if self.swiglu:
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        else:
+            h = F.gelu(h, approximate="tanh")  # GPT-2's "gelu_new"
+        return self.dropout(self.c_proj(h))  # (B, T, C)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = make_norm(cfg)
+        self.attn = CausalSelfAttention(cfg, layer_idx)
+        self.ln_2 = make_norm(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
+                cache: KVCache | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer. `forward(idx, targets)` -> (logits, loss)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        if config.vocab_size <= 0:
+            raise ValueError("ModelConfig.vocab_size must be set (take it from the tokenizer) before building a GPT")
+        self.config = config
+        cfg = config
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.context_length, cfg.n_embd) if cfg.position == "learned" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.ln_f = make_norm(cfg)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.head_kind = "lm"
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight  # one tensor; checkpoints store it once as wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer), one per residual add
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # ------------------------------------------------------------------ forward
+
+    def hidden_states(self, idx: torch.Tensor, *, cache: KVCache | None = None) -> torch.Tensor:
+        """The trunk: token ids (B, T) -> hidden states (B, T, C) after the final norm."""
+        B, T = idx.shape
+        start = cache.pos if cache is not None else 0
+        if start + T > self.config.context_length:
+            raise ValueError(f"sequence of {start + T} tokens is longer than the context ({self.config.context_length})")
+        x = self.wte(idx)  # (B, T, C)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(start, start + T, device=idx.device))  # (T, C) broadcast over B
+        else:
+            rope = rope_tables(self.config, start, T, idx.device)
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x, rope, cache)
+        if cache is not None:
+            cache.pos += T
+        return self.ln_f(x)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                cache: KVCache | None = None, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx (B, T) -> logits (B, T, V), or (B, 1, V) with last_only; loss when targets (B, T) are given.
+
+        Targets equal to -100 are ignored (prompt and padding positions in finetuning).
+        """
+        x = self.hidden_states(idx, cache=cache)  # (B, T, C)
+        if targets is not None:
+            logits = self.lm_head(x)  # (B, T, V)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
+            return logits, loss
+        if last_only:
+            x = x[:, -1:, :]  # generation needs the next token only: skip the head elsewhere
+        return self.lm_head(x), None
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def tied(self) -> bool:
+        return self.lm_head.weight is self.wte.weight
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters counted once (a tied head is the embedding); non_embedding drops wte, wpe and an untied head."""
+        n = sum(p.numel() for p in self.parameters())  # parameters() de-duplicates tied tensors
+        if non_embedding:
+            n -= self.wte.weight.numel()
+            if self.wpe is not None:
+                n -= self.wpe.weight.numel()
+            if not self.tied and self.head_kind == "lm":
+                n -= self.lm_head.weight.numel()
+        return n
+
+    def set_head(self, out_features: int, *, bias: bool = False, kind: str = "classify") -> nn.Linear:
+        """Replace the output head (e.g. a classifier over `out_features` classes); unties it."""
+        head = nn.Linear(self.config.n_embd, out_features, bias=bias)
+        self._init_weights(head)
+        self.lm_head = head.to(device=self.wte.weight.device, dtype=self.wte.weight.dtype)
+        self.head_kind = kind
+        return self.lm_head
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """State dict for saving: each tensor once (a tied head is not repeated), contiguous."""
+        sd = self.state_dict()
+        if self.tied:
+            sd.pop("lm_head.weight")
+        return {k: v.detach().contiguous() for k, v in sd.items()}
+
+    def load_weights(self, sd: dict[str, torch.Tensor]) -> None:
+        """Load what `weights()` produced; a tied head follows wte.weight. Raises ValueError on a mismatch."""
+        missing, unexpected = self.load_state_dict(sd, strict=False)
+        if self.tied:
+            missing = [k for k in missing if k != "lm_head.weight"]
+        if missing or unexpected:
+            raise ValueError(f"weights do not match the architecture: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+    def configure_optimizer(self, weight_decay: float, lr: float, betas: tuple[float, float],
+                            device_type: str) -> torch.optim.AdamW:
+        """AdamW with decay on matrices and embeddings (>= 2D) only; fused kernels where available."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        # the fused step is one kernel per dtype/device on CUDA and a vectorised loop on CPU
+        fused = device_type in ("cuda", "cpu")
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
+
+
+def config_dict(cfg: ModelConfig) -> dict:
+    return dataclasses.asdict(cfg)
