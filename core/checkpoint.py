@@ -1,0 +1,380 @@
+"""Checkpoints: save, commit, rotate and load (the layout is in DESIGN.md).
+
+    run_dir/checkpoints/step-00001000/
+        model.safetensors   weights, each tensor once (a tied head is re-tied on load)
+        model.json          architecture (ModelConfig), tokenizer, chat template, head, lineage
+        tokenizer/          the tokenizer's own files, so the folder loads with no preset at hand
+        trainer.pt          optimizer, schedule, RNG states, data position (tensors and plain containers)
+        COMMITTED           written last: sizes and sha256 of the files above
+    run_dir/checkpoints/latest, best    text files naming a committed step
+
+A checkpoint is written into a temporary folder, every file is fsynced, COMMITTED goes last and
+the folder is renamed into place; a folder without COMMITTED does not exist for any reader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from core.config import ModelConfig
+from core.errors import UserError
+
+FORMAT = "llmlab-checkpoint"
+VERSION = 1
+WEIGHTS, META, TRAINER, COMMITTED, TOKENIZER_DIR = "model.safetensors", "model.json", "trainer.pt", "COMMITTED", "tokenizer"
+STEP_PREFIX = "step-"
+# fields that describe how a model was trained, not what it is: a resume may change them
+NOT_ARCHITECTURE = ("init_from", "dropout")
+
+
+def step_name(step: int) -> str:
+    return f"{STEP_PREFIX}{step:08d}"
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The GPT inside DDP (.module) and torch.compile (._orig_mod) wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a small file so that readers see the old or the new content, never a partial one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+# ---------------------------------------------------------------------------------- RNG state
+
+def capture_rng_state() -> dict:
+    """RNG states of python, numpy, torch and CUDA as tensors and plain containers (weights_only-safe)."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+
+
+# --------------------------------------------------------------------------------------- save
+
+def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, *, tokenizer: Any = None,
+                    trainer_state: dict | None = None, val_loss: float | None = None, keep_last: int = 2,
+                    chat_template: str | None = None, lineage: dict | None = None,
+                    extra: dict | None = None) -> Path:
+    """Write and commit `run_dir/checkpoints/step-NNNNNNNN`, update `latest` (and `best` when
+    `val_loss` is the lowest so far), rotate old ones; returns the checkpoint folder.
+
+    `trainer_state` holds tensors and plain containers only (use `capture_rng_state()` for RNG);
+    `lineage` says where the model came from (base checkpoint, preset, stage), `extra` is any
+    more JSON for model.json.
+    """
+    model = _unwrap(model)
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / step_name(step)
+    tmp = root / f".tmp-{step_name(step)}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+
+    save_file(model.weights(), tmp / WEIGHTS, metadata={"format": FORMAT})
+    head: dict[str, Any] = {"kind": model.head_kind}
+    if model.head_kind != "lm":
+        head.update(out_features=model.lm_head.out_features, bias=model.lm_head.bias is not None)
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "step": step,
+        "architecture": dataclasses.asdict(model.config),
+        "tokenizer": None,
+        "chat_template": chat_template or getattr(tokenizer, "chat_template", None),
+        "head": head,
+        "val_loss": val_loss,
+        "lineage": lineage or {},
+        "created": time.time(),
+        **(extra or {}),
+    }
+    if tokenizer is not None:
+        tokenizer.save(tmp / TOKENIZER_DIR)
+        meta["tokenizer"] = {"name": tokenizer.name, "folder": TOKENIZER_DIR,
+                             "n_vocab": tokenizer.n_vocab, "fingerprint": getattr(tokenizer, "fingerprint", None)}
+    (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+    if trainer_state is not None:
+        torch.save(trainer_state, tmp / TRAINER)
+
+    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    manifest = {}
+    for p in files:
+        _fsync_file(p)
+        manifest[p.relative_to(tmp).as_posix()] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+    for d in {p.parent for p in files}:
+        _fsync_dir(d)
+    committed = json.dumps({"step": step, "files": manifest}, indent=1) + "\n"
+    with open(tmp / COMMITTED, "w") as f:
+        f.write(committed)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(tmp)
+
+    if final.exists():  # the same step saved again (e.g. stop right after a periodic save)
+        old = root / f".old-{step_name(step)}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(root)
+
+    write_text_atomic(root / "latest", final.name + "\n")
+    best = _read_pointer(root, "best")
+    best_loss = _val_loss(best) if best is not None else None
+    if val_loss is not None and (best_loss is None or val_loss <= best_loss):
+        write_text_atomic(root / "best", final.name + "\n")
+    rotate(root, keep_last)
+    return final
+
+
+def _val_loss(ckpt: Path) -> float | None:
+    try:
+        return json.loads((ckpt / META).read_text()).get("val_loss")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _read_pointer(root: Path, name: str) -> Path | None:
+    """The committed checkpoint a pointer file (latest, best) names, or None."""
+    try:
+        target = (root / name).read_text().strip()
+    except OSError:
+        return None
+    p = root / target
+    return p if target.startswith(STEP_PREFIX) and (p / COMMITTED).is_file() else None
+
+
+def committed_checkpoints(run_dir_or_root: str | Path) -> list[Path]:
+    """Committed checkpoint folders of a run (or of its checkpoints/ folder), oldest step first."""
+    root = Path(run_dir_or_root)
+    if (root / "checkpoints").is_dir():
+        root = root / "checkpoints"
+    if not root.is_dir():
+        return []
+    out = [p for p in root.iterdir() if p.name.startswith(STEP_PREFIX) and (p / COMMITTED).is_file()]
+    return sorted(out, key=lambda p: p.name)
+
+
+def rotate(root: Path, keep_last: int) -> list[Path]:
+    """Remove committed checkpoints beyond the last `keep_last`, never the best or the latest,
+    and leftovers of interrupted saves; returns what was removed."""
+    keep_last = max(1, keep_last)
+    ckpts = committed_checkpoints(root)
+    keep = set(ckpts[-keep_last:])
+    keep |= {p for p in (_read_pointer(root, "best"), _read_pointer(root, "latest")) if p is not None}
+    removed = []
+    for p in ckpts:
+        if p not in keep:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    for p in root.iterdir():
+        # uncommitted folders of this or a dead process (a live save of another process has its pid)
+        if p.name.startswith((".tmp-", ".old-")) and not p.name.endswith(f"-{os.getpid()}"):
+            pid = p.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(p, ignore_errors=True)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------------------- load
+
+def verify(ckpt: str | Path, *, hashes: bool = True) -> dict:
+    """Check a checkpoint folder against its COMMITTED manifest; returns model.json or raises UserError."""
+    ckpt = Path(ckpt)
+    if not (ckpt / COMMITTED).is_file():
+        raise UserError(f"{ckpt}: not a committed checkpoint (no {COMMITTED} file); it was never finished "
+                        f"or is not a checkpoint folder. Use a step-NNNNNNNN folder under a run's checkpoints/")
+    try:
+        manifest = json.loads((ckpt / COMMITTED).read_text())["files"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        raise UserError(f"{ckpt / COMMITTED}: unreadable manifest; the checkpoint is corrupt") from None
+    for rel, info in manifest.items():
+        p = ckpt / rel
+        if not p.is_file():
+            raise UserError(f"{p}: missing; the checkpoint is corrupt (use an earlier checkpoint)")
+        if p.stat().st_size != info["bytes"]:
+            raise UserError(f"{p}: {p.stat().st_size} bytes, {info['bytes']} when committed; the checkpoint is corrupt")
+        if hashes and _sha256(p) != info["sha256"]:
+            raise UserError(f"{p}: contents changed since the checkpoint was committed (sha256 mismatch); it is corrupt")
+    try:
+        meta = json.loads((ckpt / META).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{ckpt / META}: unreadable ({e}); the checkpoint is corrupt") from None
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{ckpt / META}: not an llmlab checkpoint (format {meta.get('format')!r})")
+    return meta
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder, a run's checkpoints/ folder or a run directory -> the checkpoint folder
+    (`latest` for the last two)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UserError(f"{p}: no such checkpoint or run directory")
+    if (p / COMMITTED).is_file() or p.name.startswith(STEP_PREFIX):
+        return p
+    root = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    latest = _read_pointer(root, "latest")
+    if latest is not None:
+        return latest
+    ckpts = committed_checkpoints(root)
+    if ckpts:
+        return ckpts[-1]
+    raise UserError(f"{p}: has no committed checkpoint (expected checkpoints/step-NNNNNNNN/ with a {COMMITTED} file)")
+
+
+def resumable_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint of a run that verifies, falling back past corrupt ones; None if there is none."""
+    root = Path(run_dir) / "checkpoints"
+    candidates = committed_checkpoints(root)
+    latest = _read_pointer(root, "latest")
+    if latest is not None:  # prefer what `latest` names, then older ones
+        candidates = [c for c in candidates if c.name <= latest.name]
+    for ckpt in reversed(candidates):
+        try:
+            verify(ckpt)
+            return ckpt
+        except UserError:
+            continue
+    return None
+
+
+def model_config(meta: dict) -> ModelConfig:
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    return ModelConfig(**{k: v for k, v in meta["architecture"].items() if k in names})
+
+
+def architecture_diff(meta: dict, cfg: ModelConfig) -> list[str]:
+    """Fields where `cfg` differs from a checkpoint's architecture, as 'model.x: checkpoint A, preset B'."""
+    saved = model_config(meta)
+    out = []
+    for f in dataclasses.fields(ModelConfig):
+        if f.name in NOT_ARCHITECTURE:
+            continue
+        a, b = getattr(saved, f.name), getattr(cfg, f.name)
+        if a != b and not (f.name == "vocab_size" and b == 0):
+            out.append(f"model.{f.name}: checkpoint {a!r}, preset {b!r}")
+    return out
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+               verify_hashes: bool = True) -> tuple[Any, Any, dict]:
+    """Load (model, tokenizer, meta) from a checkpoint folder or a run directory (its latest).
+
+    The model is in eval mode; tokenizer is None when the checkpoint has none. Anything not
+    committed, or whose files do not match the commit manifest, is refused with a UserError.
+    """
+    from core.model.gpt import GPT
+
+    ckpt = resolve_checkpoint(path)
+    meta = verify(ckpt, hashes=verify_hashes)
+    cfg = model_config(meta)
+    model = GPT(cfg)
+    head = meta.get("head") or {"kind": "lm"}
+    if head["kind"] != "lm":
+        model.set_head(head["out_features"], bias=head.get("bias", False), kind=head["kind"])
+    try:
+        sd = load_file(ckpt / WEIGHTS)
+        model.load_weights(sd)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise UserError(f"{ckpt / WEIGHTS}: cannot load the weights ({e}); the checkpoint is corrupt") from None
+    model.to(device=device, dtype=dtype)
+    model.eval()
+    tokenizer = None
+    tok = meta.get("tokenizer")
+    if tok and (ckpt / tok.get("folder", TOKENIZER_DIR)).is_dir():
+        from core.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer.load(ckpt / tok.get("folder", TOKENIZER_DIR))
+    meta["path"] = str(ckpt)
+    return model, tokenizer, meta
+
+
+def load_trainer_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The trainer.pt of a checkpoint (folder or run dir), loaded with weights_only=True."""
+    ckpt = resolve_checkpoint(path)
+    verify(ckpt, hashes=False)
+    p = ckpt / TRAINER
+    if not p.is_file():
+        raise UserError(f"{ckpt}: has no {TRAINER}; it cannot be resumed (it can still be loaded as a model)")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # unpickling errors come in many types
+        raise UserError(f"{p}: cannot load the trainer state ({type(e).__name__}: {e})") from None
