@@ -124,7 +124,13 @@ def format_event(ev: dict) -> str:
 # ----------------------------------------------------------------------------------------- verbs
 
 def _load_preset(args: argparse.Namespace) -> config.Preset:
-    return config.load(args.preset, getattr(args, "set", None) or [])
+    overrides = list(getattr(args, "set", None) or [])
+    if getattr(args, "nproc", None):
+        overrides.append(f"train.nproc={args.nproc}")
+    if getattr(args, "tasks", None):
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+        overrides.append("eval.tasks=[" + ", ".join(f'"{t}"' for t in tasks) + "]")
+    return config.load(args.preset, overrides)
 
 
 def _follow(run: runs.Run, con: Console) -> int:
@@ -368,6 +374,16 @@ def _stage_args(p: argparse.ArgumentParser) -> None:
                    help="continue the latest run of this preset and stage (or RUN) from its last checkpoint")
 
 
+def _pretrain_args(p: argparse.ArgumentParser) -> None:
+    _stage_args(p)
+    p.add_argument("--nproc", type=int, metavar="N", help="data-parallel processes on this machine (torchrun); same as --set train.nproc=N")
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    _stage_args(p)
+    p.add_argument("--tasks", metavar="T1,T2", help="comma-separated tasks (perplexity, classify, choice, judge, pairwise)")
+
+
 def _tokenizer_args(p: argparse.ArgumentParser) -> None:
     _stage_args(p)
     p.add_argument("text", nargs="*", help="with `inspect`: the text to tokenize")
@@ -427,7 +443,8 @@ def _execute_args(p: argparse.ArgumentParser) -> None:
 
 VERBS: list[Verb] = [
     Verb("tui", "open the workbench (the default when no verb is given)", cmd_tui, _tui_args),
-    *[Verb(name, help_, cmd_stage, _tokenizer_args if name == "tokenizer" else _stage_args)
+    *[Verb(name, help_, cmd_stage, {"tokenizer": _tokenizer_args, "pretrain": _pretrain_args, "finetune": _pretrain_args,
+                                     "eval": _eval_args}.get(name, _stage_args))
       for name, (_mod, help_) in STAGES.items()],
     Verb("generate", "continue a prompt with a trained model", cmd_generate, _generate_args),
     Verb("chat", "chat with a model in the terminal", cmd_chat, _chat_args),

@@ -368,3 +368,44 @@ def tail(run: Run, follow: bool = True, stop: threading.Event | None = None,
             yield from events
             return
         time.sleep(poll_s)
+
+
+# ---------------------------------------------------------------------------------- model lookup
+
+def resolve_checkpoint(spec: str | Path, prefer: str = "best", root: Path | None = None) -> Path:
+    """A model named the way users name it -> a committed checkpoint folder.
+
+    Accepts a checkpoint folder (has COMMITTED), a run folder or run name (its `best`, else `latest`,
+    checkpoint), or `run:PRESET:STAGE` (the newest finished run of that preset and stage)."""
+    s = str(spec)
+    if s.startswith("run:"):
+        parts = s.split(":")
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise UserError(f"{s}: expected run:PRESET:STAGE, e.g. run:tiny:pretrain")
+        run = latest_run(parts[1], parts[2], root)
+        if run is None:
+            raise UserError(f"{s}: no finished {parts[2]} run of preset {parts[1]!r} in {runs_root(root)}; "
+                            f"run `llmlab {parts[2]} {parts[1]}` first")
+        return resolve_checkpoint(run.path, prefer, root)
+    p = Path(s).expanduser()
+    if (p / "COMMITTED").exists():
+        return p
+    if p.is_dir() and (p / "model.safetensors").exists():
+        raise UserError(f"{p}: checkpoint is not committed (its save was interrupted); use an earlier one")
+    run_dir = p if (p / "checkpoints").is_dir() or (p / "status.json").exists() else None
+    if run_dir is None:
+        try:
+            run_dir = open_run(s, root).path
+        except UserError:
+            raise UserError(f"{s}: not a checkpoint, a run folder, a run name or run:PRESET:STAGE") from None
+    ckdir = run_dir / "checkpoints"
+    for name in (prefer, "latest", "best"):
+        f = ckdir / name
+        if f.exists():
+            step = ckdir / f.read_text().strip()
+            if (step / "COMMITTED").exists():
+                return step
+    committed = sorted(d for d in ckdir.glob("step-*") if (d / "COMMITTED").exists()) if ckdir.is_dir() else []
+    if committed:
+        return committed[-1]
+    raise UserError(f"{run_dir}: has no committed checkpoint")
