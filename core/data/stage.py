@@ -1,0 +1,70 @@
+"""The data stage (`llmlab data PRESET`): corpus -> filters -> tokenizer -> token shards, with reports.
+
+One pass reads and filters the corpus while the shards are written, and the filter report, the
+source report (realised mixture proportions, replaced non-UTF-8 bytes) and the token statistics are
+gathered on the way into the shards' meta.json; this stage copies them into the run directory:
+filter_report.json, stats.json and report.json. A cached shard folder makes the stage instant.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from core.data.shards import Stopped, prepare_shards, read_meta
+from core.data.stats import shard_stats
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    tmp.replace(path)
+
+
+def run(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
+    from core.tokenizer.stage import tokenizer_for
+    from core.tokenizer.train import TrainingStopped
+
+    t0 = time.time()
+    run_dir = Path(run_dir)
+    d = preset.data
+    what = " + ".join(f"{s.source} ({s.weight:g})" for s in d.mixture) if d.mixture else d.source
+    log.log({"kind": "log", "level": "info", "message": f"data: {what}"})
+    try:
+        tokenizer = tokenizer_for(preset, log, stop)
+        if stop.is_set():
+            return
+        folder = prepare_shards(preset, tokenizer, log, stop)
+    except (Stopped, TrainingStopped):
+        return
+    meta = read_meta(folder)
+    src, flt = meta["source_report"], meta["filter_report"]
+    if src["bad_utf8"]:
+        log.log({"kind": "log", "level": "warning",
+                 "message": f"replaced {src['bad_utf8']} byte sequences that are not UTF-8 "
+                            f"(in {', '.join(src['bad_utf8_files'][:3])})"})
+    if src["exhausted"]:
+        log.log({"kind": "log", "level": "info",
+                 "message": f"the mixture stopped when {src['exhausted']} ran out; realised shares: "
+                            + ", ".join(f"{s['source']} {s['share_chars']:.1%}" for s in src["sources"])})
+    stats = shard_stats(meta, preset.model.context_length, tokenizer)
+    _write_json(run_dir / "filter_report.json", {"source": what, **flt, "sources": src})
+    _write_json(run_dir / "stats.json", stats)
+    report = {
+        "stage": "data", "source": what, "shards": str(folder), "key": meta["key"], "tokenizer": meta["tokenizer"],
+        "dtype": meta["dtype"], "docs": stats["docs"], "chars": stats["chars"], "tokens": stats["tokens"],
+        "train_tokens": meta["train_tokens"], "val_tokens": meta["val_tokens"],
+        "truncated_share": stats["truncated_share"], "context_length": preset.model.context_length,
+        "filtered": {"docs_in": flt["docs_in"], "docs_removed": flt["docs_removed"],
+                     "chars_removed": flt["chars_removed"],
+                     "by_rule": {r: v["docs"] for r, v in flt["rules"].items()}},
+        "sources": src["sources"], "bad_utf8": src["bad_utf8"],
+        "seconds": round(time.time() - t0, 3), "tokenize_seconds": meta["seconds"],
+    }
+    _write_json(run_dir / "report.json", report)
+    log.log({"kind": "log", "level": "info",
+             "message": f"{stats['docs']:,} documents, {stats['tokens']:,} tokens "
+                        f"({meta['train_tokens']:,} train / {meta['val_tokens']:,} val) in {folder}"})
