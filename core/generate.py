@@ -1,0 +1,139 @@
+"""Sampling: a generator that yields tokens as the model produces them.
+
+`generate()` prefills a KV cache with the prompt and then feeds one token per step, computing
+the head at the last position only; `generate_text()` wraps it with a tokenizer, stop strings
+and incremental UTF-8 decoding and yields text pieces. Training samples, the chat pane,
+evaluation and `llmlab generate` all iterate these.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from core.model.gpt import GPT, KVCache
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                generator: torch.Generator | None = None) -> int:
+    """One token id from logits (V,): greedy at temperature 0, else top-k / top-p sampling."""
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    logits = logits.float() / temperature
+    if top_k and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        # drop a token when the tokens before it already reach top_p (the first always stays)
+        drop = (torch.cumsum(sorted_p, dim=-1) - sorted_p) >= top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def generate(model: GPT, prompt_ids: Sequence[int], *, max_new_tokens: int, temperature: float = 1.0,
+             top_k: int = 0, top_p: float = 1.0, stop_ids: Iterable[int] = (), seed: int | None = None,
+             use_cache: bool = True) -> Iterator[int]:
+    """Yield up to `max_new_tokens` token ids after `prompt_ids`; a stop id ends it and is not yielded.
+
+    With the cache the prompt is processed once and every step feeds a single token. When the
+    sequence outgrows the context, both paths slide a window of the last `context_length` tokens
+    (the cached path re-prefills that window), so greedy output is identical with and without it.
+    """
+    if not prompt_ids:
+        raise ValueError("generate needs at least one prompt token")
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    ctx = model.config.context_length
+    stops = set(stop_ids)
+    gen = None
+    if seed is not None:
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed)
+    ids = list(prompt_ids)
+    cache: KVCache | None = None
+    try:
+        for _ in range(max_new_tokens):
+            if use_cache and cache is not None and cache.pos < ctx:
+                x = torch.tensor([ids[-1:]], dtype=torch.long, device=device)  # (1, 1)
+            else:
+                # first step, no cache, or a full cache: (re)process the last window
+                window = ids[-ctx:]
+                x = torch.tensor([window], dtype=torch.long, device=device)  # (1, T)
+                # a full window leaves the cache no room, so the next step re-prefills as well
+                cache = KVCache.for_model(model) if use_cache else None
+            logits, _ = model(x, cache=cache, last_only=True)  # (1, 1, V)
+            nxt = sample_next(logits[0, -1], temperature, top_k, top_p, gen)
+            if nxt in stops:
+                return
+            ids.append(nxt)
+            yield nxt
+    finally:
+        model.train(was_training)
+
+
+def _stop_prefix_len(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest tail of `text` that is a proper prefix of a stop string (held back)."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if s.startswith(text[-n:]):
+                best = n
+                break
+    return best
+
+
+def generate_text(model: GPT, tokenizer: Any, prompt: str | Sequence[int], *, max_new_tokens: int,
+                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stop: Sequence[str] = (),
+                  stop_ids: Iterable[int] | None = None, seed: int | None = None,
+                  use_cache: bool = True) -> Iterator[str]:
+    """Yield text pieces of the continuation of `prompt`; ends at a stop string (not yielded),
+    a stop id (default: the tokenizer's end-of-text id) or `max_new_tokens`.
+
+    Bytes are decoded incrementally, so a character split across tokens is yielded once whole;
+    text that might be the start of a stop string is held back until it is not.
+    """
+    ids = tokenizer.encode(prompt, allowed_special="all") if isinstance(prompt, str) else list(prompt)
+    if stop_ids is None:
+        eot = getattr(tokenizer, "eot_id", None)
+        stop_ids = () if eot is None else (eot,)
+    stops = [s for s in stop if s]
+    token_bytes = getattr(tokenizer, "token_bytes", None)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    for tok in generate(model, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                        top_p=top_p, stop_ids=stop_ids, seed=seed, use_cache=use_cache):
+        raw = token_bytes(tok) if token_bytes is not None else tokenizer.decode([tok]).encode()
+        pending += decoder.decode(raw)
+        if stops:
+            hits = [i for i in (pending.find(s) for s in stops) if i >= 0]
+            if hits:
+                if min(hits):
+                    yield pending[: min(hits)]
+                return
+            keep = _stop_prefix_len(pending, stops)
+            out, pending = pending[: len(pending) - keep], pending[len(pending) - keep:]
+        else:
+            out, pending = pending, ""
+        if out:
+            yield out
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending
+
+
+def sampling_options(gen_cfg: Any) -> dict:
+    """Keyword arguments for generate/generate_text from a preset's GenerateConfig (seed 0 = random)."""
+    return {"temperature": gen_cfg.temperature, "top_k": gen_cfg.top_k, "top_p": gen_cfg.top_p,
+            "max_new_tokens": gen_cfg.max_new_tokens, "seed": gen_cfg.seed or None}
