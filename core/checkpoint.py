@@ -284,10 +284,13 @@ def verify(ckpt: str | Path, *, hashes: bool = True) -> dict:
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder, a run's checkpoints/ folder or a run directory -> the checkpoint folder
-    (`latest` for the last two)."""
+    (`latest` for the last two); `run:PRESET:STAGE` and run names go through core.runs."""
     p = Path(path).expanduser()
-    if not p.exists():
-        raise UserError(f"{p}: no such checkpoint or run directory")
+    if str(path).startswith("run:") or not p.exists():
+        # run:PRESET:STAGE and run names are resolved by the runs module
+        from core.runs import resolve_checkpoint as resolve_run
+
+        return resolve_run(str(path), prefer="latest")
     if (p / COMMITTED).is_file() or p.name.startswith(STEP_PREFIX):
         return p
     root = p / "checkpoints" if (p / "checkpoints").is_dir() else p
