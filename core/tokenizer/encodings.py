@@ -228,6 +228,8 @@ def _reachable(url: str) -> str | None:
     """None when the host answers within a few seconds, else why not (tiktoken sets no timeout)."""
     if os.environ.get("LLMLAB_OFFLINE") == "1":
         return "LLMLAB_OFFLINE=1"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None  # requests goes through the proxy; a direct connection says nothing
     host = urlparse(url).hostname or ""
     try:
         socket.create_connection((host, 443), timeout=_FETCH_TIMEOUT_S).close()

@@ -85,3 +85,11 @@ def test_damaged_saved_tokenizers_are_user_errors(trained, tmp_path):
         get_tokenizer(folder)
     with pytest.raises(UserError, match="is a file"):
         get_tokenizer(folder / "tokenizer.json")
+
+
+def test_tokenizers_pickle_for_worker_processes(trained):
+    import pickle
+    back = pickle.loads(pickle.dumps(trained))
+    assert back.fingerprint == trained.fingerprint
+    assert back.encode("<|im_end|>", allowed_special="all") == [511]
+    assert back.chat.render([{"role": "user", "content": "hi"}]) == trained.chat.render([{"role": "user", "content": "hi"}])
