@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.errors import UserError
 from core.runs import workspace
 from core.tokenizer.encodings import META_FILE, Tokenizer, get_tokenizer
 from core.tokenizer.inspect import DEFAULT_COMPARED, compression_table, format_compression_table
