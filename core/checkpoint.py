@@ -117,22 +117,16 @@ def restore_rng_state(state: dict) -> None:
 
 # --------------------------------------------------------------------------------------- save
 
-def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, *, tokenizer: Any = None,
-                    trainer_state: dict | None = None, val_loss: float | None = None, keep_last: int = 2,
-                    chat_template: str | None = None, lineage: dict | None = None,
-                    extra: dict | None = None) -> Path:
-    """Write and commit `run_dir/checkpoints/step-NNNNNNNN`, update `latest` (and `best` when
-    `val_loss` is the lowest so far), rotate old ones; returns the checkpoint folder.
-
-    `trainer_state` holds tensors and plain containers only (use `capture_rng_state()` for RNG);
-    `lineage` says where the model came from (base checkpoint, preset, stage), `extra` is any
-    more JSON for model.json.
-    """
+def write_checkpoint(dest: str | Path, step: int, model: torch.nn.Module, *, tokenizer: Any = None,
+                     trainer_state: dict | None = None, val_loss: float | None = None,
+                     chat_template: str | None = None, lineage: dict | None = None,
+                     extra: dict | None = None) -> Path:
+    """Write one committed checkpoint folder at `dest`: files into a temporary sibling, each
+    fsynced, COMMITTED last, then renamed into place (replacing an older `dest`)."""
     model = _unwrap(model)
-    root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / step_name(step)
-    tmp = root / f".tmp-{step_name(step)}-{os.getpid()}"
+    final = Path(dest)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -169,22 +163,37 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, *, t
         manifest[p.relative_to(tmp).as_posix()] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
     for d in {p.parent for p in files}:
         _fsync_dir(d)
-    committed = json.dumps({"step": step, "files": manifest}, indent=1) + "\n"
     with open(tmp / COMMITTED, "w") as f:
-        f.write(committed)
+        f.write(json.dumps({"step": step, "files": manifest}, indent=1) + "\n")
         f.flush()
         os.fsync(f.fileno())
     _fsync_dir(tmp)
 
-    if final.exists():  # the same step saved again (e.g. stop right after a periodic save)
-        old = root / f".old-{step_name(step)}-{os.getpid()}"
+    if final.exists():  # the same step saved again (e.g. a stop right after a periodic save)
+        old = final.with_name(f".old-{final.name}-{os.getpid()}")
         os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _fsync_dir(root)
+    _fsync_dir(final.parent)
+    return final
 
+
+def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, *, tokenizer: Any = None,
+                    trainer_state: dict | None = None, val_loss: float | None = None, keep_last: int = 2,
+                    chat_template: str | None = None, lineage: dict | None = None,
+                    extra: dict | None = None) -> Path:
+    """Write and commit `run_dir/checkpoints/step-NNNNNNNN`, update `latest` (and `best` when
+    `val_loss` is the lowest so far), rotate old ones; returns the checkpoint folder.
+
+    `trainer_state` holds tensors and plain containers only (use `capture_rng_state()` for RNG);
+    `lineage` says where the model came from (base checkpoint, preset, stage), `extra` is any
+    more JSON for model.json. Under DDP only rank 0 calls this, after a barrier.
+    """
+    root = Path(run_dir) / "checkpoints"
+    final = write_checkpoint(root / step_name(step), step, model, tokenizer=tokenizer, trainer_state=trainer_state,
+                             val_loss=val_loss, chat_template=chat_template, lineage=lineage, extra=extra)
     write_text_atomic(root / "latest", final.name + "\n")
     best = _read_pointer(root, "best")
     best_loss = _val_loss(best) if best is not None else None

@@ -64,15 +64,17 @@ def generate(model: GPT, prompt_ids: Sequence[int], *, max_new_tokens: int, temp
     ids = list(prompt_ids)
     cache: KVCache | None = None
     try:
-        for _ in range(max_new_tokens):
-            if use_cache and cache is not None and cache.pos < ctx:
+        for step in range(max_new_tokens):
+            if use_cache and cache is not None and cache.pos < cache.max_len:
                 x = torch.tensor([ids[-1:]], dtype=torch.long, device=device)  # (1, 1)
             else:
                 # first step, no cache, or a full cache: (re)process the last window
                 window = ids[-ctx:]
                 x = torch.tensor([window], dtype=torch.long, device=device)  # (1, T)
-                # a full window leaves the cache no room, so the next step re-prefills as well
-                cache = KVCache.for_model(model) if use_cache else None
+                # a full window leaves the cache no room, so the next step re-prefills as well;
+                # room for this window and every token still to come, never more than the context
+                room = min(ctx, len(window) + max_new_tokens - step)
+                cache = KVCache.for_model(model, room) if use_cache else None
             logits, _ = model(x, cache=cache, last_only=True)  # (1, 1, V)
             nxt = sample_next(logits[0, -1], temperature, top_k, top_p, gen)
             if nxt in stops:
