@@ -161,8 +161,6 @@ def _follow(run: runs.Run, con: Console) -> int:
 
 def cmd_stage(args: argparse.Namespace) -> int:
     stage = args.verb
-    if stage == "tokenizer" and args.preset == "inspect":
-        return cmd_tokenizer_inspect(args)
     preset = _load_preset(args)
     con = Console()
     if args.resume:
@@ -386,8 +384,12 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 def _tokenizer_args(p: argparse.ArgumentParser) -> None:
     _stage_args(p)
-    p.add_argument("text", nargs="*", help="with `inspect`: the text to tokenize")
-    p.add_argument("--encoding", default="gpt2", help="with `inspect`: tiktoken name or saved tokenizer folder")
+    p.epilog = 'llmlab tokenizer inspect [--encoding NAME_OR_PATH] "text": coloured spans with ids'
+
+
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("text", nargs="+", help="the text to tokenize")
+    p.add_argument("--encoding", default="gpt2", help="tiktoken name (gpt2, cl100k_base, ...) or a saved tokenizer folder")
 
 
 def _presets_args(p: argparse.ArgumentParser) -> None:
@@ -473,6 +475,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         argv = ["tui"]
     try:
+        if argv[:2] == ["tokenizer", "inspect"]:  # a sub-verb with its own arguments
+            p = Parser(prog="llmlab tokenizer inspect", description="tokenize text and show coloured spans with ids")
+            _inspect_args(p)
+            return cmd_tokenizer_inspect(p.parse_args(argv[2:]))
         args = build_parser().parse_args(argv)
         if hasattr(args, "resume"):
             args.resume_run = args.resume if isinstance(args.resume, str) else None

@@ -90,3 +90,12 @@ def test_runs_list_show_stop(counting_stage):
     assert code == 2 and "--yes" in err and h.run.path.exists()
     code, out, _ = llmlab("runs", "delete", h.run.name, "--yes", env=env)
     assert code == 0 and not h.run.path.exists()
+
+
+def test_tokenizer_inspect_prints_spans_and_ids(gpt2_cache):
+    code, out, err = llmlab("tokenizer", "inspect", "--encoding", "gpt2", "Hello world",
+                            env={"TIKTOKEN_CACHE_DIR": str(gpt2_cache)})
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == "15496 995"
+    code, out, err = llmlab("tokenizer", "inspect", "--encoding", "no-such-encoding", "x")
+    assert code == 2 and "unknown encoding 'no-such-encoding'" in err
