@@ -19,7 +19,6 @@ from core.errors import UserError
 
 EXAMPLES_PER_RULE = 3
 EXAMPLE_CHARS = 200
-_WS = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
 
 RULES = ("empty", "min_chars", "max_chars", "min_words", "max_non_letter_frac", "max_repeated_line_frac",
@@ -28,7 +27,7 @@ RULES = ("empty", "min_chars", "max_chars", "min_words", "max_non_letter_frac", 
 
 def normalise(text: str) -> str:
     """Lower case, single spaces: two texts differing only in case or spacing are exact duplicates."""
-    return _WS.sub(" ", text).strip().lower()
+    return " ".join(text.split()).lower()  # str.split is ~2x faster than a regex here
 
 
 def non_letter_frac(text: str) -> float:
