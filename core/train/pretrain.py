@@ -1,0 +1,196 @@
+"""The pretraining stage: tokenizer -> token shards -> model -> the shared loop -> report.
+
+`run(preset, run_dir, log, stop)` is what `llmlab pretrain PRESET` executes in its run folder.
+Setup reuses the cached tokenizer and shards of an unchanged preset; the model is built from
+preset.model with the tokenizer's vocabulary, or starts from `model.init_from` (a checkpoint, a
+run, or GPT-2 weights). A run folder that already holds committed checkpoints resumes from the
+newest one. With `train.nproc > 1` the stage hands the loop to torchrun (core.train.ddp).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.config import Preset
+from core.errors import UserError
+from core.train.loop import Dist, LoopResult, lm_objective, seed_everything, train
+from core.train.optim import plan_steps
+
+GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+SAMPLE_SEED = 1234  # samples use their own generator: the training RNG stream stays untouched
+
+
+def prepare(preset: Preset, log: Any, stop: threading.Event) -> tuple[Any, Path] | None:
+    """The tokenizer and the token-shard folder (both cached); None when stopped meanwhile."""
+    from core.data import Stopped, prepare_shards
+    from core.tokenizer import TrainingStopped, tokenizer_for
+
+    t0 = time.time()
+    try:
+        tokenizer = tokenizer_for(preset, log, stop)
+        t1 = time.time()
+        folder = prepare_shards(preset, tokenizer, log, stop)
+    except (TrainingStopped, Stopped):
+        return None
+    log.log({"kind": "log", "level": "info",
+             "message": f"setup: tokenizer {t1 - t0:.1f}s, shards {time.time() - t1:.1f}s"})
+    return tokenizer, folder
+
+
+def build_model(preset: Preset, tokenizer: Any, log: Any) -> tuple[torch.nn.Module, dict]:
+    """A fresh GPT of the preset's shape, or one started from model.init_from; returns (model, lineage)."""
+    from core.model.gpt import GPT
+
+    spec = preset.model.init_from
+    if not spec:
+        cfg = dataclasses.replace(preset.model, vocab_size=preset.model.vocab_size or tokenizer.n_vocab)
+        if cfg.vocab_size < tokenizer.n_vocab:
+            raise UserError(f"model.vocab_size: {cfg.vocab_size} is smaller than the tokenizer's {tokenizer.n_vocab} ids")
+        return GPT(cfg), {"stage": "pretrain", "preset": preset.name, "init": "random"}
+    if spec in GPT2_NAMES:
+        model = _gpt2(spec)
+        src_tok_fp = None
+        if tokenizer.name != "gpt2":
+            raise UserError(f"model.init_from: {spec} uses the gpt2 tokenizer; set tokenizer.kind = \"tiktoken\" "
+                            f"and tokenizer.encoding = \"gpt2\" (the preset's tokenizer is {tokenizer.name!r})")
+    else:
+        from core.checkpoint import load_model
+        from core.runs import resolve_checkpoint
+
+        path = resolve_checkpoint(spec)
+        model, src_tok, _meta = load_model(path)
+        model.train()
+        src_tok_fp = getattr(src_tok, "fingerprint", None)
+        if src_tok_fp and src_tok_fp != tokenizer.fingerprint:
+            raise UserError(f"model.init_from: {path} was trained with tokenizer {src_tok.name!r}, the preset gives "
+                            f"{tokenizer.name!r}; set tokenizer.kind = \"tiktoken\" and tokenizer.encoding = "
+                            f"\"{path / 'tokenizer'}\" to keep its tokenizer")
+        spec = str(path)
+    # the source's architecture wins; dropout is a training choice and follows the preset
+    ignored = [f.name for f in dataclasses.fields(preset.model)
+               if f.name not in ("init_from", "dropout", "vocab_size")
+               and getattr(preset.model, f.name) != getattr(model.config, f.name)]
+    if ignored:
+        log.log({"kind": "log", "level": "warning",
+                 "message": f"model.init_from: the architecture comes from {spec}; preset values of "
+                            f"{', '.join('model.' + n for n in ignored)} are not used"})
+    if model.config.dropout != preset.model.dropout:
+        model.config = dataclasses.replace(model.config, dropout=preset.model.dropout)
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = preset.model.dropout
+            if hasattr(m, "dropout") and isinstance(m.dropout, float):
+                m.dropout = preset.model.dropout
+    return model, {"stage": "pretrain", "preset": preset.name, "init": spec}
+
+
+def _gpt2(name: str) -> torch.nn.Module:
+    try:
+        from core.model import hf
+    except ImportError:
+        raise UserError(f"model.init_from: importing {name} needs core.model.hf, which this build lacks") from None
+    for fn in ("load_gpt2", "import_gpt2", "from_pretrained"):
+        if hasattr(hf, fn):
+            out = getattr(hf, fn)(name)
+            return out[0] if isinstance(out, tuple) else out
+    raise UserError(f"model.init_from: core.model.hf has no GPT-2 loader")
+
+
+def make_sampler(preset: Preset, tokenizer: Any):
+    """sample(model, step) -> (prompt, text): a short continuation of train.sample_prompt."""
+    from core.generate import generate_text
+
+    prompt = preset.train.sample_prompt
+    ids = tokenizer.encode(prompt) if prompt else [tokenizer.eot_id]
+    g = preset.generate
+
+    def sample(model: torch.nn.Module, step: int) -> tuple[str, str]:
+        ids_ = ids[-(model.config.context_length - 1):]
+        text = "".join(generate_text(model, tokenizer, ids_, max_new_tokens=preset.train.sample_tokens,
+                                     temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
+                                     seed=SAMPLE_SEED + step))
+        return prompt, text
+
+    return sample
+
+
+def fit(preset: Preset, run_dir: Path, log: Any, stop: threading.Event, dist: Dist | None = None) -> LoopResult | None:
+    """Setup and the loop, in this process (a single process, or one rank of torchrun)."""
+    from core.data import TokenLoader, read_meta
+
+    prepared = prepare(preset, log, stop)
+    if prepared is None:
+        return None
+    tokenizer, folder = prepared
+    t = preset.train
+    seed_everything(t.seed)
+    model, lineage = build_model(preset, tokenizer, log)
+    T = model.config.context_length
+    world = dist.world_size if dist else 1
+    accum = preset.grad_accum_steps() if world == preset.train.nproc else _accum(preset, world)
+    tokens_per_step = t.micro_batch_size * T * accum * world
+    meta = read_meta(folder)
+    total = plan_steps(t, tokens_per_step, meta.get("train_tokens"))
+    # every rank draws the same global sequence of micro-batches and keeps its share (see loop.train),
+    # so all ranks build the same loader and a checkpoint resumes at any world size
+    train_loader = TokenLoader(folder / "train.bin", T, t.micro_batch_size, seed=t.seed)
+    val_loader = TokenLoader(folder / "val.bin", T, t.micro_batch_size, seed=t.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    if dist is None or dist.is_main:
+        log.log({"kind": "log", "level": "info",
+                 "message": f"model {n_params / 1e6:.2f}M parameters, vocab {model.config.vocab_size}, context {T}; "
+                            f"{meta.get('train_tokens', 0):,} training tokens, {tokens_per_step:,} tokens per step"})
+    result = train(model, lm_objective, train_loader, lambda: val_loader.eval_batches(t.eval_batches), t, log, stop,
+                   run_dir, total_steps=total, grad_accum=accum, tokenizer=tokenizer,
+                   sample=make_sampler(preset, tokenizer) if t.sample_every else None,
+                   checkpoint_kwargs={"lineage": lineage}, dist=dist)
+    if dist is None or dist.is_main:
+        write_report(run_dir, preset, result, n_params, tokens_per_step, total)
+    return result
+
+
+def _accum(preset: Preset, world: int) -> int:
+    """Micro-batches per rank and step when the world size differs from train.nproc (a manual torchrun)."""
+    micro = preset.train.micro_batch_size * preset.model.context_length * world
+    return max(1, -(-preset.train.batch_tokens // micro)) if preset.train.batch_tokens else 1
+
+
+def write_report(run_dir: Path, preset: Preset, result: LoopResult, n_params: int, tokens_per_step: int,
+                 total_steps: int) -> None:
+    report = {
+        "stage": "pretrain",
+        "preset": preset.name,
+        "params": n_params,
+        "steps": result.step,
+        "planned_steps": total_steps,
+        "tokens": result.tokens,
+        "tokens_per_step": tokens_per_step,
+        "val_loss": result.val_loss,
+        "best_val_loss": result.best_val_loss,
+        "train_s": round(result.train_s, 2),
+        "tokens_per_s": round(result.tokens_per_s, 1),
+        "stopped": result.stopped,
+        "resumed_from": result.resumed_from,
+        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+    }
+    tmp = run_dir / ".report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    tmp.replace(run_dir / "report.json")
+
+
+def run(preset: Preset, run_dir: Path, log: Any, stop: threading.Event) -> None:
+    """The pretrain stage (see the module docstring)."""
+    run_dir = Path(run_dir)
+    if preset.train.nproc > 1:
+        from core.train import ddp
+
+        ddp.launch(preset, run_dir, log, stop)
+        return
+    fit(preset, run_dir, log, stop)
