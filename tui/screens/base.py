@@ -1,0 +1,53 @@
+"""StageScreen: what every stage screen shares: the mode bar, the footer, help text, the preset.
+
+A stage screen composes its body in `compose_body`, reacts to a new preset in `preset_changed`
+(called on mount and whenever the app's preset changes), and gives `?` its help in `HELP`.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from core import config
+from tui.messages import WorkFailed
+from tui.widgets.mode_bar import ModeBar
+
+
+class StageScreen(Screen):
+    MODE = ""
+    HELP = ""
+    # digits type into a focused field; esc leaves it so that 1-8 switch stages again
+    BINDINGS = [Binding("escape", "leave_field", "leave field", show=False)]
+
+    def compose(self) -> ComposeResult:
+        yield ModeBar(self.MODE)
+        with Container(id="body", classes=f"{self.MODE}-body"):
+            yield from self.compose_body()
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "preset", self._preset_watch, init=True)
+
+    def _preset_watch(self, old: config.Preset, new: config.Preset) -> None:
+        self.query_one(ModeBar).show_preset(self.app.preset_label())
+        self.preset_changed(new)
+
+    def preset_changed(self, preset: config.Preset) -> None:
+        """Hook: the current preset is `preset` (on mount and on every change)."""
+
+    @property
+    def preset(self) -> config.Preset:
+        return self.app.preset
+
+    def action_leave_field(self) -> None:
+        self.set_focus(None)
+
+    def on_work_failed(self, message: WorkFailed) -> None:
+        self.notify(message.message, title=message.what, severity="error", timeout=8)

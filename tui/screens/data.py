@@ -1,0 +1,318 @@
+"""Data: browse a corpus or a finetuning set, see its statistics, prepare the token shards as a run.
+
+Rows come from `core.data` (`Documents` for a corpus, `load_records` for finetuning and evaluation
+sets) in a thread worker; statistics are `core.data`'s (`shard_stats` once shards exist, else
+`text_stats` of the rows read, `record_stats` for labelled sets) with the document-length histogram
+drawn against the context length. Preparing the shards is a run (`core.runs.launch("data", ...)`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from rich.markup import escape
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
+from textual.worker import get_current_worker
+
+from core import runs as core_runs
+from core.advice import Facts
+from core.errors import UserError
+from tui.feed import RunFeed, follow_run
+from tui.messages import MetricsArrived, RunEnded, RunStarted, WorkFailed
+from tui.screens.base import StageScreen
+from tui.screens.shared import preset_tokenizer, progress_of
+from tui.widgets.advice_panel import AdvicePanel
+from tui.widgets.histogram import Histogram
+
+PAGE = 100
+MAX_ROWS = 5000
+EMBEDDED_SETS = ("embedded:tinyworld-classify", "embedded:tinyworld-instruct", "embedded:tinyworld-preference",
+                 "embedded:tinyworld-choice")
+
+
+@dataclass
+class RowsLoaded(Message):
+    """A source was read: its rows (dicts with a `text` or the set's fields) and its statistics."""
+
+    source: str
+    kind: str  # corpus | records
+    rows: list[dict]
+    stats: dict
+    filter_report: dict | None
+    note: str = ""
+
+
+def read_source(preset, source: str, max_rows: int = MAX_ROWS) -> RowsLoaded:
+    """The blocking part: rows and statistics of `source` through core.data (run in a worker)."""
+    from core import data as core_data
+
+    tok, note = preset_tokenizer(preset)
+    ctx = preset.model.context_length
+    if source.startswith("embedded:tinyworld-") or source in (preset.finetune.data, preset.eval.choice_data):
+        rows = core_data.load_records(source, "train")
+        return RowsLoaded(source, "records", rows[:max_rows], core_data.record_stats(rows, tok), None, note)
+    data = preset.data if source == preset.data.source else dataclasses.replace(preset.data, source=source, mixture=[])
+    docs = core_data.Documents(data)
+    rows = []
+    for text in docs:
+        rows.append({"text": text})
+        if len(rows) >= max_rows:
+            break
+    stats = None
+    if tok is not None and source == preset.data.source:
+        folder = core_runs.workspace() / "data" / core_data.shard_key(data, tok)
+        if (folder / "meta.json").exists():
+            stats = core_data.shard_stats(core_data.read_meta(folder), ctx, tok)
+            stats["from"] = "prepared shards"
+    if stats is None:
+        stats = core_data.text_stats((r["text"] for r in rows), tok, ctx, max_docs=max_rows)
+        stats["from"] = f"the first {len(rows):,} documents"
+    return RowsLoaded(source, "corpus", rows, stats, docs.filter.report(), note)
+
+
+def stats_text(msg: RowsLoaded) -> str:
+    s = msg.stats
+    lines = []
+    if msg.kind == "records":
+        lines.append(f"[b]{s.get('records', 0):,}[/] records (train split)")
+        for c in s.get("classes", []):
+            lines.append(f"  class {c['name']}: {c['count']:,} ({c['share']:.0%})")
+        if "chance" in s:
+            lines.append(f"  multiple choice, chance {s['chance']:.0%}")
+        for f, v in s.get("fields", {}).items():
+            tok = v.get("tokens")
+            lines.append(f"  {f}: chars p50 {v['chars']['p50']}, max {v['chars']['max']}"
+                         + (f"; tokens p50 {tok['p50']}, p95 {tok['p95']}" if tok else ""))
+        return "\n".join(lines)
+    lines.append(f"[b]{s.get('docs', 0):,}[/] documents, {s.get('chars', 0):,} characters (from {s.get('from', '?')})")
+    if "tokens" in s:
+        lines.append(f"{s['tokens']:,} tokens, {s.get('chars_per_token', 0):.2f} chars/token, "
+                     f"mean {s.get('mean_doc_tokens', 0):.0f} tokens/document")
+        lines.append(f"context {s.get('context_length')}: [b]{s.get('truncated_share', 0):.1%}[/] of documents longer")
+        top = s.get("top_tokens", [])[:8]
+        if top:
+            lines.append("top tokens: " + "  ".join(escape(repr(t.get("text", t["id"]))) for t in top))
+    else:
+        lines.append(f"[dim]{escape(msg.note)}[/]")
+    fr = msg.filter_report
+    if fr:
+        lines.append(f"filters: {fr.get('docs_removed', 0):,} of {fr.get('docs_in', 0):,} documents removed")
+        for rule, v in fr.get("rules", {}).items():
+            lines.append(f"  {rule}: {v['docs']:,} docs, {v['chars']:,} chars")
+    return "\n".join(lines)
+
+
+class DataScreen(StageScreen):
+    MODE = "data"
+    HELP = """The data of the current preset. Pick a source (the preset's corpus, or a
+finetuning/evaluation set) or type one (`embedded:NAME`, `hf:NAME`, a file or glob) and press enter.
+Rows show in the table (**[** and **]** page, **/** searches); the highlighted row's full text is on
+the right, with the statistics: documents, tokens, the length histogram against the context length
+and the share truncated, what the filters removed, and the class balance of labelled sets.
+**s** prepares the token shards as a run (it trains the tokenizer first when needed)."""
+
+    BINDINGS = [
+        Binding("s", "prepare", "prepare shards"),
+        Binding("slash", "search", "search", key_display="/"),
+        Binding("left_square_bracket", "page(-1)", "prev page", key_display="["),
+        Binding("right_square_bracket", "page(1)", "next page", key_display="]"),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="data-top"):
+            yield Select([], prompt="source", id="data-source", allow_blank=True)
+            yield Input(placeholder="or type a source and press enter", id="data-typed")
+            yield Input(placeholder="search rows", id="data-search")
+        with Horizontal(id="data-main"):
+            with Vertical(id="data-left"):
+                yield DataTable(cursor_type="row", id="data-table")
+                yield Label("", id="data-page")
+            with Vertical(id="data-right"):
+                with VerticalScroll(id="data-text-box"):
+                    yield Static("", id="data-text")
+                yield Histogram("document length (tokens)", id="data-hist")
+                yield Static("", id="data-stats")
+        with Horizontal(id="data-run"):
+            yield Label("", id="data-run-status")
+            yield ProgressBar(total=None, show_eta=True, id="data-progress")
+        yield AdvicePanel("data", id="advice")
+
+    def on_mount(self) -> None:
+        self.loaded: RowsLoaded | None = None
+        self.shown_rows: list[dict] = []
+        self.page = 0
+        self.feed: RunFeed | None = None
+        self.query_one("#data-progress", ProgressBar).display = False
+        super().on_mount()
+        self.watch(self.app, "live_runs", self._live_runs_changed, init=True)
+
+    def preset_changed(self, preset) -> None:
+        p = preset
+        choices = [p.data.source, *EMBEDDED_SETS, p.finetune.data, p.eval.choice_data]
+        seen: list[str] = []
+        for c in choices:
+            if c and c not in seen:
+                seen.append(c)
+        sel = self.query_one("#data-source", Select)
+        sel.set_options([(c + ("  (corpus)" if c == p.data.source else ""), c) for c in seen])
+        sel.value = p.data.source
+        self.query_one(AdvicePanel).update_for(preset)
+
+    def _live_runs_changed(self, old, new) -> None:
+        live = self.app.live_run("data")
+        if live and self.feed is None:
+            self.attach(live)
+
+    # --------------------------------------------------------------------------- rows
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "data-source" and isinstance(event.value, str):
+            self.load(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "data-typed" and event.value.strip():
+            self.load(event.value.strip())
+        elif event.input.id == "data-search":
+            self.query_one("#data-table", DataTable).focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "data-search" and self.loaded is not None:
+            self.apply_search(event.value)
+
+    def load(self, source: str) -> None:
+        self.query_one("#data-page", Label).update(f"reading {source} ...")
+        self.read(source)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="data-read")
+    def read(self, source: str) -> None:
+        try:
+            self.post_message(read_source(self.app.preset, source))
+        except UserError as e:
+            self.post_message(WorkFailed(f"cannot read {source}", str(e)))
+
+    def on_work_failed(self, message: WorkFailed) -> None:
+        super().on_work_failed(message)
+        self.query_one("#data-page", Label).update(f"[red]{escape(message.message)}[/]")
+
+    def on_rows_loaded(self, message: RowsLoaded) -> None:
+        self.loaded = message
+        self.apply_search(self.query_one("#data-search", Input).value)
+        self.query_one("#data-stats", Static).update(stats_text(message))
+        hist = self.query_one(Histogram)
+        s = message.stats
+        if message.kind == "records" and s.get("classes"):
+            hist.set_bars([c["name"] for c in s["classes"]], [c["count"] for c in s["classes"]], "class balance")
+        elif s.get("length_histogram"):
+            h = s["length_histogram"]
+            hist.set_bars([b["label"].replace(" ctx", "") for b in h], [b["docs"] for b in h],
+                          f"documents by length (x context {s.get('context_length')})")
+        else:
+            hist.set_bars([], [], "document length: no tokenizer yet")
+        doc_tokens = None
+        facts = Facts(doc_tokens=doc_tokens, corpus_tokens=s.get("train_tokens"), val_tokens=s.get("val_tokens"))
+        self.query_one(AdvicePanel).update_for(self.app.preset, facts)
+
+    def apply_search(self, query: str) -> None:
+        rows = self.loaded.rows if self.loaded else []
+        q = query.strip().lower()
+        # the search filters the rows already read (display only; nothing is recomputed)
+        self.shown_rows = [r for r in rows if q in " ".join(str(v) for v in r.values()).lower()] if q else rows
+        self.page = 0
+        self.show_page()
+
+    def show_page(self) -> None:
+        table = self.query_one("#data-table", DataTable)
+        table.clear(columns=True)
+        rows = self.shown_rows[self.page * PAGE:(self.page + 1) * PAGE]
+        cols = [k for k in (self.shown_rows[0].keys() if self.shown_rows else ["text"]) if k != "label_name"][:4]
+        table.add_column("#", key="#")
+        for c in cols:
+            table.add_column(c, key=c)
+        for i, r in enumerate(rows, self.page * PAGE):
+            table.add_row(str(i), *(str(r.get(c, "")).replace("\n", " ")[:60] for c in cols), key=str(i))
+        n = len(self.shown_rows)
+        pages = max(1, -(-n // PAGE))
+        src = self.loaded.source if self.loaded else ""
+        self.query_one("#data-page", Label).update(f"{src}: {n:,} rows, page {self.page + 1}/{pages}")
+        if rows:
+            self.show_row(self.page * PAGE)
+
+    def show_row(self, index: int) -> None:
+        if 0 <= index < len(self.shown_rows):
+            r = self.shown_rows[index]
+            text = "\n".join(f"[b]{k}[/]: {escape(str(v))}" for k, v in r.items()) if len(r) > 1 else escape(r.get("text", ""))
+            self.query_one("#data-text", Static).update(text)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value is not None:
+            self.show_row(int(event.row_key.value))
+
+    def action_page(self, delta: int) -> None:
+        pages = max(1, -(-len(self.shown_rows) // PAGE))
+        self.page = max(0, min(pages - 1, self.page + delta))
+        self.show_page()
+
+    def action_search(self) -> None:
+        self.query_one("#data-search", Input).focus()
+
+
+    # ------------------------------------------------------------------ shards as a run
+    def action_prepare(self) -> None:
+        self.launch()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="data-launch")
+    def launch(self) -> None:
+        try:
+            handle = core_runs.launch("data", self.app.preset, root=self.app.runs_root)
+        except UserError as e:
+            self.post_message(WorkFailed("prepare shards", str(e)))
+            return
+        self.post_message(RunStarted(handle.run.name, "data"))
+
+    def on_run_started(self, message: RunStarted) -> None:
+        if message.stage == "data":
+            self.attach(message.run_name)
+
+    def attach(self, name: str) -> None:
+        run = core_runs.open_run(name, self.app.runs_root)
+        self.feed = RunFeed(run)
+        bar = self.query_one("#data-progress", ProgressBar)
+        bar.display = True
+        bar.update(total=None, progress=0)
+        self.query_one("#data-run-status", Label).update(f"run {name}: starting")
+        self.follow(self.feed)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="data-follow")
+    def follow(self, feed: RunFeed) -> None:
+        worker = get_current_worker()
+        follow_run(feed, self.post_message, lambda: worker.is_cancelled, self.app.poll_s)
+
+    def on_metrics_arrived(self, message: MetricsArrived) -> None:
+        if self.feed is None or message.run_name != self.feed.run.name:
+            return
+        bar = self.query_one("#data-progress", ProgressBar)
+        for ev in self.feed.drain():
+            if ev.get("kind") == "progress":
+                frac, label = progress_of(ev)
+                if ev.get("total"):
+                    bar.update(total=ev["total"], progress=ev.get("done", 0))
+                self.query_one("#data-run-status", Label).update(f"run {message.run_name}: {escape(label)}")
+            elif ev.get("kind") == "log":
+                self.query_one("#data-run-status", Label).update(
+                    f"run {message.run_name}: {escape(str(ev.get('message', '')))[:80]}")
+
+    def on_run_ended(self, message: RunEnded) -> None:
+        if self.feed is None or message.run_name != self.feed.run.name:
+            return
+        err = f": {escape(message.error)}" if message.error else ""
+        self.query_one("#data-run-status", Label).update(f"run {message.run_name}: {message.state}{err}")
+        if message.state == "finished":
+            bar = self.query_one("#data-progress", ProgressBar)
+            bar.update(total=1, progress=1)
+            if self.loaded is not None:
+                self.load(self.loaded.source)  # statistics of the prepared shards now

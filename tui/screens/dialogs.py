@@ -1,0 +1,140 @@
+"""Modal screens of the shell: help for the current screen, a yes/no confirmation, the preset
+picker, the preset editor (a PresetForm with problems beside the fields) and save-as."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Markdown, OptionList, Static
+from textual.widgets.option_list import Option
+
+from core import config
+from tui.widgets.advice_panel import findings_text
+from tui.widgets.preset_form import PresetForm
+
+
+class HelpScreen(ModalScreen[None]):
+    """The help of one screen: what it is for, its keys, and the rules of thumb of its stage."""
+
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss(None)", "close")]
+
+    def __init__(self, title: str, help_md: str, keys: list[tuple[str, str]], findings=()) -> None:
+        super().__init__()
+        self.title_text, self.help_md, self.keys, self.findings = title, help_md, keys, list(findings)
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-box"):
+            yield Label(f"[b]{self.title_text}[/]  (esc closes)")
+            yield Markdown(self.help_md or "")
+            keys = "\n".join(f"  [b]{k:<10}[/] {d}" for k, d in self.keys)
+            yield Static("[b]Keys[/]\n" + keys)
+            if self.findings:
+                yield Static("[b]Rules of thumb for the current preset[/]")
+                yield Static(findings_text(self.findings))
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("escape,n", "dismiss(False)", "no"), Binding("y", "dismiss(True)", "yes")]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-box"):
+            yield Label(self.question, markup=False)
+            with Horizontal():
+                yield Button("Yes (y)", variant="error", id="yes")
+                yield Button("No (n)", variant="primary", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class PresetPicker(ModalScreen[str | None]):
+    """Built-in presets and TOML files in the working directory; returns the chosen spec."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "cancel")]
+
+    def __init__(self, choices: list[tuple[str, str]], current: str) -> None:
+        super().__init__()
+        self.choices, self.current = choices, current
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="picker-box"):
+            yield Label("[b]Preset[/]  (enter: switch, esc: cancel)")
+            yield OptionList(*[Option(label, id=spec) for label, spec in self.choices], id="preset-options")
+
+    def on_mount(self) -> None:
+        ol = self.query_one(OptionList)
+        for i, (_, spec) in enumerate(self.choices):
+            if spec == self.current:
+                ol.highlighted = i
+        ol.focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+
+class PresetEditor(ModalScreen[config.Preset | None]):
+    """Every field of the preset; problems show beside their fields; ctrl+s applies and saves,
+    enter on the buttons applies; esc discards."""
+
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "discard"),
+        Binding("ctrl+s", "save", "save as TOML"),
+        Binding("ctrl+a", "apply", "apply"),
+    ]
+
+    def __init__(self, preset: config.Preset, save_dir: Path, sections: list[str] | None = None) -> None:
+        super().__init__()
+        self.preset, self.save_dir, self.sections = preset, save_dir, sections
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="editor-box"):
+            yield Label(f"[b]Edit preset {self.preset.name}[/]  ctrl+a apply, ctrl+s save as TOML, esc discard")
+            yield PresetForm(self.preset, self.sections, id="editor-form")
+            with Horizontal(id="editor-save"):
+                yield Label("save to ")
+                yield Input(str(self.save_dir / f"{self.preset.name or 'preset'}.toml"), id="save-path")
+                yield Button("Apply", id="apply", variant="primary")
+                yield Button("Save", id="save", variant="success")
+            yield Label("", id="editor-status")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.run_action(event.button.id)
+
+    def _valid(self) -> config.Preset | None:
+        form = self.query_one(PresetForm)
+        p = form.check()
+        if p is None:
+            n = len(form.problems)
+            self.query_one("#editor-status", Label).update(f"[red]{n} problem{'s' * (n != 1)}: fix the marked fields[/]")
+        return p
+
+    def action_apply(self) -> None:
+        p = self._valid()
+        if p is not None:
+            self.dismiss(p)
+
+    def action_save(self) -> None:
+        p = self._valid()
+        if p is None:
+            return
+        path = Path(self.query_one("#save-path", Input).value).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(config.dump(p))
+        except OSError as e:
+            self.query_one("#editor-status", Label).update(f"[red]cannot save {path}: {e.strerror}[/]")
+            return
+        self.app.preset_saved(path, p)
+        self.dismiss(p)

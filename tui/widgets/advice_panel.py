@@ -1,0 +1,50 @@
+"""AdvicePanel: the rules of thumb of one stage, checked against the current preset (core.advice).
+
+Each finding is one line: a level mark, the title and the reason with its numbers. The panel shows
+what `core.advice.advise(preset, facts, stage)` returns and computes nothing itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual.widgets import Static
+
+from core.advice import Facts, Finding, advise
+
+MARKS = {"ok": ("\u2713", "green"), "warn": ("!", "yellow"), "bad": ("\u2717", "red")}
+
+
+def findings_text(findings: Sequence[Finding]) -> Text:
+    out = Text()
+    for i, f in enumerate(findings):
+        mark, color = MARKS.get(f.level, ("?", ""))
+        if i:
+            out.append("\n")
+        out.append(f"{mark} ", style=f"bold {color}")
+        out.append(f.title, style="bold")
+        out.append(f": {f.reason}")
+    if not findings:
+        out.append("no rules of thumb apply here", style="dim")
+    return out
+
+
+class AdvicePanel(Static):
+    """Findings of one stage; call `update_for(preset, facts)` when either changes."""
+
+    DEFAULT_CSS = """
+    AdvicePanel { height: auto; max-height: 12; padding: 0 1; border: round $secondary 60%;
+                  border-title-color: $text-muted; overflow-y: auto; }
+    """
+
+    def __init__(self, stage: str, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__("", id=id, classes=classes)
+        self.stage = stage
+        self.findings: list[Finding] = []
+        self.border_title = f"rules of thumb: {stage}"
+
+    def update_for(self, preset, facts: Facts | None = None) -> list[Finding]:
+        self.findings = advise(preset, facts, stage=self.stage)
+        self.update(findings_text(self.findings))
+        return self.findings

@@ -1,0 +1,127 @@
+"""Lineage: where a checkpoint came from, from pretraining to its last finetuning stage.
+
+Every checkpoint's model.json carries a `lineage` dict (stage, preset, method, trainable, and the
+`base`/`init` checkpoint it started from); `lineage_chain` follows those links back, reading only
+JSON (no model is loaded), and `LineageView` draws the chain oldest first. Used by the finetuning
+wizard's base step, the model picker, the eval report and the chat pane.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.markup import escape
+from textual.widgets import Static
+
+GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+GPT2_SIZES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1.5B"}
+
+
+def read_meta(ckpt: str | Path) -> dict | None:
+    """model.json of a committed checkpoint folder, or None."""
+    p = Path(ckpt)
+    if not (p / "COMMITTED").is_file():
+        return None
+    try:
+        meta = json.loads((p / "model.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    meta["path"] = str(p)
+    return meta
+
+
+def _parent(lineage: dict) -> str:
+    for key in ("base", "merged_from", "init", "imported_from"):
+        v = lineage.get(key)
+        if v and v != "random":
+            return str(v)
+    return ""
+
+
+def describe(meta: dict) -> dict:
+    """The facts of one checkpoint that the chain shows."""
+    lin = meta.get("lineage") or {}
+    arch = meta.get("architecture") or {}
+    ft = meta.get("finetune") or {}
+    stage = lin.get("stage") or ("import" if lin.get("imported_from") else "checkpoint")
+    return {"path": meta.get("path", ""), "stage": stage, "preset": lin.get("preset", ""),
+            "method": lin.get("method") or ft.get("method", ""), "trainable": lin.get("trainable", ""),
+            "init": lin.get("init", ""), "imported_from": lin.get("imported_from", ""), "step": meta.get("step"),
+            "val_loss": meta.get("val_loss"), "head": (meta.get("head") or {}).get("kind", "lm"),
+            "adapter": bool(meta.get("adapter")), "n_layer": arch.get("n_layer"), "n_embd": arch.get("n_embd"),
+            "context_length": arch.get("context_length"), "class_names": ft.get("class_names")}
+
+
+def lineage_chain(ckpt: str | Path, max_depth: int = 16) -> list[dict]:
+    """`describe` of the checkpoint and its ancestors, oldest first; a missing ancestor ends the
+    chain with a row that says so (its path), so a deleted base is visible rather than silent."""
+    chain: list[dict] = []
+    seen: set[str] = set()
+    cur = str(ckpt)
+    while cur and cur not in seen and len(chain) < max_depth:
+        seen.add(cur)
+        if cur in GPT2_NAMES:
+            chain.append({"path": cur, "stage": "gpt2", "preset": "", "method": "", "missing": False})
+            break
+        meta = read_meta(cur)
+        if meta is None:
+            chain.append({"path": cur, "stage": "?", "missing": True})
+            break
+        row = describe(meta)
+        chain.append(row)
+        cur = _parent(meta.get("lineage") or {})
+    return list(reversed(chain))
+
+
+def short_path(path: str, runs_root: Path | None = None) -> str:
+    """runs/<run>/checkpoints/step-N -> <run>/step-N, so rows stay narrow."""
+    p = Path(path)
+    if p.parent.name == "checkpoints":
+        return f"{p.parent.parent.name}/{p.name}"
+    return p.name if p.is_absolute() else str(p)
+
+
+def chain_text(chain: list[dict]) -> str:
+    """One line per checkpoint, oldest first, as Rich markup."""
+    if not chain:
+        return "[dim](no model)[/]"
+    lines = []
+    for i, c in enumerate(chain):
+        arrow = "  " if i == 0 else "\u2192 "
+        if c.get("missing"):
+            lines.append(f"{arrow}[red]missing[/] {escape(short_path(c['path']))}")
+            continue
+        if c["stage"] == "gpt2":
+            lines.append(f"{arrow}[b]GPT-2[/] {c['path']} ({GPT2_SIZES.get(c['path'], '')}, OpenAI weights)")
+            continue
+        what = c["stage"]
+        if c.get("method"):
+            what += f" {c['method']}"
+        if c.get("trainable"):
+            what += f" ({c['trainable']}{' adapter' if c.get('adapter') else ''})"
+        if c.get("init") == "random":
+            what += " from random init"
+        facts = []
+        if c.get("preset"):
+            facts.append(f"preset {escape(c['preset'])}")
+        if c.get("step") is not None:
+            facts.append(f"step {c['step']}")
+        if isinstance(c.get("val_loss"), (int, float)):
+            facts.append(f"val {c['val_loss']:.3f}")
+        if c.get("n_layer"):
+            facts.append(f"{c['n_layer']}x{c['n_embd']}")
+        lines.append(f"{arrow}[b]{escape(what)}[/] {', '.join(facts)}  [dim]{escape(short_path(c['path']))}[/]")
+    return "\n".join(lines)
+
+
+class LineageView(Static):
+    """The chain of a checkpoint; `show(chain)` with the rows of `lineage_chain`."""
+
+    DEFAULT_CSS = """
+    LineageView { height: auto; padding: 0 1; }
+    """
+
+    def show(self, chain: list[dict]) -> None:
+        self.chain = chain
+        self.update(chain_text(chain))

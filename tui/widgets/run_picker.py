@@ -1,0 +1,88 @@
+"""RunPicker: a modal list of runs (optionally of one stage, or live ones only) that returns the
+chosen run's name, or None. Used to attach to a run and to overlay past runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Label
+
+from core import runs as core_runs
+
+
+def run_rows(root: Path | None, stage: str | None = None, live_only: bool = False) -> list[dict]:
+    """One dict per run from core.runs (newest first): name, stage, preset, state, started."""
+    rows = []
+    for r in core_runs.list_runs(root):
+        st = r.status()
+        if stage and st.get("stage") != stage:
+            continue
+        if live_only and st.get("state") not in ("running", "created"):
+            continue
+        rows.append({"name": r.name, "stage": st.get("stage", ""), "preset": st.get("preset", ""),
+                     "state": st.get("state", "unknown"), "started": st.get("started") or st.get("created"),
+                     "error": st.get("error") or ""})
+    return rows
+
+
+STATE_STYLE = {"running": "cyan", "finished": "green", "failed": "red", "crashed": "red", "stopped": "yellow"}
+
+
+def age(seconds_ago: float | None) -> str:
+    if seconds_ago is None:
+        return ""
+    s = max(0, int(seconds_ago))
+    for unit, k in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= k:
+            return f"{s // k}{unit} ago"
+    return f"{s}s ago"
+
+
+def fill_runs_table(table: DataTable, rows: list[dict], clock: Callable[[], float] = time.time) -> None:
+    now = clock()
+    keep = table.cursor_row
+    table.clear()
+    for r in rows:
+        color = STATE_STYLE.get(r["state"], "")
+        state = f"[{color}]{r['state']}[/]" if color else r["state"]
+        started = age(now - r["started"]) if r.get("started") else ""
+        table.add_row(r["name"], r["stage"], r["preset"], state, started, key=r["name"])
+    if rows:
+        table.move_cursor(row=min(max(keep, 0), len(rows) - 1))
+
+
+class RunPicker(ModalScreen[str | None]):
+    BINDINGS = [Binding("escape", "dismiss(None)", "cancel")]
+    DEFAULT_CSS = """
+    RunPicker { align: center middle; }
+    RunPicker > Vertical { width: 90%; max-width: 110; height: 80%; border: thick $primary; background: $surface; }
+    RunPicker DataTable { height: 1fr; }
+    """
+
+    def __init__(self, title: str, root: Path | None, stage: str | None = None, live_only: bool = False,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.title_text, self.root, self.stage, self.live_only, self.clock = title, root, stage, live_only, clock
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(f"[b]{self.title_text}[/]  (enter: choose, esc: cancel)")
+            yield DataTable(cursor_type="row", id="picker-table")
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("run", "stage", "preset", "state", "started")
+        rows = run_rows(self.root, self.stage, self.live_only)
+        fill_runs_table(table, rows, self.clock)
+        if not rows:
+            self.query_one(Label).update(f"[b]{self.title_text}[/]: no runs yet (esc to go back)")
+        table.focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.dismiss(str(event.row_key.value))
