@@ -357,6 +357,10 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: t
 
     ckpt = resolve_checkpoint(path)
     meta = verify(ckpt, hashes=verify_hashes)
+    if meta.get("adapter"):  # a LoRA checkpoint: its base with the adapters merged in (core.model.lora)
+        from core.model.lora import load_adapter_model
+
+        return load_adapter_model(ckpt, meta, device=device, dtype=dtype, verify_hashes=verify_hashes)
     cfg = model_config(meta)
     model = GPT(cfg)
     head = meta.get("head") or {"kind": "lm"}
