@@ -167,6 +167,7 @@ class FinetuneConfig:
     hf_config: str = opt("", "hub dataset configuration name")
     text_field: str = opt("text", "input text field (classification)")
     label_field: str = opt("label", "label field (classification)")
+    prompt_field: str = opt("", "field holding the instruction (instruction sets) or the prompt (preference sets) when the set names it differently, e.g. question")
     num_classes: int = opt(2, "number of classes (classification)", lo=2, hi=100_000)
     balance_classes: bool = opt(False, "undersample the training split to equal class counts")
     template: str = opt("alpaca", "prompt format for instruction and preference data", choices=("alpaca", "chat"))
