@@ -1,4 +1,4 @@
-"""Fixtures of the evaluation tests: a small BPE trained on the embedded stories and tiny seeded GPTs."""
+"""Fixtures of the evaluation tests: a small BPE, tiny seeded GPTs, a local chat-completions judge server."""
 
 from __future__ import annotations
 
@@ -32,3 +32,21 @@ def make_gpt():
 @pytest.fixture
 def model(tok) -> GPT:
     return tiny_gpt(tok.n_vocab)
+
+
+
+@pytest.fixture
+def serve():
+    """serve(reply) -> a running JudgeServer (closed after the test); see judge_server.py."""
+    from judge_server import JudgeServer
+
+    servers = []
+
+    def start(reply):
+        s = JudgeServer(reply)
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.close()
