@@ -1,0 +1,319 @@
+"""The eval stage: measure one model on the preset's eval.tasks and write report.json.
+
+`run(preset, run_dir, log, stop)` loads eval.model (any name core.runs.resolve_checkpoint accepts;
+empty = the newest finished finetune or pretrain run of this preset) with its own tokenizer and runs
+each task: perplexity (loss, perplexity, bits per byte on the val split of preset.data, tokenized
+with the model's tokenizer), classify (test-split metrics of a classification finetune), choice
+(multiple choice, harness acc/acc_norm), judge (rubric scores of answers to held-out instructions)
+and pairwise (win rate against eval.judge.compare_with). The report is rewritten after every task,
+so a stopped evaluation keeps what it measured; `llmlab report MODEL` merges it into the model card.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import UserError
+
+TASKS = ("perplexity", "classify", "choice", "judge", "pairwise")
+LM_TASKS = ("perplexity", "choice", "judge", "pairwise")
+
+
+@dataclass
+class EvalContext:
+    preset: Any
+    model: torch.nn.Module
+    tokenizer: Any
+    meta: dict
+    device: torch.device
+    log: Any
+    stop: threading.Event
+    cache: dict = field(default_factory=dict)
+
+    def progress(self, what: str, unit: str):
+        def report(done: int, total: int) -> None:
+            self.log.log({"kind": "progress", "what": what, "done": done, "total": total, "unit": unit})
+        return report
+
+
+# ------------------------------------------------------------------------------------- model
+
+def default_model(preset: Any, root: Path | None = None) -> str:
+    """The newest finished finetune or pretrain run of this preset."""
+    from core.runs import latest_run
+
+    found = [r for r in (latest_run(preset.name, "finetune", root), latest_run(preset.name, "pretrain", root)) if r]
+    if not found:
+        raise UserError(f"eval.model: empty, and preset {preset.name!r} has no finished pretrain or finetune run; "
+                        f"run `llmlab pretrain {preset.name}` first or set eval.model to a checkpoint or run:PRESET:STAGE")
+    # newest by when it ended (two runs started in the same second have names that sort by stage)
+    st = {r.name: r.raw_status() for r in found}
+    return str(max(found, key=lambda r: (st[r.name].get("ended") or st[r.name].get("created") or 0, r.name)).path)
+
+
+def load_for_eval(spec: str, device: torch.device) -> tuple[torch.nn.Module, Any, dict]:
+    """(model, tokenizer, meta) of a model name; a checkpoint without a tokenizer is refused clearly."""
+    from core.checkpoint import load_model
+    from core.runs import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(spec)
+    model, tokenizer, meta = load_model(ckpt, device=device)
+    if tokenizer is None:
+        raise UserError(f"{ckpt}: the checkpoint has no tokenizer (model.json names none or its tokenizer/ folder is "
+                        f"missing), so its text cannot be encoded for evaluation; save checkpoints with their "
+                        f"tokenizer (core.checkpoint.save_checkpoint(..., tokenizer=...)), as pretraining and "
+                        f"finetuning do")
+    return model, tokenizer, meta
+
+
+def _head(meta: dict) -> str:
+    return (meta.get("head") or {}).get("kind", "lm")
+
+
+# ------------------------------------------------------------------------------------- tasks
+
+def task_perplexity(ctx: EvalContext) -> dict:
+    from core.data import Stopped, prepare_shards
+    from core.eval.perplexity import evaluate_shard
+
+    p = ctx.preset
+    # the shards of preset.data in the model's tokenizer: the val documents are the same for every
+    # tokenizer (the split is drawn per document), so bits per byte compares models across tokenizers
+    data_preset = dataclasses.replace(p, model=dataclasses.replace(p.model, context_length=ctx.model.config.context_length))
+    try:
+        folder = prepare_shards(data_preset, ctx.tokenizer, ctx.log, ctx.stop)
+    except Stopped:
+        return {}
+    r = evaluate_shard(ctx.model, ctx.tokenizer, folder / "val.bin", batch_size=p.train.micro_batch_size,
+                       max_windows=p.eval.limit, stop=ctx.stop)
+    r["settings"] = {"data": p.data.source if not p.data.mixture else "mixture", "split": "val",
+                     "context_length": ctx.model.config.context_length, "windows": "non-overlapping",
+                     "limit": p.eval.limit}
+    return r
+
+
+def task_choice(ctx: EvalContext) -> dict:
+    from core.eval.choice import evaluate, load_task
+
+    e = ctx.preset.eval
+    examples = load_task(e.choice_data, "test")
+    pool = None
+    if e.num_fewshot and e.choice_data.startswith(("embedded:", "hf:")):
+        pool = load_task(e.choice_data, "train")  # shots from the training split, as the harness does
+    r = evaluate(ctx.model, ctx.tokenizer, examples, num_fewshot=e.num_fewshot, fewshot_pool=pool, limit=e.limit,
+                 batch_size=max(4, ctx.preset.train.micro_batch_size), stop=ctx.stop,
+                 progress=ctx.progress("multiple choice", "questions"))
+    r["settings"] = {"data": e.choice_data, "split": "test" if e.choice_data.startswith(("embedded:", "hf:")) else "all",
+                     "fewshot_split": ("train" if pool is not None else "same set") if e.num_fewshot else None,
+                     **r["settings"]}
+    return r
+
+
+def task_classify(ctx: EvalContext) -> dict:
+    from core.data.formats import collate_classify, encode_classify
+    from core.eval.metrics import classification_report
+    from core.train.classify import class_logits
+    from core.train.examples import read_split
+
+    ft = ctx.preset.finetune
+    info = ctx.meta.get("finetune") or {}
+    num_classes = int(info.get("num_classes") or ctx.model.lm_head.out_features)
+    names = info.get("class_names") or None
+    fields = {"text_field": ft.text_field if ft.text_field != "text" else "",
+              "label_field": ft.label_field if ft.label_field != "label" else ""}
+    records = read_split(ft.data, "test", ("text", "label"), "classification", seed=ctx.preset.train.seed,
+                         hf_config=ft.hf_config, test_fraction=ft.test_fraction, **fields)
+    if ctx.preset.eval.limit:
+        records = records[:ctx.preset.eval.limit]
+    if not records:
+        raise UserError(f"{ft.data}: the test split is empty; nothing to classify")
+    T = ctx.model.config.context_length
+    y_true: list[int] = []
+    y_pred: list[int] = []
+    B = ctx.preset.train.micro_batch_size
+    progress = ctx.progress("classifying", "examples")
+    with torch.inference_mode():
+        for i in range(0, len(records), B):
+            if ctx.stop.is_set():
+                break
+            batch = [encode_classify({"text": str(r["text"]), "label": int(r["label"])}, ctx.tokenizer, T)
+                     for r in records[i:i + B]]
+            x, last, labels = collate_classify(batch, ctx.tokenizer.eot_id)
+            logits = class_logits(ctx.model, x.to(ctx.device), last.to(ctx.device))
+            y_true += labels.tolist()
+            y_pred += logits.argmax(-1).tolist()
+            progress(len(y_true), len(records))
+    if names is not None and len(names) != num_classes:
+        names = None
+    r = classification_report(y_true, y_pred, num_classes, names)
+    r["settings"] = {"data": ft.data, "split": "test", "limit": ctx.preset.eval.limit}
+    return r
+
+
+def _instructions(ctx: EvalContext) -> list[dict]:
+    """Held-out instructions (the test split of the instruction set) and the model's answers, once."""
+    if "instructions" not in ctx.cache:
+        from core.data import load_records
+
+        ft = ctx.preset.finetune
+        spec = ft.data if ft.method == "instruct" else "embedded:tinyworld-instruct"
+        recs = load_records(spec, "test", seed=ctx.preset.train.seed, hf_config=ft.hf_config if spec == ft.data else "",
+                            limit=ctx.preset.eval.limit)
+        if not recs:
+            raise UserError(f"{spec}: the test split has no instructions to answer")
+        for i, r in enumerate(recs):
+            if "instruction" not in r:
+                raise UserError(f"{spec} (test split) record {i + 1}: no 'instruction' field; the judge needs "
+                                f"instruction records (instruction, input, output)")
+        ctx.cache["instructions"] = (spec, recs)
+    return ctx.cache["instructions"][1]
+
+
+def _answers(ctx: EvalContext, model: torch.nn.Module, tokenizer: Any, key: str) -> list[str]:
+    from core.eval.judge import answer_instructions
+
+    if key not in ctx.cache:
+        recs = _instructions(ctx)
+        ctx.cache[key] = answer_instructions(model, tokenizer, recs, template=ctx.preset.finetune.template,
+                                             max_new_tokens=ctx.preset.eval.max_new_tokens, stop=ctx.stop,
+                                             progress=ctx.progress(f"answering ({key})", "prompts"))
+    return ctx.cache[key]
+
+
+def _judge_settings(ctx: EvalContext) -> dict:
+    j = ctx.preset.eval.judge
+    return {"data": ctx.cache["instructions"][0], "split": "test", "limit": ctx.preset.eval.limit,
+            "template": ctx.preset.finetune.template, "max_new_tokens": ctx.preset.eval.max_new_tokens,
+            "decoding": "greedy", "judge_model": j.model, "judge_base_url": j.base_url, "scale": j.scale}
+
+
+def task_judge(ctx: EvalContext) -> dict:
+    from core.eval.judge import JudgeClient, score_answers
+
+    recs = _instructions(ctx)
+    answers = _answers(ctx, ctx.model, ctx.tokenizer, "model")
+    items = [{"instruction": r["instruction"], "input": r.get("input") or "", "reference": r.get("output") or "",
+              "answer": a} for r, a in zip(recs, answers)]
+    client = JudgeClient.from_config(ctx.preset.eval.judge, stop=ctx.stop)
+    r = score_answers(client, items, scale=ctx.preset.eval.judge.scale, log=ctx.log, stop=ctx.stop,
+                      progress=ctx.progress("judging", "answers"))
+    r["settings"] = _judge_settings(ctx)
+    return r
+
+
+def task_pairwise(ctx: EvalContext) -> dict:
+    from core.eval.judge import JudgeClient, pairwise
+    from core.runs import resolve_checkpoint
+
+    other_spec = ctx.preset.eval.judge.compare_with
+    if not other_spec:
+        raise UserError("eval.judge.compare_with: pairwise needs a second model (a checkpoint or run:PRESET:STAGE)")
+    other_ckpt = resolve_checkpoint(other_spec)
+    other, other_tok, _ = load_for_eval(str(other_ckpt), ctx.device)
+    recs = _instructions(ctx)
+    mine = _answers(ctx, ctx.model, ctx.tokenizer, "model")
+    theirs = _answers(ctx, other, other_tok, "other")
+    items = [{"instruction": r["instruction"], "input": r.get("input") or "", "answer_a": a, "answer_b": b}
+             for r, a, b in zip(recs, mine, theirs)]
+    client = JudgeClient.from_config(ctx.preset.eval.judge, stop=ctx.stop)
+    r = pairwise(client, items, log=ctx.log, stop=ctx.stop, progress=ctx.progress("judging pairs", "pairs"))
+    r["settings"] = {**_judge_settings(ctx), "compare_with": str(other_ckpt)}
+    return r
+
+
+RUNNERS = {"perplexity": task_perplexity, "classify": task_classify, "choice": task_choice,
+           "judge": task_judge, "pairwise": task_pairwise}
+
+
+# ------------------------------------------------------------------------------------ stage
+
+def _headline(task: str, r: dict) -> dict:
+    keys = {"perplexity": ("loss", "perplexity", "bits_per_byte", "tokens"),
+            "choice": ("acc", "acc_norm", "chance", "n"),
+            "classify": ("accuracy", "majority_baseline", "n"),
+            "judge": ("mean", "ci_low", "ci_high", "n_scored", "n_unparseable", "n_failed", "mean_answer_chars"),
+            "pairwise": ("win_rate", "wins", "losses", "ties", "n_unparseable", "n_failed", "position_consistency")}[task]
+    out = {k: r.get(k) for k in keys if k in r}
+    if task == "classify":
+        out["macro_f1"] = (r.get("macro") or {}).get("f1")
+    return out
+
+
+def _samples(ctx: EvalContext) -> list[dict]:
+    """A few seeded generations for the model card."""
+    from core.generate import generate_text
+
+    p = ctx.preset
+    prompts = [p.train.sample_prompt or "Once upon a time"]
+    out = []
+    for i, prompt in enumerate(prompts):
+        text = "".join(generate_text(ctx.model, ctx.tokenizer, prompt, max_new_tokens=p.train.sample_tokens,
+                                     temperature=p.generate.temperature, top_k=p.generate.top_k,
+                                     top_p=p.generate.top_p, seed=(p.generate.seed or p.train.seed) + i))
+        out.append({"prompt": prompt, "text": text})
+    return out
+
+
+def run(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
+    """The eval stage (see the module docstring)."""
+    from core.eval.report import hardware, write_report
+    from core.train.loop import pick_device
+
+    t0 = time.time()
+    run_dir = Path(run_dir)
+    e = preset.eval
+    unknown = [t for t in e.tasks if t not in TASKS]
+    if unknown:
+        raise UserError(f"eval.tasks: unknown task(s) {', '.join(map(repr, unknown))}; tasks are {', '.join(TASKS)}")
+    if not e.tasks:
+        raise UserError(f"eval.tasks: empty; choose from {', '.join(TASKS)}")
+    device = pick_device(preset.train.device)
+    spec = e.model or default_model(preset)
+    model, tokenizer, meta = load_for_eval(spec, device)
+    head = _head(meta)
+    log.log({"kind": "log", "level": "info",
+             "message": f"evaluating {meta['path']} ({head} head, step {meta.get('step')}) on {', '.join(e.tasks)} ({device})"})
+    report: dict[str, Any] = {
+        "stage": "eval", "preset": preset.name,
+        "model": {"spec": spec, "checkpoint": meta["path"], "step": meta.get("step"), "head": head,
+                  "lineage": meta.get("lineage") or {}, "tokenizer": (meta.get("tokenizer") or {}).get("name")},
+        "settings": {"tasks": list(e.tasks), "limit": e.limit, "num_fewshot": e.num_fewshot, "device": str(device)},
+        "hardware": hardware(device), "tasks": {}, "skipped": {}, "complete": False,
+    }
+    ctx = EvalContext(preset, model, tokenizer, meta, device, log, stop)
+    for task in e.tasks:
+        if stop.is_set():
+            break
+        wrong_head = (task in LM_TASKS and head != "lm") or (task == "classify" and head != "classify")
+        if wrong_head:
+            why = f"needs a {'language-model' if task in LM_TASKS else 'classification'} head, the model has a {head} head"
+            report["skipped"][task] = why
+            log.log({"kind": "log", "level": "warning", "message": f"{task}: skipped, {why}"})
+            continue
+        t_task = time.time()
+        result = RUNNERS[task](ctx)
+        if not result:
+            continue
+        result["wall_s"] = round(time.time() - t_task, 2)
+        report["tasks"][task] = result
+        head_line = _headline(task, result)
+        log.log({"kind": "eval", "task": task, **head_line})
+        log.log({"kind": "log", "level": "info", "message": f"{task}: " + ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in head_line.items())})
+        report["wall_s"] = round(time.time() - t0, 2)
+        write_report(run_dir, report)
+    if not report["tasks"] and report["skipped"] and not stop.is_set():
+        raise UserError(f"{meta['path']}: no task of eval.tasks fits this model: "
+                        + "; ".join(f"{t} {why}" for t, why in report["skipped"].items()))
+    if head == "lm" and not stop.is_set():
+        report["samples"] = _samples(ctx)
+    report["complete"] = not stop.is_set() and all(t in report["tasks"] or t in report["skipped"] for t in e.tasks)
+    report["wall_s"] = round(time.time() - t0, 2)
+    write_report(run_dir, report)
