@@ -318,8 +318,10 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, examples: Sequence[ChoiceEx
     """acc / acc_norm / chance (+ stderr, per kind) of the model on the examples, with settings.
 
     `fewshot_pool` defaults to the examples themselves (the evaluated one is never its own shot)."""
-    examples = list(examples)[:limit] if limit else list(examples)
+    examples = list(examples)
     sampler = FewshotSampler(fewshot_pool if fewshot_pool is not None else examples)
+    if limit:
+        examples = examples[:limit]
     results: list[ChoiceResult] = []
     chunk = max(1, batch_size // 2)  # questions per forward group (each has several options)
     for start in range(0, len(examples), chunk):

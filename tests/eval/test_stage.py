@@ -167,3 +167,24 @@ def test_svg_chart_handles_flat_and_single_points():
     root = ET.fromstring(svg)
     assert root.find("{http://www.w3.org/2000/svg}circle") is not None and "t &lt;&amp;&gt;" in svg
     assert svg_chart({"loss": []}) == ""
+
+
+@pytest.mark.slow
+def test_the_embedded_chain_end_to_end(workspace):
+    """Real stages: pretrain and finetune a very small model, evaluate both, merge the card."""
+    ov = ["tokenizer.vocab_size=300", "model.n_layer=1", "model.n_embd=32", "model.n_head=2", "model.context_length=128",
+          "train.max_steps=12", "train.eval_every=6", "train.eval_batches=2", "train.sample_every=6",
+          "train.checkpoint_every=6", "train.warmup_steps=2", "train.log_every=2", "finetune.template=chat",
+          'eval.tasks=["perplexity", "choice"]', "eval.limit=16"]
+    for stage in ("pretrain", "finetune"):
+        p = preset(*ov)
+        assert runs.execute(runs.create_run("tiny", stage, config.dump(p)), stage, p) == "finished"
+    for model in ("run:tiny:pretrain", "run:tiny:finetune"):
+        ev_run, state = run_eval(preset(*ov, f"eval.model={model}"))
+        assert state == "finished" and read_report(ev_run.path)["complete"]
+    card = model_card("run:tiny:finetune")
+    assert [s["stage"] for s in card["lineage"]] == ["pretrain", "finetune"]
+    assert all(len(s["evaluations"]) == 1 for s in card["lineage"])
+    assert all(s["tokens_seen"] and s["final_val_loss"] and s["curves"]["train"] for s in card["lineage"])
+    assert card["lineage"][1]["held_out"]["n"] > 0
+    assert to_html(card).count("<svg") == 2
