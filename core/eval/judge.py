@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -79,6 +80,14 @@ class JudgeClient:
         base = self.base_url.rstrip("/")
         return base if base.endswith("/chat/completions") else base + "/chat/completions"
 
+    def _opener(self) -> urllib.request.OpenerDirector:
+        # a judge on this machine (Ollama, vLLM) is reached directly even where http_proxy is set;
+        # a remote API goes through the environment's proxy settings as usual
+        host = (urllib.parse.urlsplit(self.url).hostname or "").lower()
+        if host in ("localhost", "127.0.0.1", "::1"):
+            return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        return urllib.request.build_opener()
+
     def _once(self, body: bytes) -> str:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
@@ -87,7 +96,7 @@ class JudgeClient:
         req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         deadline = time.monotonic() + self.timeout_s
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            with self._opener().open(req, timeout=self.timeout_s) as resp:
                 # the socket timeout bounds each read; the deadline bounds a server that trickles bytes
                 chunks, size = [], 0
                 while True:

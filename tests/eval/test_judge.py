@@ -170,3 +170,10 @@ def test_model_answers_in_both_templates(tok, model):
     c = answer_instructions(model, tok, recs, template="chat", max_new_tokens=5)
     assert len(a) == len(c) == 2 and all(isinstance(x, str) for x in a + c)
     assert answer_instructions(model, tok, recs, max_new_tokens=5) == a  # greedy: deterministic
+
+
+def test_a_local_judge_is_reached_directly_despite_a_proxy(serve, monkeypatch):
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    srv = serve(lambda body, n: (200, completion("Score: 12"), 0))
+    assert JudgeClient(srv.base_url, "m", timeout_s=5, retries=0).chat([{"role": "user", "content": "x"}]) == "Score: 12"
