@@ -259,7 +259,14 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.key}: {self.message}" if self.key else f"{self.file}: {self.message}"
+        file, key, message = _one_line(self.file), _one_line(self.key), _one_line(self.message)
+        return f"{file}: {key}: {message}" if key else f"{file}: {message}"
+
+
+def _one_line(s: str) -> str:
+    """Escape newlines and other unprintable characters (from quoted TOML keys, --set text, file
+    names), so that each problem stays one `file: key: message` line."""
+    return s if s.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
 
 
 class PresetError(UserError):
@@ -288,7 +295,10 @@ def builtin_names() -> list[str]:
 def resolve_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
     """A built-in name (`tiny`) or a path; relative paths are tried against `relative_to` first."""
     s = str(name_or_path)
-    p = Path(s).expanduser()
+    try:
+        p = Path(s).expanduser()
+    except RuntimeError:  # `~user/...` for a user this machine does not have
+        raise PresetError([Problem(s, "", "no such user's home directory; write the full path")]) from None
     if relative_to is not None and not p.is_absolute() and (relative_to / p).exists():
         return relative_to / p
     if p.exists() or s.endswith(".toml") or "/" in s:
@@ -328,6 +338,8 @@ def read_toml(path: Path) -> dict:
         if lineno is not None and "line" not in msg:
             msg = f"{msg} (at line {lineno}, column {e.colno})"
         raise PresetError([Problem(f, "", f"invalid TOML: {msg}")]) from None
+    except RecursionError:  # tomllib recurses per nested array or inline table
+        raise PresetError([Problem(f, "", "invalid TOML: arrays or tables nested too deeply")]) from None
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -352,6 +364,9 @@ def _read_with_extends(path: Path, chain: tuple[Path, ...] = ()) -> dict:
         parent_path = resolve_path(parent, relative_to=path.parent)
     except PresetError as e:
         raise PresetError([Problem(str(path), "extends", e.problems[0].message)]) from None
+    if not parent_path.is_file():  # the mistake is this file's `extends`, not the missing file
+        why = "is a directory, not a preset file" if parent_path.is_dir() else "no such preset file"
+        raise PresetError([Problem(str(path), "extends", f"{parent}: {why}")])
     base = _read_with_extends(parent_path, (*chain, path))
     base.pop("name", None)
     base.pop("description", None)
@@ -368,6 +383,8 @@ def parse_override(item: str) -> tuple[str, Any]:
         parsed = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = value
+    except RecursionError:
+        raise PresetError([Problem("--set", key, "value nested too deeply")]) from None
     return key, parsed
 
 
@@ -438,7 +455,8 @@ def _build(cls: type, doc: dict, prefix: str, file: str, problems: list[Problem]
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for k, v in doc.items():
-        key = f"{prefix}.{k}" if prefix else k
+        part = k or '""'  # an empty quoted TOML key must not read as a problem of the whole file
+        key = f"{prefix}.{part}" if prefix else part
         if k not in fields:
             hint = difflib.get_close_matches(k, list(fields), n=1)
             extra = f"; did you mean {(prefix + '.' if prefix else '') + hint[0]!r}?" if hint else ""
@@ -539,6 +557,8 @@ def loads(text: str, file: str = "<string>") -> Preset:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise PresetError([Problem(file, "", f"invalid TOML: {e}")]) from None
+    except RecursionError:
+        raise PresetError([Problem(file, "", "invalid TOML: arrays or tables nested too deeply")]) from None
     return from_dict(doc, file)
 
 
