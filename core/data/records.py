@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from core.errors import UserError
@@ -54,13 +55,15 @@ def _labels_to_ints(rows: list[dict]) -> None:
     labels = [r["label"] for r in rows if "label" in r]
     if not labels or all(isinstance(x, int) and not isinstance(x, bool) for x in labels):
         return
-    if all(isinstance(x, str) and x.strip().lstrip("-").isdigit() for x in labels):
+    # ASCII digits only: "--5" or "²" pass isdigit() checks but int() refuses them
+    if all(isinstance(x, str) and re.fullmatch(r"-?[0-9]+", x.strip()) for x in labels):
         for r in rows:
-            r["label"] = int(r["label"])
+            if "label" in r:
+                r["label"] = int(r["label"])
         return
     names = sorted({str(x) for x in labels})
     index = {n: i for i, n in enumerate(names)}
-    for r in rows:
+    for r in (r for r in rows if "label" in r):  # rows without a label keep none
         r["label_name"] = str(r["label"])
         r["label"] = index[str(r["label"])]
 

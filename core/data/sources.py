@@ -151,6 +151,8 @@ def iter_jsonl(path: Path, counts: ReadCounts) -> Iterator[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+        except (ValueError, RecursionError) as e:  # an integer of over 4300 digits, nesting too deep
+            raise UserError(f"{path}:{lineno}: JSON that cannot be read ({e})") from None
         if not isinstance(row, dict):
             raise UserError(f"{path}:{lineno}: expected a JSON object per line, got {type(row).__name__}")
         yield row
@@ -166,6 +168,8 @@ def iter_json(path: Path, counts: ReadCounts) -> Iterator[dict]:
             yield from iter_jsonl(path, counts)
             return
         raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except (ValueError, RecursionError) as e:  # an integer of over 4300 digits, nesting too deep
+        raise UserError(f"{path}: JSON that cannot be read ({e})") from None
     if isinstance(doc, dict):
         lists = [v for v in doc.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -185,9 +189,12 @@ def iter_csv(path: Path, counts: ReadCounts) -> Iterator[dict]:
 
     lines = (counts.decode(raw, str(path)) for _, raw in _iter_lines(path))
     reader = csv.DictReader(lines)
-    for row in reader:
-        row.pop(None, None)  # cells beyond the header
-        yield row
+    try:
+        for row in reader:
+            row.pop(None, None)  # cells beyond the header
+            yield row
+    except csv.Error as e:  # e.g. a quoted field over the csv module's 128 KiB limit
+        raise UserError(f"{path}:{reader.line_num}: not readable as CSV ({e})") from None
 
 
 def iter_parquet(path: Path) -> Iterator[dict]:
@@ -264,7 +271,21 @@ def iter_texts(spec: str, *, text_field: str = "text", hf_config: str = "", spli
         if value is None:
             yield ""
         else:
-            yield value if isinstance(value, str) else str(value)
+            yield _encodable(value if isinstance(value, str) else str(value), counts, where)
+
+
+def _encodable(text: str, counts: ReadCounts | None, where: str) -> str:
+    """A JSON escape such as \\ud800 gives a lone surrogate, which no UTF-8 consumer (filters, the BPE
+    trainer) accepts: replace it like an undecodable byte, and count it."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        fixed = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+        if counts is not None:
+            counts.bad_utf8 += sum("\ud800" <= c <= "\udfff" for c in text)
+            counts.bad_utf8_files.add(where.rsplit(" row ", 1)[0])
+        return fixed
 
 
 def source_bytes(spec: str, synthetic_mb: float = 4.0) -> int | None:
