@@ -1,9 +1,9 @@
 """Lineage: where a checkpoint came from, from pretraining to its last finetuning stage.
 
 Every checkpoint's model.json carries a `lineage` dict (stage, preset, method, trainable, and the
-`base`/`init` checkpoint it started from); `lineage_chain` follows those links back, reading only
-JSON (no model is loaded), and `LineageView` draws the chain oldest first. Used by the finetuning
-wizard's base step, the model picker, the eval report and the chat pane.
+`base`/`init` checkpoint it started from); `lineage_chain` follows those links back through
+core.eval.report.lineage (model.json files only, no weights), and `LineageView` draws the chain
+oldest first. Used by the finetuning wizard's base step, the model picker and the eval report.
 """
 
 from __future__ import annotations
@@ -31,14 +31,6 @@ def read_meta(ckpt: str | Path) -> dict | None:
     return meta
 
 
-def _parent(lineage: dict) -> str:
-    for key in ("base", "merged_from", "init", "imported_from"):
-        v = lineage.get(key)
-        if v and v != "random":
-            return str(v)
-    return ""
-
-
 def describe(meta: dict) -> dict:
     """The facts of one checkpoint that the chain shows."""
     lin = meta.get("lineage") or {}
@@ -53,25 +45,20 @@ def describe(meta: dict) -> dict:
             "context_length": arch.get("context_length"), "class_names": ft.get("class_names")}
 
 
-def lineage_chain(ckpt: str | Path, max_depth: int = 16) -> list[dict]:
-    """`describe` of the checkpoint and its ancestors, oldest first; a missing ancestor ends the
-    chain with a row that says so (its path), so a deleted base is visible rather than silent."""
-    chain: list[dict] = []
-    seen: set[str] = set()
-    cur = str(ckpt)
-    while cur and cur not in seen and len(chain) < max_depth:
-        seen.add(cur)
-        if cur in GPT2_NAMES:
-            chain.append({"path": cur, "stage": "gpt2", "preset": "", "method": "", "missing": False})
-            break
-        meta = read_meta(cur)
-        if meta is None:
-            chain.append({"path": cur, "stage": "?", "missing": True})
-            break
-        row = describe(meta)
-        chain.append(row)
-        cur = _parent(meta.get("lineage") or {})
-    return list(reversed(chain))
+def lineage_chain(spec: str | Path, root: Path | None = None) -> list[dict]:
+    """`describe` of the model `spec` names and of its ancestors, oldest first (core.eval.report's
+    walk); a missing ancestor or an unknown spec is a row that says so, never silence."""
+    if str(spec) in GPT2_NAMES:
+        return [{"path": str(spec), "stage": "gpt2", "preset": "", "method": "", "missing": False}]
+    from core.errors import UserError
+    from core.eval.report import lineage
+
+    try:
+        chain = lineage(spec, root)
+    except UserError as e:
+        return [{"path": str(spec), "stage": "?", "missing": True, "error": str(e)}]
+    return [{"path": str(ckpt), "stage": "?", "missing": True} if meta.get("missing")
+            else describe({**meta, "path": str(ckpt)}) for ckpt, meta in reversed(chain)]
 
 
 def short_path(path: str, runs_root: Path | None = None) -> str:

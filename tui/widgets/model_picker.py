@@ -147,7 +147,7 @@ class ModelPicker(ModalScreen[str | None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="model-picker-lineage")
     def show_lineage(self, spec: str) -> None:
-        chain = lineage_chain(spec)
+        chain = lineage_chain(spec, self.root)
         self.app.call_from_thread(self.query_one(LineageView).show, chain)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

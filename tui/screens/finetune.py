@@ -1,0 +1,279 @@
+"""Finetune: a wizard that builds and launches a finetuning run, and the run's live view.
+
+**n** opens the wizard (tui/screens/finetune_steps.py: method, base model, dataset, what to train,
+hyperparameters, review), which ends in `core.runs.launch("finetune", preset)`: the run is its own
+process and survives the workbench. This screen follows the run's event log (`tui.feed`) like the
+Pretrain screen: the loss chart, plus accuracy and the latest confusion matrix for classification,
+reward margin and reward accuracy for DPO. A stopped run resumes from its last checkpoint (**r**).
+On start it attaches to the newest live finetuning run, else shows the newest finished one.
+"""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Label, Static
+from textual.worker import get_current_worker
+
+from core import config
+from core import runs as core_runs
+from core.errors import UserError
+from tui.feed import RunFeed, follow_run
+from tui.messages import MetricsArrived, RunAttached, RunEnded, RunStarted, WorkFailed
+from tui.screens.base import StageScreen
+from tui.screens.finetune_steps import STEPS, method_preset
+from tui.widgets.confusion import ConfusionMatrix
+from tui.widgets.loss_chart import LossChart
+from tui.widgets.metric_chart import METHOD_SERIES, MetricChart
+from tui.widgets.run_picker import RunPicker, run_rows
+
+METRIC_TITLES = {"classify": "accuracy", "preference": "reward margin and accuracy", "instruct": "validation perplexity"}
+
+
+def _num(x: object, fmt: str) -> str:
+    return fmt.format(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else "-"
+
+
+def finetune_metrics_text(method: str, train: dict, val: dict, test: dict) -> str:
+    rows = [("step", _num(train.get("step"), "{:,}")), ("loss", _num(train.get("loss"), "{:.4f}")),
+            ("val loss", _num(val.get("val_loss"), "{:.4f}"))]
+    if method == "classify":
+        rows += [("train acc", _num(train.get("accuracy"), "{:.3f}")), ("val acc", _num(val.get("accuracy"), "{:.3f}")),
+                 ("val F1", _num(val.get("macro_f1"), "{:.3f}"))]
+    elif method == "preference":
+        rows += [("margin", _num(train.get("reward_margin"), "{:.3f}")),
+                 ("reward acc", _num(train.get("reward_accuracy"), "{:.3f}")),
+                 ("val margin", _num(val.get("reward_margin"), "{:.3f}")),
+                 ("val rew acc", _num(val.get("reward_accuracy"), "{:.3f}"))]
+    else:
+        rows += [("val ppl", _num(val.get("val_ppl"), "{:.2f}"))]
+    rows += [("lr", _num(train.get("lr"), "{:.2e}")), ("tokens/s", _num(train.get("tokens_per_s"), "{:,.0f}"))]
+    if test:
+        for k in ("accuracy", "macro_f1", "reward_accuracy", "reward_margin", "loss"):
+            if isinstance(test.get(k), float):
+                rows.append((f"test {k}"[:11], f"{test[k]:.3f}"))
+    return "\n".join(f"[b]{k:<11}[/] {v}" for k, v in rows)
+
+
+class FinetuneScreen(StageScreen):
+    MODE = "finetune"
+    CSS_PATH = "../styles/part2.tcss"
+    HELP = """Finetune a model: classification (a new head predicts labels), instruction tuning (SFT)
+or preference tuning (DPO).
+
+**n** opens the wizard: method, base model (our checkpoints with their lineage, or GPT-2), dataset
+(rows with the prompt template applied; dimmed tokens carry no loss; class balance), what to train
+(head, last N blocks, all, LoRA), hyperparameters (from the method's preset, checked as typed) and a
+review of the TOML that will run (save it with ctrl+s). Launch starts a run in its own process.
+
+While it trains: the loss, plus accuracy and the confusion matrix (classification) or the reward
+margin and reward accuracy (DPO). **x** stops at the next step (a checkpoint is saved), **r**
+resumes the latest stopped finetuning run, **a** attaches to another run, **l** log loss axis."""
+
+    BINDINGS = [
+        Binding("n", "new", "new finetune"),
+        Binding("x", "stop", "stop"),
+        Binding("r", "resume", "resume"),
+        Binding("a", "attach", "attach"),
+        Binding("l", "log_scale", "log y"),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        yield Label("no run: press n to finetune a model, a to attach to a run", id="ft-status")
+        with Horizontal(id="ft-main"):
+            with Vertical(id="ft-charts"):
+                yield LossChart(id="ft-loss")
+                yield MetricChart("accuracy", METHOD_SERIES["classify"], id="ft-metric")
+            with Vertical(id="ft-side"):
+                yield Static(finetune_metrics_text("classify", {}, {}, {}), id="ft-metrics")
+                yield ConfusionMatrix("", id="ft-confusion")
+                yield Static("", id="ft-sample")
+
+    def on_mount(self) -> None:
+        self.feed: RunFeed | None = None
+        self.run_name: str | None = None
+        self.method = "classify"
+        self.state = ""
+        self.last: dict[str, dict] = {"train": {}, "val": {}, "test": {}}
+        self.points = 0
+        super().on_mount()
+        self.watch(self.app, "live_runs", self._live_runs_changed, init=True)
+
+    def _live_runs_changed(self, old, new) -> None:
+        if self.run_name is None:
+            live = self.app.live_run("finetune")
+            if live:
+                self.attach(live)
+            else:
+                self.attach_newest()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="finetune-newest")
+    def attach_newest(self) -> None:
+        rows = run_rows(self.app.runs_root, stage="finetune")
+        if rows:
+            self.app.call_from_thread(self._attach_if_idle, rows[0]["name"])
+
+    def _attach_if_idle(self, name: str) -> None:
+        if self.run_name is None:
+            self.attach(name)
+
+    # -------------------------------------------------------------------------------- runs
+    def attach(self, name: str) -> None:
+        try:
+            run = core_runs.open_run(name, self.app.runs_root)
+            preset = config.load(run.preset_path)
+            self.method = preset.finetune.method
+        except UserError as e:
+            self.notify(str(e).split("\n")[0], severity="error")
+            return
+        self.run_name = name
+        self.state = run.state
+        self.last = {"train": {}, "val": {}, "test": {}}
+        self.points = 0
+        self.query_one(LossChart).clear_run()
+        self.query_one(MetricChart).set_series(METHOD_SERIES[self.method], METRIC_TITLES[self.method])
+        confusion = self.query_one(ConfusionMatrix)
+        confusion.display = self.method == "classify"
+        confusion.show(None)
+        self.query_one("#ft-sample", Static).update("")
+        self.feed = RunFeed(run)
+        self._show()
+        self.post_message(RunAttached(name, run.stage))
+        self.follow(self.feed)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="finetune-follow")
+    def follow(self, feed: RunFeed) -> None:
+        worker = get_current_worker()
+        follow_run(feed, self.post_message, lambda: worker.is_cancelled, self.app.poll_s)
+
+    def on_metrics_arrived(self, message: MetricsArrived) -> None:
+        if self.feed is None or message.run_name != self.feed.run.name:
+            return
+        events = self.feed.drain()
+        self.points += self.query_one(LossChart).add_events(events)
+        self.points += self.query_one(MetricChart).add_events(events)
+        confusion = None
+        for ev in events:
+            kind = ev.get("kind")
+            if kind in self.last:
+                self.last[kind] = ev
+                if ev.get("confusion_matrix"):
+                    confusion = ev
+            elif kind == "status":
+                self.state = ev.get("state", self.state)
+            elif kind == "progress":
+                self.state = f"{ev.get('what', 'working')} {ev.get('done', 0)}/{ev.get('total') or '?'}"
+            elif kind == "sample":
+                from rich.markup import escape
+                self.query_one("#ft-sample", Static).update(
+                    f"[b]sample[/] (step {ev.get('step', '?')})\n[i]{escape(str(ev.get('prompt', '')))}[/i]"
+                    f"{escape(str(ev.get('text', '')))}")
+        if confusion is not None:
+            names = confusion.get("class_names") or self._class_names()
+            title = f"{'test' if confusion.get('kind') == 'test' else 'val'} confusion (step {confusion.get('step', '?')})"
+            self.query_one(ConfusionMatrix).show(confusion["confusion_matrix"], names, title)
+        self.query_one("#ft-metrics", Static).update(
+            finetune_metrics_text(self.method, self.last["train"], self.last["val"], self.last["test"]))
+        self._show()
+
+    def _class_names(self) -> list[str] | None:
+        """The class names the run's checkpoints record (model.json), once one is committed."""
+        from tui.widgets.lineage import read_meta
+
+        try:
+            ckpt = core_runs.resolve_checkpoint(self.feed.run.path, root=self.app.runs_root) if self.feed else None
+        except UserError:
+            return None
+        return ((read_meta(ckpt) or {}).get("finetune") or {}).get("class_names") if ckpt else None
+
+    def on_run_ended(self, message: RunEnded) -> None:
+        if message.run_name != self.run_name:
+            return
+        self.state = message.state + (f": {message.error}" if message.error else "")
+        self._show()
+
+    def _show(self) -> None:
+        text = (f"run [b]{self.run_name}[/]  {self.method}  {self.state}  ({self.points} points)"
+                if self.run_name else "no run: press n to finetune a model, a to attach to a run")
+        if self.state in ("stopped", "crashed"):
+            text += "  (r resumes)"
+        self.query_one("#ft-status", Label).update(text)
+
+    # ------------------------------------------------------------------------------ wizard
+    def action_new(self) -> None:
+        preset = self.preset
+        if preset.finetune.method not in ("classify", "instruct", "preference"):
+            preset = method_preset("classify", preset)
+        self.open_step(0, preset)
+
+    def open_step(self, index: int, preset: config.Preset) -> None:
+        step = STEPS[index](preset, runs_root=self.app.runs_root, workdir=self.app.workdir)
+
+        def done(result: tuple[str, config.Preset] | None) -> None:
+            if result is None:
+                return
+            action, p = result
+            if action == "launch":
+                self.launch(p)
+            elif action == "back":
+                self.open_step(max(0, index - 1), p)
+            else:
+                self.open_step(min(len(STEPS) - 1, index + 1), p)
+        self.app.push_screen(step, done)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="finetune-launch")
+    def launch(self, preset: config.Preset | None = None, resume: bool = False) -> None:
+        try:
+            if resume:
+                from core.cli import relaunch
+                prev = next((r for r in core_runs.list_runs(self.app.runs_root)
+                             if r.stage == "finetune" and r.state in ("stopped", "crashed", "failed")), None)
+                if self.run_name:
+                    cur = core_runs.open_run(self.run_name, self.app.runs_root)
+                    if cur.state in ("stopped", "crashed", "failed"):
+                        prev = cur
+                if prev is None:
+                    raise UserError("no stopped finetuning run to resume")
+                handle = relaunch(prev, config.load(prev.preset_path))
+            else:
+                assert preset is not None
+                handle = core_runs.launch("finetune", preset, root=self.app.runs_root)
+        except UserError as e:
+            self.post_message(WorkFailed("finetune", str(e)))
+            return
+        self.post_message(RunStarted(handle.run.name, "finetune"))
+
+    def on_run_started(self, message: RunStarted) -> None:
+        if message.stage != "finetune":
+            return
+        self.notify(f"started {message.run_name}", title="finetune")
+        self.run_name = None
+        self.attach(message.run_name)
+
+    def action_stop(self) -> None:
+        if not self.run_name:
+            self.notify("no run attached")
+            return
+        run = core_runs.open_run(self.run_name, self.app.runs_root)
+        if run.state not in ("running", "created"):
+            self.notify(f"{run.name} is not running ({run.state})")
+            return
+        core_runs.stop(run)
+        self.state = "stopping (saving a checkpoint)"
+        self._show()
+
+    def action_resume(self) -> None:
+        self.launch(resume=True)
+
+    def action_attach(self) -> None:
+        def done(name: str | None) -> None:
+            if name:
+                self.attach(name)
+        self.app.push_screen(RunPicker("Attach to a finetuning run", self.app.runs_root, stage="finetune",
+                                       clock=self.app.clock), done)
+
+    def action_log_scale(self) -> None:
+        chart = self.query_one(LossChart)
+        chart.log_y = not chart.log_y
