@@ -1,8 +1,10 @@
 """Screens of the workbench: one module per stage, the shell's dialogs, and the mode table."""
 
+from tui.screens.chat import ChatScreen
 from tui.screens.data import DataScreen
+from tui.screens.eval_report import EvalScreen
+from tui.screens.finetune import FinetuneScreen
 from tui.screens.model import ModelScreen
-from tui.screens.placeholders import ChatScreen, EvalScreen, FinetuneScreen
 from tui.screens.pretrain import PretrainScreen
 from tui.screens.runs import RunsScreen
 from tui.screens.tokenizer import TokenizerScreen
