@@ -113,18 +113,8 @@ def eval_report(ckpt: Path) -> dict:
 
 
 def app_with(make, mode: str, **kw):
-    """The workbench (U's make_app) with the part-2 screens in place of the placeholders."""
-    import importlib
-
-    app = make(mode=mode, **kw)
-    for m, (module, cls) in PART2_SCREENS.items():
-        app._modes[m] = getattr(importlib.import_module(module), cls)
-    return app
-
-
-PART2_SCREENS = {"finetune": ("tui.screens.finetune", "FinetuneScreen"),
-                 "eval": ("tui.screens.eval_report", "EvalScreen"),
-                 "chat": ("tui.screens.chat", "ChatScreen")}
+    """The workbench (U's make_app) on `mode`; the part-2 screens are registered in tui.screens."""
+    return make(mode=mode, **kw)
 
 
 def wait_until(predicate, timeout: float = 20.0) -> None:
