@@ -267,8 +267,8 @@ def _stage_rows(st: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def _task_rows(task: str, r: dict) -> list[tuple[str, str, str]]:
-    """(metric, value, settings) lines of one task result."""
+def task_rows(task: str, r: dict) -> list[tuple[str, str, str]]:
+    """(metric, value, settings) lines of one task result, as the card tables show them."""
     settings = r.get("settings") or {}
     sett = ", ".join(f"{k} {v}" for k, v in settings.items()
                      if v is not None and k not in ("target_delimiter", "fewshot_delimiter"))
@@ -295,6 +295,9 @@ def _task_rows(task: str, r: dict) -> list[tuple[str, str, str]]:
                 ("position consistency", _fmt(r.get("position_consistency")),
                  f"{r.get('n_unparseable')} unparseable, {r.get('n_failed')} failed")]
     return [(k, _fmt(v), "") for k, v in r.items() if isinstance(v, (int, float))]
+
+
+_task_rows = task_rows  # the name the TUI's eval screen imported first
 
 
 def _held_out(d: dict) -> str:
@@ -326,7 +329,7 @@ def to_markdown(card: dict) -> str:
         for ev in st.get("evaluations", []):
             lines += [f"### Evaluation {ev['run']}", "", "| task | metric | value | settings |", "|---|---|---|---|"]
             for task, r in (ev.get("tasks") or {}).items():
-                for metric, value, sett in _task_rows(task, r):
+                for metric, value, sett in task_rows(task, r):
                     lines.append(f"| {task} | {metric} | {value} | {_md_escape(sett)} |")
             lines.append("")
         samples = st.get("samples") or []
@@ -432,7 +435,7 @@ def to_html(card: dict) -> str:
             parts.append(f"<h3>Evaluation {e(ev['run'])}</h3><table>"
                          "<tr><th>task</th><th>metric</th><th>value</th><th>settings</th></tr>")
             for task, r in (ev.get("tasks") or {}).items():
-                for metric, value, sett in _task_rows(task, r):
+                for metric, value, sett in task_rows(task, r):
                     parts.append(f"<tr><td>{e(task)}</td><td>{e(metric)}</td><td>{e(value)}</td><td>{e(sett)}</td></tr>")
             parts.append("</table>")
         samples = st.get("samples") or []
