@@ -151,3 +151,11 @@ def test_token_loader_is_seeded_resumable_and_sequential_for_eval(tmp_path):
     assert len(list(a.eval_batches(2))) == 2
     with pytest.raises(UserError, match="fewer than one context window"):
         TokenLoader(tmp_path / "train.bin", 1000, 1)
+
+
+def test_non_utf8_bytes_are_counted_in_meta(workspace, tmp_path, gpt2):
+    f = tmp_path / "latin1.txt"
+    f.write_bytes(("Le café était très bon et la crème aussi. " * 3).encode("latin-1") + b"\n\n" +
+                  b"\n\n".join(b"Plain block number %d of ordinary text that is long enough." % i for i in range(8)))
+    meta = read_meta(prepare_shards(preset(f, txt_mode="block", val_fraction=0.3), gpt2))
+    assert meta["source_report"]["bad_utf8"] == 12 and meta["source_report"]["bad_utf8_files"] == [str(f)]
