@@ -9,7 +9,6 @@ per step) and asks for the head at the last position only.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
@@ -272,7 +271,3 @@ class GPT(nn.Module):
         # the fused step is one kernel per dtype/device on CUDA and a vectorised loop on CPU
         fused = device_type in ("cuda", "cpu")
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
-
-
-def config_dict(cfg: ModelConfig) -> dict:
-    return dataclasses.asdict(cfg)
