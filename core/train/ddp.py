@@ -38,6 +38,7 @@ from core.errors import StageFailed, UserError
 STOP_FILE = ".ddp-stop"     # the parent stage asks the workers to stop
 RESULT_FILE = ".ddp-error.json"  # a worker that fails says why, for the parent's error message
 LOG_FILE = "torchrun.log"
+PRESET_FILE = ".ddp-preset.toml"
 
 
 def launch(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
@@ -50,8 +51,12 @@ def launch(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
         return
     for name in (STOP_FILE, RESULT_FILE):
         (run_dir / name).unlink(missing_ok=True)
+    from core import config
+
+    # the preset as this stage received it (it may carry overrides that preset.toml lacks)
+    (run_dir / PRESET_FILE).write_text(config.dump(preset))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-           "-m", "core.train.ddp", "--run-dir", str(run_dir)]
+           "-m", "core.train.ddp", "--run-dir", str(run_dir), "--preset", str(run_dir / PRESET_FILE)]
     env = dict(os.environ)
     if "OMP_NUM_THREADS" not in env:  # torchrun would set 1; on CPU share the cores instead
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
@@ -129,11 +134,12 @@ def worker(argv: list[str] | None = None) -> int:
     from core.train.pretrain import fit
 
     p = argparse.ArgumentParser(prog="python -m core.train.ddp")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--run-dir", help="an existing run folder (with preset.toml)")
-    g.add_argument("--preset", help="a preset name or file: rank 0 creates a new run folder")
+    p.add_argument("--run-dir", help="an existing run folder (its preset.toml unless --preset is given)")
+    p.add_argument("--preset", help="a preset name or file (without --run-dir: rank 0 creates a new run folder)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
+    if not (args.run_dir or args.preset):
+        p.error("give --run-dir, --preset or both")
 
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ.get("LOCAL_RANK", 0))
@@ -141,7 +147,7 @@ def worker(argv: list[str] | None = None) -> int:
     run_dir: Path | None = Path(args.run_dir) if args.run_dir else None
     own_status = run_dir is None
     try:
-        preset = config.load(run_dir / "preset.toml" if run_dir else args.preset, args.set)
+        preset = config.load(args.preset or run_dir / "preset.toml", args.set)
         device = pick_device(preset.train.device, d)
     except UserError as e:
         if run_dir is not None:
