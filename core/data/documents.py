@@ -21,6 +21,7 @@ class _Member:
     share: float
     docs: int = 0
     chars: int = 0
+    scheduled: int = 0  # chars, counting an empty document as 1 so an empty source cannot stall the mix
 
 
 class Documents:
@@ -75,7 +76,7 @@ class Documents:
         n_docs = n_bytes = 0
         while True:
             # deficit scheduling: take from the source furthest below its share of characters so far
-            i = min(range(len(self.members)), key=lambda k: (self.members[k].chars / self.members[k].share, k))
+            i = min(range(len(self.members)), key=lambda k: (self.members[k].scheduled / self.members[k].share, k))
             m = self.members[i]
             text = next(iters[i], None)
             if text is None:
@@ -91,7 +92,8 @@ class Documents:
             n_docs += 1
             n_bytes += size
             m.docs += 1
-            m.chars += len(text) or 1  # an empty document still counts against its source's share
+            m.chars += len(text)
+            m.scheduled += len(text) or 1
             self.chars_read += len(text)
             yield text
 

@@ -45,6 +45,16 @@ def _prompt_and_response(tokenizer: Any, instruction: str, input: str, response:
     return prompt + answer, [False] * len(prompt) + [True] * len(answer)
 
 
+def encode_prompt(record: dict, tokenizer: Any, template: str = "alpaca") -> list[int]:
+    """Token ids that ask for the response to an {"instruction", "input"} record (for generation)."""
+    instruction, input = record["instruction"], record.get("input", "") or ""
+    if template == "chat":
+        ids, _ = tokenizer.chat.render([{"role": "user", "content": user_message(instruction, input)}],
+                                       add_generation_prompt=True)
+        return list(ids)
+    return tokenizer.encode(alpaca_prompt(instruction, input))
+
+
 def encode_instruction(record: dict, tokenizer: Any, template: str = "alpaca", max_len: int = 0) -> dict:
     """{"ids", "mask", "truncated"} for an {"instruction", "input", "output"} record.
 

@@ -227,6 +227,8 @@ def prepare_shards(preset: Any, tokenizer: Any, log: Any = None, stop: threading
             json.dump(meta, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
+        if final.exists() and not (final / "meta.json").exists():
+            shutil.rmtree(final)  # no meta.json: never a finished folder (those appear whole, by rename)
         try:
             os.rename(tmp, final)
         except OSError:

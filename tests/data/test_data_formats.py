@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from core.data.formats import (IGNORE_INDEX, alpaca_prompt, collate_classify, collate_instruction, collate_preference,
+                               encode_prompt,
                                encode_classify, encode_instruction, encode_preference)
 from core.tokenizer.encodings import get_tokenizer
 
@@ -79,3 +80,10 @@ def test_classification_pads_and_points_at_the_last_real_token(tok):
     assert x.shape == (3, 5) and last.tolist() == [4, 1, 2] and labels.tolist() == [1, 0, 1]
     assert x[1, 2:].tolist() == [tok.eot_id] * 3
     assert x[torch.arange(3), last].tolist() == [tok.encode(" happy.")[-1], tok.encode("Sad.")[-1], tok.encode(" three")[0]]
+
+
+def test_generation_prompt_is_the_training_prompt(tok):
+    for template in ("alpaca", "chat"):
+        ex = encode_instruction(REC, tok, template)
+        prompt = encode_prompt(REC, tok, template)
+        assert ex["ids"][: len(prompt)] == prompt and ex["mask"][len(prompt)] and not any(ex["mask"][: len(prompt)])
