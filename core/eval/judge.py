@@ -110,8 +110,15 @@ class JudgeClient:
                     if size > MAX_REPLY_BYTES:
                         raise ValueError(f"reply larger than {MAX_REPLY_BYTES} bytes")
                 raw = b"".join(chunks)
+        except urllib.error.HTTPError as e:
+            if key and key in str(e.reason):  # a server that echoes the request in its status line
+                e.reason = str(e.reason).replace(key, "[redacted]")
+            raise
         finally:
-            del key, headers  # nothing keeps the key past the request
+            del headers  # nothing keeps the key past the request
+        if key:  # a broken endpoint or proxy that echoes the request must not put the key in logs or reports
+            raw = raw.replace(key.encode(), b"[redacted]")
+        del key
         try:
             doc = json.loads(raw)
             content = doc["choices"][0]["message"]["content"]
