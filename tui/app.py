@@ -70,7 +70,7 @@ class Workbench(App[int]):
     COMMANDS = App.COMMANDS | {WorkbenchCommands}
     BINDINGS = [
         *(Binding(str(i), f"switch_mode('{m}')", m.capitalize(), show=False) for i, m in enumerate(MODES, 1)),
-        Binding("question_mark", "help", "help", key_display="?"),
+        Binding("question_mark", "help", "help", key_display="?", show=False),
         Binding("p", "pick_preset", "preset"),
         Binding("e", "edit_preset", "edit preset"),
         Binding("q", "quit", "quit"),

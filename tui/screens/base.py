@@ -20,14 +20,17 @@ from tui.widgets.mode_bar import ModeBar
 class StageScreen(Screen):
     MODE = ""
     HELP = ""
+    # nothing that takes typing gets focus on arrival, so 1-8 and the screen's keys work at once
+    AUTO_FOCUS = None
     # digits type into a focused field; esc leaves it so that 1-8 switch stages again
-    BINDINGS = [Binding("escape", "leave_field", "leave field", show=False)]
+    BINDINGS = [Binding("question_mark", "app.help", "help", key_display="?"),
+                Binding("escape", "leave_field", "leave field", show=False)]
 
     def compose(self) -> ComposeResult:
         yield ModeBar(self.MODE)
         with Container(id="body", classes=f"{self.MODE}-body"):
             yield from self.compose_body()
-        yield Footer()
+        yield Footer(compact=True)
 
     def compose_body(self) -> ComposeResult:
         yield from ()

@@ -110,6 +110,7 @@ def stats_text(msg: RowsLoaded) -> str:
 
 class DataScreen(StageScreen):
     MODE = "data"
+    AUTO_FOCUS = "#data-table"
     HELP = """The data of the current preset. Pick a source (the preset's corpus, or a
 finetuning/evaluation set) or type one (`embedded:NAME`, `hf:NAME`, a file or glob) and press enter.
 Rows show in the table (**[** and **]** page, **/** searches); the highlighted row's full text is on

@@ -83,9 +83,13 @@ class PresetPicker(ModalScreen[str | None]):
         self.dismiss(event.option.id)
 
 
+SECTIONS = ("preset", "data", "tokenizer", "model", "train", "finetune", "eval", "generate", "chat")
+
+
 class PresetEditor(ModalScreen[config.Preset | None]):
-    """Every field of the preset; problems show beside their fields; ctrl+s applies and saves,
-    enter on the buttons applies; esc discards."""
+    """The preset one section at a time (a whole preset is several hundred widgets: slow to draw);
+    problems show beside their fields, and a section with problems cannot be left. ctrl+a applies,
+    ctrl+s saves as TOML and applies, esc discards."""
 
     BINDINGS = [
         Binding("escape", "dismiss(None)", "discard"),
@@ -95,12 +99,16 @@ class PresetEditor(ModalScreen[config.Preset | None]):
 
     def __init__(self, preset: config.Preset, save_dir: Path, sections: list[str] | None = None) -> None:
         super().__init__()
-        self.preset, self.save_dir, self.sections = preset, save_dir, sections
+        self.preset, self.save_dir = preset, save_dir
+        self.sections = list(sections or SECTIONS)
+        self.section = self.sections[0] if sections else "model"
 
     def compose(self) -> ComposeResult:
         with Vertical(id="editor-box"):
             yield Label(f"[b]Edit preset {self.preset.name}[/]  ctrl+a apply, ctrl+s save as TOML, esc discard")
-            yield PresetForm(self.preset, self.sections, id="editor-form")
+            with Horizontal(id="editor-main"):
+                yield OptionList(*[Option(s, id=s) for s in self.sections], id="editor-sections")
+                yield PresetForm(self.preset, [self.section], id="editor-form")
             with Horizontal(id="editor-save"):
                 yield Label("save to ")
                 yield Input(str(self.save_dir / f"{self.preset.name or 'preset'}.toml"), id="save-path")
@@ -108,16 +116,41 @@ class PresetEditor(ModalScreen[config.Preset | None]):
                 yield Button("Save", id="save", variant="success")
             yield Label("", id="editor-status")
 
+    def on_mount(self) -> None:
+        ol = self.query_one("#editor-sections", OptionList)
+        ol.highlighted = self.sections.index(self.section)
+
+    @property
+    def form(self) -> PresetForm:
+        return self.query_one(PresetForm)
+
+    async def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        await self.show_section(str(event.option.id))
+
+    async def show_section(self, section: str) -> None:
+        """Switch the form to another section, keeping what was typed (the section must be valid)."""
+        if section == self.section:
+            return
+        p = self._valid()
+        if p is None:
+            self.query_one("#editor-sections", OptionList).highlighted = self.sections.index(self.section)
+            return
+        self.preset, self.section = p, section
+        await self.form.remove()
+        await self.query_one("#editor-main").mount(PresetForm(p, [section], id="editor-form"))
+
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
         self.run_action(event.button.id)
 
     def _valid(self) -> config.Preset | None:
-        form = self.query_one(PresetForm)
+        form = self.form
         p = form.check()
         if p is None:
             n = len(form.problems)
             self.query_one("#editor-status", Label).update(f"[red]{n} problem{'s' * (n != 1)}: fix the marked fields[/]")
+        else:
+            self.query_one("#editor-status", Label).update("")
         return p
 
     def action_apply(self) -> None:

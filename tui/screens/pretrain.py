@@ -86,7 +86,7 @@ pretraining run of this preset from its last checkpoint.
         Binding("c", "clear_overlays", "clear overlays", show=False),
         Binding("l", "log_scale", "log y"),
         Binding("t", "x_axis", "x axis"),
-        Binding("m", "smoothing", "smoothing"),
+        Binding("m", "smoothing", "smoothing", show=False),
     ]
 
     def compose_body(self) -> ComposeResult:

@@ -52,6 +52,7 @@ def format_event(ev: dict) -> str:
 
 class RunsScreen(StageScreen):
     MODE = "runs"
+    AUTO_FOCUS = "#runs-table"
     HELP = """Every run under the workspace's `runs/` folder, newest first, with its state.
 A run whose process died without a final state shows as **crashed**.
 

@@ -51,7 +51,7 @@ def field_specs(sections: typing.Sequence[str] | None = None) -> list[FieldSpec]
 
     walk(config.Preset, "")
     if sections is not None:
-        out = [s for s in out if s.key.split(".")[0] in sections]
+        out = [s for s in out if (s.key.split(".")[0] if "." in s.key else "preset") in sections]
     return out
 
 
@@ -123,6 +123,7 @@ class PresetForm(VerticalScroll):
         self.specs = field_specs(sections)
         self.show_docs = show_docs
         self.problems: dict[str, str] = {}
+        self._shown: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         yield Static("", id="form-problems")
@@ -181,11 +182,14 @@ class PresetForm(VerticalScroll):
                 problems.setdefault(p.key, p.message)
         self.problems = problems
         own = {s.key for s in self.specs}
-        for spec in self.specs:
-            label = self.query_one(f"#{_dom_id(spec.key)}-problem", Label)
-            msg = problems.get(spec.key, "")
+        for key in set(problems) | set(self._shown):
+            if key not in own or problems.get(key) == self._shown.get(key):
+                continue
+            label = self.query_one(f"#{_dom_id(key)}-problem", Label)
+            msg = problems.get(key, "")
             label.update(f"\u2717 {msg}" if msg else "")
             label.set_class(bool(msg), "-shown")
+        self._shown = {k: v for k, v in problems.items() if k in own}
         other = [f"{k}: {m}" for k, m in problems.items() if k not in own]
         self.query_one("#form-problems", Static).update("\n".join(other))
         if preset is not None:
