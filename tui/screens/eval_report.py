@@ -98,16 +98,21 @@ def evaluations_renderable(card: dict):
         return Text("No evaluations of this model yet: press e to run one.", style="dim")
     parts = []
     for ev in evals:
-        t = Table(title=f"evaluation {ev['run']} ({ev.get('state', '')})", title_justify="left", expand=True,
-                  show_edge=False, pad_edge=False)
-        for col, kw in (("task", {}), ("metric", {}), ("value", {"justify": "right"}), ("settings", {"ratio": 1})):
+        t = Table(title=f"evaluation {ev['run']} ({ev.get('state', '')})", title_justify="left",
+                  show_edge=False, pad_edge=False, box=None, padding=(0, 1))
+        for col, kw in (("task", {"style": "bold"}), ("metric", {}), ("value", {"justify": "right"})):
             t.add_column(col, **kw)
+        notes = []
         for task, r in (ev.get("tasks") or {}).items():
             for metric, value, sett in _task_rows(task, r):
-                t.add_row(task, metric, value, Text(sett, style="dim"))
+                t.add_row(task, metric, value)
+                if sett:
+                    notes.append(f"{task}: {sett}")
         for task, why in (ev.get("skipped") or {}).items():
-            t.add_row(task, "skipped", "", Text(why, style="dim"))
+            t.add_row(task, "skipped", "")
+            notes.append(f"{task}: {why}")
         parts.append(t)
+        parts.append(Text("\n".join(notes), style="dim"))
     return Group(*parts)
 
 

@@ -156,8 +156,8 @@ def balance_text(stats: dict) -> str:
     top = max(c["count"] for c in classes)
     lines = [f"[b]class balance[/] ({stats['records']:,} train rows)"]
     for c in classes:
-        bar = "\u2588" * max(1, round(24 * c["count"] / top))
-        lines.append(f"{escape(str(c['name']))[:14]:<14} [cyan]{bar}[/] {c['count']:,} ({100 * c['share']:.0f}%)")
+        bar = "\u2588" * max(1, round(16 * c["count"] / top))
+        lines.append(f"{escape(str(c['name']))[:12]:<12} [cyan]{bar:<16}[/] {c['count']:>7,} {100 * c['share']:3.0f}%")
     return "\n".join(lines)
 
 

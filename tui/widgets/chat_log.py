@@ -28,7 +28,8 @@ class ChatMessage(Static):
         self.update(self._render_text())
 
     def _render_text(self) -> Text:
-        out = Text(self.label, style=ROLE_STYLE.get(self.role, "bold"))
+        out = Text()
+        out.append(self.label, style=ROLE_STYLE.get(self.role, "bold"))
         out.append("\n")
         out.append(self.text or ("\u2026" if self.has_class("-streaming") else ""))
         if self.footer:
