@@ -204,6 +204,9 @@ def cmd_execute(args: argparse.Namespace) -> int:
     try:
         preset = config.load(run.preset_path)
         state = runs.execute(run, stage, preset)
+    except runs.RunLocked as e:  # the status belongs to the process that holds the lock
+        print(str(e), file=sys.stderr)
+        return EXIT_BAD_INPUT
     except UserError as e:
         if run.raw_status().get("state") != "failed":  # failed before execute() could record it
             run.write_status(state="failed", error=str(e), ended=time.time())

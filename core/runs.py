@@ -235,6 +235,10 @@ def latest_run(preset_name: str, stage: str, root: Path | None = None, state: st
 
 # ------------------------------------------------------------------------------- lock and status
 
+class RunLocked(UserError):
+    """A second writer of a run directory: refused, and it must not touch the live run's status."""
+
+
 class RunLock:
     """One writer per run directory: an exclusive flock on runs/<run>/.lock; a second writer is refused."""
 
@@ -245,7 +249,7 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._fd)
-            raise UserError(f"{run.path}: another process is writing this run") from None
+            raise RunLocked(f"{run.path}: another process is writing this run") from None
 
     def release(self) -> None:
         os.close(self._fd)
