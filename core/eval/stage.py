@@ -282,7 +282,7 @@ def run(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
              "message": f"evaluating {meta['path']} ({head} head, step {meta.get('step')}) on {', '.join(e.tasks)} ({device})"})
     report: dict[str, Any] = {
         "stage": "eval", "preset": preset.name,
-        "model": {"spec": spec, "checkpoint": meta["path"], "step": meta.get("step"), "head": head,
+        "model": {"spec": spec, "checkpoint": str(Path(meta["path"]).resolve()), "step": meta.get("step"), "head": head,
                   "lineage": meta.get("lineage") or {}, "tokenizer": (meta.get("tokenizer") or {}).get("name")},
         "settings": {"tasks": list(e.tasks), "limit": e.limit, "num_fewshot": e.num_fewshot, "device": str(device)},
         "hardware": hardware(device), "tasks": {}, "skipped": {}, "complete": False,
