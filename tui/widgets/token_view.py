@@ -2,7 +2,7 @@
 
 Given `core.tokenizer.inspect.Span`s (and optionally a loss mask), it draws each token on a
 cycling background so boundaries show, special tokens inverted, and tokens that carry no loss
-dimmed. Left/right (or a click) moves the selection and posts `TokenView.Selected`.
+dimmed. Left/right (home, end) move the selection and posts `TokenView.Selected`.
 """
 
 from __future__ import annotations
@@ -71,10 +71,9 @@ class TokenView(Widget, can_focus=True):
                 style = "color(245) on color(236)" if not getattr(s, "special", False) else "color(250) on color(238)"
             if i == self.cursor:
                 style += " reverse bold"
-            meta = Style(meta={"@click": f"select({i})"})
-            out.append(s.text or "\u2205", Style.parse(style) + meta)
+            out.append(s.text or "\u2205", Style.parse(style))
             if self.show_ids:
-                out.append(f"{s.id}", Style.parse("dim italic") + meta)
+                out.append(f"{s.id}", Style.parse("dim italic"))
             if s.text.endswith("\\n"):
                 out.append("\n")
         return out
