@@ -1,0 +1,93 @@
+"""Reusable widgets mounted in a tiny host app: LossChart, TokenView, PresetForm, AdvicePanel."""
+
+from __future__ import annotations
+
+from textual.app import App, ComposeResult
+
+from core import config
+from core.tokenizer.inspect import Span
+from tui.widgets.advice_panel import AdvicePanel
+from tui.widgets.loss_chart import LossChart, smooth
+from tui.widgets.preset_form import PresetForm
+from tui.widgets.token_view import TokenView
+
+
+class Host(App):
+    def __init__(self, *widgets):
+        super().__init__()
+        self.widgets = widgets
+        self.messages = []
+
+    def compose(self) -> ComposeResult:
+        yield from self.widgets
+
+    def on_token_view_selected(self, m):
+        self.messages.append(m)
+
+    def on_preset_form_changed(self, m):
+        self.messages.append(m)
+
+
+def test_smoothing_is_debiased_ema():
+    assert smooth([1.0, 1.0, 1.0], 0.9) == [1.0, 1.0, 1.0]
+    assert smooth([2.0, 0.0], 0.5) == [2.0, (0.5 * 1.0 + 0.0) / 0.75]
+    assert smooth([3.0, 1.0], 0.0) == [3.0, 1.0]
+
+
+async def test_loss_chart_takes_train_and_val_points_and_skips_bad_ones():
+    chart = LossChart()
+    async with Host(chart).run_test(size=(60, 20)) as pilot:
+        added = chart.add_events([
+            {"kind": "train", "step": 1, "loss": 4.0, "tokens": 100, "t": 10.0},
+            {"kind": "train", "step": 2, "loss": float("nan"), "tokens": 200, "t": 11.0},
+            {"kind": "log", "message": "hello"},
+            {"kind": "val", "step": 2, "val_loss": 3.5, "t": 11.0},
+            {"kind": "train", "step": 3, "loss": 3.0, "tokens": 300, "t": 70.0},
+        ])
+        assert added == 3
+        assert chart.train.steps == [1, 3] and chart.val.values == [3.5]
+        assert chart.train.xs("time", 10.0) == [0.0, 1.0] and chart.train.xs("tokens", 0) == [100, 300]
+        chart.cycle_x_axis()
+        assert chart.x_axis == "tokens"
+        chart.set_overlay("old", [{"kind": "train", "step": 1, "loss": 5.0}])
+        assert len(chart.overlays["old"][0]) == 1
+        await pilot.pause(0.6)
+        chart.remove_overlays()
+        chart.clear_run()
+        assert len(chart.train) == 0
+
+
+async def test_token_view_moves_and_posts_selected():
+    spans = [Span(1, b"a", "a", 0, 1, False), Span(2, b"b", "b", 1, 2, False), Span(3, b"<s>", "<s>", 2, 2, False, True)]
+    view = TokenView(spans, loss_mask=[0, 1, 1])
+    host = Host(view)
+    async with host.run_test(size=(40, 8)) as pilot:
+        view.focus()
+        await pilot.press("right", "right", "right", "left")
+        await pilot.pause()
+        assert view.cursor == 1 and [m.token_id for m in host.messages] == [1, 2, 3, 2]
+        await pilot.press("end")
+        assert view.cursor == 2
+        await pilot.press("i")
+        assert view.show_ids and "a1" in str(view.render()).replace(" ", "")
+
+
+async def test_preset_form_checks_through_core_and_posts_changed():
+    form = PresetForm(config.load("tiny"), ["train"])
+    host = Host(form)
+    async with host.run_test(size=(100, 40)) as pilot:
+        form.set_value("train.min_lr", "0.5")
+        await pilot.pause()
+        last = host.messages[-1]
+        assert last.preset is None and last.problems == {"train.min_lr": "0.5 is above train.lr = 0.002"}
+        form.set_value("train.min_lr", "1e-4")
+        await pilot.pause()
+        assert host.messages[-1].preset.train.min_lr == 1e-4 and host.messages[-1].problems == {}
+
+
+async def test_advice_panel_lists_the_stage_findings():
+    panel = AdvicePanel("pretrain")
+    async with Host(panel).run_test(size=(100, 20)):
+        found = panel.update_for(config.load("tiny"))
+        assert [f.title for f in found][:2] == ["Tokens per parameter", "Repeated data"]
+        assert "Tokens per parameter" in str(panel.render())
