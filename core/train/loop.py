@@ -331,7 +331,8 @@ def train(model: torch.nn.Module, objective: Callable[[torch.nn.Module, Any], tu
         resumed_from = step
         last_ckpt = ckpt
         if main:
-            log.log({"kind": "log", "level": "info",
+            # `resumed_step` lets a reader drop events of steps after it that the interrupted process logged
+            log.log({"kind": "log", "level": "info", "resumed_step": step,
                      "message": f"resumed from {ckpt.name} (step {step}, {tokens:,} tokens)"})
     last_saved_step = step if loaded is not None else -1
 

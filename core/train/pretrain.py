@@ -54,25 +54,17 @@ def build_model(preset: Preset, tokenizer: Any, log: Any) -> tuple[torch.nn.Modu
         if cfg.vocab_size < tokenizer.n_vocab:
             raise UserError(f"model.vocab_size: {cfg.vocab_size} is smaller than the tokenizer's {tokenizer.n_vocab} ids")
         return GPT(cfg), {"stage": "pretrain", "preset": preset.name, "init": "random"}
-    if spec in GPT2_NAMES:
-        model = _gpt2(spec)
-        src_tok_fp = None
-        if tokenizer.name != "gpt2":
-            raise UserError(f"model.init_from: {spec} uses the gpt2 tokenizer; set tokenizer.kind = \"tiktoken\" "
-                            f"and tokenizer.encoding = \"gpt2\" (the preset's tokenizer is {tokenizer.name!r})")
-    else:
-        from core.checkpoint import load_model
-        from core.runs import resolve_checkpoint
+    from core.checkpoint import load_model
+    from core.runs import resolve_checkpoint
 
-        path = resolve_checkpoint(spec)
-        model, src_tok, _meta = load_model(path)
-        model.train()
-        src_tok_fp = getattr(src_tok, "fingerprint", None)
-        if src_tok_fp and src_tok_fp != tokenizer.fingerprint:
-            raise UserError(f"model.init_from: {path} was trained with tokenizer {src_tok.name!r}, the preset gives "
-                            f"{tokenizer.name!r}; set tokenizer.kind = \"tiktoken\" and tokenizer.encoding = "
-                            f"\"{path / 'tokenizer'}\" to keep its tokenizer")
-        spec = str(path)
+    path = _import_gpt2(spec, log) if spec in GPT2_NAMES else resolve_checkpoint(spec)
+    model, src_tok, _meta = load_model(path)
+    model.train()
+    if src_tok is not None and src_tok.fingerprint != tokenizer.fingerprint:
+        raise UserError(f"model.init_from: {spec} was trained with tokenizer {src_tok.name!r}, the preset gives "
+                        f"{tokenizer.name!r}; set tokenizer.kind = \"tiktoken\" and tokenizer.encoding = "
+                        f"\"{path / 'tokenizer'}\" to keep its tokenizer")
+    spec = str(path)
     # the source's architecture wins; dropout is a training choice and follows the preset
     ignored = [f.name for f in dataclasses.fields(preset.model)
                if f.name not in ("init_from", "dropout", "vocab_size")
@@ -91,16 +83,20 @@ def build_model(preset: Preset, tokenizer: Any, log: Any) -> tuple[torch.nn.Modu
     return model, {"stage": "pretrain", "preset": preset.name, "init": spec}
 
 
-def _gpt2(name: str) -> torch.nn.Module:
+def _import_gpt2(name: str, log: Any) -> Path:
+    """GPT-2 weights as a checkpoint of ours, imported from the hub once into workspace()/models/NAME
+    (the same place finetuning imports them to)."""
+    from core.runs import workspace
+
+    out = workspace() / "models" / name
+    if (out / "COMMITTED").is_file():
+        return out
     try:
-        from core.model import hf
+        from core.model.hf import import_hf
     except ImportError:
         raise UserError(f"model.init_from: importing {name} needs core.model.hf, which this build lacks") from None
-    for fn in ("load_gpt2", "import_gpt2", "from_pretrained"):
-        if hasattr(hf, fn):
-            out = getattr(hf, fn)(name)
-            return out[0] if isinstance(out, tuple) else out
-    raise UserError(f"model.init_from: core.model.hf has no GPT-2 loader")
+    log.log({"kind": "log", "level": "info", "message": f"importing {name} weights into {out} (once)"})
+    return Path(import_hf(name, out))
 
 
 def make_sampler(preset: Preset, tokenizer: Any):

@@ -219,3 +219,21 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(workspace):
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step-00000004"
     assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".tmp")]
     ckpt_io.verify(run_dir / "checkpoints" / "step-00000004")
+
+
+def test_init_from_an_earlier_run(workspace):
+    first = workspace / "first"
+    first.mkdir()
+    a = ListLog()
+    pretrain.run(tiny_preset(), first, a, threading.Event())
+    second = workspace / "second"
+    second.mkdir()
+    b = ListLog()
+    pretrain.run(tiny_preset(f"model.init_from={first}", "train.max_steps=2"), second, b, threading.Event())
+    # it starts where the first run ended, far below the loss of a fresh model
+    assert b.kind("train")[0]["loss"] < a.kind("train")[0]["loss"] - 0.3
+    meta = ckpt_io.verify(second / "checkpoints" / "step-00000002")
+    assert meta["lineage"]["init"] == str(first / "checkpoints" / "step-00000012")
+    with pytest.raises(UserError, match="tokenizer"):
+        pretrain.run(tiny_preset(f"model.init_from={first}", "tokenizer.vocab_size=600"), workspace / "third",
+                     ListLog(), threading.Event())
