@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import time
 from pathlib import Path
@@ -131,7 +132,39 @@ def write_checkpoint(dest: str | Path, step: int, model: torch.nn.Module, *, tok
         shutil.rmtree(tmp)
     tmp.mkdir()
 
-    save_file(model.weights(), tmp / WEIGHTS, metadata={"format": FORMAT})
+    try:
+        _write_files(tmp, step, model, tokenizer, trainer_state, val_loss, chat_template, lineage, extra)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed write (disk full, a kill signal) leaves nothing behind
+        raise
+
+    if final.exists():  # the same step saved again (e.g. a stop right after a periodic save)
+        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    return final
+
+
+def _save_weights(weights: dict, path: Path) -> None:
+    """safetensors' save_file reports a full disk as SafetensorError: turn an I/O failure back into
+    the OSError (ENOSPC, EFBIG, ...) that callers handle."""
+    try:
+        save_file(weights, path, metadata={"format": FORMAT})
+    except SafetensorError as e:
+        m = re.search(r"\(os error (\d+)\)", str(e))
+        if m is None:
+            raise
+        code = int(m.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from None
+
+
+def _write_files(tmp: Path, step: int, model: torch.nn.Module, tokenizer: Any, trainer_state: dict | None,
+                 val_loss: float | None, chat_template: str | None, lineage: dict | None, extra: dict | None) -> None:
+    _save_weights(model.weights(), tmp / WEIGHTS)
     head: dict[str, Any] = {"kind": model.head_kind}
     if model.head_kind != "lm":
         head.update(out_features=model.lm_head.out_features, bias=model.lm_head.bias is not None)
@@ -154,7 +187,9 @@ def write_checkpoint(dest: str | Path, step: int, model: torch.nn.Module, *, tok
                              "n_vocab": tokenizer.n_vocab, "fingerprint": getattr(tokenizer, "fingerprint", None)}
     (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
     if trainer_state is not None:
-        torch.save(trainer_state, tmp / TRAINER)
+        # through a Python file object: a full disk raises OSError(ENOSPC), not torch's RuntimeError
+        with open(tmp / TRAINER, "wb") as f:
+            torch.save(trainer_state, f)
 
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     manifest = {}
@@ -168,16 +203,6 @@ def write_checkpoint(dest: str | Path, step: int, model: torch.nn.Module, *, tok
         f.flush()
         os.fsync(f.fileno())
     _fsync_dir(tmp)
-
-    if final.exists():  # the same step saved again (e.g. a stop right after a periodic save)
-        old = final.with_name(f".old-{final.name}-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    _fsync_dir(final.parent)
-    return final
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, *, tokenizer: Any = None,
