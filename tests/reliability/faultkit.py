@@ -133,3 +133,73 @@ def resumed_from(run: runs.Run) -> list[str]:
         if msg.startswith("resumed from "):
             out.append(msg.split()[2])
     return out
+
+
+def events_size(run: runs.Run) -> int:
+    try:
+        return run.events_path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for_train_step(run: runs.Run, step: int, pid: int, offset: int = 0, timeout_s: float = 120.0) -> bool:
+    """Wait until a train event of `step` or later is logged after byte `offset` of the events;
+    False when the process ended first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        events, offset = runs.read_events(run.events_path, offset)
+        if any(e.get("kind") == "train" and e.get("step", 0) >= step for e in events):
+            return True
+        if not alive(pid):
+            return False
+        time.sleep(0.003)
+    raise AssertionError(f"{run.name}: step {step} not reached in {timeout_s}s")
+
+
+def tmp_checkpoints(run_dir: Path) -> list[str]:
+    """Folders of checkpoint writes in progress (or interrupted): .tmp-step-NNNNNNNN-PID."""
+    try:
+        return [n for n in os.listdir(Path(run_dir) / "checkpoints") if n.startswith(".tmp-")]
+    except FileNotFoundError:
+        return []
+
+
+def wait_for_checkpoint_write(run_dir: Path, pid: int, timeout_s: float = 120.0) -> bool:
+    """Spin until a checkpoint write is in progress (its temporary folder exists); False when the
+    process ended first. Polls as fast as it can: a tiny checkpoint is written in milliseconds."""
+    ck = Path(run_dir) / "checkpoints"
+    deadline = time.monotonic() + timeout_s
+    n = 0
+    while time.monotonic() < deadline:
+        try:
+            if any(name.startswith(".tmp-") for name in os.listdir(ck)):
+                return True
+        except FileNotFoundError:
+            pass
+        n += 1
+        if n % 200 == 0 and not alive(pid):
+            return False
+    raise AssertionError(f"{run_dir}: no checkpoint write seen in {timeout_s}s")
+
+
+def verify_committed(run_dir: Path) -> list[int]:
+    """Every committed checkpoint of the run verifies against its manifest (sizes and sha256)."""
+    from core import checkpoint as ckpt_io
+
+    steps = committed_steps(run_dir)
+    for s in steps:
+        ckpt_io.verify(Path(run_dir) / "checkpoints" / f"step-{s:08d}")
+    return steps
+
+
+def expected_resume(run_dir: Path) -> str | None:
+    """The checkpoint a resume should start from: the newest committed one `latest` does not
+    predate (a kill between the commit and the pointer update leaves `latest` one behind)."""
+    from core import checkpoint as ckpt_io
+
+    root = Path(run_dir) / "checkpoints"
+    found = ckpt_io.committed_checkpoints(root)
+    latest = ckpt_io._read_pointer(root, "latest")
+    if latest is not None:
+        found = [c for c in found if c.name <= latest.name]
+    return found[-1].name if found else None
