@@ -3,7 +3,7 @@
 `make_app(...)` builds the app from its dependencies (runs folder, preset choices, clock), so tests
 build the same app with test data; `main()` is what `llmlab` with no verb runs. Screens live in
 tui/screens (one module each), reusable widgets in tui/widgets, styles in tui/styles/app.tcss.
-Keys: 1-8 switch stage, ? help, ctrl+p every action, p preset, e edit preset, q quit.
+Keys: 1-8 (or alt+1-8 from a text field) switch stage, ? help, ctrl+p every action, p preset, e edit preset, q quit.
 """
 
 from __future__ import annotations
@@ -70,6 +70,9 @@ class Workbench(App[int]):
     COMMANDS = App.COMMANDS | {WorkbenchCommands}
     BINDINGS = [
         *(Binding(str(i), f"switch_mode('{m}')", m.capitalize(), show=False) for i, m in enumerate(MODES, 1)),
+        # alt+N works while a text field has focus (and is what esc-then-N becomes in a fast terminal)
+        *(Binding(f"alt+{i}", f"switch_mode('{m}')", m.capitalize(), show=False, priority=True)
+          for i, m in enumerate(MODES, 1)),
         Binding("question_mark", "help", "help", key_display="?", show=False),
         Binding("p", "pick_preset", "preset"),
         Binding("e", "edit_preset", "edit preset"),
