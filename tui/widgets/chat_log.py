@@ -41,13 +41,17 @@ class ChatMessage(Vertical):
         tail = Static(Text(self.text), classes="chunk")
         self._chunks = [tail]
         yield tail
-        yield Static(self.footer, classes="foot", markup=False)
+        foot = Static(self.footer, classes="foot", markup=False)
+        foot.display = bool(self.footer)
+        yield foot
 
     def set_text(self, text: str, footer: str | None = None) -> None:
         if footer is not None and footer != self.footer:
             self.footer = footer
             if self.is_mounted:
-                self.query_one(".foot", Static).update(footer)
+                foot = self.query_one(".foot", Static)
+                foot.update(footer)
+                foot.display = bool(footer)
         if not self._chunks:  # not composed yet: compose shows it
             self.text = text
             return
