@@ -397,8 +397,8 @@ side by side; ctrl+b again closes it), **ctrl+t** shows the prompt with the chat
         for p in self.active_panes():
             if p.streaming:
                 elapsed = time.perf_counter() - p.t0
-                parts.append(f"{p.name.upper() + ' ' if self.compare else ''}streaming {p.tokens} tokens, "
-                             f"{p.tokens / elapsed if elapsed > 0 else 0:.1f} tokens/s (esc stops)")
+                parts.append(f"{p.name.upper() + ' ' if self.compare else ''}{p.tokens} tokens, "
+                             f"{p.tokens / elapsed if elapsed > 0 else 0:.1f} tokens/s, esc stops")
             elif p.conv is not None and p.conv.last_stats.tokens:
                 st = p.conv.last_stats
                 parts.append(f"{p.name.upper() + ' ' if self.compare else ''}{st.tokens_per_s:.1f} tokens/s")

@@ -98,8 +98,8 @@ def evaluations_renderable(card: dict):
         return Text("No evaluations of this model yet: press e to run one.", style="dim")
     parts = []
     for ev in evals:
-        t = Table(title=f"evaluation {ev['run']} ({ev.get('state', '')})", title_justify="left",
-                  show_edge=False, pad_edge=False, box=None, padding=(0, 1))
+        parts.append(Text(f"evaluation {ev['run']} ({ev.get('state', '')})", style="italic"))
+        t = Table(show_edge=False, pad_edge=False, box=None, padding=(0, 1))
         for col, kw in (("task", {"style": "bold"}), ("metric", {}), ("value", {"justify": "right"})):
             t.add_column(col, **kw)
         notes = []
@@ -187,7 +187,7 @@ classifier) as a run; the report reloads when it ends. **x** exports the report 
                 yield Label("[b]Lineage[/]", classes="ev-section")
                 yield LineageView("", id="ev-lineage")
                 yield Static("", id="ev-tables")
-                yield Label("[b]Scores[/] [dim](bars 0..1; \u2502 chance, majority class or tie; \u2500 95% interval)[/]",
+                yield Label("[b]Scores[/] [dim](\u2502 chance, majority or tie; \u2500 95% interval)[/]",
                             classes="ev-section", id="ev-scores-title")
                 yield ScoreBars("", id="ev-scores")
                 yield ConfusionMatrix("", id="ev-confusion")

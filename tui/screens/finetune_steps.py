@@ -27,7 +27,7 @@ from core import config
 from core import runs as core_runs
 from core.errors import UserError
 from tui.widgets.advice_panel import AdvicePanel
-from tui.widgets.lineage import GPT2_NAMES, LineageView, lineage_chain, read_meta
+from tui.widgets.lineage import GPT2_NAMES, LineageView, lineage_chain, read_meta, short_path
 from tui.widgets.model_picker import ModelTable, model_rows
 from tui.widgets.preset_form import PresetForm
 from tui.widgets.token_view import TokenView
@@ -244,7 +244,7 @@ class WizardStep(ModalScreen[tuple[str, config.Preset] | None]):
         ft = self.preset.finetune
         parts = [f"method {ft.method}"]
         if self.INDEX > 1:
-            parts.append(f"base {Path(ft.base).name if '/' in ft.base else ft.base}")
+            parts.append(f"base {short_path(ft.base) if '/' in ft.base else ft.base}")
         if self.INDEX > 2:
             parts.append(f"data {ft.data}")
         if self.INDEX > 3:

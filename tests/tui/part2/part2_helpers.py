@@ -71,6 +71,11 @@ def tiny_checkpoint(run_dir: Path, *, seed: int = 0, step: int = 20, val_loss: f
 @pytest.fixture
 def models(lab, gpt2_cache):
     """lab/runs with a finished pretraining run, an instruction finetune of it and a classifier of it."""
+    return build_models(lab)
+
+
+def build_models(lab: Path) -> dict:
+    """The runs of the `models` fixture in `lab` (also used to set up the tmux check by hand)."""
     root = lab / "runs"
     pre = make_run(root, PRETRAIN, "pretrain", "small",
                    events=[{"kind": "train", "step": s, "loss": 6.0 - 0.1 * s} for s in range(1, 21)]
