@@ -334,7 +334,7 @@ def head_size(p: Preset, facts: Facts) -> Finding | None:
     if hd < 16:
         return Finding("warn", "Head size", f"{hd} dimensions per head: below ~32 attention heads lose capacity; "
                        "use fewer heads", key="model.n_head", numbers=nums)
-    return Finding("ok", "Head size", f"{hd} dimensions per head (32-128 is usual)", key="model.n_head", numbers=nums)
+    return Finding("ok", "Head size", f"{hd} dimensions per head (16-128 is usual; 64-128 in large models)", key="model.n_head", numbers=nums)
 
 
 @rule("model")

@@ -14,12 +14,16 @@ FIXED_NOW = 1_767_225_600.0  # 2026-01-01 00:00 UTC: "started" columns in snapsh
 
 # a preset small enough for screens and end-to-end runs on a shared CPU
 SMALL = """
-extends = "tiny"
 name = "small"
 description = "a very small model on a small synthetic corpus, for tests"
 
 [data]
+source = "embedded:tinyworld"
 synthetic_mb = 0.3
+val_fraction = 0.02
+
+[data.filters]
+min_chars = 20
 
 [tokenizer]
 vocab_size = 300
@@ -31,7 +35,10 @@ n_embd = 32
 context_length = 64
 
 [train]
+lr = 2e-3
+min_lr = 2e-4
 micro_batch_size = 4
+sample_prompt = "Once upon a time"
 max_steps = 30
 warmup_steps = 2
 log_every = 2
@@ -42,8 +49,13 @@ checkpoint_every = 10
 """
 
 GPT2 = """
-extends = "tiny"
 name = "gpt2tok"
+
+[model]
+n_layer = 4
+n_head = 4
+n_embd = 128
+context_length = 256
 
 [tokenizer]
 kind = "tiktoken"

@@ -73,13 +73,14 @@ async def test_token_view_moves_and_posts_selected():
 
 
 async def test_preset_form_checks_through_core_and_posts_changed():
-    form = PresetForm(config.load("tiny"), ["train"])
+    preset = config.load("tiny")
+    form = PresetForm(preset, ["train"])
     host = Host(form)
     async with host.run_test(size=(100, 40)) as pilot:
         form.set_value("train.min_lr", "0.5")
         await pilot.pause()
         last = host.messages[-1]
-        assert last.preset is None and last.problems == {"train.min_lr": "0.5 is above train.lr = 0.002"}
+        assert last.preset is None and last.problems == {"train.min_lr": f"0.5 is above train.lr = {preset.train.lr:g}"}
         form.set_value("train.min_lr", "1e-4")
         await pilot.pause()
         assert host.messages[-1].preset.train.min_lr == 1e-4 and host.messages[-1].problems == {}
