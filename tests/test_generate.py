@@ -101,3 +101,18 @@ def test_generate_text_joins_multibyte_characters():
         opt.step()
     pieces = list(generate_text(m, ByteTokenizer(), "é", max_new_tokens=8, temperature=0))
     assert pieces == ["à", "é", "à", "é"]
+
+
+def test_decode_weight_copies_follow_training_updates():
+    # one-token CPU decoding multiplies by cached (in, out) weight copies: they must follow the weights
+    m = build(**CFG)
+    before = list(generate(m, [1, 2, 3], max_new_tokens=12, temperature=0))
+    opt = m.configure_optimizer(0.0, 5e-2, (0.9, 0.95), "cpu")
+    x = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+    for _ in range(5):
+        opt.zero_grad()
+        m(x[:, :-1], x[:, 1:])[1].backward()
+        opt.step()
+    after = list(generate(m, [1, 2, 3], max_new_tokens=12, temperature=0))
+    assert after == list(generate(m, [1, 2, 3], max_new_tokens=12, temperature=0, use_cache=False))
+    assert after != before

@@ -26,16 +26,20 @@ class KVCache:
     autocast included) with room for `max_len` positions; `pos` is the number of positions filled.
     """
 
-    def __init__(self, n_layer: int, max_len: int):
+    def __init__(self, n_layer: int, max_len: int, weight_copies: bool = True):
         self.n_layer = n_layer
         self.max_len = max_len
         self.pos = 0
+        # (in, out) weight copies for one-token CPU decoding (see `linear`); they double the
+        # weights' memory during a generation, so weight_copies=False turns them off
+        self.weight_copies = weight_copies
+        self.decode_weights: dict[int, torch.Tensor] = {}
         self.k: torch.Tensor | None = None  # (n_layer, B, n_kv_head, max_len, head_dim)
         self.v: torch.Tensor | None = None
 
     @classmethod
-    def for_model(cls, model: GPT, max_len: int | None = None) -> KVCache:
-        return cls(model.config.n_layer, max_len or model.config.context_length)
+    def for_model(cls, model: GPT, max_len: int | None = None, weight_copies: bool = True) -> KVCache:
+        return cls(model.config.n_layer, max_len or model.config.context_length, weight_copies)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v (B, n_kv_head, T, head_dim) at `pos`; return all keys and values so far."""
@@ -51,6 +55,22 @@ class KVCache:
 
     def reset(self) -> None:
         self.pos = 0
+
+
+def linear(layer: nn.Module, x: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    """layer(x), except for one-token decoding on CPU, which multiplies by an (in, out) copy of
+    the weight kept in the generation's cache: decoding is bound by reading weights, and MKL's
+    matrix-vector product reads that layout about 1.4x faster than nn.Linear's (out, in). The
+    copies live as long as the cache (one generation), so they never go stale."""
+    if (cache is None or not cache.weight_copies or x.shape[-2] != 1 or x.device.type != "cpu"
+            or torch.is_grad_enabled() or type(layer) is not nn.Linear):
+        return layer(x)
+    wt = cache.decode_weights.get(id(layer))
+    if wt is None:
+        wt = cache.decode_weights[id(layer)] = layer.weight.detach().t().contiguous()  # (in, out)
+    y = x.reshape(-1, x.shape[-1])  # (B, in)
+    y = torch.addmm(layer.bias, y, wt) if layer.bias is not None else y @ wt
+    return y.view(*x.shape[:-1], -1)
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
@@ -93,7 +113,7 @@ class CausalSelfAttention(nn.Module):
                 cache: KVCache | None) -> torch.Tensor:
         B, T, C = x.shape
         hd, nh, nkv = self.head_dim, self.n_head, self.n_kv_head
-        q, k, v = self.c_attn(x).split([nh * hd, nkv * hd, nkv * hd], dim=2)
+        q, k, v = linear(self.c_attn, x, cache).split([nh * hd, nkv * hd, nkv * hd], dim=2)
         q = q.view(B, T, nh, hd).transpose(1, 2)  # (B, n_head, T, head_dim)
         k = k.view(B, T, nkv, hd).transpose(1, 2)  # (B, n_kv_head, T, head_dim)
         v = v.view(B, T, nkv, hd).transpose(1, 2)  # (B, n_kv_head, T, head_dim)
@@ -114,7 +134,7 @@ class CausalSelfAttention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             enable_gqa=nkv != nh)  # (B, n_head, T, head_dim)
         y = y.transpose(1, 2).contiguous().view(B, T, nh * hd)
-        return self.resid_dropout(self.c_proj(y))
+        return self.resid_dropout(linear(self.c_proj, y, cache))
 
 
 class MLP(nn.Module):
@@ -127,14 +147,14 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(self.hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.c_fc(x)  # (B, T, hidden) or (B, T, 2 * hidden)
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        h = linear(self.c_fc, x, cache)  # (B, T, hidden) or (B, T, 2 * hidden)
         if self.swiglu:
             gate, up = h.chunk(2, dim=-1)
             h = F.silu(gate) * up
         else:
             h = F.gelu(h, approximate="tanh")  # GPT-2's "gelu_new"
-        return self.dropout(self.c_proj(h))  # (B, T, C)
+        return self.dropout(linear(self.c_proj, h, cache))  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -148,7 +168,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
                 cache: KVCache | None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), rope, cache)
-        return x + self.mlp(self.ln_2(x))
+        return x + self.mlp(self.ln_2(x), cache)
 
 
 class GPT(nn.Module):
@@ -218,7 +238,7 @@ class GPT(nn.Module):
             return logits, loss
         if last_only:
             x = x[:, -1:, :]  # generation needs the next token only: skip the head elsewhere
-        return self.lm_head(x), None
+        return linear(self.lm_head, x, cache), None
 
     # ------------------------------------------------------------------ helpers
 
