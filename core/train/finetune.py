@@ -176,6 +176,11 @@ def run(preset: Preset, run_dir: Path, log: Any, stop: threading.Event) -> None:
     max_len = model.config.context_length
     task = make_task(preset, tokenizer, log, max_len)
     task.adapt_model(model)
+    trained_with = (base_meta.get("finetune") or {}).get("prompt_format")
+    if trained_with and getattr(task, "prompt_format", trained_with) != trained_with:
+        log.log({"kind": "log", "level": "warning",
+                 "message": f"finetune.template: the base was instruction-tuned with {trained_with!r} prompts, this "
+                            f"run uses {task.prompt_format!r}; set finetune.template = {trained_with!r} to match"})
 
     baseline = _baseline(task, model, run_dir, fresh, log)
     lora = ft.trainable == "lora"

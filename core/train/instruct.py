@@ -111,7 +111,7 @@ def pack(examples: list[dict], max_len: int, seed: int) -> list[dict]:
 def prepare_split(ft: Any, split: str, tokenizer: Any, max_len: int, seed: int) -> tuple[list[dict], list[dict], int, int]:
     """(records, encoded examples, truncated count, dropped count) of one split."""
     records = read_split(ft.data, split, (("instruction", "messages"),), "instruction finetuning", seed=seed,
-                         hf_config=ft.hf_config, test_fraction=ft.test_fraction)
+                         hf_config=ft.hf_config, test_fraction=ft.test_fraction, instruction_field=ft.prompt_field)
     out, truncated, dropped = [], 0, 0
     for i, rec in enumerate(records):
         if "messages" not in rec and "output" not in rec:
@@ -136,7 +136,7 @@ class InstructObjective:
     def __call__(self, model: torch.nn.Module, batch: tuple) -> tuple[torch.Tensor, dict]:
         x, y = batch
         _, loss = model(x, y)
-        return loss, {"tokens": int((y != -100).sum().item())}
+        return loss, {}
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, batches: Any) -> dict:

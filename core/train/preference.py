@@ -77,8 +77,7 @@ class DPOObjective:
         ref_c, ref_r = self.reference_logps(model, batch)
         pol_c, pol_r = pair_logps(model, batch)
         loss, metrics = dpo_loss(pol_c, pol_r, ref_c, ref_r, self.beta)
-        tokens = int((batch["chosen_y"] != -100).sum().item() + (batch["rejected_y"] != -100).sum().item())
-        return loss, {**metrics, "tokens": tokens}
+        return loss, {**metrics, "tokens": 2 * batch["chosen_x"].numel()}  # both sides, padding included
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, batches: Any) -> dict:
@@ -101,7 +100,7 @@ def prepare_split(ft: Any, split: str, tokenizer: Any, max_len: int, seed: int) 
     from core.data.formats import encode_preference
 
     records = read_split(ft.data, split, (("prompt", "instruction"), "chosen", "rejected"), "preference tuning",
-                         seed=seed, hf_config=ft.hf_config, test_fraction=ft.test_fraction)
+                         seed=seed, hf_config=ft.hf_config, test_fraction=ft.test_fraction, prompt_field=ft.prompt_field)
     out = []
     counts = {"truncated": 0, "same": 0, "dropped": 0}
     for i, rec in enumerate(records):
