@@ -167,9 +167,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
         prev = args.resume_run and runs.open_run(args.resume_run) or runs.latest_run(preset.name, stage, state=None)
         if prev is None:
             raise UserError(f"{preset.name}: no earlier {stage} run to resume (see `llmlab runs list`)")
-        if prev.state == "running":
-            raise UserError(f"{prev.name}: is still running; stop it first (`llmlab runs stop {prev.name}`)")
-        handle = relaunch(prev, preset)
+        handle = runs.relaunch(prev, preset)
     else:
         handle = runs.launch(stage, preset)
     con.out.print(f"{stage}: run {handle.run.name} (pid {handle.pid})")
@@ -177,24 +175,6 @@ def cmd_stage(args: argparse.Namespace) -> int:
         con.out.print(f"detached; follow with `llmlab runs tail {handle.run.name}`")
         return EXIT_OK
     return _follow(handle.run, con)
-
-
-def relaunch(run: runs.Run, preset: config.Preset) -> runs.Handle:
-    """Continue an earlier run in its own directory (its stage resumes from the latest checkpoint)."""
-    import os
-    import subprocess
-    old = config.load(run.preset_path)
-    if config.dump(old) != config.dump(preset):
-        (run.path / "preset.toml").write_text(config.dump(preset))
-    (run.path / runs.STOP_FILE).unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "core.cli", "_execute", str(run.path)]
-    src = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": src + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")}
-    with open(run.path / "stderr.log", "ab") as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True, env=env)
-    run.write_status(state="created", pid=proc.pid, error=None, error_kind=None)
-    return runs.Handle(run, proc)
 
 
 def cmd_execute(args: argparse.Namespace) -> int:

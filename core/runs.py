@@ -338,24 +338,39 @@ class Handle:
         return self.process.wait(timeout)
 
 
-def launch(stage: str, preset: Any, root: Path | None = None, resume: bool = False,
-           extra_env: dict[str, str] | None = None) -> Handle:
-    """Start `stage` for `preset` in a detached process (own session, no terminal): it keeps running
-    when the launcher, its terminal or its SSH connection goes away."""
-    from core import config
-
-    run = create_run(preset.name or "preset", stage, config.dump(preset), root)
+def _spawn(run: Run, extra_env: dict[str, str] | None = None) -> Handle:
+    """Start `python -m core.cli _execute RUN_DIR` detached: own session, no terminal, stdin closed."""
     cmd = [sys.executable, "-m", "core.cli", "_execute", str(run.path)]
-    if resume:
-        cmd.append("--resume")
     env = {**os.environ, **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
     src = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(run.path / "stderr.log", "ab") as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                                 start_new_session=True, cwd=os.getcwd(), env=env)
-    run.write_status(pid=proc.pid)
+    run.write_status(state="created", pid=proc.pid, error=None, error_kind=None)
     return Handle(run, proc)
+
+
+def launch(stage: str, preset: Any, root: Path | None = None, extra_env: dict[str, str] | None = None) -> Handle:
+    """Start `stage` for `preset` in a detached process (own session, no terminal): it keeps running
+    when the launcher, its terminal or its SSH connection goes away."""
+    from core import config
+
+    run = create_run(preset.name or "preset", stage, config.dump(preset), root)
+    return _spawn(run, extra_env)
+
+
+def relaunch(run: Run, preset: Any | None = None, extra_env: dict[str, str] | None = None) -> Handle:
+    """Continue an earlier run in its own directory: its stage resumes from the latest committed
+    checkpoint and appends to the same event log. `preset` (if given) replaces the run's preset."""
+    from core import config
+
+    if run.state in ("running", "created"):
+        raise UserError(f"{run.name}: is still running; stop it first (`llmlab runs stop {run.name}`)")
+    if preset is not None:
+        _atomic_write(run.preset_path, config.dump(preset))
+    (run.path / STOP_FILE).unlink(missing_ok=True)
+    return _spawn(run, extra_env)
 
 
 def tail(run: Run, follow: bool = True, stop: threading.Event | None = None,
