@@ -183,7 +183,7 @@ pretraining run of this preset from its last checkpoint.
         preset = self.app.preset
         try:
             if resume:
-                from core.cli import relaunch
+                from core.runs import relaunch
                 prev = core_runs.latest_run(preset.name, "pretrain", self.app.runs_root, state=None)
                 if prev is None:
                     raise UserError(f"{preset.name}: no earlier pretraining run to resume")
