@@ -142,18 +142,23 @@ def events_size(run: runs.Run) -> int:
         return 0
 
 
-def wait_for_train_step(run: runs.Run, step: int, pid: int, offset: int = 0, timeout_s: float = 120.0) -> bool:
-    """Wait until a train event of `step` or later is logged after byte `offset` of the events;
-    False when the process ended first."""
+def wait_for_event(run: runs.Run, pred, pid: int, offset: int = 0, timeout_s: float = 120.0) -> bool:
+    """Wait until an event for which `pred(event)` holds is logged after byte `offset` of the
+    events; False when the process ended first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         events, offset = runs.read_events(run.events_path, offset)
-        if any(e.get("kind") == "train" and e.get("step", 0) >= step for e in events):
+        if any(pred(e) for e in events):
             return True
         if not alive(pid):
             return False
         time.sleep(0.003)
-    raise AssertionError(f"{run.name}: step {step} not reached in {timeout_s}s")
+    raise AssertionError(f"{run.name}: the awaited event did not come in {timeout_s}s")
+
+
+def wait_for_train_step(run: runs.Run, step: int, pid: int, offset: int = 0, timeout_s: float = 120.0) -> bool:
+    """Wait until a train event of `step` or later is logged after byte `offset` of the events."""
+    return wait_for_event(run, lambda e: e.get("kind") == "train" and e.get("step", 0) >= step, pid, offset, timeout_s)
 
 
 def tmp_checkpoints(run_dir: Path) -> list[str]:

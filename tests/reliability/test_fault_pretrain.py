@@ -32,7 +32,7 @@ from core.errors import UserError
 from faultkit import (FAULT_KILLS, alive, assert_same_weights, cli, committed_steps, events_size,
                       expected_resume, final_weights, kill, resume_detached, resumed_from, set_args,
                       tiny_overrides, tmp_checkpoints, verify_committed, wait_exit,
-                      wait_for_checkpoint_write, wait_for_train_step)
+                      wait_for_checkpoint_write, wait_for_event, wait_for_train_step)
 
 pytestmark = pytest.mark.fault
 
@@ -97,9 +97,14 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_weights(reference,
     kills, where, expected = 0, [], []
     for i in range(FAULT_KILLS):
         offset = events_size(run) if i else 0
-        mode = rng.choice(["time", "step", "step", "checkpoint"])
+        # the first kills cover each kind of moment, the rest are drawn at random
+        mode = ["setup", "step", "checkpoint", "time"][i] if i < 4 else rng.choice(["time", "step", "checkpoint"])
         done_before = committed_steps(run.path)
-        if mode == "time":  # anywhere: interpreter start, tokenizer and shards (first run), training
+        if mode == "setup":  # while the tokenizer trains or the shards are written (a fresh workspace)
+            landed = wait_for_event(run, lambda e: e.get("kind") == "progress", pid, offset)
+            time.sleep(rng.uniform(0.0, 0.3))
+            landed = landed and alive(pid)
+        elif mode == "time":  # anywhere: interpreter start, tokenizer and shards (first run), training
             deadline = time.monotonic() + rng.uniform(0.0, reference.wall_s)
             while time.monotonic() < deadline and alive(pid):
                 time.sleep(0.005)
