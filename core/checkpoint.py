@@ -266,7 +266,12 @@ def rotate(root: Path, keep_last: int) -> list[Path]:
     removed = []
     for p in ckpts:
         if p not in keep:
-            shutil.rmtree(p, ignore_errors=True)
+            # rename, then delete: a kill during the deletion leaves an .old- folder (removed below by
+            # a later save), never a folder with COMMITTED whose other files are partly gone
+            doomed = p.with_name(f".old-{p.name}-{os.getpid()}")
+            shutil.rmtree(doomed, ignore_errors=True)
+            os.replace(p, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
             removed.append(p)
     for p in root.iterdir():
         # uncommitted folders of this or a dead process (a live save of another process has its pid)
