@@ -208,3 +208,12 @@ def expected_resume(run_dir: Path) -> str | None:
     if latest is not None:
         found = [c for c in found if c.name <= latest.name]
     return found[-1].name if found else None
+
+
+def time_window_s(run: runs.Run, kills: int) -> float:
+    """How long after a start a 'random time' kill may come: the interpreter start and setup, plus a
+    share of the training time that leaves room for all `kills` before the run ends."""
+    st = run.raw_status()
+    startup = st["started"] - st["created"]
+    training = st["ended"] - st["started"]
+    return startup + training * min(1.0, 2.0 / max(1, kills))

@@ -20,7 +20,7 @@ import torch
 from core import config, runs
 
 from faultkit import (FAULT_KILLS, alive, assert_same_weights, committed_steps, events_size, expected_resume,
-                      final_weights, kill, resume_detached, resumed_from, set_args, cli,
+                      final_weights, kill, resume_detached, resumed_from, set_args, cli, time_window_s,
                       verify_committed, wait_exit, wait_for_checkpoint_write, wait_for_train_step)
 
 pytestmark = pytest.mark.fault
@@ -86,7 +86,8 @@ def references(base, tmp_path_factory) -> dict:
         st = h.run.status()
         assert st["state"] == "finished", (case, st, stderr_of(h.run))
         assert committed_steps(h.run.path)[-1] == MAX_STEPS
-        out[case] = SimpleNamespace(run=h.run, weights=final_weights(h.run.path), wall_s=time.monotonic() - t0)
+        out[case] = SimpleNamespace(run=h.run, weights=final_weights(h.run.path), wall_s=time.monotonic() - t0,
+                                    time_window_s=time_window_s(h.run, FAULT_KILLS))
     return out
 
 
@@ -104,7 +105,7 @@ def test_sigkill_and_resume_a_finetune_gives_the_same_weights(case, base, refere
         mode = ["checkpoint", "step", "time"][i] if i < 3 else rng.choice(["time", "step", "checkpoint"])
         done = committed_steps(run.path)
         if mode == "time":
-            deadline = time.monotonic() + rng.uniform(0.0, ref.wall_s)
+            deadline = time.monotonic() + rng.uniform(0.0, ref.time_window_s)
             while time.monotonic() < deadline and alive(pid):
                 time.sleep(0.005)
             landed = alive(pid)

@@ -31,7 +31,7 @@ from core.errors import UserError
 
 from faultkit import (FAULT_KILLS, alive, assert_same_weights, cli, committed_steps, events_size,
                       expected_resume, final_weights, kill, resume_detached, resumed_from, set_args,
-                      tiny_overrides, tmp_checkpoints, verify_committed, wait_exit,
+                      time_window_s, tiny_overrides, tmp_checkpoints, verify_committed, wait_exit,
                       wait_for_checkpoint_write, wait_for_event, wait_for_train_step)
 
 pytestmark = pytest.mark.fault
@@ -69,7 +69,8 @@ def reference(tmp_path_factory) -> SimpleNamespace:
     st = h.run.status()
     assert st["state"] == "finished", (st, stderr_of(h.run))
     assert committed_steps(h.run.path)[-1] == MAX_STEPS
-    return SimpleNamespace(run=h.run, weights=final_weights(h.run.path), wall_s=time.monotonic() - t0)
+    return SimpleNamespace(run=h.run, weights=final_weights(h.run.path), wall_s=time.monotonic() - t0,
+                           time_window_s=time_window_s(h.run, FAULT_KILLS))
 
 
 def check_after_kill(run: runs.Run, pid: int) -> tuple[list[int], str | None]:
@@ -105,7 +106,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_weights(reference,
             time.sleep(rng.uniform(0.0, 0.3))
             landed = landed and alive(pid)
         elif mode == "time":  # anywhere: interpreter start, tokenizer and shards (first run), training
-            deadline = time.monotonic() + rng.uniform(0.0, reference.wall_s)
+            deadline = time.monotonic() + rng.uniform(0.0, reference.time_window_s)
             while time.monotonic() < deadline and alive(pid):
                 time.sleep(0.005)
             landed = alive(pid)
@@ -223,6 +224,32 @@ def test_every_kind_of_damage_is_refused_with_a_message(reference, tmp_path, dam
     candidates = resume_candidates(run_dir)
     usable = next(c for c in candidates if _verifies(c))
     assert usable.name == f"step-{MAX_STEPS - 2:08d}"
+
+
+def test_a_kill_while_old_checkpoints_are_removed_leaves_no_broken_checkpoint(reference, tmp_path, monkeypatch):
+    """Rotation deletes old checkpoints; a process killed half way through a deletion (found by the
+    20-kill run: a 'committed' step folder with model.json gone) must leave only checkpoints that
+    verify. The kill is simulated by a deletion that stops after one file."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference.run.path, run_dir)
+    root = run_dir / "checkpoints"
+    newest = ckpt_io.committed_checkpoints(root)[-1]
+    ckpt_io.write_text_atomic(root / "best", newest.name + "\n")
+    real_rmtree = shutil.rmtree
+
+    def killed_after_one_file(path, ignore_errors=False, onerror=None, **kw):
+        path = Path(path)
+        if path.exists():
+            (path / "model.json").unlink()
+            raise SystemExit("killed while deleting")
+
+    monkeypatch.setattr(shutil, "rmtree", killed_after_one_file)
+    with pytest.raises(SystemExit):
+        ckpt_io.rotate(root, keep_last=1)
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    left = ckpt_io.committed_checkpoints(root)
+    assert left and all(_verifies(c) for c in left), [(c.name, _verifies(c)) for c in left]
+    assert newest in left
 
 
 def _verifies(ck: Path) -> bool:
