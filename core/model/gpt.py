@@ -54,7 +54,9 @@ class KVCache:
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, n_kv_head, end, head_dim)
 
     def reset(self) -> None:
+        """Start over (the weights may have changed since: drop the decode copies too)."""
         self.pos = 0
+        self.decode_weights.clear()
 
 
 def linear(layer: nn.Module, x: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
