@@ -171,6 +171,7 @@ def write_report(run_dir: Path, preset: Preset, result: LoopResult, n_params: in
         "val_loss": result.val_loss,
         "best_val_loss": result.best_val_loss,
         "train_s": round(result.train_s, 2),
+        "cpu_s": round(time.process_time(), 1),  # this process's CPU time, setup included
         "tokens_per_s": round(result.tokens_per_s, 1),
         "stopped": result.stopped,
         "resumed_from": result.resumed_from,

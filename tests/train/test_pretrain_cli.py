@@ -73,3 +73,27 @@ def test_two_gloo_processes_match_one_and_resume_at_another_world_size(workspace
     c = {e["step"]: e["loss"] for e in resumed.kind("train")}
     assert sorted(c) == [5, 6, 7, 8]
     assert all(c[s] == pytest.approx(a[s], abs=1e-4) for s in c)
+
+
+@pytest.mark.slow
+def test_a_stop_request_reaches_every_rank(workspace):
+    run_dir = workspace / "ddp"
+    run_dir.mkdir()
+    stop = threading.Event()
+
+    def stop_after_step_3():
+        import time
+
+        while not stop.is_set():
+            text = (run_dir / "events.jsonl").read_text() if (run_dir / "events.jsonl").exists() else ""
+            if any(json.loads(line).get("step", 0) >= 3 for line in text.splitlines() if '"train"' in line):
+                stop.set()
+            time.sleep(0.05)
+
+    threading.Thread(target=stop_after_step_3, daemon=True).start()
+    pretrain.run(tiny_preset("train.nproc=2", "train.max_steps=400"), run_dir, ListLog(), stop)
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    last = [e["step"] for e in events if e["kind"] == "train"][-1]
+    assert 3 <= last < 400
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == ckpt_io.step_name(last)
+    assert json.loads((run_dir / "report.json").read_text())["stopped"] is True
