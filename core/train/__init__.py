@@ -1,1 +1,1 @@
-"""train."""
+"""Training: the shared loop (loop.py) and one module per objective (pretrain, classify, instruct, preference)."""

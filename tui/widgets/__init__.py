@@ -1,1 +1,1 @@
-"""widgets."""
+"""Reusable widgets of the workbench (charts, token views, pickers, forms), each with its tests."""
