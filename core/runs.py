@@ -342,6 +342,8 @@ def _spawn(run: Run, extra_env: dict[str, str] | None = None) -> Handle:
     """Start `python -m core.cli _execute RUN_DIR` detached: own session, no terminal, stdin closed."""
     cmd = [sys.executable, "-m", "core.cli", "_execute", str(run.path)]
     env = {**os.environ, **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
+    # OpenMP threads that spin while waiting cost 3x throughput when another process shares the cores
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     src = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(run.path / "stderr.log", "ab") as err:
