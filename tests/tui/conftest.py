@@ -76,14 +76,6 @@ def lab(workspace, monkeypatch):
 
 
 @pytest.fixture
-def fake_pretrain(lab, monkeypatch):
-    """Stage `pretrain` replaced by tests/tui/fake_pretrain.py for this test and its child processes."""
-    monkeypatch.setenv("LLMLAB_STAGES", "pretrain=fake_pretrain")
-    monkeypatch.setenv("PYTHONPATH", str(HERE))
-    return lab
-
-
-@pytest.fixture
 def make(lab):
     """make(**kw) -> the app built for the lab workspace (runs under lab/runs, fixed clock)."""
     from tui.app import make_app
