@@ -75,13 +75,13 @@ def test_bad_files_exit_2(workspace):
         assert code == 2 and msg in err and "Traceback" not in err
 
 
-def test_runs_list_show_stop(counting_stage):
-    from core import config
-    h = runs.launch("count", config.load("tiny", {"name": "count", "train.max_steps": 5}))
-    h.wait(30)
-    env = {"LLMLAB_HOME": str(counting_stage)}
+def test_runs_list_show_stop(workspace):
+    from test_runs import small_preset
+    h = runs.launch("pretrain", small_preset(5))
+    h.wait(60)
+    env = {"LLMLAB_HOME": str(workspace)}
     code, out, _ = llmlab("runs", "list", env=env)
-    assert code == 0 and "finished" in out and "count" in out
+    assert code == 0 and "finished" in out and "small" in out
     code, out, _ = llmlab("runs", "show", h.run.name, env=env)
     assert code == 0 and '"state": "finished"' in out
     code, out, _ = llmlab("runs", "stop", h.run.name, env=env)
