@@ -159,9 +159,25 @@ def _follow(run: runs.Run, con: Console) -> int:
     return EXIT_FAILED
 
 
+def _eval_preset(args: argparse.Namespace) -> config.Preset:
+    """`llmlab eval` takes a preset, or a model (checkpoint, run, run:PRESET:STAGE) evaluated with the
+    preset it was trained with."""
+    try:
+        return _load_preset(args)
+    except config.PresetError as preset_error:
+        try:
+            ckpt = runs.resolve_checkpoint(args.preset)
+        except UserError:
+            raise preset_error from None
+    run_preset = ckpt.parent.parent / "preset.toml"
+    args.set = [*(args.set or []), f"eval.model={json.dumps(str(ckpt.resolve()))}"]
+    args.preset = str(run_preset) if run_preset.exists() else "tiny"
+    return _load_preset(args)
+
+
 def cmd_stage(args: argparse.Namespace) -> int:
     stage = args.verb
-    preset = _load_preset(args)
+    preset = _eval_preset(args) if stage == "eval" else _load_preset(args)
     con = Console()
     if args.resume:
         prev = args.resume_run and runs.open_run(args.resume_run) or runs.latest_run(preset.name, stage, state=None)
@@ -347,8 +363,8 @@ class Verb:
     hidden: bool = False
 
 
-def _stage_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("preset", help="built-in preset name (e.g. tiny) or a TOML file")
+def _stage_args(p: argparse.ArgumentParser, preset_help: str = "built-in preset name (e.g. tiny) or a TOML file") -> None:
+    p.add_argument("preset", help=preset_help)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset value, e.g. train.lr=3e-4 (repeatable)")
     p.add_argument("--detach", action="store_true", help="start the run in the background and return")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
@@ -361,7 +377,7 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    _stage_args(p)
+    _stage_args(p, "preset (its eval section), or a model to evaluate: a checkpoint folder, a run, run:PRESET:STAGE")
     p.add_argument("--tasks", metavar="T1,T2", help="comma-separated tasks (perplexity, classify, choice, judge, pairwise)")
 
 

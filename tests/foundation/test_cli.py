@@ -1,5 +1,6 @@
 """The `llmlab` command as a user runs it: a real subprocess, its output and its exit code."""
 
+import json
 import os
 import subprocess
 import sys
@@ -99,3 +100,23 @@ def test_tokenizer_inspect_prints_spans_and_ids(gpt2_cache):
     assert out.strip().splitlines()[-1] == "15496 995"
     code, out, err = llmlab("tokenizer", "inspect", "--encoding", "no-such-encoding", "x")
     assert code == 2 and "unknown encoding 'no-such-encoding'" in err
+
+
+def test_pretrain_then_eval_a_run_by_name(workspace):
+    """`llmlab eval` takes a model as well as a preset: the run's own preset is used."""
+    from test_runs import SMALL
+    sets = [a for k, v in {**SMALL, "train.max_steps": 6}.items() if k != "name"
+            for a in ("--set", f"{k}={json.dumps(v) if isinstance(v, str) else v}")]
+    env = {"LLMLAB_HOME": str(workspace)}
+    code, out, err = llmlab("pretrain", "tiny", *sets, cwd=workspace, env=env)
+    assert code == 0, out + err
+    run = runs.list_runs(workspace / "runs")[0]
+    code, out, err = llmlab("eval", run.name, "--tasks", "perplexity", cwd=workspace, env=env)
+    assert code == 0, out + err
+    ev = runs.list_runs(workspace / "runs")[0]
+    assert ev.stage == "eval" and ev.state == "finished"
+    report = json.loads((ev.path / "report.json").read_text())
+    assert str(runs.resolve_checkpoint(run.path).resolve()) in json.dumps(report)
+    assert "perplexity" in json.dumps(report)
+    code, out, err = llmlab("eval", "no-such-model-or-preset", cwd=workspace, env=env)
+    assert code == 2 and "no-such-model-or-preset" in err
