@@ -227,7 +227,7 @@ resumes the latest stopped finetuning run, **a** attaches to another run, **l** 
     def launch(self, preset: config.Preset | None = None, resume: bool = False) -> None:
         try:
             if resume:
-                from core.cli import relaunch
+                from core.runs import relaunch
                 prev = next((r for r in core_runs.list_runs(self.app.runs_root)
                              if r.stage == "finetune" and r.state in ("stopped", "crashed", "failed")), None)
                 if self.run_name:
