@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from core.checkpoint import write_text_atomic
 from core.config import Preset
 from core.errors import UserError
 from core.train.examples import plan_finetune_steps
@@ -67,7 +68,7 @@ def resolve_base(spec: str, run_dir: Path, log: Any) -> Path:
         except UserError as e:
             raise UserError(f"finetune.base: {e}") from None
     path = Path(path).resolve()
-    f.write_text(json.dumps({"spec": spec, "path": str(path)}) + "\n")
+    write_text_atomic(f, json.dumps({"spec": spec, "path": str(path)}) + "\n")  # a kill mid-write leaves no half file
     return path
 
 
@@ -240,7 +241,7 @@ def _baseline(task: Any, model: torch.nn.Module, run_dir: Path, fresh: bool, log
         out = task.baseline_report(model)
     model.train(was)
     log.log({"kind": "log", "level": "info", "message": "before finetuning: " + _summary(out)})
-    f.write_text(json.dumps(out) + "\n")
+    write_text_atomic(f, json.dumps(out) + "\n")
     return out
 
 
@@ -255,6 +256,4 @@ def _summary(d: dict) -> str:
 
 
 def _write_report(run_dir: Path, report: dict) -> None:
-    tmp = run_dir / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    tmp.replace(run_dir / "report.json")
+    write_text_atomic(run_dir / "report.json", json.dumps(report, indent=1, default=str) + "\n")
