@@ -120,3 +120,12 @@ def test_example_loader_resumes_at_the_same_place():
     c = ExampleLoader(list(range(10)), 3, list, seed=5)
     c.load_state_dict(b.state_dict())
     assert [c.next_batch() for _ in range(3)] == first[4:]
+
+
+def test_balance_undersamples_to_the_smallest_class():
+    from core.train.classify import balance
+
+    exs = [{"label": 0, "i": i} for i in range(30)] + [{"label": 1, "i": i} for i in range(7)]
+    out = balance(exs, seed=3)
+    assert sorted(e["label"] for e in out) == [0] * 7 + [1] * 7
+    assert out == balance(exs, seed=3) and out != balance(exs, seed=4)

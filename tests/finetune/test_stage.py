@@ -125,3 +125,16 @@ def test_instruct_report_has_exact_match_before_and_after(tmp_path, base_ckpt, d
     _, _, meta = load_model(tmp_path / "r")
     assert meta["finetune"]["prompt_format"] == "alpaca"
     assert rec.of("test")[0]["exact_match"] == report["test"]["exact_match"]
+
+
+def test_packing_and_head_only_runs(tmp_path, base_ckpt, data_files):
+    preset = make_preset("instruct", base_ckpt, data_files["instruct"], finetune__packing=True, train__max_steps=2,
+                         finetune__template="chat")
+    rec = run_stage(preset, tmp_path / "packed")
+    assert any("packed into" in e.get("message", "") for e in rec.of("log"))
+    assert json.loads((tmp_path / "packed" / "report.json").read_text())["test"]["prompt_format"] == "chat"
+    preset = make_preset("classify", base_ckpt, data_files["classify"], finetune__trainable="head",
+                         finetune__balance_classes=True, train__max_steps=2)
+    rec = run_stage(preset, tmp_path / "head")
+    assert any("of 42,946 parameters train" in e.get("message", "") and e["message"].startswith("finetune (classify, trainable head): 66 ")
+               for e in rec.of("log"))
