@@ -295,6 +295,8 @@ def builtin_names() -> list[str]:
 def resolve_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
     """A built-in name (`tiny`) or a path; relative paths are tried against `relative_to` first."""
     s = str(name_or_path)
+    if "\x00" in s:  # no file name holds one; os calls raise ValueError
+        raise PresetError([Problem(s, "", "not a preset name or path (it contains a NUL character)")])
     try:
         p = Path(s).expanduser()
     except RuntimeError:  # `~user/...` for a user this machine does not have
