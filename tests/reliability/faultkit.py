@@ -35,6 +35,9 @@ TINY = [
     "train.micro_batch_size=4", "train.lr=3e-3", "train.min_lr=3e-4", "train.warmup_steps=2",
     "train.max_steps=24", "train.log_every=1", "train.eval_every=4", "train.eval_batches=1",
     "train.checkpoint_every=2", "train.sample_every=0", "train.keep_last=2", "train.device=cpu",
+    # pinned so that a change of the tiny preset cannot make these runs slow or inexact
+    "train.batch_tokens=0", "train.dtype=float32", "train.compile=false", "model.dropout=0.0",
+    "model.init_from=\"\"",
 ]
 
 

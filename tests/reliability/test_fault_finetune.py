@@ -60,6 +60,7 @@ def overrides(base: SimpleNamespace, method: str, trainable: str) -> list[str]:
         "train.device=cpu", "train.micro_batch_size=4", "train.lr=3e-3", "train.min_lr=3e-4", "train.warmup_steps=2",
         "train.log_every=1", "train.checkpoint_every=2", "train.sample_every=0", "train.keep_last=2",
         f"train.max_steps={MAX_STEPS}", "train.eval_every=4", "train.eval_batches=2", "train.seed=7",
+        "train.batch_tokens=0", "train.dtype=float32", "train.compile=false", "model.dropout=0.0",
         f"finetune.method={method}", f'finetune.base="{base.ckpt}"', f'finetune.data="{base.files[method]}"',
         f"finetune.trainable={trainable}", "finetune.lora.rank=4"]
 

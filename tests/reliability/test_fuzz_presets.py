@@ -12,7 +12,7 @@ import datetime as dt
 import typing
 
 import tomli_w
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from core import config
@@ -101,6 +101,8 @@ def test_random_bytes_as_a_preset_file(tmp_path, raw):
 @FUZZ
 @given(parent=st.one_of(st.text(max_size=30), st.integers(), st.lists(st.text(max_size=5), max_size=2),
                         st.sampled_from(["tiny", "fuzz.toml", "missing.toml", "/", ".", "a\x00b", "~nobody/x.toml"])))
+@example(parent="~\x00")  # found by a 2000-example run: ValueError from expanduser
+@example(parent="~0")      # a user this machine does not have: RuntimeError from expanduser
 def test_random_extends(tmp_path, parent):
     load_file(tmp_path, tomli_w.dumps({"extends": parent, "train": {"max_steps": 3}}))
 
