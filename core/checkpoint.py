@@ -273,13 +273,20 @@ def rotate(root: Path, keep_last: int) -> list[Path]:
             os.replace(p, doomed)
             shutil.rmtree(doomed, ignore_errors=True)
             removed.append(p)
+    remove_stale(root)
+    return removed
+
+
+def remove_stale(root: Path) -> None:
+    """Remove the half-written (.tmp-) and half-deleted (.old-) folders that a killed process left;
+    a folder whose process still lives (a save in progress elsewhere) stays."""
+    if not root.is_dir():
+        return
     for p in root.iterdir():
-        # uncommitted folders of this or a dead process (a live save of another process has its pid)
         if p.name.startswith((".tmp-", ".old-")) and not p.name.endswith(f"-{os.getpid()}"):
             pid = p.name.rsplit("-", 1)[-1]
             if pid.isdigit() and not _alive(int(pid)):
                 shutil.rmtree(p, ignore_errors=True)
-    return removed
 
 
 def _alive(pid: int) -> bool:

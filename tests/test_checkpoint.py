@@ -154,3 +154,23 @@ def test_tokenizer_is_copied_into_the_checkpoint(tmp_path, gpt2_cache, monkeypat
     _, tok2, meta = ck.load_model(path)
     assert tok2.encode("Hello world") == tok.encode("Hello world") and tok2.eot_id == tok.eot_id
     assert meta["tokenizer"]["name"] == "gpt2" and meta["chat_template"] == "chatml"
+
+
+def test_remove_stale_clears_what_dead_processes_left_and_keeps_live_saves(tmp_path):
+    import subprocess
+    import sys
+
+    from core.checkpoint import remove_stale
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        for name in (f".tmp-step-00000010-{dead.pid}", f".old-step-00000004-{dead.pid}",
+                     f".tmp-step-00000012-{live.pid}", "step-00000008"):
+            (tmp_path / name).mkdir()
+        remove_stale(tmp_path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f".tmp-step-00000012-{live.pid}", "step-00000008"]
+    finally:
+        live.kill()
+        live.wait()

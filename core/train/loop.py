@@ -311,7 +311,9 @@ def train(model: torch.nn.Module, objective: Callable[[torch.nn.Module, Any], tu
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     ck_kwargs = {"tokenizer": tokenizer, "keep_last": cfg.keep_last, **(checkpoint_kwargs or {})}
 
-    # ---- resume
+    # ---- resume (first clearing what a killed process left half-written: it also frees the space)
+    if main:
+        ckpt_io.remove_stale(run_dir / "checkpoints")
     step, tokens, best_val, last_val, resumed_from = 0, 0, None, None, None
     last_ckpt: Path | None = None
     val_step = -1  # the step at which last_val was measured
