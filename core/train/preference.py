@@ -213,5 +213,9 @@ class PreferenceTask:
         return {"logp_accuracy": wins / len(pairs) if pairs else float("nan"), "n": len(pairs)}
 
     def final_report(self, model: torch.nn.Module, device: torch.device) -> dict:
-        return {**self.held_out(model, device), "skipped_same": self.counts["same"],
+        was = model.training
+        model.eval()
+        after = self.baseline_report(model)["logp_accuracy"]  # the tuned policy's own preference, as before
+        model.train(was)
+        return {**self.held_out(model, device), "logp_accuracy": after, "skipped_same": self.counts["same"],
                 "truncated": self.counts["truncated"], "dropped": self.counts["dropped"]}

@@ -69,6 +69,9 @@ def main() -> None:
               f"{fmt(v):>7}  {bname:<13}{fmt(b):>7}  {'met' if ok else 'MISSED'}")
         rows.append({"preset": r["preset"], "state": r["state"], "wall_s": r["wall_s"], "metric": metric, "value": v,
                      "before": b, "target_met": ok, "steps": r["report"].get("steps")})
+        if r["preset"] == "tiny-dpo":  # the policy's own log-prob preference after DPO, beside the SFT model's
+            rows[-1]["logp_accuracy_after"] = r["report"].get("test", {}).get("logp_accuracy")
+            print(f"{'':<15}{'':<10}{'':>8}{'':>9}  {'logp acc after':<16}{fmt(rows[-1]['logp_accuracy_after']):>7}")
     print(json.dumps({"bench": "finetune_chain", "results": rows}))
 
 
