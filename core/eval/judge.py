@@ -369,25 +369,20 @@ def answer_instructions(model: Any, tokenizer: Any, records: Sequence[dict], *, 
                         stop: threading.Event | None = None,
                         progress: Callable[[int, int], None] | None = None) -> list[str]:
     """The model's answers to instruction records ({"instruction", "input"?}) in the finetuning template."""
-    from core.data.formats import alpaca_prompt, user_message
     from core.generate import generate_text
+    from core.train.instruct import prompt_ids, stop_ids
 
     opts = {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "seed": None, **(sampling or {})}
     opts["max_new_tokens"] = max_new_tokens
     answers = []
     ctx = model.config.context_length
+    ends = stop_ids(tokenizer, template)
     for i, rec in enumerate(records):
         if stop is not None and stop.is_set():
             break
-        if template == "chat":
-            ids, _ = tokenizer.chat.render([{"role": "user", "content": user_message(rec["instruction"], rec.get("input") or "")}],
-                                           add_generation_prompt=True)
-            stop_ids = list(tokenizer.chat.stop_ids)
-        else:
-            ids = tokenizer.encode(alpaca_prompt(rec["instruction"], rec.get("input") or ""))
-            stop_ids = [tokenizer.eot_id]
+        ids = prompt_ids(tokenizer, template, rec["instruction"], rec.get("input") or "")
         ids = list(ids)[-max(1, ctx - 1):]  # keep room for at least one new token
-        text = "".join(generate_text(model, tokenizer, ids, stop_ids=stop_ids, stop=("\n### ",), **opts))
+        text = "".join(generate_text(model, tokenizer, ids, stop_ids=ends, stop=("\n### ",), **opts))
         answers.append(text.strip())
         if progress is not None:
             progress(i + 1, len(records))

@@ -176,12 +176,19 @@ def _instructions(ctx: EvalContext) -> list[dict]:
     return ctx.cache["instructions"][1]
 
 
-def _answers(ctx: EvalContext, model: torch.nn.Module, tokenizer: Any, key: str) -> list[str]:
+def _template(ctx: EvalContext, meta: dict) -> str:
+    """The prompt format the model was instruction-tuned with; the preset's for a model that wasn't."""
+    from core.train.instruct import prompt_format_of
+
+    return prompt_format_of(meta) or ctx.preset.finetune.template
+
+
+def _answers(ctx: EvalContext, model: torch.nn.Module, tokenizer: Any, key: str, meta: dict) -> list[str]:
     from core.eval.judge import answer_instructions
 
     if key not in ctx.cache:
         recs = _instructions(ctx)
-        ctx.cache[key] = answer_instructions(model, tokenizer, recs, template=ctx.preset.finetune.template,
+        ctx.cache[key] = answer_instructions(model, tokenizer, recs, template=_template(ctx, meta),
                                              max_new_tokens=ctx.preset.eval.max_new_tokens, stop=ctx.stop,
                                              progress=ctx.progress(f"answering ({key})", "prompts"))
     return ctx.cache[key]
@@ -190,7 +197,7 @@ def _answers(ctx: EvalContext, model: torch.nn.Module, tokenizer: Any, key: str)
 def _judge_settings(ctx: EvalContext) -> dict:
     j = ctx.preset.eval.judge
     return {"data": ctx.cache["instructions"][0], "split": "test", "limit": ctx.preset.eval.limit,
-            "template": ctx.preset.finetune.template, "max_new_tokens": ctx.preset.eval.max_new_tokens,
+            "template": _template(ctx, ctx.meta), "max_new_tokens": ctx.preset.eval.max_new_tokens,
             "decoding": "greedy", "judge_model": j.model, "judge_base_url": j.base_url, "scale": j.scale}
 
 
@@ -198,7 +205,7 @@ def task_judge(ctx: EvalContext) -> dict:
     from core.eval.judge import JudgeClient, score_answers
 
     recs = _instructions(ctx)
-    answers = _answers(ctx, ctx.model, ctx.tokenizer, "model")
+    answers = _answers(ctx, ctx.model, ctx.tokenizer, "model", ctx.meta)
     items = [{"instruction": r["instruction"], "input": r.get("input") or "", "reference": r.get("output") or "",
               "answer": a} for r, a in zip(recs, answers)]
     client = JudgeClient.from_config(ctx.preset.eval.judge, stop=ctx.stop)
@@ -216,10 +223,10 @@ def task_pairwise(ctx: EvalContext) -> dict:
     if not other_spec:
         raise UserError("eval.judge.compare_with: pairwise needs a second model (a checkpoint or run:PRESET:STAGE)")
     other_ckpt = resolve_checkpoint(other_spec)
-    other, other_tok, _ = load_for_eval(str(other_ckpt), ctx.device)
+    other, other_tok, other_meta = load_for_eval(str(other_ckpt), ctx.device)
     recs = _instructions(ctx)
-    mine = _answers(ctx, ctx.model, ctx.tokenizer, "model")
-    theirs = _answers(ctx, other, other_tok, "other")
+    mine = _answers(ctx, ctx.model, ctx.tokenizer, "model", ctx.meta)
+    theirs = _answers(ctx, other, other_tok, "other", other_meta)
     items = [{"instruction": r["instruction"], "input": r.get("input") or "", "answer_a": a, "answer_b": b}
              for r, a, b in zip(recs, mine, theirs)]
     client = JudgeClient.from_config(ctx.preset.eval.judge, stop=ctx.stop)

@@ -188,3 +188,15 @@ def test_the_embedded_chain_end_to_end(workspace):
     assert all(s["tokens_seen"] and s["final_val_loss"] and s["curves"]["train"] for s in card["lineage"])
     assert card["lineage"][1]["held_out"]["n"] > 0
     assert to_html(card).count("<svg") == 2
+
+
+def test_answers_use_the_prompt_format_the_checkpoint_was_tuned_with():
+    """A chat-tuned model is prompted with the chat template even when the eval preset says alpaca."""
+    from types import SimpleNamespace
+
+    from core import config
+    from core.eval.stage import _template
+
+    ctx = SimpleNamespace(preset=config.load("tiny", ["finetune.template=alpaca"]))
+    assert _template(ctx, {"finetune": {"method": "instruct", "prompt_format": "chat"}}) == "chat"
+    assert _template(ctx, {"head": {"kind": "lm"}}) == "alpaca"
