@@ -109,6 +109,11 @@ def format_event(ev: dict) -> str:
                f"ppl {ev.get('val_ppl', float('nan')):.2f} {extra}".rstrip()
     if kind == "sample":
         return f"[dim]sample[/] {ev.get('prompt', '')!s}[cyan]{ev.get('text', '')}[/]".replace("\n", " ")
+    if kind in ("test", "eval"):
+        name = ev.get("task") or ("test" if kind == "test" else "eval")
+        nums = " | ".join(f"{k} {v:.4g}" for k, v in ev.items()
+                          if k not in ("t", "kind", "step", "task") and isinstance(v, (int, float)) and not isinstance(v, bool))
+        return f"[bold]{name}[/] {nums}"
     if kind == "checkpoint":
         return f"[green]checkpoint[/] {ev.get('path')}" + (f" (val {ev['val_loss']:.4f})" if ev.get("val_loss") is not None else "")
     if kind == "log":

@@ -120,3 +120,9 @@ def test_pretrain_then_eval_a_run_by_name(workspace):
     assert "perplexity" in json.dumps(report)
     code, out, err = llmlab("eval", "no-such-model-or-preset", cwd=workspace, env=env)
     assert code == 2 and "no-such-model-or-preset" in err
+
+
+def test_result_events_are_printed():
+    assert cli.format_event({"kind": "test", "accuracy": 1.0, "n": 362}) == "[bold]test[/] accuracy 1 | n 362"
+    assert cli.format_event({"kind": "eval", "task": "choice", "acc": 0.855}) == "[bold]choice[/] acc 0.855"
+    assert cli.format_event({"kind": "val", "step": 3, "val_loss": 1.5, "val_ppl": 4.48}).startswith("[bold]val[/] step 3 | loss 1.5000")
