@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from core.config import FilterConfig
 from core.errors import UserError
 
@@ -53,6 +55,33 @@ class RuleCount:
     examples: list[str] = field(default_factory=list)
 
 
+class HashSet64:
+    """The exact-dedup memory: 64-bit hashes in a sorted numpy array (8 bytes each) plus a bounded
+    set of recent ones, merged in when it fills. A Python set costs ~70 bytes per hash, which made
+    peak memory grow with the corpus."""
+
+    def __init__(self, buffer: int = 1 << 16):
+        self._sorted = np.empty(0, dtype=np.uint64)
+        self._recent: set[int] = set()
+        self._buffer = buffer
+
+    def __contains__(self, h: int) -> bool:
+        if h in self._recent:
+            return True
+        i = int(np.searchsorted(self._sorted, np.uint64(h)))
+        return i < len(self._sorted) and int(self._sorted[i]) == h
+
+    def add(self, h: int) -> None:
+        self._recent.add(h)
+        if len(self._recent) >= self._buffer:
+            new = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
+            self._sorted = np.union1d(self._sorted, new)
+            self._recent.clear()
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._recent)
+
+
 class DocumentFilter:
     """Applies the rules of one FilterConfig in a fixed order; the first rule that fires removes a document."""
 
@@ -61,8 +90,7 @@ class DocumentFilter:
         self.seed = seed
         self.counts = {r: RuleCount() for r in RULES}
         self.docs_in = self.chars_in = self.docs_kept = self.chars_kept = 0
-        # Exact dedup keeps 8 bytes of hash per kept document (a Python int in a set).
-        self._seen: set[int] = set()
+        self._seen = HashSet64()  # exact dedup: 8 bytes of hash per kept document
         self._lsh = None
         if cfg.dedup_near:
             from datasketch import MinHashLSH

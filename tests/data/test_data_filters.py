@@ -60,3 +60,21 @@ def test_everything_filtered_names_the_rule(tmp_path):
     with pytest.raises(UserError, match="all 2 documents are empty"):
         (tmp_path / "e.jsonl").write_text('{"text": ""}\n{"text": " "}\n')
         list(Documents(DataConfig(source=str(tmp_path / "e.jsonl"))))
+
+
+def test_hash_set_keeps_every_hash_across_merges():
+    """The compact exact-dedup set answers like a Python set, before and after its buffer merges."""
+    import random
+
+    from core.data.filters import HashSet64
+
+    rng = random.Random(0)
+    values = [rng.getrandbits(64) for _ in range(5000)] + [0, 2**64 - 1, 2**63]
+    hs, ref = HashSet64(buffer=256), set()
+    for v in values:
+        assert (v in hs) == (v in ref)
+        hs.add(v)
+        ref.add(v)
+    assert len(hs) == len(ref)
+    assert all(v in hs for v in values)
+    assert not any(rng.getrandbits(64) in hs for _ in range(2000))
