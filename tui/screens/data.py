@@ -18,15 +18,15 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
-from textual.worker import get_current_worker
 
 from core import runs as core_runs
 from core.advice import Facts
 from core.errors import UserError
-from tui.feed import RunFeed, follow_run
+from tui.feed import RunFeed
 from tui.messages import MetricsArrived, RunEnded, RunStarted, WorkFailed
 from tui.screens.base import StageScreen
-from tui.screens.shared import preset_tokenizer, progress_of
+from tui.screens.live_run import ProgressLine, follow, launch_run, new_events
+from tui.screens.shared import preset_tokenizer
 from tui.widgets.advice_panel import AdvicePanel
 from tui.widgets.histogram import Histogram
 
@@ -149,7 +149,8 @@ and the share truncated, what the filters removed, and the class balance of labe
         self.shown_rows: list[dict] = []
         self.page = 0
         self.feed: RunFeed | None = None
-        self.query_one("#data-progress", ProgressBar).display = False
+        self.progress = ProgressLine(self.query_one("#data-run-status", Label),
+                                     self.query_one("#data-progress", ProgressBar), logs=True)
         super().on_mount()
         self.watch(self.app, "live_runs", self._live_runs_changed, init=True)
 
@@ -266,54 +267,28 @@ and the share truncated, what the filters removed, and the class balance of labe
     def action_prepare(self) -> None:
         self.launch()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="data-launch")
     def launch(self) -> None:
-        try:
-            handle = core_runs.launch("data", self.app.preset, root=self.app.runs_root)
-        except UserError as e:
-            self.post_message(WorkFailed("prepare shards", str(e)))
-            return
-        self.post_message(RunStarted(handle.run.name, "data"))
+        preset = self.app.preset
+        launch_run(self, "data", "prepare shards",
+                   lambda: core_runs.launch("data", preset, root=self.app.runs_root))
 
     def on_run_started(self, message: RunStarted) -> None:
         if message.stage == "data":
             self.attach(message.run_name)
 
     def attach(self, name: str) -> None:
-        run = core_runs.open_run(name, self.app.runs_root)
-        self.feed = RunFeed(run)
-        bar = self.query_one("#data-progress", ProgressBar)
-        bar.display = True
-        bar.update(total=None, progress=0)
-        self.query_one("#data-run-status", Label).update(f"run {name}: starting")
-        self.follow(self.feed)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="data-follow")
-    def follow(self, feed: RunFeed) -> None:
-        worker = get_current_worker()
-        follow_run(feed, self.post_message, lambda: worker.is_cancelled, self.app.poll_s)
+        self.feed = follow(self, core_runs.open_run(name, self.app.runs_root))
+        self.progress.started(name)
 
     def on_metrics_arrived(self, message: MetricsArrived) -> None:
-        if self.feed is None or message.run_name != self.feed.run.name:
-            return
-        bar = self.query_one("#data-progress", ProgressBar)
-        for ev in self.feed.drain():
-            if ev.get("kind") == "progress":
-                frac, label = progress_of(ev)
-                if ev.get("total"):
-                    bar.update(total=ev["total"], progress=ev.get("done", 0))
-                self.query_one("#data-run-status", Label).update(f"run {message.run_name}: {escape(label)}")
-            elif ev.get("kind") == "log":
-                self.query_one("#data-run-status", Label).update(
-                    f"run {message.run_name}: {escape(str(ev.get('message', '')))[:80]}")
+        events = new_events(self.feed, message)
+        if events is not None:
+            self.progress.show(message.run_name, events)
 
     def on_run_ended(self, message: RunEnded) -> None:
         if self.feed is None or message.run_name != self.feed.run.name:
             return
-        err = f": {escape(message.error)}" if message.error else ""
-        self.query_one("#data-run-status", Label).update(f"run {message.run_name}: {message.state}{err}")
+        self.progress.ended(message)
         if message.state == "finished":
-            bar = self.query_one("#data-progress", ProgressBar)
-            bar.update(total=1, progress=1)
             if self.loaded is not None:
                 self.load(self.loaded.source)  # statistics of the prepared shards now

@@ -23,14 +23,14 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Label, Static
-from textual.worker import get_current_worker
 
 from core import config
 from core import runs as core_runs
 from core.errors import UserError
-from tui.feed import RunFeed, follow_run
-from tui.messages import MetricsArrived, RunEnded, RunStarted, WorkFailed
+from tui.feed import RunFeed
+from tui.messages import MetricsArrived, RunEnded, RunStarted
 from tui.screens.base import StageScreen
+from tui.screens.live_run import follow, launch_run, new_events
 from tui.widgets.confusion import ConfusionMatrix
 from tui.widgets.lineage import LineageView, describe, short_path
 from tui.widgets.loss_chart import LossChart
@@ -314,33 +314,19 @@ classifier) as a run; the report reloads when it ends. **x** exports the report 
             return
         self.launch(preset)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="eval-launch")
     def launch(self, preset: config.Preset) -> None:
-        try:
-            handle = core_runs.launch("eval", preset, root=self.app.runs_root)
-        except UserError as e:
-            self.post_message(WorkFailed("eval", str(e)))
-            return
-        self.post_message(RunStarted(handle.run.name, "eval"))
+        launch_run(self, "eval", "eval", lambda: core_runs.launch("eval", preset, root=self.app.runs_root))
 
     def on_run_started(self, message: RunStarted) -> None:
         if message.stage != "eval":
             return
         self.eval_run = message.run_name
         self.notify(f"started {message.run_name}", title="evaluation")
-        self.feed = RunFeed(core_runs.open_run(message.run_name, self.app.runs_root))
+        self.feed = follow(self, core_runs.open_run(message.run_name, self.app.runs_root))
         self._header()
-        self.follow(self.feed)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="eval-follow")
-    def follow(self, feed: RunFeed) -> None:
-        worker = get_current_worker()
-        follow_run(feed, self.post_message, lambda: worker.is_cancelled, self.app.poll_s)
 
     def on_metrics_arrived(self, message: MetricsArrived) -> None:
-        if self.feed is None or message.run_name != self.feed.run.name:
-            return
-        for ev in self.feed.drain():
+        for ev in new_events(self.feed, message) or ():
             if ev.get("kind") == "eval":
                 self.notify(f"{ev.get('task')}: " + ", ".join(f"{k} {v:.3g}" for k, v in ev.items()
                                                               if isinstance(v, float)), title="evaluation")

@@ -15,41 +15,36 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Static
-from textual.worker import get_current_worker
 
 from core import config
 from core import runs as core_runs
 from core.errors import UserError
-from tui.feed import RunFeed, follow_run
-from tui.messages import MetricsArrived, RunAttached, RunEnded, RunStarted, WorkFailed
-from tui.screens.base import StageScreen
+from tui.messages import MetricsArrived, RunAttached
 from tui.screens.finetune_steps import STEPS, method_preset
+from tui.screens.live_run import LiveRunScreen, follow, launch_run, new_events, sample_markup, state_after
+from tui.screens.shared import number
 from tui.widgets.confusion import ConfusionMatrix
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.metric_chart import METHOD_SERIES, MetricChart
-from tui.widgets.run_picker import RunPicker, run_rows
+from tui.widgets.run_picker import run_rows
 
 METRIC_TITLES = {"classify": "accuracy", "preference": "reward margin and accuracy", "instruct": "validation perplexity"}
 
 
-def _num(x: object, fmt: str) -> str:
-    return fmt.format(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else "-"
-
-
 def finetune_metrics_text(method: str, train: dict, val: dict, test: dict) -> str:
-    rows = [("step", _num(train.get("step"), "{:,}")), ("loss", _num(train.get("loss"), "{:.4f}")),
-            ("val loss", _num(val.get("val_loss"), "{:.4f}"))]
+    rows = [("step", number(train.get("step"), "{:,}")), ("loss", number(train.get("loss"), "{:.4f}")),
+            ("val loss", number(val.get("val_loss"), "{:.4f}"))]
     if method == "classify":
-        rows += [("train acc", _num(train.get("accuracy"), "{:.3f}")), ("val acc", _num(val.get("accuracy"), "{:.3f}")),
-                 ("val F1", _num(val.get("macro_f1"), "{:.3f}"))]
+        rows += [("train acc", number(train.get("accuracy"), "{:.3f}")), ("val acc", number(val.get("accuracy"), "{:.3f}")),
+                 ("val F1", number(val.get("macro_f1"), "{:.3f}"))]
     elif method == "preference":
-        rows += [("margin", _num(train.get("reward_margin"), "{:.3f}")),
-                 ("reward acc", _num(train.get("reward_accuracy"), "{:.3f}")),
-                 ("val margin", _num(val.get("reward_margin"), "{:.3f}")),
-                 ("val rew acc", _num(val.get("reward_accuracy"), "{:.3f}"))]
+        rows += [("margin", number(train.get("reward_margin"), "{:.3f}")),
+                 ("reward acc", number(train.get("reward_accuracy"), "{:.3f}")),
+                 ("val margin", number(val.get("reward_margin"), "{:.3f}")),
+                 ("val rew acc", number(val.get("reward_accuracy"), "{:.3f}"))]
     else:
-        rows += [("val ppl", _num(val.get("val_ppl"), "{:.2f}"))]
-    rows += [("lr", _num(train.get("lr"), "{:.2e}")), ("tokens/s", _num(train.get("tokens_per_s"), "{:,.0f}"))]
+        rows += [("val ppl", number(val.get("val_ppl"), "{:.2f}"))]
+    rows += [("lr", number(train.get("lr"), "{:.2e}")), ("tokens/s", number(train.get("tokens_per_s"), "{:,.0f}"))]
     if test:
         for k in ("accuracy", "macro_f1", "reward_accuracy", "reward_margin", "loss"):
             if isinstance(test.get(k), float):
@@ -57,8 +52,10 @@ def finetune_metrics_text(method: str, train: dict, val: dict, test: dict) -> st
     return "\n".join(f"[b]{k:<11}[/] {v}" for k, v in rows)
 
 
-class FinetuneScreen(StageScreen):
+class FinetuneScreen(LiveRunScreen):
     MODE = "finetune"
+    ATTACH_TITLE = "Attach to a finetuning run"
+    ATTACH_STAGE = "finetune"
     CSS_PATH = "../styles/part2.tcss"
     HELP = """Finetune a model: classification (a new head predicts labels), instruction tuning (SFT)
 or preference tuning (DPO).
@@ -92,12 +89,8 @@ resumes the latest stopped finetuning run, **a** attaches to another run, **l** 
                 yield Static("", id="ft-sample")
 
     def on_mount(self) -> None:
-        self.feed: RunFeed | None = None
-        self.run_name: str | None = None
         self.method = "classify"
-        self.state = ""
         self.last: dict[str, dict] = {"train": {}, "val": {}, "test": {}}
-        self.points = 0
         super().on_mount()
         self.watch(self.app, "live_runs", self._live_runs_changed, init=True)
 
@@ -138,20 +131,14 @@ resumes the latest stopped finetuning run, **a** attaches to another run, **l** 
         confusion.display = self.method == "classify"
         confusion.show(None)
         self.query_one("#ft-sample", Static).update("")
-        self.feed = RunFeed(run)
-        self._show()
+        self.feed = follow(self, run)
+        self.show_state()
         self.post_message(RunAttached(name, run.stage))
-        self.follow(self.feed)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="finetune-follow")
-    def follow(self, feed: RunFeed) -> None:
-        worker = get_current_worker()
-        follow_run(feed, self.post_message, lambda: worker.is_cancelled, self.app.poll_s)
 
     def on_metrics_arrived(self, message: MetricsArrived) -> None:
-        if self.feed is None or message.run_name != self.feed.run.name:
+        events = new_events(self.feed, message)
+        if events is None:
             return
-        events = self.feed.drain()
         self.points += self.query_one(LossChart).add_events(events)
         self.points += self.query_one(MetricChart).add_events(events)
         confusion = None
@@ -161,22 +148,16 @@ resumes the latest stopped finetuning run, **a** attaches to another run, **l** 
                 self.last[kind] = ev
                 if ev.get("confusion_matrix"):
                     confusion = ev
-            elif kind == "status":
-                self.state = ev.get("state", self.state)
-            elif kind == "progress":
-                self.state = f"{ev.get('what', 'working')} {ev.get('done', 0)}/{ev.get('total') or '?'}"
             elif kind == "sample":
-                from rich.markup import escape
-                self.query_one("#ft-sample", Static).update(
-                    f"[b]sample[/] (step {ev.get('step', '?')})\n[i]{escape(str(ev.get('prompt', '')))}[/i]"
-                    f"{escape(str(ev.get('text', '')))}")
+                self.query_one("#ft-sample", Static).update(sample_markup(ev))
+            self.state = state_after(ev, self.state)
         if confusion is not None:
             names = confusion.get("class_names") or self._class_names()
             title = f"{'test' if confusion.get('kind') == 'test' else 'val'} confusion (step {confusion.get('step', '?')})"
             self.query_one(ConfusionMatrix).show(confusion["confusion_matrix"], names, title)
         self.query_one("#ft-metrics", Static).update(
             finetune_metrics_text(self.method, self.last["train"], self.last["val"], self.last["test"]))
-        self._show()
+        self.show_state()
 
     def _class_names(self) -> list[str] | None:
         """The class names the run's checkpoints record (model.json), once one is committed."""
@@ -188,13 +169,7 @@ resumes the latest stopped finetuning run, **a** attaches to another run, **l** 
             return None
         return ((read_meta(ckpt) or {}).get("finetune") or {}).get("class_names") if ckpt else None
 
-    def on_run_ended(self, message: RunEnded) -> None:
-        if message.run_name != self.run_name:
-            return
-        self.state = message.state + (f": {message.error}" if message.error else "")
-        self._show()
-
-    def _show(self) -> None:
+    def show_state(self) -> None:
         text = (f"run [b]{self.run_name}[/]  {self.method}  {self.state}  ({self.points} points)"
                 if self.run_name else "no run: press n to finetune a model, a to attach to a run")
         if self.state in ("stopped", "crashed"):
@@ -223,56 +198,24 @@ resumes the latest stopped finetuning run, **a** attaches to another run, **l** 
                 self.open_step(min(len(STEPS) - 1, index + 1), p)
         self.app.push_screen(step, done)
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="finetune-launch")
     def launch(self, preset: config.Preset | None = None, resume: bool = False) -> None:
-        try:
-            if resume:
-                from core.runs import relaunch
-                prev = next((r for r in core_runs.list_runs(self.app.runs_root)
-                             if r.stage == "finetune" and r.state in ("stopped", "crashed", "failed")), None)
-                if self.run_name:
-                    cur = core_runs.open_run(self.run_name, self.app.runs_root)
-                    if cur.state in ("stopped", "crashed", "failed"):
-                        prev = cur
-                if prev is None:
-                    raise UserError("no stopped finetuning run to resume")
-                handle = relaunch(prev, config.load(prev.preset_path))
-            else:
+        current = self.run_name
+
+        def start() -> core_runs.Handle:
+            if not resume:
                 assert preset is not None
-                handle = core_runs.launch("finetune", preset, root=self.app.runs_root)
-        except UserError as e:
-            self.post_message(WorkFailed("finetune", str(e)))
-            return
-        self.post_message(RunStarted(handle.run.name, "finetune"))
-
-    def on_run_started(self, message: RunStarted) -> None:
-        if message.stage != "finetune":
-            return
-        self.notify(f"started {message.run_name}", title="finetune")
-        self.run_name = None
-        self.attach(message.run_name)
-
-    def action_stop(self) -> None:
-        if not self.run_name:
-            self.notify("no run attached")
-            return
-        run = core_runs.open_run(self.run_name, self.app.runs_root)
-        if run.state not in ("running", "created"):
-            self.notify(f"{run.name} is not running ({run.state})")
-            return
-        core_runs.stop(run)
-        self.state = "stopping (saving a checkpoint)"
-        self._show()
-
-    def action_resume(self) -> None:
-        self.launch(resume=True)
-
-    def action_attach(self) -> None:
-        def done(name: str | None) -> None:
-            if name:
-                self.attach(name)
-        self.app.push_screen(RunPicker("Attach to a finetuning run", self.app.runs_root, stage="finetune",
-                                       clock=self.app.clock), done)
+                return core_runs.launch("finetune", preset, root=self.app.runs_root)
+            # the attached run when it stopped, else the newest stopped finetuning run
+            prev = next((r for r in core_runs.list_runs(self.app.runs_root)
+                         if r.stage == "finetune" and r.state in ("stopped", "crashed", "failed")), None)
+            if current:
+                cur = core_runs.open_run(current, self.app.runs_root)
+                if cur.state in ("stopped", "crashed", "failed"):
+                    prev = cur
+            if prev is None:
+                raise UserError("no stopped finetuning run to resume")
+            return core_runs.relaunch(prev, config.load(prev.preset_path))
+        launch_run(self, "finetune", "finetune", start)
 
     def action_log_scale(self) -> None:
         chart = self.query_one(LossChart)

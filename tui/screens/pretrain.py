@@ -13,20 +13,15 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Static
-from textual.worker import get_current_worker
 
 from core import runs as core_runs
 from core.errors import UserError
-from tui.feed import RunFeed, follow_run
-from tui.messages import MetricsArrived, RunAttached, RunEnded, RunStarted, WorkFailed
-from tui.screens.base import StageScreen
+from tui.messages import MetricsArrived, RunAttached
+from tui.screens.live_run import LiveRunScreen, follow, launch_run, new_events, sample_markup, state_after
+from tui.screens.shared import number
 from tui.widgets.advice_panel import AdvicePanel
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.run_picker import RunPicker
-
-
-def _num(x: object, fmt: str) -> str:
-    return fmt.format(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else "-"
 
 
 def _duration(s: object) -> str:
@@ -48,23 +43,23 @@ def _bytes(b: object) -> str:
 def metrics_text(train: dict, val: dict) -> str:
     """The latest train and val events as the metrics panel's lines."""
     rows = [
-        ("step", _num(train.get("step"), "{:,}")),
-        ("loss", _num(train.get("loss"), "{:.4f}")),
-        ("val loss", _num(val.get("val_loss"), "{:.4f}")),
-        ("val ppl", _num(val.get("val_ppl"), "{:.2f}")),
-        ("lr", _num(train.get("lr"), "{:.2e}")),
-        ("grad norm", _num(train.get("grad_norm"), "{:.3f}")),
-        ("tokens", _num(train.get("tokens"), "{:,}")),
-        ("tokens/s", _num(train.get("tokens_per_s"), "{:,.0f}")),
-        ("MFU", _num(100 * train["mfu"] if isinstance(train.get("mfu"), (int, float)) else None, "{:.1f}%")),
-        ("step time", _num(train.get("step_ms"), "{:.0f} ms")),
+        ("step", number(train.get("step"), "{:,}")),
+        ("loss", number(train.get("loss"), "{:.4f}")),
+        ("val loss", number(val.get("val_loss"), "{:.4f}")),
+        ("val ppl", number(val.get("val_ppl"), "{:.2f}")),
+        ("lr", number(train.get("lr"), "{:.2e}")),
+        ("grad norm", number(train.get("grad_norm"), "{:.3f}")),
+        ("tokens", number(train.get("tokens"), "{:,}")),
+        ("tokens/s", number(train.get("tokens_per_s"), "{:,.0f}")),
+        ("MFU", number(100 * train["mfu"] if isinstance(train.get("mfu"), (int, float)) else None, "{:.1f}%")),
+        ("step time", number(train.get("step_ms"), "{:.0f} ms")),
         ("ETA", _duration(train.get("eta_s"))),
         ("memory", _bytes(train.get("mem_bytes"))),
     ]
     return "\n".join(f"[b]{k:<10}[/] {v}" for k, v in rows)
 
 
-class PretrainScreen(StageScreen):
+class PretrainScreen(LiveRunScreen):
     MODE = "pretrain"
     HELP = """Pretraining of the current preset's model on its token shards.
 
@@ -99,12 +94,8 @@ pretraining run of this preset from its last checkpoint.
         yield AdvicePanel("pretrain", id="advice")
 
     def on_mount(self) -> None:
-        self.feed: RunFeed | None = None
-        self.run_name: str | None = None
-        self.state = ""
         self.last_train: dict = {}
         self.last_val: dict = {}
-        self.points = 0
         super().on_mount()
         self.watch(self.app, "live_runs", self._live_runs_changed, init=True)
 
@@ -128,20 +119,14 @@ pretraining run of this preset from its last checkpoint.
         self.last_train, self.last_val, self.points = {}, {}, 0
         chart = self.query_one(LossChart)
         chart.clear_run()
-        self.feed = RunFeed(run)
-        self._show_status()
+        self.feed = follow(self, run)
+        self.show_state()
         self.post_message(RunAttached(name, run.stage))
-        self.follow(self.feed)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="pretrain-follow")
-    def follow(self, feed: RunFeed) -> None:
-        worker = get_current_worker()
-        follow_run(feed, self.post_message, lambda: worker.is_cancelled, self.app.poll_s)
 
     def on_metrics_arrived(self, message: MetricsArrived) -> None:
-        if self.feed is None or message.run_name != self.feed.run.name:
+        events = new_events(self.feed, message)
+        if events is None:
             return
-        events = self.feed.drain()
         self.points += self.query_one(LossChart).add_events(events)
         sample = None
         for ev in events:
@@ -152,24 +137,13 @@ pretraining run of this preset from its last checkpoint.
                 self.last_val = ev
             elif kind == "sample":
                 sample = ev
-            elif kind == "status":
-                self.state = ev.get("state", self.state)
-            elif kind == "progress":
-                self.state = f"{ev.get('what', 'working')} {ev.get('done', 0)}/{ev.get('total') or '?'}"
+            self.state = state_after(ev, self.state)
         self.query_one("#metrics", Static).update(metrics_text(self.last_train, self.last_val))
         if sample is not None:
-            self.query_one("#sample", Static).update(
-                f"[b]sample[/] (step {sample.get('step', '?')})\n[i]{_escape(sample.get('prompt', ''))}[/i]"
-                f"{_escape(sample.get('text', ''))}")
-        self._show_status()
+            self.query_one("#sample", Static).update(sample_markup(sample))
+        self.show_state()
 
-    def on_run_ended(self, message: RunEnded) -> None:
-        if message.run_name != self.run_name:
-            return
-        self.state = message.state + (f": {message.error}" if message.error else "")
-        self._show_status()
-
-    def _show_status(self) -> None:
+    def show_state(self) -> None:
         self.query_one("#run-status", Label).update(
             f"run [b]{self.run_name}[/]  {self.state}  ({self.points} points)" if self.run_name
             else "no run: press s to start one, a to attach")
@@ -178,49 +152,19 @@ pretraining run of this preset from its last checkpoint.
     def action_start(self) -> None:
         self.launch()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="pretrain-launch")
     def launch(self, resume: bool = False) -> None:
         preset = self.app.preset
-        try:
-            if resume:
-                from core.runs import relaunch
-                prev = core_runs.latest_run(preset.name, "pretrain", self.app.runs_root, state=None)
-                if prev is None:
-                    raise UserError(f"{preset.name}: no earlier pretraining run to resume")
-                if prev.state == "running":
-                    raise UserError(f"{prev.name} is still running")
-                handle = relaunch(prev, preset)
-            else:
-                handle = core_runs.launch("pretrain", preset, root=self.app.runs_root)
-        except UserError as e:
-            self.post_message(WorkFailed("pretrain", str(e)))
-            return
-        self.post_message(RunStarted(handle.run.name, "pretrain"))
 
-    def on_run_started(self, message: RunStarted) -> None:
-        self.notify(f"started {message.run_name}", title="pretrain")
-        self.attach(message.run_name)
-
-    def action_stop(self) -> None:
-        if not self.run_name:
-            self.notify("no run attached")
-            return
-        run = core_runs.open_run(self.run_name, self.app.runs_root)
-        if run.state not in ("running", "created"):
-            self.notify(f"{run.name} is not running ({run.state})")
-            return
-        core_runs.stop(run)
-        self.state = "stopping (saving a checkpoint)"
-        self._show_status()
-
-    def action_resume(self) -> None:
-        self.launch(resume=True)
-
-    def action_attach(self) -> None:
-        def done(name: str | None) -> None:
-            if name:
-                self.attach(name)
-        self.app.push_screen(RunPicker("Attach to a run", self.app.runs_root, clock=self.app.clock), done)
+        def start() -> core_runs.Handle:
+            if not resume:
+                return core_runs.launch("pretrain", preset, root=self.app.runs_root)
+            prev = core_runs.latest_run(preset.name, "pretrain", self.app.runs_root, state=None)
+            if prev is None:
+                raise UserError(f"{preset.name}: no earlier pretraining run to resume")
+            if prev.state == "running":
+                raise UserError(f"{prev.name} is still running")
+            return core_runs.relaunch(prev, preset)
+        launch_run(self, "pretrain", "pretrain", start)
 
     def action_overlay(self) -> None:
         def done(name: str | None) -> None:
@@ -246,8 +190,3 @@ pretraining run of this preset from its last checkpoint.
 
     def action_smoothing(self) -> None:
         self.query_one(LossChart).cycle_smoothing()
-
-
-def _escape(s: str) -> str:
-    from rich.markup import escape
-    return escape(str(s))

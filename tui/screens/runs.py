@@ -13,14 +13,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Label, RichLog
-from textual.worker import get_current_worker
 
 from core import runs as core_runs
 from core.errors import UserError
-from tui.feed import RunFeed, follow_run
+from tui.feed import RunFeed
 from tui.messages import MetricsArrived, RunAttached, RunEnded, RunsListed
 from tui.screens.base import StageScreen
 from tui.screens.dialogs import ConfirmScreen
+from tui.screens.live_run import follow, new_events
 from tui.widgets.run_picker import fill_runs_table, run_rows
 
 
@@ -122,20 +122,15 @@ at its next step; delete removes its folder (after you confirm)."""
         self.opened = name
         self.query_one("#run-log", RichLog).clear()
         self.query_one("#run-title", Label).update(f"[b]{name}[/]  {run.state}")
-        self.feed = RunFeed(run)
+        self.feed = follow(self, run)
         self.post_message(RunAttached(name, run.stage))
-        self.follow(self.feed)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="runs-follow")
-    def follow(self, feed: RunFeed) -> None:
-        worker = get_current_worker()
-        follow_run(feed, self.post_message, lambda: worker.is_cancelled, self.app.poll_s)
 
     def on_metrics_arrived(self, message: MetricsArrived) -> None:
-        if self.feed is None or message.run_name != self.feed.run.name:
+        events = new_events(self.feed, message)
+        if events is None:
             return
         log = self.query_one("#run-log", RichLog)
-        for ev in self.feed.drain():
+        for ev in events:
             log.write(format_event(ev))
 
     def on_run_ended(self, message: RunEnded) -> None:

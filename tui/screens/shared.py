@@ -1,5 +1,5 @@
 """Helpers the stage screens share: the preset's tokenizer when it exists (never trained here),
-and following a stage run's progress. Both only choose which core call to make."""
+a stage run's progress as a label, and a metric as text (a dash where it is missing)."""
 
 from __future__ import annotations
 
@@ -31,3 +31,8 @@ def progress_of(ev: dict) -> tuple[float | None, str]:
     done, total = ev.get("done", 0), ev.get("total") or 0
     label = f"{ev.get('what', 'working')} {done:,}" + (f"/{total:,}" if total else "") + f" {ev.get('unit', '')}"
     return (done / total if total else None), label
+
+
+def number(x: object, fmt: str) -> str:
+    """`x` formatted with `fmt`, or "-" when the event has no such number."""
+    return fmt.format(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else "-"

@@ -18,14 +18,14 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static, TabbedContent, TabPane, TextArea
-from textual.worker import get_current_worker
 
 from core import runs as core_runs
 from core.errors import UserError
-from tui.feed import RunFeed, follow_run
+from tui.feed import RunFeed
 from tui.messages import MetricsArrived, RunEnded, RunStarted, WorkFailed
 from tui.screens.base import StageScreen
-from tui.screens.shared import preset_tokenizer, progress_of
+from tui.screens.live_run import ProgressLine, follow, launch_run, new_events
+from tui.screens.shared import preset_tokenizer
 from tui.widgets.advice_panel import AdvicePanel
 from tui.widgets.token_view import TokenView
 
@@ -130,7 +130,8 @@ corpus sample), Chat template (the tokens that carry loss are bright, the rest d
         self.vocab_start = 0
         self.doc_index = 0
         self.feed: RunFeed | None = None
-        self.query_one("#tok-progress", ProgressBar).display = False
+        self.progress = ProgressLine(self.query_one("#tok-run-status", Label),
+                                     self.query_one("#tok-progress", ProgressBar))
         super().on_mount()
         self.watch(self.app, "live_runs", self._live_runs_changed, init=True)
 
@@ -321,48 +322,27 @@ corpus sample), Chat template (the tokens that carry loss are bright, the rest d
     def action_train(self) -> None:
         self.launch()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="tok-launch")
     def launch(self) -> None:
-        try:
-            handle = core_runs.launch("tokenizer", self.app.preset, root=self.app.runs_root)
-        except UserError as e:
-            self.post_message(WorkFailed("train tokenizer", str(e)))
-            return
-        self.post_message(RunStarted(handle.run.name, "tokenizer"))
+        preset = self.app.preset
+        launch_run(self, "tokenizer", "train tokenizer",
+                   lambda: core_runs.launch("tokenizer", preset, root=self.app.runs_root))
 
     def on_run_started(self, message: RunStarted) -> None:
         if message.stage == "tokenizer":
             self.attach(message.run_name)
 
     def attach(self, name: str) -> None:
-        self.feed = RunFeed(core_runs.open_run(name, self.app.runs_root))
-        bar = self.query_one("#tok-progress", ProgressBar)
-        bar.display = True
-        bar.update(total=None, progress=0)
-        self.query_one("#tok-run-status", Label).update(f"run {name}: starting")
-        self.follow(self.feed)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="tok-follow")
-    def follow(self, feed: RunFeed) -> None:
-        worker = get_current_worker()
-        follow_run(feed, self.post_message, lambda: worker.is_cancelled, self.app.poll_s)
+        self.feed = follow(self, core_runs.open_run(name, self.app.runs_root))
+        self.progress.started(name)
 
     def on_metrics_arrived(self, message: MetricsArrived) -> None:
-        if self.feed is None or message.run_name != self.feed.run.name:
-            return
-        bar = self.query_one("#tok-progress", ProgressBar)
-        for ev in self.feed.drain():
-            if ev.get("kind") == "progress":
-                frac, label = progress_of(ev)
-                if ev.get("total"):
-                    bar.update(total=ev["total"], progress=ev.get("done", 0))
-                self.query_one("#tok-run-status", Label).update(f"run {message.run_name}: {escape(label)}")
+        events = new_events(self.feed, message)
+        if events is not None:
+            self.progress.show(message.run_name, events)
 
     def on_run_ended(self, message: RunEnded) -> None:
         if self.feed is None or message.run_name != self.feed.run.name:
             return
-        self.query_one("#tok-run-status", Label).update(f"run {message.run_name}: {message.state}"
-                                                         + (f": {escape(message.error)}" if message.error else ""))
+        self.progress.ended(message)
         if message.state == "finished":
-            self.query_one("#tok-progress", ProgressBar).update(total=1, progress=1)
             self.load_tokenizer()
