@@ -55,14 +55,17 @@ def stats_table(preset: Preset, batch_size: int, dtype: str) -> Table:
     for name, key in (("token embedding", "embeddings"), ("positions", "positions"), ("attention", "attention"),
                       ("MLP", "mlp"), ("norms", "norms"), ("output head", "head")):
         t.add_row(name, f"{human(p[key])}  {100 * p[key] / total:4.1f}%")
-    t.add_row("[b]total[/]", f"[b]{human(p['total'])}[/]")
+    # a row is bold as a whole, never a bold label beside a plain value: the value would start its
+    # segment with the padding, and renderers that drop leading spaces (SVG) ran them together
+    t.add_row("total", human(p["total"]), style="bold")
     t.add_row("non-embedding", human(p["non_embedding"]))
     t.add_row("untied total", human(p["total_untied"]))
     t.add_row("", "")
-    t.add_row(f"[b]memory[/] (batch {batch_size}, {dtype})", "")
+    t.add_row(f"memory (batch {batch_size}, {dtype})", "", style="bold")
     for name, key in (("weights", "weights"), ("gradients", "grads"), ("AdamW state", "optimizer"),
-                      ("activations", "activations"), ("[b]total[/]", "total")):
+                      ("activations", "activations")):
         t.add_row(name, human_bytes(m[key]))
+    t.add_row("total", human_bytes(m["total"]), style="bold")
     t.add_row("", "")
     t.add_row("FLOPs per token", human(s["flops_per_token"]))
     t.add_row("KV cache per token", human_bytes(s["kv_cache_bytes_per_token"]))
