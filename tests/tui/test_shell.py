@@ -151,3 +151,27 @@ def test_llmlab_without_a_verb_opens_the_workbench():
     from tui.app import main
 
     assert inspect.signature(main).parameters["preset"].default == "tiny"
+
+
+async def test_chat_opens_with_no_field_focused_so_digits_switch_stages(make):
+    app = make(mode="chat")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(0.2)
+        assert not isinstance(app.focused, (Input, TextArea, Select))
+        message = app.screen.query_one("#chat-input", Input)
+        await pilot.press("i")
+        assert app.focused is message
+        await pilot.press("1")  # typed into the message, not a stage switch
+        assert message.value == "1" and app.current_mode == "chat"
+        await pilot.press("escape")
+        assert app.focused is None
+        await pilot.press("enter")
+        assert app.focused is message
+        system = app.screen.query_one("#chat-system", TextArea)
+        system.focus()
+        await pilot.press("enter")  # a new line in the system prompt, not a jump to the message
+        assert app.focused is system and "\n" in system.text
+        await pilot.press("escape", "1")
+        await pilot.pause(0.2)
+        assert app.current_mode == "data"
+        await settle(pilot)

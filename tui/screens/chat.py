@@ -114,8 +114,9 @@ class SavePathScreen(ModalScreen[str | None]):
 class ChatScreen(StageScreen):
     MODE = "chat"
     CSS_PATH = "../styles/part2.tcss"
-    HELP = """Chat with a checkpoint. Type a message and press **enter**; the reply streams in
-with its tokens/s. **esc** stops a reply (what was said stays in the history).
+    HELP = """Chat with a checkpoint. **i** or **enter** (or a click) moves to the message field; type
+and press **enter**: the reply streams in with its tokens/s. **esc** stops a reply (what was said
+stays in the history) and leaves the field, so 1-8 switch stages again.
 
 The system prompt and the sampling fields (temperature, top-k, top-p, max tokens) on the right
 apply to the next message; **tab** moves between them. Long conversations drop their oldest turns
@@ -128,6 +129,7 @@ side by side; ctrl+b again closes it), **ctrl+t** shows the prompt with the chat
 
     BINDINGS = [
         Binding("escape", "stop", "stop reply"),
+        Binding("i,enter", "focus_message", "message", key_display="i"),
         Binding("ctrl+o", "pick_model", "model"),
         Binding("ctrl+b", "compare", "compare"),
         Binding("ctrl+t", "template", "template"),
@@ -164,7 +166,7 @@ side by side; ctrl+b again closes it), **ctrl+t** shows the prompt with the chat
             yield Label("", id="chat-status")
         with Horizontal(id="chat-main"):
             with Vertical(id="chat-pane-a", classes="chat-pane"):
-                yield ChatLog("Type a message below and press enter.", id="chat-log-a")
+                yield ChatLog("Press i (or enter) to type a message below; enter sends it.", id="chat-log-a")
             with Vertical(id="chat-pane-b", classes="chat-pane"):
                 yield Label("", id="chat-title-b", classes="chat-title")
                 yield ChatLog(id="chat-log-b")
@@ -184,7 +186,6 @@ side by side; ctrl+b again closes it), **ctrl+t** shows the prompt with the chat
         self.query_one("#chat-pane-b").display = False
         super().on_mount()
         self.reset_settings()
-        self.query_one("#chat-input", Input).focus()
         chosen = self.preset.chat.model
         if chosen:
             self.load_model("a", chosen)
@@ -409,6 +410,10 @@ side by side; ctrl+b again closes it), **ctrl+t** shows the prompt with the chat
         for p in self.panes.values():
             if p.streaming:
                 p.cancel.set()
+        self.set_focus(None)  # like esc on every screen: leave the field so 1-8 reach the app
+
+    def action_focus_message(self) -> None:
+        self.query_one("#chat-input", Input).focus()
 
     def _each_conversation_reset(self, reset_settings: bool) -> None:
         if any(p.streaming for p in self.panes.values()):
