@@ -212,7 +212,11 @@ classifier) as a run; the report reloads when it ends. **x** exports the report 
     def pick_default(self) -> None:
         rows = model_rows(self.app.runs_root)
         if rows:
-            self.app.call_from_thread(self.show_model, rows[0]["spec"])
+            self.app.call_from_thread(self._show_default, rows[0]["spec"])
+
+    def _show_default(self, spec: str) -> None:
+        if self.spec is None:  # a model the user picked meanwhile wins over the default
+            self.show_model(spec)
 
     # ------------------------------------------------------------------------------ the card
     def show_model(self, spec: str) -> None:
