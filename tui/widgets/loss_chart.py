@@ -70,7 +70,7 @@ class LossChart(PlotextPlot):
     log_y: reactive[bool] = reactive(False)
     smoothing: reactive[float] = reactive(0.6)
 
-    def __init__(self, *, title: str = "loss", redraw_s: float = 0.5, id: str | None = None,
+    def __init__(self, *, title: str = "loss", redraw_s: float = 1.0, id: str | None = None,
                  classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.title = title

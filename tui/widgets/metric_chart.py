@@ -28,7 +28,7 @@ class MetricChart(PlotextPlot):
     """
 
     def __init__(self, title: str = "metrics", series: list[tuple[str, str, str]] | None = None, *,
-                 redraw_s: float = 0.5, id: str | None = None, classes: str | None = None) -> None:
+                 redraw_s: float = 1.0, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.title = title
         self.redraw_s = redraw_s
