@@ -56,30 +56,45 @@ class RuleCount:
 
 
 class HashSet64:
-    """The exact-dedup memory: 64-bit hashes in a sorted numpy array (8 bytes each) plus a bounded
-    set of recent ones, merged in when it fills. A Python set costs ~70 bytes per hash, which made
-    peak memory grow with the corpus."""
+    """The exact-dedup memory: 64-bit hashes in an open-addressing table in one numpy array (16 bytes
+    per hash at most half full). A Python set costs ~70 bytes per hash, and merging sorted arrays
+    fragments the heap; this table grows by doubling, so peak memory stays near 16 bytes a document."""
 
-    def __init__(self, buffer: int = 1 << 16):
-        self._sorted = np.empty(0, dtype=np.uint64)
-        self._recent: set[int] = set()
-        self._buffer = buffer
+    def __init__(self, capacity: int = 1 << 16):
+        self._table = np.zeros(capacity, dtype=np.uint64)  # 0 marks an empty slot
+        self._n = 0
+
+    def _slot(self, h: int) -> int:
+        table, mask = self._table, len(self._table) - 1
+        i = h & mask
+        while True:
+            v = int(table[i])
+            if v == 0 or v == h:
+                return i
+            i = (i + 1) & mask
 
     def __contains__(self, h: int) -> bool:
-        if h in self._recent:
-            return True
-        i = int(np.searchsorted(self._sorted, np.uint64(h)))
-        return i < len(self._sorted) and int(self._sorted[i]) == h
+        h = h or 1  # hash 0 is stored as 1 (a 2^-64 chance of a false duplicate)
+        return int(self._table[self._slot(h)]) == h
 
     def add(self, h: int) -> None:
-        self._recent.add(h)
-        if len(self._recent) >= self._buffer:
-            new = np.fromiter(self._recent, dtype=np.uint64, count=len(self._recent))
-            self._sorted = np.union1d(self._sorted, new)
-            self._recent.clear()
+        h = h or 1
+        i = self._slot(h)
+        if int(self._table[i]) == h:
+            return
+        self._table[i] = h
+        self._n += 1
+        if self._n * 2 > len(self._table):
+            old = self._table[self._table != 0]
+            size = len(self._table) * 2
+            del self._table  # free the old table before the new one exists
+            self._table = np.zeros(size, dtype=np.uint64)
+            for start in range(0, len(old), 1 << 14):  # small batches: no million Python ints at once
+                for v in old[start:start + (1 << 14)].tolist():
+                    self._table[self._slot(v)] = v
 
     def __len__(self) -> int:
-        return len(self._sorted) + len(self._recent)
+        return self._n
 
 
 class DocumentFilter:

@@ -70,7 +70,7 @@ def test_hash_set_keeps_every_hash_across_merges():
 
     rng = random.Random(0)
     values = [rng.getrandbits(64) for _ in range(5000)] + [0, 2**64 - 1, 2**63]
-    hs, ref = HashSet64(buffer=256), set()
+    hs, ref = HashSet64(capacity=256), set()
     for v in values:
         assert (v in hs) == (v in ref)
         hs.add(v)
