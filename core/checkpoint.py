@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from core.config import ModelConfig
 from core.errors import UserError
+from core.runs import fsync_dir, process_alive, write_text_atomic  # noqa: F401 (write_text_atomic is re-exported)
 
 FORMAT = "llmlab-checkpoint"
 VERSION = 1
@@ -59,16 +60,6 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -77,16 +68,6 @@ def _sha256(path: Path) -> str:
             h.update(chunk)
     return h.hexdigest()
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a small file so that readers see the old or the new content, never a partial one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 # ---------------------------------------------------------------------------------- RNG state
@@ -145,7 +126,7 @@ def write_checkpoint(dest: str | Path, step: int, model: torch.nn.Module, *, tok
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     return final
 
 
@@ -197,12 +178,12 @@ def _write_files(tmp: Path, step: int, model: torch.nn.Module, tokenizer: Any, t
         _fsync_file(p)
         manifest[p.relative_to(tmp).as_posix()] = {"bytes": p.stat().st_size, "sha256": _sha256(p)}
     for d in {p.parent for p in files}:
-        _fsync_dir(d)
+        fsync_dir(d)
     with open(tmp / COMMITTED, "w") as f:
         f.write(json.dumps({"step": step, "files": manifest}, indent=1) + "\n")
         f.flush()
         os.fsync(f.fileno())
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, *, tokenizer: Any = None,
@@ -285,18 +266,9 @@ def remove_stale(root: Path) -> None:
     for p in root.iterdir():
         if p.name.startswith((".tmp-", ".old-")) and not p.name.endswith(f"-{os.getpid()}"):
             pid = p.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not process_alive(int(pid)):
                 shutil.rmtree(p, ignore_errors=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------------------- load

@@ -124,7 +124,7 @@ class Run:
     def status(self) -> dict:
         """status.json, with `running` turned into `crashed` when its process is gone."""
         st = self.raw_status()
-        if st.get("state") in ("running", "created") and st.get("pid") and not _alive(st.get("pid"), st.get("host")):
+        if st.get("state") in ("running", "created") and st.get("pid") and not process_alive(st.get("pid"), st.get("host")):
             st = {**st, "state": "crashed"}
         return st
 
@@ -145,19 +145,35 @@ class Run:
 
     def write_status(self, **fields: Any) -> None:
         st = {**self.raw_status(), **fields}
-        _atomic_write(self.path / "status.json", json.dumps(st, indent=1))
+        write_text_atomic(self.path / "status.json", json.dumps(st, indent=1))
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a small file so that readers see the old or the new content, never a partial one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
-def _alive(pid: Any, host: Any = None) -> bool:
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def process_alive(pid: Any, host: Any = None) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return False
     if host and host != socket.gethostname():
@@ -274,7 +290,7 @@ def stop(run: Run, signal_too: bool = False) -> None:
     """Ask a run to stop at its next step boundary (it saves a checkpoint first)."""
     (run.path / STOP_FILE).write_text(str(time.time()))
     pid = run.raw_status().get("pid")
-    if signal_too and _alive(pid):
+    if signal_too and process_alive(pid):
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -370,7 +386,7 @@ def relaunch(run: Run, preset: Any | None = None, extra_env: dict[str, str] | No
     if run.state in ("running", "created"):
         raise UserError(f"{run.name}: is still running; stop it first (`llmlab runs stop {run.name}`)")
     if preset is not None:
-        _atomic_write(run.preset_path, config.dump(preset))
+        write_text_atomic(run.preset_path, config.dump(preset))
     (run.path / STOP_FILE).unlink(missing_ok=True)
     return _spawn(run, extra_env)
 
