@@ -58,7 +58,7 @@ def child_env() -> dict[str, str]:
 
 
 def alive(pid: int) -> bool:
-    return runs._alive(pid)
+    return runs.process_alive(pid)
 
 
 def wait_exit(pid: int, timeout_s: float = 120.0, proc: subprocess.Popen | None = None) -> None:
