@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from core.errors import UserError
-from core.train.examples import ExampleLoader, fixed_batches, read_split
+from core.train.examples import Batches, fixed_batches, read_split
 
 
 def class_logits(model: torch.nn.Module, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
@@ -151,6 +151,7 @@ class ClassifyTask:
         self.objective = ClassifyObjective(self.ft.num_classes, self.data.class_names)
         pad = tokenizer.eot_id
         self.collate = lambda batch: collate_classify(batch, pad)
+        self.batches = Batches(self.data.train, self.data.val or self.data.test, self.collate, preset.train)
         log.log({"kind": "log", "level": "info",
                  "message": f"classification: {len(self.data.train)} train / {len(self.data.val)} val / "
                             f"{len(self.data.test)} test texts; classes {self.data.class_names}; "
@@ -161,18 +162,6 @@ class ClassifyTask:
         if getattr(model, "head_kind", "lm") == "classify" and model.lm_head.out_features == self.ft.num_classes:
             return  # a classifier already (finetuning a finetuned classifier)
         model.set_head(self.ft.num_classes, bias=True, kind="classify")
-
-    def train_loader(self) -> ExampleLoader:
-        return ExampleLoader(self.data.train, self.train_cfg.micro_batch_size, self.collate, seed=self.train_cfg.seed)
-
-    @property
-    def n_train(self) -> int:
-        return len(self.data.train)
-
-    def val_batches(self):
-        limit = self.train_cfg.eval_batches * self.train_cfg.micro_batch_size
-        val = self.data.val[:limit] or self.data.test[:limit]
-        return lambda: fixed_batches(val, self.train_cfg.micro_batch_size, self.collate)
 
     def checkpoint_extra(self) -> dict:
         return {"finetune": {"method": "classify", "num_classes": self.ft.num_classes,

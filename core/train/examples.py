@@ -93,6 +93,27 @@ def fixed_batches(examples: Sequence[Any], batch_size: int, collate: Callable[[l
         yield collate(list(examples[i:i + batch_size]))
 
 
+class Batches:
+    """A method's training and validation examples and how they batch: what the stage asks of a task."""
+
+    def __init__(self, train: Sequence[Any], val: Sequence[Any], collate: Callable[[list[Any]], Any], cfg: Any):
+        self.train, self.val, self.collate, self.cfg = train, val, collate, cfg
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train)
+
+    def train_loader(self) -> ExampleLoader:
+        return ExampleLoader(self.train, self.cfg.micro_batch_size, self.collate, seed=self.cfg.seed)
+
+    def val_batches(self) -> Callable[[], Iterator[Any]] | None:
+        """Validation as a fresh iterable per call (the loop's contract); None without examples."""
+        val = self.val[: self.cfg.eval_batches * self.cfg.micro_batch_size]
+        if not val:
+            return None
+        return lambda: fixed_batches(val, self.cfg.micro_batch_size, self.collate)
+
+
 def plan_finetune_steps(cfg: Any, examples_per_step: int, n_train: int) -> int:
     """Optimizer steps: the first reached of train.max_steps and train.epochs passes over the set."""
     limits = []

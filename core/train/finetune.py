@@ -198,11 +198,11 @@ def run(preset: Preset, run_dir: Path, log: Any, stop: threading.Event) -> None:
         task.to(device)
 
     accum = preset.grad_accum_steps()
-    per_step = min(t.micro_batch_size, task.n_train) * accum
-    total = plan_finetune_steps(t, per_step, task.n_train)
+    per_step = min(t.micro_batch_size, task.batches.n_train) * accum
+    total = plan_finetune_steps(t, per_step, task.batches.n_train)
     log.log({"kind": "log", "level": "info",
              "message": f"finetune ({task.method}, trainable {ft.trainable}): {n_train:,} of {n_total:,} parameters "
-                        f"train; {total} steps of {per_step} examples ({total * per_step / task.n_train:.2f} epochs) "
+                        f"train; {total} steps of {per_step} examples ({total * per_step / task.batches.n_train:.2f} epochs) "
                         f"from {base}"})
     extra = task.checkpoint_extra()
     if lora:
@@ -210,7 +210,7 @@ def run(preset: Preset, run_dir: Path, log: Any, stop: threading.Event) -> None:
     lineage = {"stage": "finetune", "preset": preset.name, "method": task.method, "init": str(base),
                "base": str(base), "trainable": ft.trainable}
     t0 = time.time()
-    result = train(trained, task.objective, task.train_loader(), task.val_batches(), t, log, stop, run_dir,
+    result = train(trained, task.objective, task.batches.train_loader(), task.batches.val_batches(), t, log, stop, run_dir,
                    total_steps=total, grad_accum=accum, tokenizer=tokenizer,
                    sample=task.sample if t.sample_every and task.sample else None,
                    checkpoint_kwargs={"lineage": lineage, "extra": extra}, device=device)

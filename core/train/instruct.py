@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from core.errors import UserError
-from core.train.examples import ExampleLoader, fixed_batches, read_split
+from core.train.examples import Batches, read_split
 
 EXACT_MATCH_LIMIT = 200  # held-out instructions scored by exact match before and after training
 SAMPLE_SEED = 4321
@@ -176,6 +176,7 @@ class InstructTask:
         self.prompt_format = "chat" if self.ft.template == "chat" else "alpaca"
         pad = tokenizer.eot_id
         self.collate = lambda batch: collate_instruction(batch, pad)
+        self.batches = Batches(self.train, self.val, self.collate, preset.train)
         self.objective = InstructObjective()
         n_resp = sum(sum(ex["mask"][1:]) for ex in train)
         msg = (f"instruction tuning ({self.prompt_format} prompts): {len(train)} train / {len(self.val)} val examples, "
@@ -188,19 +189,6 @@ class InstructTask:
         if getattr(model, "head_kind", "lm") != "lm":
             raise UserError("finetune.base: instruction tuning needs a language model, the base has a "
                             f"{model.head_kind} head")
-
-    def train_loader(self) -> ExampleLoader:
-        return ExampleLoader(self.train, self.train_cfg.micro_batch_size, self.collate, seed=self.train_cfg.seed)
-
-    @property
-    def n_train(self) -> int:
-        return len(self.train)
-
-    def val_batches(self):
-        val = self.val[: self.train_cfg.eval_batches * self.train_cfg.micro_batch_size]
-        if not val:
-            return None
-        return lambda: fixed_batches(val, self.train_cfg.micro_batch_size, self.collate)
 
     def checkpoint_extra(self) -> dict:
         return {"finetune": {"method": "instruct", "prompt_format": self.prompt_format}}

@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from core.errors import UserError
-from core.train.examples import ExampleLoader, fixed_batches, read_split
+from core.train.examples import Batches, fixed_batches, read_split
 
 
 def sequence_logps(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -140,6 +140,7 @@ class PreferenceTask:
         self.prompt_format = "chat" if self.ft.template == "chat" else "alpaca"
         pad = tokenizer.eot_id
         self.collate = lambda batch: collate_preference(batch, pad)
+        self.batches = Batches(self.train, self.val, self.collate, preset.train)
         self.objective: DPOObjective | None = None
         msg = f"DPO (beta {self.ft.beta:g}): {len(self.train)} train / {len(self.val)} val / {len(self.test)} test pairs"
         c = self.counts
@@ -168,19 +169,6 @@ class PreferenceTask:
     def to(self, device: torch.device) -> None:
         if self.objective is not None and self.objective.reference is not None:
             self.objective.reference.to(device)
-
-    def train_loader(self) -> ExampleLoader:
-        return ExampleLoader(self.train, self.train_cfg.micro_batch_size, self.collate, seed=self.train_cfg.seed)
-
-    @property
-    def n_train(self) -> int:
-        return len(self.train)
-
-    def val_batches(self):
-        val = self.val[: self.train_cfg.eval_batches * self.train_cfg.micro_batch_size]
-        if not val:
-            return None
-        return lambda: fixed_batches(val, self.train_cfg.micro_batch_size, self.collate)
 
     def checkpoint_extra(self) -> dict:
         return {"finetune": {"method": "preference", "prompt_format": self.prompt_format, "beta": self.ft.beta}}
