@@ -116,3 +116,17 @@ def test_decode_weight_copies_follow_training_updates():
     after = list(generate(m, [1, 2, 3], max_new_tokens=12, temperature=0))
     assert after == list(generate(m, [1, 2, 3], max_new_tokens=12, temperature=0, use_cache=False))
     assert after != before
+
+
+def test_decode_weight_copies_only_for_models_that_can_afford_them(monkeypatch):
+    import torch
+
+    from core.config import ModelConfig
+    from core.model import gpt
+
+    torch.manual_seed(0)
+    model = gpt.GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, context_length=16, vocab_size=64))
+    assert gpt.KVCache.for_model(model).weight_copies
+    assert not gpt.KVCache.for_model(model, weight_copies=False).weight_copies
+    monkeypatch.setattr(gpt, "DECODE_COPIES_MAX_PARAMS", 100)
+    assert not gpt.KVCache.for_model(model).weight_copies

@@ -19,6 +19,9 @@ from core.config import ModelConfig
 from core.model.stats import head_dim, kv_heads, mlp_hidden_size
 
 
+DECODE_COPIES_MAX_PARAMS = 400_000_000  # up to GPT-2 medium: at most ~1.4 GB of extra memory while decoding
+
+
 class KVCache:
     """Preallocated keys and values of every layer for one generation.
 
@@ -38,7 +41,9 @@ class KVCache:
         self.v: torch.Tensor | None = None
 
     @classmethod
-    def for_model(cls, model: GPT, max_len: int | None = None, weight_copies: bool = True) -> KVCache:
+    def for_model(cls, model: GPT, max_len: int | None = None, weight_copies: bool | None = None) -> KVCache:
+        if weight_copies is None:  # the copies double weight memory while generating: small models only
+            weight_copies = sum(p.numel() for p in model.parameters()) <= DECODE_COPIES_MAX_PARAMS
         return cls(model.config.n_layer, max_len or model.config.context_length, weight_copies)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
