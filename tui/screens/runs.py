@@ -21,7 +21,7 @@ from tui.messages import MetricsArrived, RunAttached, RunEnded, RunsListed
 from tui.screens.base import StageScreen
 from tui.screens.dialogs import ConfirmScreen
 from tui.screens.live_run import follow, new_events
-from tui.widgets.run_picker import fill_runs_table, run_rows
+from tui.widgets.run_picker import RUN_COLUMNS, fill_runs_table, run_rows
 
 
 def format_event(ev: dict) -> str:
@@ -81,7 +81,7 @@ at its next step; delete removes its folder (after you confirm)."""
         self.opened: str | None = None
         self.feed: RunFeed | None = None
         table = self.query_one("#runs-table", DataTable)
-        table.add_columns("run", "stage", "preset", "state", "started")
+        table.add_columns(*RUN_COLUMNS)
         self.refresh_runs()
         self.set_interval(2.0, self.refresh_runs)
 

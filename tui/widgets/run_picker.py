@@ -44,15 +44,23 @@ def age(seconds_ago: float | None) -> str:
     return f"{s}s ago"
 
 
+RUN_COLUMNS = ("run", "stage", "preset", "state", "started")
+
+
 def fill_runs_table(table: DataTable, rows: list[dict], clock: Callable[[], float] = time.time) -> None:
     now = clock()
     keep = table.cursor_row
-    table.clear()
-    for r in rows:
-        color = STATE_STYLE.get(r["state"], "")
-        state = f"[{color}]{r['state']}[/]" if color else r["state"]
-        started = age(now - r["started"]) if r.get("started") else ""
-        table.add_row(r["name"], r["stage"], r["preset"], state, started, key=r["name"])
+    cells = [(r["name"], r["stage"], r["preset"], r["state"], age(now - r["started"]) if r.get("started") else "")
+             for r in rows]
+    # explicit widths: DataTable measures auto widths only when idle, and a header drawn before that
+    # keeps the labels' widths and no longer lines up with the cells
+    widths = [max([len(label), *(len(c[i]) for c in cells)]) for i, label in enumerate(RUN_COLUMNS)]
+    table.clear(columns=True)
+    for label, width in zip(RUN_COLUMNS, widths):
+        table.add_column(label, width=width)
+    for (name, stage, preset, state, started), r in zip(cells, rows):
+        color = STATE_STYLE.get(state, "")
+        table.add_row(name, stage, preset, f"[{color}]{state}[/]" if color else state, started, key=r["name"])
     if rows:
         table.move_cursor(row=min(max(keep, 0), len(rows) - 1))
 
@@ -77,7 +85,7 @@ class RunPicker(ModalScreen[str | None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("run", "stage", "preset", "state", "started")
+        table.add_columns(*RUN_COLUMNS)
         rows = run_rows(self.root, self.stage, self.live_only)
         fill_runs_table(table, rows, self.clock)
         if not rows:
