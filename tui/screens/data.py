@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
 from core import runs as core_runs
 from core.advice import Facts
 from core.errors import UserError
+from tui.widgets.tables import fill_table
 from tui.feed import RunFeed
 from tui.messages import MetricsArrived, RunEnded, RunStarted, WorkFailed
 from tui.screens.base import StageScreen
@@ -229,14 +230,12 @@ and the share truncated, what the filters removed, and the class balance of labe
 
     def show_page(self) -> None:
         table = self.query_one("#data-table", DataTable)
-        table.clear(columns=True)
         rows = self.shown_rows[self.page * PAGE:(self.page + 1) * PAGE]
         cols = [k for k in (self.shown_rows[0].keys() if self.shown_rows else ["text"]) if k != "label_name"][:4]
-        table.add_column("#", key="#")
-        for c in cols:
-            table.add_column(c, key=c)
-        for i, r in enumerate(rows, self.page * PAGE):
-            table.add_row(str(i), *(str(r.get(c, "")).replace("\n", " ")[:60] for c in cols), key=str(i))
+        first = self.page * PAGE
+        fill_table(table, ["#", *cols],
+                   [[str(i), *(str(r.get(c, "")).replace("\n", " ")[:60] for c in cols)] for i, r in enumerate(rows, first)],
+                   keys=[str(i) for i in range(first, first + len(rows))], column_keys=["#", *cols])
         n = len(self.shown_rows)
         pages = max(1, -(-n // PAGE))
         src = self.loaded.source if self.loaded else ""

@@ -26,6 +26,7 @@ from textual.widgets.option_list import Option
 from core import config
 from core import runs as core_runs
 from core.errors import UserError
+from tui.widgets.tables import fill_table
 from tui.widgets.advice_panel import AdvicePanel
 from tui.widgets.lineage import GPT2_NAMES, LineageView, lineage_chain, read_meta, short_path
 from tui.widgets.model_picker import ModelTable, model_rows
@@ -404,13 +405,10 @@ class DataStep(WizardStep):
     def _show_preview(self, preset: config.Preset, tok: Any, max_len: int, records: list[dict], stats: dict) -> None:
         self.preview_preset, self.tok, self.max_len, self.records, self.stats = preset, tok, max_len, records, stats
         self.problem("")
-        table = self.query_one("#wizard-rows", DataTable)
-        table.clear(columns=True)
         cols = preview_columns(preset.finetune.method)
-        table.add_columns(*cols)
-        for r in records:
-            table.add_row(*[escape(str(r.get("label_name", r.get(c, "")) if c == "label" else r.get(c, "")))[:60]
-                            for c in cols])
+        fill_table(self.query_one("#wizard-rows", DataTable), cols,
+                   [[escape(str(r.get("label_name", r.get(c, "")) if c == "label" else r.get(c, "")))[:60] for c in cols]
+                    for r in records])
         self.query_one("#wizard-balance", Static).update(balance_text(stats))
         if records:
             self.show_example(0)

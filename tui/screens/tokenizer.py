@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
 
 from core import runs as core_runs
 from core.errors import UserError
+from tui.widgets.tables import fill_table
 from tui.feed import RunFeed
 from tui.messages import MetricsArrived, RunEnded, RunStarted, WorkFailed
 from tui.screens.base import StageScreen
@@ -266,10 +267,7 @@ corpus sample), Chat template (the tokens that carry loss are bright, the rest d
                                                            "vs gpt4"], out, f"over {n:,} characters of the corpus"))
 
     def on_table_ready(self, message: TableReady) -> None:
-        table = self.query_one(f"#{message.table_id}", DataTable)
-        table.clear(columns=True)
-        table.add_columns(*message.columns)
-        table.add_rows(message.rows)
+        fill_table(self.query_one(f"#{message.table_id}", DataTable), message.columns, message.rows)
         note_id = "#vocab-note" if message.table_id == "vocab-table" else "#compression-note"
         self.query_one(note_id, Label).update(escape(message.note))
 

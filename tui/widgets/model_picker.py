@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Input, Label
 
 from core import runs as core_runs
 from core.errors import UserError
+from tui.widgets.tables import fill_table
 from tui.widgets.lineage import GPT2_NAMES, GPT2_SIZES, LineageView, describe, lineage_chain, read_meta
 
 
@@ -64,6 +65,9 @@ def model_rows(root: Path | None = None, *, include_gpt2: bool = False, lm_only:
     return out
 
 
+MODEL_COLUMNS = ("model", "stage", "method", "step", "val loss", "size")
+
+
 class ModelTable(DataTable):
     """Rows of `model_rows`; posts `ModelTable.Highlighted` with the row's spec as the cursor moves."""
 
@@ -77,16 +81,15 @@ class ModelTable(DataTable):
         self.rows_data: list[dict] = []
 
     def on_mount(self) -> None:
-        self.add_columns("model", "stage", "method", "step", "val loss", "size")
+        fill_table(self, MODEL_COLUMNS, [])
 
     def fill(self, rows: list[dict], selected: str | None = None) -> None:
         self.rows_data = rows
-        self.clear()
-        for r in rows:
-            vl = f"{r['val_loss']:.3f}" if isinstance(r.get("val_loss"), (int, float)) else ""
-            step = "" if r.get("step") is None else str(r["step"])
-            self.add_row(r["label"], r["stage"], r["method"] or ("" if r["head"] == "lm" else r["head"]),
-                         step, vl, r["size"], key=r["spec"])
+        cells = [[r["label"], r["stage"], r["method"] or ("" if r["head"] == "lm" else r["head"]),
+                  "" if r.get("step") is None else str(r["step"]),
+                  f"{r['val_loss']:.3f}" if isinstance(r.get("val_loss"), (int, float)) else "", r["size"]]
+                 for r in rows]
+        fill_table(self, MODEL_COLUMNS, cells, keys=[r["spec"] for r in rows])
         specs = [r["spec"] for r in rows]
         if selected in specs:
             self.move_cursor(row=specs.index(selected))

@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
+from tui.widgets.tables import fill_table
 from textual.widgets import DataTable, Label
 
 from core import runs as core_runs
@@ -52,15 +53,9 @@ def fill_runs_table(table: DataTable, rows: list[dict], clock: Callable[[], floa
     keep = table.cursor_row
     cells = [(r["name"], r["stage"], r["preset"], r["state"], age(now - r["started"]) if r.get("started") else "")
              for r in rows]
-    # explicit widths: DataTable measures auto widths only when idle, and a header drawn before that
-    # keeps the labels' widths and no longer lines up with the cells
-    widths = [max([len(label), *(len(c[i]) for c in cells)]) for i, label in enumerate(RUN_COLUMNS)]
-    table.clear(columns=True)
-    for label, width in zip(RUN_COLUMNS, widths):
-        table.add_column(label, width=width)
-    for (name, stage, preset, state, started), r in zip(cells, rows):
-        color = STATE_STYLE.get(state, "")
-        table.add_row(name, stage, preset, f"[{color}]{state}[/]" if color else state, started, key=r["name"])
+    styled = [(name, stage, preset, f"[{STATE_STYLE[state]}]{state}[/]" if STATE_STYLE.get(state) else state, started)
+              for name, stage, preset, state, started in cells]
+    fill_table(table, RUN_COLUMNS, styled, keys=[r["name"] for r in rows])
     if rows:
         table.move_cursor(row=min(max(keep, 0), len(rows) - 1))
 
