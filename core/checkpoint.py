@@ -55,6 +55,22 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
         model = inner
 
 
+class _WriteAll:
+    """A file for torch.save whose write() writes everything or raises the OSError (ENOSPC, EFBIG)."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def write(self, data: bytes) -> int:
+        view, done = memoryview(data).cast("B"), 0
+        while done < len(view):
+            done += os.write(self.fd, view[done:])
+        return done
+
+    def flush(self) -> None:
+        pass
+
+
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
@@ -168,9 +184,13 @@ def _write_files(tmp: Path, step: int, model: torch.nn.Module, tokenizer: Any, t
                              "n_vocab": tokenizer.n_vocab, "fingerprint": getattr(tokenizer, "fingerprint", None)}
     (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
     if trainer_state is not None:
-        # through a Python file object: a full disk raises OSError(ENOSPC), not torch's RuntimeError
-        with open(tmp / TRAINER, "wb") as f:
-            torch.save(trainer_state, f)
+        # through os.write: a full disk raises OSError(ENOSPC); torch's own writer, or a buffered
+        # file that wrote part of a block, surfaces it as a RuntimeError ("unexpected pos")
+        fd = os.open(tmp / TRAINER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            torch.save(trainer_state, _WriteAll(fd))
+        finally:
+            os.close(fd)
 
     files = sorted(p for p in tmp.rglob("*") if p.is_file())
     manifest = {}
