@@ -27,7 +27,7 @@ from core.tokenizer.inspect import (
     vocab_entry,
     vocab_page,
 )
-from core.tokenizer.stage import tokenizer_dir, tokenizer_for, tokenizer_key
+from core.tokenizer.cache import tokenizer_dir, tokenizer_for, tokenizer_key
 from core.tokenizer.train import MAX_VOCAB, TrainingStopped, train_bpe
 
 __all__ = [

@@ -6,7 +6,7 @@ tokenizer and token shards once, then starts
     python -m torch.distributed.run --standalone --nproc_per_node N -m core.train.ddp --run-dir RUN
 
 and waits for it, forwarding a stop request through a file. Every worker runs the same loop
-(`core.train.pretrain.fit`) with a `Dist`: rank 0 alone writes events and, after a barrier,
+(`core.stages.pretrain.fit`) with a `Dist`: rank 0 alone writes events and, after a barrier,
 commits checkpoints. The global batch (micro-batches x accumulation x ranks) equals that of one
 process with the same `train.batch_tokens`, and checkpoints load at any world size.
 
@@ -43,7 +43,7 @@ PRESET_FILE = ".ddp-preset.toml"
 
 def launch(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
     """Run pretraining on `preset.train.nproc` local processes and wait; raises what a worker raised."""
-    from core.train.pretrain import prepare
+    from core.stages.pretrain import prepare
 
     n = preset.train.nproc
     # tokenizer and shards once, here: the workers find them in the caches instead of racing to build them
@@ -134,7 +134,7 @@ def worker(argv: list[str] | None = None) -> int:
 
     from core import config, runs
     from core.train.loop import Dist, pick_device
-    from core.train.pretrain import fit
+    from core.stages.pretrain import fit
 
     p = argparse.ArgumentParser(prog="python -m core.train.ddp")
     p.add_argument("--run-dir", help="an existing run folder (its preset.toml unless --preset is given)")

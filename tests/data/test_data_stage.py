@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from core.config import from_dict
-from core.data.stage import run
+from core.stages.data import run
 from core.runs import EventLog
 
 ROOT = Path(__file__).resolve().parents[2]

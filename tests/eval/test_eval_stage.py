@@ -195,7 +195,7 @@ def test_answers_use_the_prompt_format_the_checkpoint_was_tuned_with():
     from types import SimpleNamespace
 
     from core import config
-    from core.eval.stage import _template
+    from core.stages.eval import _template
 
     ctx = SimpleNamespace(preset=config.load("tiny", ["finetune.template=alpaca"]))
     assert _template(ctx, {"finetune": {"method": "instruct", "prompt_format": "chat"}}) == "chat"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import UserError
-from core.train import finetune
+from core.stages import finetune
 
 from ft_helpers import Recorder, make_preset
 from conftest import write_jsonl

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from core.checkpoint import committed_checkpoints, load_model
-from core.train import finetune
+from core.stages import finetune
 
 from ft_helpers import Recorder, make_preset
 

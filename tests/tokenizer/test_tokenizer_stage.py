@@ -13,7 +13,7 @@ import core.data
 from core.config import load
 from core.errors import UserError
 from core.tokenizer import Tokenizer, tokenizer_dir, tokenizer_for, tokenizer_key, train_bpe
-from core.tokenizer.stage import run
+from core.stages.tokenizer import run
 
 
 class Events:

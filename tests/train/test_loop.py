@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from core import checkpoint as ckpt_io
 from core.errors import StageFailed, UserError
-from core.train import pretrain
+from core.stages import pretrain
 from core.train.loop import lm_objective, train
 
 from train_helpers import ListLog, stop_at, tiny_preset

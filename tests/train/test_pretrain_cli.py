@@ -14,7 +14,7 @@ from train_helpers import TINY, ListLog, tiny_preset
 
 from core import checkpoint as ckpt_io
 from core.runs import list_runs
-from core.train import pretrain
+from core.stages import pretrain
 
 
 def _cli(workspace, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -12,7 +12,7 @@ def preset_tokenizer(preset: Preset):
     long work that belongs to a run, so an untrained BPE returns None and says how to train it."""
     from core.tokenizer import Tokenizer, get_tokenizer
     from core.tokenizer.encodings import META_FILE
-    from core.tokenizer.stage import tokenizer_dir
+    from core.tokenizer.cache import tokenizer_dir
 
     t = preset.tokenizer
     if t.kind == "tiktoken":

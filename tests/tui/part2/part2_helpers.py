@@ -101,7 +101,7 @@ def build_models(lab: Path) -> dict:
 
 
 def eval_report(ckpt: Path) -> dict:
-    """An evaluation of every kind (values fixed), as core.eval.stage writes report.json."""
+    """An evaluation of every kind (values fixed), as core.stages.eval writes report.json."""
     return {"stage": "eval", "preset": "small", "model": {"spec": str(ckpt), "checkpoint": str(ckpt), "step": 20},
             "tasks": {
                 "perplexity": {"loss": 2.95, "perplexity": 19.1, "bits_per_byte": 1.2, "tokens": 4096,

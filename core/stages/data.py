@@ -25,7 +25,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def run(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
-    from core.tokenizer.stage import tokenizer_for
+    from core.tokenizer.cache import tokenizer_for
     from core.tokenizer.train import TrainingStopped
 
     t0 = time.time()

@@ -1,10 +1,9 @@
-"""The tokenizer stage and the preset -> tokenizer resolution every other stage goes through.
+"""The preset -> tokenizer resolution every stage goes through, and the cache of trained tokenizers.
 
 `tokenizer_for(preset)` returns the tokenizer a preset means: a tiktoken encoding by name, a saved
 folder, or (kind = "bpe") a BPE trained on the preset's corpus and cached under
-`workspace()/tokenizers/<key>/`, where the key hashes everything that changes the result. The stage
-`run` trains (when needed), copies the tokenizer into the run and reports its compression against
-GPT-2 and GPT-4 on a sample of the corpus.
+`workspace()/tokenizers/<key>/`, where the key hashes everything that changes the result. The
+tokenizer stage (core/stages/tokenizer.py) runs this as a run and reports the compression table.
 """
 
 from __future__ import annotations
@@ -15,18 +14,15 @@ import json
 import os
 import shutil
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from core.runs import workspace
 from core.tokenizer.encodings import META_FILE, Tokenizer, get_tokenizer
-from core.tokenizer.inspect import DEFAULT_COMPARED, compression_table, format_compression_table
-from core.tokenizer.train import TrainingStopped, check_vocab_size, train_bpe
+from core.tokenizer.train import check_vocab_size, train_bpe
 
 KEY_VERSION = 1           # bump when training changes what a key produces
-SAMPLE_BYTES = 1_000_000  # corpus sample for the compression table
 
 
 def tokenizer_key(preset) -> str:
@@ -43,7 +39,7 @@ def tokenizer_dir(preset) -> Path:
     return workspace() / "tokenizers" / tokenizer_key(preset)
 
 
-def _documents(preset) -> Iterator[str]:
+def documents(preset) -> Iterator[str]:
     from core.data import iter_documents  # imported late: core.data imports the tokenizer too
     return iter_documents(preset)
 
@@ -70,7 +66,7 @@ def tokenizer_for(preset, log=None, stop: threading.Event | None = None) -> Toke
         return Tokenizer.load(folder)
     if folder.exists():  # not written by save_atomic (which renames only complete folders): stale
         shutil.rmtree(folder)
-    tok = train_bpe(_documents(preset), t.vocab_size, t.pattern, chat_template=t.chat_template,
+    tok = train_bpe(documents(preset), t.vocab_size, t.pattern, chat_template=t.chat_template,
                     name=f"bpe{t.vocab_size}-{folder.name[:8]}", max_bytes=t.train_max_bytes, log=log,
                     stop=stop, total_bytes=_expected_bytes(preset))
     save_atomic(tok, folder)
@@ -95,59 +91,3 @@ def save_atomic(tok: Tokenizer, folder: Path) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
-
-
-def _sample(preset, max_bytes: int = SAMPLE_BYTES) -> list[str]:
-    out, n = [], 0
-    for doc in _documents(preset):
-        out.append(doc)
-        n += len(doc.encode("utf-8"))
-        if n >= max_bytes:
-            break
-    return out
-
-
-def run(preset, run_dir: Path, log, stop: threading.Event) -> None:
-    """Stage `tokenizer`: train (kind = "bpe", unless cached) or load the encoding, save it into the
-    run, and report the compression table over a corpus sample in run_dir/report.json."""
-    run_dir = Path(run_dir)
-    t0 = time.perf_counter()
-    t = preset.tokenizer
-    cached = t.kind == "bpe" and (tokenizer_dir(preset) / META_FILE).is_file()
-    if cached:
-        log.log({"kind": "log", "level": "info", "message": f"using the cached tokenizer {tokenizer_dir(preset)}"})
-    try:
-        tok = tokenizer_for(preset, log, stop)
-    except TrainingStopped:
-        log.log({"kind": "log", "level": "info", "message": "tokenizer training stopped; nothing was saved"})
-        return
-    seconds = time.perf_counter() - t0
-    if stop.is_set():
-        return
-
-    saved = None
-    if t.kind == "bpe" or Path(t.encoding).is_dir():
-        saved = tok.save(run_dir / "tokenizer")
-    texts = _sample(preset)
-    rows = compression_table(texts, [tok, *[e for e in DEFAULT_COMPARED if e != tok.name]])
-    table = format_compression_table(rows)
-    log.log({"kind": "log", "level": "info",
-             "message": f"compression on {sum(len(x.encode()) for x in texts):,} bytes of the corpus:\n{table}"})
-    report = {
-        "tokenizer": {
-            "name": tok.name,
-            "kind": t.kind,
-            "path": str(tokenizer_dir(preset)) if t.kind == "bpe" else t.encoding,
-            "run_copy": str(saved) if saved else None,
-            "fingerprint": tok.fingerprint,
-            "n_vocab": tok.n_vocab,
-            "special_tokens": tok.special_tokens,
-            "chat_template": tok.chat_template,
-            "pattern": tok.pattern,
-            "trained": t.kind == "bpe" and not cached,
-            "seconds": round(seconds, 3),
-        },
-        "sample_bytes": sum(len(x.encode("utf-8")) for x in texts),
-        "compression": [r.to_dict() for r in rows],
-    }
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from core.errors import UserError
 
 STAGES: dict[str, tuple[str, str]] = {
-    "data": ("core.data.stage", "prepare the corpus: read, filter, deduplicate, write token shards"),
-    "tokenizer": ("core.tokenizer.stage", "train a BPE tokenizer on the corpus (or check a tiktoken encoding)"),
-    "pretrain": ("core.train.pretrain", "pretrain the model on the token shards"),
-    "finetune": ("core.train.finetune", "finetune: classification, instruction or preference (DPO)"),
-    "eval": ("core.eval.stage", "evaluate a model: perplexity, classification, multiple choice, judge"),
+    "data": ("core.stages.data", "prepare the corpus: read, filter, deduplicate, write token shards"),
+    "tokenizer": ("core.stages.tokenizer", "train a BPE tokenizer on the corpus (or check a tiktoken encoding)"),
+    "pretrain": ("core.stages.pretrain", "pretrain the model on the token shards"),
+    "finetune": ("core.stages.finetune", "finetune: classification, instruction or preference (DPO)"),
+    "eval": ("core.stages.eval", "evaluate a model: perplexity, classification, multiple choice, judge"),
 }
 
 
