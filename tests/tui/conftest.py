@@ -91,8 +91,16 @@ def make(lab):
 
 
 async def settle(pilot, seconds: float = 0.2) -> None:
-    """Let workers finish and the screen catch up."""
-    await pilot.app.workers.wait_for_complete()
+    """Let workers finish and the screen catch up. An exclusive worker replaced by a newer one of its
+    group is cancelled: that is normal, so wait again for whatever replaced it."""
+    from textual.worker import WorkerCancelled
+
+    for _ in range(20):
+        try:
+            await pilot.app.workers.wait_for_complete()
+            break
+        except WorkerCancelled:
+            continue
     await pilot.pause(seconds)
 
 
