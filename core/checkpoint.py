@@ -32,18 +32,14 @@ from safetensors.torch import load_file, save_file
 
 from core.config import ModelConfig
 from core.errors import UserError
+from core.lookup import (COMMITTED, META, STEP_PREFIX, TOKENIZER_DIR, TRAINER, WEIGHTS,  # noqa: F401 (re-exported)
+                         committed_checkpoints, read_pointer, resolve_checkpoint, step_name)
 from core.runs import fsync_dir, process_alive, write_text_atomic  # noqa: F401 (write_text_atomic is re-exported)
 
 FORMAT = "llmlab-checkpoint"
 VERSION = 1
-WEIGHTS, META, TRAINER, COMMITTED, TOKENIZER_DIR = "model.safetensors", "model.json", "trainer.pt", "COMMITTED", "tokenizer"
-STEP_PREFIX = "step-"
 # fields that describe how a model was trained, not what it is: a resume may change them
 NOT_ARCHITECTURE = ("init_from", "dropout")
-
-
-def step_name(step: int) -> str:
-    return f"{STEP_PREFIX}{step:08d}"
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -221,7 +217,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, *, t
     final = write_checkpoint(root / step_name(step), step, model, tokenizer=tokenizer, trainer_state=trainer_state,
                              val_loss=val_loss, chat_template=chat_template, lineage=lineage, extra=extra)
     write_text_atomic(root / "latest", final.name + "\n")
-    best = _read_pointer(root, "best")
+    best = read_pointer(root, "best")
     best_loss = _val_loss(best) if best is not None else None
     if val_loss is not None and (best_loss is None or val_loss <= best_loss):
         write_text_atomic(root / "best", final.name + "\n")
@@ -236,34 +232,13 @@ def _val_loss(ckpt: Path) -> float | None:
         return None
 
 
-def _read_pointer(root: Path, name: str) -> Path | None:
-    """The committed checkpoint a pointer file (latest, best) names, or None."""
-    try:
-        target = (root / name).read_text().strip()
-    except OSError:
-        return None
-    p = root / target
-    return p if target.startswith(STEP_PREFIX) and (p / COMMITTED).is_file() else None
-
-
-def committed_checkpoints(run_dir_or_root: str | Path) -> list[Path]:
-    """Committed checkpoint folders of a run (or of its checkpoints/ folder), oldest step first."""
-    root = Path(run_dir_or_root)
-    if (root / "checkpoints").is_dir():
-        root = root / "checkpoints"
-    if not root.is_dir():
-        return []
-    out = [p for p in root.iterdir() if p.name.startswith(STEP_PREFIX) and (p / COMMITTED).is_file()]
-    return sorted(out, key=lambda p: p.name)
-
-
 def rotate(root: Path, keep_last: int) -> list[Path]:
     """Remove committed checkpoints beyond the last `keep_last`, never the best or the latest,
     and leftovers of interrupted saves; returns what was removed."""
     keep_last = max(1, keep_last)
     ckpts = committed_checkpoints(root)
     keep = set(ckpts[-keep_last:])
-    keep |= {p for p in (_read_pointer(root, "best"), _read_pointer(root, "latest")) if p is not None}
+    keep |= {p for p in (read_pointer(root, "best"), read_pointer(root, "latest")) if p is not None}
     removed = []
     for p in ckpts:
         if p not in keep:
@@ -320,32 +295,11 @@ def verify(ckpt: str | Path, *, hashes: bool = True) -> dict:
     return meta
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder, a run's checkpoints/ folder or a run directory -> the checkpoint folder
-    (`latest` for the last two); `run:PRESET:STAGE` and run names go through core.runs."""
-    p = Path(path).expanduser()
-    if str(path).startswith("run:") or not p.exists():
-        # run:PRESET:STAGE and run names are resolved by the runs module
-        from core.runs import resolve_checkpoint as resolve_run
-
-        return resolve_run(str(path), prefer="latest")
-    if (p / COMMITTED).is_file() or p.name.startswith(STEP_PREFIX):
-        return p
-    root = p / "checkpoints" if (p / "checkpoints").is_dir() else p
-    latest = _read_pointer(root, "latest")
-    if latest is not None:
-        return latest
-    ckpts = committed_checkpoints(root)
-    if ckpts:
-        return ckpts[-1]
-    raise UserError(f"{p}: has no committed checkpoint (expected checkpoints/step-NNNNNNNN/ with a {COMMITTED} file)")
-
-
 def resumable_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest checkpoint of a run that verifies, falling back past corrupt ones; None if there is none."""
     root = Path(run_dir) / "checkpoints"
     candidates = committed_checkpoints(root)
-    latest = _read_pointer(root, "latest")
+    latest = read_pointer(root, "latest")
     if latest is not None:  # prefer what `latest` names, then older ones
         candidates = [c for c in candidates if c.name <= latest.name]
     for ckpt in reversed(candidates):

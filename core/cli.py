@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import config, runs
+from core import config, lookup, runs
 from core.errors import UserError
 from core.stages import STAGES
 
@@ -171,7 +171,7 @@ def _eval_preset(args: argparse.Namespace) -> config.Preset:
         return _load_preset(args)
     except config.PresetError as preset_error:
         try:
-            ckpt = runs.resolve_checkpoint(args.preset)
+            ckpt = lookup.resolve_checkpoint(args.preset)
         except UserError:
             raise preset_error from None
     run_preset = ckpt.parent.parent / "preset.toml"

@@ -105,7 +105,7 @@ def _base_of(meta: dict) -> str | None:
 
 def lineage(spec: str | Path, root: Path | None = None) -> list[tuple[Path, dict]]:
     """(checkpoint, model.json) from the model named by spec back to its first ancestor found, newest first."""
-    from core.runs import resolve_checkpoint
+    from core.lookup import resolve_checkpoint
 
     out: list[tuple[Path, dict]] = []
     seen: set[str] = set()

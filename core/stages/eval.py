@@ -1,6 +1,6 @@
 """The eval stage: measure one model on the preset's eval.tasks and write report.json.
 
-`run(preset, run_dir, log, stop)` loads eval.model (any name core.runs.resolve_checkpoint accepts;
+`run(preset, run_dir, log, stop)` loads eval.model (any name core.lookup.resolve_checkpoint accepts;
 empty = the newest finished finetune or pretrain run of this preset) with its own tokenizer and runs
 each task: perplexity (loss, perplexity, bits per byte on the val split of preset.data, tokenized
 with the model's tokenizer), classify (test-split metrics of a classification finetune), choice
@@ -61,7 +61,7 @@ def default_model(preset: Any, root: Path | None = None) -> str:
 def load_for_eval(spec: str, device: torch.device) -> tuple[torch.nn.Module, Any, dict]:
     """(model, tokenizer, meta) of a model name; a checkpoint without a tokenizer is refused clearly."""
     from core.checkpoint import load_model
-    from core.runs import resolve_checkpoint
+    from core.lookup import resolve_checkpoint
 
     ckpt = resolve_checkpoint(spec)
     model, tokenizer, meta = load_model(ckpt, device=device)
@@ -217,7 +217,7 @@ def task_judge(ctx: EvalContext) -> dict:
 
 def task_pairwise(ctx: EvalContext) -> dict:
     from core.eval.judge import JudgeClient, pairwise
-    from core.runs import resolve_checkpoint
+    from core.lookup import resolve_checkpoint
 
     other_spec = ctx.preset.eval.judge.compare_with
     if not other_spec:

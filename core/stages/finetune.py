@@ -23,29 +23,14 @@ import torch
 from core.checkpoint import write_text_atomic
 from core.config import Preset
 from core.errors import UserError
+from core.lookup import GPT2_NAMES
 from core.train.examples import plan_finetune_steps
 
-GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 BASE_FILE = "base.json"
 BASELINE_FILE = "baseline.json"
 
 
 # ---------------------------------------------------------------------------------- the base
-
-def import_gpt2(name: str, log: Any) -> Path:
-    """A checkpoint of GPT-2 weights `name`, imported from the hub once into workspace()/models/NAME."""
-    from core.runs import workspace
-
-    out = workspace() / "models" / name
-    if (out / "COMMITTED").is_file():
-        return out
-    try:
-        from core.model.hf import import_hf
-    except ImportError:
-        raise UserError(f"finetune.base: importing {name} needs core.model.hf, which this build lacks") from None
-    log.log({"kind": "log", "level": "info", "message": f"importing {name} weights into {out} (once)"})
-    return Path(import_hf(name, out))
-
 
 def resolve_base(spec: str, run_dir: Path, log: Any) -> Path:
     """The starting checkpoint folder, fixed on the run's first start (run_dir/base.json)."""
@@ -59,9 +44,11 @@ def resolve_base(spec: str, run_dir: Path, log: Any) -> Path:
     if not spec:
         raise UserError("finetune.base: empty; name a checkpoint, a run, run:PRESET:STAGE or a GPT-2 name")
     if spec in GPT2_NAMES:
+        from core.model.hf import import_gpt2
+
         path = import_gpt2(spec, log)
     else:
-        from core.runs import resolve_checkpoint
+        from core.lookup import resolve_checkpoint
 
         try:
             path = resolve_checkpoint(spec)

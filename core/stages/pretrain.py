@@ -23,7 +23,6 @@ from core.errors import UserError
 from core.train.loop import Dist, LoopResult, lm_objective, seed_everything, train
 from core.train.optim import plan_steps
 
-GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 SAMPLE_SEED = 1234  # samples use their own generator: the training RNG stream stays untouched
 
 
@@ -55,9 +54,10 @@ def build_model(preset: Preset, tokenizer: Any, log: Any) -> tuple[torch.nn.Modu
             raise UserError(f"model.vocab_size: {cfg.vocab_size} is smaller than the tokenizer's {tokenizer.n_vocab} ids")
         return GPT(cfg), {"stage": "pretrain", "preset": preset.name, "init": "random"}
     from core.checkpoint import load_model
-    from core.runs import resolve_checkpoint
+    from core.lookup import GPT2_NAMES, resolve_checkpoint
+    from core.model.hf import import_gpt2
 
-    path = _import_gpt2(spec, log) if spec in GPT2_NAMES else resolve_checkpoint(spec)
+    path = import_gpt2(spec, log) if spec in GPT2_NAMES else resolve_checkpoint(spec)
     model, src_tok, _meta = load_model(path)
     model.train()
     if src_tok is not None and src_tok.fingerprint != tokenizer.fingerprint:
@@ -81,22 +81,6 @@ def build_model(preset: Preset, tokenizer: Any, log: Any) -> tuple[torch.nn.Modu
             if hasattr(m, "dropout") and isinstance(m.dropout, float):
                 m.dropout = preset.model.dropout
     return model, {"stage": "pretrain", "preset": preset.name, "init": spec}
-
-
-def _import_gpt2(name: str, log: Any) -> Path:
-    """GPT-2 weights as a checkpoint of ours, imported from the hub once into workspace()/models/NAME
-    (the same place finetuning imports them to)."""
-    from core.runs import workspace
-
-    out = workspace() / "models" / name
-    if (out / "COMMITTED").is_file():
-        return out
-    try:
-        from core.model.hf import import_hf
-    except ImportError:
-        raise UserError(f"model.init_from: importing {name} needs core.model.hf, which this build lacks") from None
-    log.log({"kind": "log", "level": "info", "message": f"importing {name} weights into {out} (once)"})
-    return Path(import_hf(name, out))
 
 
 def make_sampler(preset: Preset, tokenizer: Any):

@@ -215,7 +215,7 @@ def resume_candidates(run_dir: Path) -> list[Path]:
     """Committed checkpoints of a run, newest first, starting at the one `latest` names."""
     root = Path(run_dir) / "checkpoints"
     found = ckpt_io.committed_checkpoints(root)
-    latest = ckpt_io._read_pointer(root, "latest")
+    latest = ckpt_io.read_pointer(root, "latest")
     if latest is not None:
         found = [c for c in found if c.name <= latest.name]
     return list(reversed(found))

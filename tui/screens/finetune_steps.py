@@ -24,11 +24,12 @@ from textual.widgets import (Button, Checkbox, DataTable, Input, Label, OptionLi
 from textual.widgets.option_list import Option
 
 from core import config
-from core import runs as core_runs
+from core import lookup as core_lookup
 from core.errors import UserError
 from tui.widgets.tables import fill_table
 from tui.widgets.advice_panel import AdvicePanel
-from tui.widgets.lineage import GPT2_NAMES, LineageView, lineage_chain, read_meta, short_path
+from core.lookup import GPT2_MODELS, GPT2_NAMES, read_meta
+from tui.widgets.lineage import LineageView, lineage_chain, short_path
 from tui.widgets.model_picker import ModelTable, model_rows
 from tui.widgets.preset_form import PresetForm
 from tui.widgets.token_view import TokenView
@@ -80,7 +81,7 @@ def base_tokenizer(spec: str, preset: config.Preset, root: Path | None = None) -
 
     if spec in GPT2_NAMES:
         return get_tokenizer("gpt2", preset.tokenizer.chat_template), 1024
-    ckpt = core_runs.resolve_checkpoint(spec, root=root)
+    ckpt = core_lookup.resolve_checkpoint(spec, root=root)
     meta = read_meta(ckpt) or {}
     ctx = int((meta.get("architecture") or {}).get("context_length") or preset.model.context_length)
     folder = ckpt / ((meta.get("tokenizer") or {}).get("folder") or "tokenizer")
@@ -321,7 +322,7 @@ class BaseStep(WizardStep):
         rows = model_rows(self.runs_root, include_gpt2=True, lm_only=self.preset.finetune.method != "classify")
         current = self.preset.finetune.base
         try:
-            current = str(core_runs.resolve_checkpoint(current, root=self.runs_root)) if current not in GPT2_NAMES else current
+            current = str(core_lookup.resolve_checkpoint(current, root=self.runs_root)) if current not in GPT2_NAMES else current
         except UserError:
             pass
         if self.preset.finetune.method == "preference":  # DPO starts best from an instruction-tuned model
@@ -356,7 +357,7 @@ class BaseStep(WizardStep):
             self.problem("pick a model or type one")
             return None
         if spec not in GPT2_NAMES:
-            spec = str(core_runs.resolve_checkpoint(spec, root=self.runs_root))  # UserError says what is wrong
+            spec = str(core_lookup.resolve_checkpoint(spec, root=self.runs_root))  # UserError says what is wrong
         return edit(self.preset, {"finetune.base": spec})
 
 
@@ -493,7 +494,7 @@ class TrainableStep(WizardStep):
     def load_arch(self) -> None:
         base = self.preset.finetune.base
         if base in GPT2_NAMES:  # the shapes are the built-in gpt2-* presets
-            name = {"gpt2": "gpt2-124m", "gpt2-medium": "gpt2-355m", "gpt2-large": "gpt2-774m", "gpt2-xl": "gpt2-1558m"}[base]
+            name = GPT2_MODELS[base].preset
             arch = dataclasses.asdict(config.load(name).model) if name in config.builtin_names() else {}
             arch["vocab_size"] = arch.get("vocab_size") or 50257
         else:

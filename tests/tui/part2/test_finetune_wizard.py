@@ -100,7 +100,7 @@ def test_trainable_estimates_match_the_model(models):
     import torch  # noqa: F401  (a core test of the numbers shown)
 
     from core.checkpoint import load_model
-    from tui.widgets.lineage import read_meta
+    from core.lookup import read_meta
 
     model, _, meta = load_model(models["pretrain"])
     p = config.load("tiny-classify", ["finetune.num_classes=2"])
