@@ -9,6 +9,7 @@ events, `list_runs` shows their state, and `stop` asks for a cooperative stop at
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -24,12 +25,23 @@ from typing import Any, Protocol
 from core.errors import UserError
 
 STOP_FILE = "STOP"
+REPORT = "report.json"
 LOCK_FILE = ".lock"
 
 
 class Logger(Protocol):
     def log(self, event: dict) -> None: ...
     def close(self) -> None: ...
+
+
+class NullLogger:
+    """A Logger that drops every event: for ranks other than 0, and for callers that want no events."""
+
+    def log(self, event: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def workspace() -> Path:
@@ -157,6 +169,42 @@ def write_text_atomic(path: Path, text: str) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def json_safe(x: Any) -> Any:
+    """JSON-safe: NaN and infinities become None (JSON has neither), paths and other objects strings,
+    tensors and numpy scalars their value."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if x is None or isinstance(x, (str, int, bool)):
+        return x
+    if hasattr(x, "item") and not isinstance(x, bytes):
+        return json_safe(x.item())
+    return str(x)
+
+
+def write_json_atomic(path: Path, obj: Any) -> Path:
+    """`obj` (through json_safe) as an indented JSON file, written atomically."""
+    write_text_atomic(Path(path), json.dumps(json_safe(obj), indent=1, allow_nan=False, ensure_ascii=False) + "\n")
+    return Path(path)
+
+
+def write_report(run_dir: str | Path, report: dict) -> Path:
+    """run_dir/report.json, every stage's results: readers see the old or the new report, never half."""
+    return write_json_atomic(Path(run_dir) / REPORT, report)
+
+
+def read_report(run_dir: str | Path) -> dict | None:
+    """run_dir/report.json, or None when it is missing or unreadable."""
+    try:
+        report = json.loads((Path(run_dir) / REPORT).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return report if isinstance(report, dict) else None
 
 
 def fsync_dir(path: Path) -> None:

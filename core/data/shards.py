@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import UserError
+from core.errors import Stopped, UserError
 
 SHARD_FORMAT = 1
 CHUNK_CHARS = 1 << 20  # text per task sent to a tokenizer process: large enough that IPC is noise
@@ -35,10 +35,6 @@ TOP_TOKENS = 50
 # Document lengths are kept as a histogram over quarter-octave bins, so statistics against any
 # context length can be computed later from meta.json (exact at powers of two).
 LENGTH_EDGES = sorted({int(round(2 ** (i / 4))) for i in range(0, 4 * 25)}) + [2**62]
-
-
-class Stopped(Exception):
-    """prepare_shards saw the stop event; nothing was written."""
 
 
 def workspace() -> Path:

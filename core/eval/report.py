@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import html
-import json
 import math
 import os
 import platform
@@ -22,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from core.runs import REPORT, json_safe, read_report, write_report  # noqa: F401 (re-exported)
 
-REPORT = "report.json"
 MAX_CURVE_POINTS = 400
 
 
@@ -47,37 +46,6 @@ def hardware(device: Any = "cpu") -> dict:
     except ImportError:  # pragma: no cover - core always has torch
         pass
     return info
-
-
-def _clean(x: Any) -> Any:
-    """JSON-safe: NaN and infinities become None (JSON has neither), paths become strings."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
-        return _clean(x.item())
-    return x
-
-
-def write_report(run_dir: str | Path, report: dict) -> Path:
-    """Write run_dir/report.json atomically (readers see the old or the new report, never half)."""
-    path = Path(run_dir) / REPORT
-    tmp = path.with_name(f".{REPORT}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_clean(report), indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def read_report(run_dir: str | Path) -> dict | None:
-    try:
-        return json.loads((Path(run_dir) / REPORT).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 # ---------------------------------------------------------------------------------- lineage
@@ -212,7 +180,7 @@ def model_card(spec: str | Path, root: Path | None = None) -> dict:
         here = str(Path(st["checkpoint"]).resolve())
         st["evaluations"] = [e for e in evals if str(Path(e["model"]["checkpoint"]).resolve()) == here]
     head_ckpt, head_meta = chain[0]
-    return _clean({"model": str(spec), "checkpoint": str(head_ckpt), "architecture": head_meta.get("architecture"),
+    return json_safe({"model": str(spec), "checkpoint": str(head_ckpt), "architecture": head_meta.get("architecture"),
                    "tokenizer": head_meta.get("tokenizer"), "head": head_meta.get("head"),
                    "lineage": stages, "evaluations": evals,
                    "generated": datetime.datetime.now().isoformat(timespec="seconds")})

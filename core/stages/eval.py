@@ -80,7 +80,8 @@ def _head(meta: dict) -> str:
 # ------------------------------------------------------------------------------------- tasks
 
 def task_perplexity(ctx: EvalContext) -> dict:
-    from core.data import Stopped, prepare_shards
+    from core.data import prepare_shards
+    from core.errors import Stopped
     from core.eval.perplexity import evaluate_shard
 
     p = ctx.preset

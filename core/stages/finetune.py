@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from core.checkpoint import write_text_atomic
 from core.config import Preset
 from core.errors import UserError
 from core.lookup import GPT2_NAMES
+from core.runs import write_report, write_text_atomic
 from core.train.examples import plan_finetune_steps
 
 BASE_FILE = "base.json"
@@ -212,7 +212,7 @@ def run(preset: Preset, run_dir: Path, log: Any, stop: threading.Event) -> None:
         report["test"] = held_out
         log.log({"kind": "test", "step": result.step, **_scalars(held_out)})
         log.log({"kind": "log", "level": "info", "message": "held-out " + _summary(held_out)})
-    _write_report(run_dir, report)
+    write_report(run_dir, report)
 
 
 def _baseline(task: Any, model: torch.nn.Module, run_dir: Path, fresh: bool, log: Any) -> dict | None:
@@ -241,6 +241,3 @@ def _summary(d: dict) -> str:
     parts = [f"{k} {d[k]:.3f}" for k in keys if isinstance(d.get(k), float)]
     return ", ".join(parts) + (f" on {d['n']} {d.get('split', 'held-out')} examples" if "n" in d else "")
 
-
-def _write_report(run_dir: Path, report: dict) -> None:
-    write_text_atomic(run_dir / "report.json", json.dumps(report, indent=1, default=str) + "\n")

@@ -10,7 +10,6 @@ newest one. With `train.nproc > 1` the stage hands the loop to torchrun (core.tr
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any
 import torch
 
 from core.config import Preset
-from core.errors import UserError
+from core.errors import Stopped, UserError
+from core.runs import write_report
 from core.train.loop import Dist, LoopResult, lm_objective, seed_everything, train
 from core.train.optim import plan_steps
 
@@ -28,15 +28,15 @@ SAMPLE_SEED = 1234  # samples use their own generator: the training RNG stream s
 
 def prepare(preset: Preset, log: Any, stop: threading.Event) -> tuple[Any, Path] | None:
     """The tokenizer and the token-shard folder (both cached); None when stopped meanwhile."""
-    from core.data import Stopped, prepare_shards
-    from core.tokenizer import TrainingStopped, tokenizer_for
+    from core.data import prepare_shards
+    from core.tokenizer import tokenizer_for
 
     t0 = time.time()
     try:
         tokenizer = tokenizer_for(preset, log, stop)
         t1 = time.time()
         folder = prepare_shards(preset, tokenizer, log, stop)
-    except (TrainingStopped, Stopped):
+    except Stopped:
         return None
     log.log({"kind": "log", "level": "info",
              "message": f"setup: tokenizer {t1 - t0:.1f}s, shards {time.time() - t1:.1f}s"})
@@ -114,8 +114,8 @@ def fit(preset: Preset, run_dir: Path, log: Any, stop: threading.Event, dist: Di
     model, lineage = build_model(preset, tokenizer, log)
     T = model.config.context_length
     world = dist.world_size if dist else 1
-    accum = preset.grad_accum_steps() if world == preset.train.nproc else _accum(preset, world)
-    tokens_per_step = t.micro_batch_size * T * accum * world
+    accum = preset.grad_accum_steps(world, T)
+    tokens_per_step = preset.tokens_per_step(world, T)
     meta = read_meta(folder)
     total = plan_steps(t, tokens_per_step, meta.get("train_tokens"))
     # every rank draws the same global sequence of micro-batches and keeps its share (see loop.train),
@@ -132,19 +132,14 @@ def fit(preset: Preset, run_dir: Path, log: Any, stop: threading.Event, dist: Di
                    sample=make_sampler(preset, tokenizer) if t.sample_every else None,
                    checkpoint_kwargs={"lineage": lineage}, dist=dist)
     if dist is None or dist.is_main:
-        write_report(run_dir, preset, result, n_params, tokens_per_step, total)
+        write_report(run_dir, pretrain_report(preset, result, n_params, tokens_per_step, total))
     return result
 
 
-def _accum(preset: Preset, world: int) -> int:
-    """Micro-batches per rank and step when the world size differs from train.nproc (a manual torchrun)."""
-    micro = preset.train.micro_batch_size * preset.model.context_length * world
-    return max(1, -(-preset.train.batch_tokens // micro)) if preset.train.batch_tokens else 1
-
-
-def write_report(run_dir: Path, preset: Preset, result: LoopResult, n_params: int, tokens_per_step: int,
-                 total_steps: int) -> None:
-    report = {
+def pretrain_report(preset: Preset, result: LoopResult, n_params: int, tokens_per_step: int,
+                    total_steps: int) -> dict:
+    """report.json of a pretraining run."""
+    return {
         "stage": "pretrain",
         "preset": preset.name,
         "params": n_params,
@@ -161,9 +156,6 @@ def write_report(run_dir: Path, preset: Preset, result: LoopResult, n_params: in
         "resumed_from": result.resumed_from,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
     }
-    tmp = run_dir / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(run_dir / "report.json")
 
 
 def run(preset: Preset, run_dir: Path, log: Any, stop: threading.Event) -> None:

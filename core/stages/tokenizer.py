@@ -4,15 +4,15 @@ run, and report its compression against GPT-2 and GPT-4 on a sample of the corpu
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
 
+from core.errors import Stopped
+from core.runs import write_report
 from core.tokenizer.cache import documents, tokenizer_dir, tokenizer_for
 from core.tokenizer.encodings import META_FILE
 from core.tokenizer.inspect import DEFAULT_COMPARED, compression_table, format_compression_table
-from core.tokenizer.train import TrainingStopped
 
 SAMPLE_BYTES = 1_000_000  # corpus sample for the compression table
 
@@ -38,7 +38,7 @@ def run(preset, run_dir: Path, log, stop: threading.Event) -> None:
         log.log({"kind": "log", "level": "info", "message": f"using the cached tokenizer {tokenizer_dir(preset)}"})
     try:
         tok = tokenizer_for(preset, log, stop)
-    except TrainingStopped:
+    except Stopped:
         log.log({"kind": "log", "level": "info", "message": "tokenizer training stopped; nothing was saved"})
         return
     seconds = time.perf_counter() - t0
@@ -70,4 +70,4 @@ def run(preset, run_dir: Path, log, stop: threading.Event) -> None:
         "sample_bytes": sum(len(x.encode("utf-8")) for x in texts),
         "compression": [r.to_dict() for r in rows],
     }
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_report(run_dir, report)

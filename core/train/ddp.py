@@ -105,14 +105,6 @@ def _tail(path: Path, n: int = 15) -> str:
 
 # -------------------------------------------------------------------------------------- worker
 
-class _Quiet:
-    def log(self, event: dict) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _watch(run_dir: Path, stop: threading.Event) -> None:
     from core.runs import STOP_FILE as RUN_STOP
 
@@ -177,7 +169,7 @@ def _work(preset: Any, run_dir: Path, d: Any, own_status: bool, fit: Any) -> int
     from core import runs
 
     run = runs.Run(run_dir)
-    log = runs.EventLog(run.events_path) if d.is_main else _Quiet()
+    log = runs.EventLog(run.events_path) if d.is_main else runs.NullLogger()
     stop = threading.Event()
     _watch(run_dir, stop)
     if own_status and d.is_main:

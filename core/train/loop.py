@@ -39,6 +39,7 @@ from safetensors.torch import load_file
 from core import checkpoint as ckpt_io
 from core.config import TrainConfig
 from core.errors import StageFailed, UserError
+from core.runs import NullLogger
 from core.train.optim import build_optimizer, lr_at, set_lr
 
 TRAINER_STATE_VERSION = 1
@@ -317,7 +318,7 @@ def train(model: torch.nn.Module, objective: Callable[[torch.nn.Module, Any], tu
     step, tokens, best_val, last_val, resumed_from = 0, 0, None, None, None
     last_ckpt: Path | None = None
     val_step = -1  # the step at which last_val was measured
-    loaded = load_resume_state(run_dir, raw, tokenizer, log if main else _Null()) if resume else None
+    loaded = load_resume_state(run_dir, raw, tokenizer, log if main else NullLogger()) if resume else None
     if loaded is not None:
         ckpt, state = loaded
         optimizer.load_state_dict(state["optimizer"])
@@ -543,10 +544,3 @@ def train(model: torch.nn.Module, objective: Callable[[torch.nn.Module, Any], tu
                       tokens_per_s=timer.total_tokens / timer.total_s if timer.total_s > 0 else 0.0,
                       resumed_from=resumed_from)
 
-
-class _Null:
-    def log(self, event: dict) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
