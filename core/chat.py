@@ -129,7 +129,7 @@ class Conversation:
     def open(cls, spec: str | Path, *, device: str = "auto", **kwargs: Any) -> Conversation:
         """Load the checkpoint `spec` names (anything core.lookup.resolve_checkpoint accepts)."""
         from core.checkpoint import load_model
-        from core.train.loop import pick_device
+        from core.train.device import pick_device
 
         model, tokenizer, meta = load_model(spec, device=pick_device(device))
         return cls(model, tokenizer, meta, model_spec=str(spec), **kwargs)

@@ -295,14 +295,19 @@ def verify(ckpt: str | Path, *, hashes: bool = True) -> dict:
     return meta
 
 
+def resume_candidates(run_dir: str | Path) -> list[Path]:
+    """Committed checkpoints of a run, newest first, starting at the one `latest` names."""
+    root = Path(run_dir) / "checkpoints"
+    found = committed_checkpoints(root)
+    latest = read_pointer(root, "latest")
+    if latest is not None:
+        found = [c for c in found if c.name <= latest.name]
+    return list(reversed(found))
+
+
 def resumable_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest checkpoint of a run that verifies, falling back past corrupt ones; None if there is none."""
-    root = Path(run_dir) / "checkpoints"
-    candidates = committed_checkpoints(root)
-    latest = read_pointer(root, "latest")
-    if latest is not None:  # prefer what `latest` names, then older ones
-        candidates = [c for c in candidates if c.name <= latest.name]
-    for ckpt in reversed(candidates):
+    for ckpt in resume_candidates(run_dir):
         try:
             verify(ckpt)
             return ckpt

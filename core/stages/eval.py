@@ -272,7 +272,7 @@ def _samples(ctx: EvalContext) -> list[dict]:
 def run(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
     """The eval stage (see the module docstring)."""
     from core.eval.report import hardware, write_report
-    from core.train.loop import pick_device
+    from core.train.device import pick_device
 
     t0 = time.time()
     run_dir = Path(run_dir)

@@ -151,7 +151,8 @@ def run(preset: Preset, run_dir: Path, log: Any, stop: threading.Event) -> None:
     """The finetune stage (see the module docstring)."""
     from core.checkpoint import committed_checkpoints
     from core.model.lora import count_parameters
-    from core.train.loop import pick_device, seed_everything, train
+    from core.train.device import pick_device, seed_everything
+    from core.train.loop import train
 
     run_dir = Path(run_dir)
     ft, t = preset.finetune, preset.train

@@ -20,7 +20,8 @@ import torch
 from core.config import Preset
 from core.errors import Stopped, UserError
 from core.runs import write_report
-from core.train.loop import Dist, LoopResult, lm_objective, seed_everything, train
+from core.train.device import Dist, seed_everything
+from core.train.loop import LoopResult, lm_objective, train
 from core.train.optim import plan_steps
 
 SAMPLE_SEED = 1234  # samples use their own generator: the training RNG stream stays untouched

@@ -172,7 +172,7 @@ class ClassifyTask:
     @torch.no_grad()
     def final_report(self, model: torch.nn.Module, device: torch.device) -> dict:
         """Test-split metrics (val when the set has no test rows)."""
-        from core.train.loop import to_device
+        from core.train.device import to_device
 
         split, examples = ("test", self.data.test) if self.data.test else ("val", self.data.val)
         was = model.training

@@ -125,7 +125,7 @@ def worker(argv: list[str] | None = None) -> int:
     import torch.distributed as dist
 
     from core import config, runs
-    from core.train.loop import Dist, pick_device
+    from core.train.device import Dist, pick_device
     from core.stages.pretrain import fit
 
     p = argparse.ArgumentParser(prog="python -m core.train.ddp")

@@ -178,7 +178,7 @@ class PreferenceTask:
     @torch.no_grad()
     def held_out(self, model: torch.nn.Module, device: torch.device) -> dict:
         """DPO metrics on the test pairs (val when there are none)."""
-        from core.train.loop import to_device
+        from core.train.device import to_device
 
         split, pairs = ("test", self.test) if self.test else ("val", self.val)
         was = model.training
