@@ -346,8 +346,6 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: t
     ckpt = resolve_checkpoint(path)
     meta = verify(ckpt, hashes=verify_hashes)
     if meta.get("adapter"):  # a LoRA checkpoint: its base with the adapters merged in (core.model.lora)
-        from core.model.lora import load_adapter_model
-
         return load_adapter_model(ckpt, meta, device=device, dtype=dtype, verify_hashes=verify_hashes)
     cfg = model_config(meta)
     model = GPT(cfg)
@@ -382,3 +380,52 @@ def load_trainer_state(path: str | Path, map_location: str | torch.device = "cpu
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # unpickling errors come in many types
         raise UserError(f"{p}: cannot load the trainer state ({type(e).__name__}: {e})") from None
+
+
+# ------------------------------------------------------------------------------- LoRA adapters
+
+def load_adapter_model(ckpt: Any, meta: dict, *, device: Any = "cpu", dtype: torch.dtype | None = None,
+                       verify_hashes: bool = True) -> tuple[torch.nn.Module, Any, dict]:
+    """(model, tokenizer, meta) of a LoRA checkpoint: its base with the adapters merged in.
+
+    Called by `load_model` for a model.json with an "adapter" entry; the base is loaded the same way
+    (it may itself be a LoRA checkpoint)."""
+    from core.model.lora import apply_lora, load_trainable_state, merge_lora
+
+    ckpt = Path(ckpt)
+    info = meta["adapter"]
+    base = info.get("base", "")
+    if not base or not Path(base).exists():
+        raise UserError(f"{ckpt}: a LoRA checkpoint of base {base!r}, which no longer exists; restore the base "
+                        f"checkpoint (or export this adapter with its base merged while both exist)")
+    model, base_tok, _ = load_model(base, verify_hashes=verify_hashes)
+    head = meta.get("head") or {"kind": "lm"}
+    if head["kind"] != "lm" and model.head_kind != head["kind"]:
+        model.set_head(head["out_features"], bias=head.get("bias", False), kind=head["kind"])
+    apply_lora(model, info["rank"], info["alpha"], info.get("dropout", 0.0), info["targets"])
+    try:
+        load_trainable_state(model, load_file(ckpt / WEIGHTS))
+    except (ValueError, RuntimeError, OSError) as e:
+        raise UserError(f"{ckpt / WEIGHTS}: the adapter does not fit its base {base} ({e})") from None
+    merge_lora(model)
+    model.to(device=device, dtype=dtype)
+    model.eval()
+    tokenizer = base_tok
+    tok = meta.get("tokenizer")
+    if tok and (ckpt / tok.get("folder", TOKENIZER_DIR)).is_dir():
+        from core.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer.load(ckpt / tok.get("folder", TOKENIZER_DIR))
+    meta = {**meta, "path": str(ckpt), "merged_from_adapter": True}
+    return model, tokenizer, meta
+
+
+def export_merged(ckpt: Any, out: Any) -> Any:
+    """Write a LoRA checkpoint as an ordinary full checkpoint (base + merged adapters) into `out`
+    (a run-like folder: out/checkpoints/step-N); returns the new checkpoint folder."""
+    model, tokenizer, meta = load_model(ckpt)
+    extra = {k: v for k, v in meta.items() if k in ("finetune",)}
+    lineage = {**(meta.get("lineage") or {}), "merged_from": str(ckpt)}
+    return save_checkpoint(Path(out), int(meta.get("step", 0)), model, tokenizer=tokenizer,
+                                   val_loss=meta.get("val_loss"), chat_template=meta.get("chat_template"),
+                                   lineage=lineage, extra=extra)

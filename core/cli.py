@@ -347,13 +347,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
-    try:
-        from tui.app import main as tui_main
-    except ImportError:
-        print("The workbench TUI is not in this build yet. Run the stages from the command line:\n"
-              "  llmlab pretrain tiny        # data, tokenizer and pretraining on the embedded default\n"
-              "  llmlab runs list            # runs and their state")
-        return EXIT_OK
+    from tui.app import main as tui_main
+
     return tui_main(preset=args.preset)
 
 

@@ -193,7 +193,7 @@ class AdapterModel(nn.Module):
     The shared loop and `core.checkpoint.save_checkpoint` call `weights()` / `load_weights()`;
     here they mean the adapters (and a new head), so a LoRA checkpoint of GPT-2 355M is a few MB.
     `adapter_meta()` goes into model.json: the base checkpoint and the adapter settings, which is
-    what `load_adapter_model` needs to rebuild the finetuned model.
+    what `core.checkpoint.load_adapter_model` needs to rebuild the finetuned model.
     """
 
     def __init__(self, gpt: nn.Module, base: str, rank: int, alpha: float, dropout: float, targets: list[str]):
@@ -228,59 +228,3 @@ class AdapterModel(nn.Module):
     def adapter_meta(self) -> dict:
         return {"base": self.base, "rank": self.rank, "alpha": self.alpha, "dropout": self.dropout,
                 "targets": self.targets, "tensors": sorted(trainable_state(self.gpt))}
-
-
-def load_adapter_model(ckpt: Any, meta: dict, *, device: Any = "cpu", dtype: torch.dtype | None = None,
-                       verify_hashes: bool = True) -> tuple[nn.Module, Any, dict]:
-    """(model, tokenizer, meta) of a LoRA checkpoint: its base with the adapters merged in.
-
-    Called by `core.checkpoint.load_model` for a model.json with an "adapter" entry; the base is
-    loaded the same way (it may itself be a LoRA checkpoint)."""
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
-    from core import checkpoint as ckpt_io
-    from core.errors import UserError
-
-    ckpt = Path(ckpt)
-    info = meta["adapter"]
-    base = info.get("base", "")
-    if not base or not Path(base).exists():
-        raise UserError(f"{ckpt}: a LoRA checkpoint of base {base!r}, which no longer exists; restore the base "
-                        f"checkpoint (or export this adapter with its base merged while both exist)")
-    model, base_tok, _ = ckpt_io.load_model(base, verify_hashes=verify_hashes)
-    head = meta.get("head") or {"kind": "lm"}
-    if head["kind"] != "lm" and model.head_kind != head["kind"]:
-        model.set_head(head["out_features"], bias=head.get("bias", False), kind=head["kind"])
-    apply_lora(model, info["rank"], info["alpha"], info.get("dropout", 0.0), info["targets"])
-    try:
-        load_trainable_state(model, load_file(ckpt / ckpt_io.WEIGHTS))
-    except (ValueError, RuntimeError, OSError) as e:
-        raise UserError(f"{ckpt / ckpt_io.WEIGHTS}: the adapter does not fit its base {base} ({e})") from None
-    merge_lora(model)
-    model.to(device=device, dtype=dtype)
-    model.eval()
-    tokenizer = base_tok
-    tok = meta.get("tokenizer")
-    if tok and (ckpt / tok.get("folder", ckpt_io.TOKENIZER_DIR)).is_dir():
-        from core.tokenizer import Tokenizer
-
-        tokenizer = Tokenizer.load(ckpt / tok.get("folder", ckpt_io.TOKENIZER_DIR))
-    meta = {**meta, "path": str(ckpt), "merged_from_adapter": True}
-    return model, tokenizer, meta
-
-
-def export_merged(ckpt: Any, out: Any) -> Any:
-    """Write a LoRA checkpoint as an ordinary full checkpoint (base + merged adapters) into `out`
-    (a run-like folder: out/checkpoints/step-N); returns the new checkpoint folder."""
-    from pathlib import Path
-
-    from core import checkpoint as ckpt_io
-
-    model, tokenizer, meta = ckpt_io.load_model(ckpt)
-    extra = {k: v for k, v in meta.items() if k in ("finetune",)}
-    lineage = {**(meta.get("lineage") or {}), "merged_from": str(ckpt)}
-    return ckpt_io.save_checkpoint(Path(out), int(meta.get("step", 0)), model, tokenizer=tokenizer,
-                                   val_loss=meta.get("val_loss"), chat_template=meta.get("chat_template"),
-                                   lineage=lineage, extra=extra)

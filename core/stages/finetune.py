@@ -23,7 +23,8 @@ import torch
 from core.config import Preset
 from core.errors import UserError
 from core.lookup import GPT2_NAMES
-from core.runs import write_report, write_text_atomic
+from core.runs import Logger, write_report, write_text_atomic
+from core.train.device import Dist
 from core.train.examples import plan_finetune_steps
 
 BASE_FILE = "base.json"
@@ -147,31 +148,36 @@ def make_task(preset: Preset, tokenizer: Any, log: Any, max_len: int) -> Any:
 
 # --------------------------------------------------------------------------------------- stage
 
-def run(preset: Preset, run_dir: Path, log: Any, stop: threading.Event) -> None:
-    """The finetune stage (see the module docstring)."""
-    from core.checkpoint import committed_checkpoints
-    from core.model.lora import count_parameters
-    from core.train.device import pick_device, seed_everything
-    from core.train.loop import train
-
+def run(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event) -> None:
+    """The finetune stage (see the module docstring); with train.nproc > 1 on torchrun workers."""
     run_dir = Path(run_dir)
-    ft, t = preset.finetune, preset.train
-    if t.nproc > 1:
-        raise UserError("train.nproc: finetuning runs in one process; set train.nproc = 1")
+    if preset.train.nproc > 1:
+        from core.train import ddp
+
+        resolve_base(preset.finetune.base, run_dir, log)  # once, here: the workers read base.json
+        ddp.launch(preset, run_dir, log, stop, worker_module="core.stages.finetune")
+        return
+    fit(preset, run_dir, log, stop)
+
+
+def prepare_model(preset: Preset, run_dir: Path, log: Logger, main: bool) -> tuple[Any, torch.nn.Module, Any, Path, dict | None]:
+    """The base, the method's task and what trains: (task, model to train, tokenizer, base, baseline)."""
+    from core.checkpoint import committed_checkpoints
+    from core.train.device import seed_everything
+
+    ft = preset.finetune
     fresh = not committed_checkpoints(run_dir)
     base = resolve_base(ft.base, run_dir, log)
     model, tokenizer, base_meta = load_base(base, preset)
-    seed_everything(t.seed)
-    max_len = model.config.context_length
-    task = make_task(preset, tokenizer, log, max_len)
+    seed_everything(preset.train.seed)
+    task = make_task(preset, tokenizer, log, model.config.context_length)
     task.adapt_model(model)
     trained_with = (base_meta.get("finetune") or {}).get("prompt_format")
     if trained_with and getattr(task, "prompt_format", trained_with) != trained_with:
         log.log({"kind": "log", "level": "warning",
                  "message": f"finetune.template: the base was instruction-tuned with {trained_with!r} prompts, this "
                             f"run uses {task.prompt_format!r}; set finetune.template = {trained_with!r} to match"})
-
-    baseline = _baseline(task, model, run_dir, fresh, log)
+    baseline = _baseline(task, model, run_dir, fresh, log, write=main)
     lora = ft.trainable == "lora"
     if lora:
         trained = add_lora(model, preset, base, task.method, log)
@@ -180,20 +186,33 @@ def run(preset: Preset, run_dir: Path, log: Any, stop: threading.Event) -> None:
         trained = model
     if task.method == "preference":
         task.make_objective(model, lora)
-    n_train, n_total = count_parameters(model)
-    device = pick_device(t.device)
+    return task, trained, tokenizer, base, baseline
+
+
+def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist: Dist | None = None) -> Any:
+    """Setup, the loop and the report, in this process (a single process, or one rank of torchrun)."""
+    from core.model.lora import count_parameters
+    from core.train.device import pick_device
+    from core.train.loop import train
+
+    run_dir = Path(run_dir)
+    ft, t = preset.finetune, preset.train
+    main = dist is None or dist.is_main
+    task, trained, tokenizer, base, baseline = prepare_model(preset, run_dir, log, main)
+    n_train, n_total = count_parameters(trained.gpt if hasattr(trained, "gpt") else trained)
+    device = pick_device(t.device, dist)
     if hasattr(task, "to"):
         task.to(device)
-
-    accum = preset.grad_accum_steps()
-    per_step = min(t.micro_batch_size, task.batches.n_train) * accum
+    world = dist.world_size if dist else 1
+    accum = preset.grad_accum_steps(world)
+    per_step = min(t.micro_batch_size, task.batches.n_train) * accum * world
     total = plan_finetune_steps(t, per_step, task.batches.n_train)
     log.log({"kind": "log", "level": "info",
              "message": f"finetune ({task.method}, trainable {ft.trainable}): {n_train:,} of {n_total:,} parameters "
                         f"train; {total} steps of {per_step} examples ({total * per_step / task.batches.n_train:.2f} epochs) "
                         f"from {base}"})
     extra = task.checkpoint_extra()
-    if lora:
+    if ft.trainable == "lora":
         extra["adapter"] = trained.adapter_meta()
     lineage = {"stage": "finetune", "preset": preset.name, "method": task.method, "init": str(base),
                "base": str(base), "trainable": ft.trainable}
@@ -201,12 +220,14 @@ def run(preset: Preset, run_dir: Path, log: Any, stop: threading.Event) -> None:
     result = train(trained, task.objective, task.batches.train_loader(), task.batches.val_batches(), t, log, stop, run_dir,
                    total_steps=total, grad_accum=accum, tokenizer=tokenizer,
                    sample=task.sample if t.sample_every and task.sample else None,
-                   checkpoint_kwargs={"lineage": lineage, "extra": extra}, device=device)
+                   checkpoint_kwargs={"lineage": lineage, "extra": extra}, dist=dist, device=device)
+    if not main:
+        return result
     report = {"stage": "finetune", "preset": preset.name, "method": task.method, "base": str(base),
               "trainable": ft.trainable, "trainable_params": n_train, "params": n_total, "steps": result.step,
               "planned_steps": total, "val_loss": result.val_loss, "best_val_loss": result.best_val_loss,
               "train_s": round(result.train_s, 2), "wall_s": round(time.time() - t0, 2), "stopped": result.stopped,
-              "resumed_from": result.resumed_from,
+              "resumed_from": result.resumed_from, "world_size": world,
               "checkpoint": str(result.checkpoint) if result.checkpoint else None, "baseline": baseline}
     if not result.stopped and result.step > 0:
         held_out = task.final_report(trained, device)
@@ -214,9 +235,11 @@ def run(preset: Preset, run_dir: Path, log: Any, stop: threading.Event) -> None:
         log.log({"kind": "test", "step": result.step, **_scalars(held_out)})
         log.log({"kind": "log", "level": "info", "message": "held-out " + _summary(held_out)})
     write_report(run_dir, report)
+    return result
 
 
-def _baseline(task: Any, model: torch.nn.Module, run_dir: Path, fresh: bool, log: Any) -> dict | None:
+def _baseline(task: Any, model: torch.nn.Module, run_dir: Path, fresh: bool, log: Logger,
+              write: bool = True) -> dict | None:
     """The starting model's score on the held-out set (once per run; kept for resumed runs)."""
     f = run_dir / BASELINE_FILE
     if not fresh and f.is_file():
@@ -229,7 +252,8 @@ def _baseline(task: Any, model: torch.nn.Module, run_dir: Path, fresh: bool, log
         out = task.baseline_report(model)
     model.train(was)
     log.log({"kind": "log", "level": "info", "message": "before finetuning: " + _summary(out)})
-    write_text_atomic(f, json.dumps(out) + "\n")
+    if write:
+        write_text_atomic(f, json.dumps(out) + "\n")
     return out
 
 
@@ -242,3 +266,10 @@ def _summary(d: dict) -> str:
     parts = [f"{k} {d[k]:.3f}" for k in keys if isinstance(d.get(k), float)]
     return ", ".join(parts) + (f" on {d['n']} {d.get('split', 'held-out')} examples" if "n" in d else "")
 
+
+if __name__ == "__main__":  # one torchrun worker (core.train.ddp)
+    import sys
+
+    from core.train import ddp
+
+    sys.exit(ddp.worker(fit, "finetune"))

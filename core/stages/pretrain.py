@@ -4,7 +4,7 @@
 Setup reuses the cached tokenizer and shards of an unchanged preset; the model is built from
 preset.model with the tokenizer's vocabulary, or starts from `model.init_from` (a checkpoint, a
 run, or GPT-2 weights). A run folder that already holds committed checkpoints resumes from the
-newest one. With `train.nproc > 1` the stage hands the loop to torchrun (core.train.ddp).
+newest one. With `train.nproc > 1` the stage hands `fit` to torchrun workers (core.train.ddp).
 """
 
 from __future__ import annotations
@@ -165,6 +165,17 @@ def run(preset: Preset, run_dir: Path, log: Any, stop: threading.Event) -> None:
     if preset.train.nproc > 1:
         from core.train import ddp
 
-        ddp.launch(preset, run_dir, log, stop)
+        # tokenizer and shards once, here: the workers find them in the caches instead of racing to build them
+        if prepare(preset, log, stop) is None or stop.is_set():
+            return
+        ddp.launch(preset, run_dir, log, stop, worker_module="core.stages.pretrain")
         return
     fit(preset, run_dir, log, stop)
+
+
+if __name__ == "__main__":  # one torchrun worker (core.train.ddp)
+    import sys
+
+    from core.train import ddp
+
+    sys.exit(ddp.worker(fit, "pretrain"))
