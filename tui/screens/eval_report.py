@@ -156,7 +156,7 @@ def confusion_of(card: dict) -> tuple[list | None, list | None, str]:
 
 class EvalScreen(StageScreen):
     MODE = "eval"
-    CSS_PATH = "../styles/part2.tcss"
+    CSS_PATH = "../styles/model_screens.tcss"
     HELP = """The report of one model. **m** picks the model; the screen shows its lineage from
 pretraining to its last finetuning stage, the loss curves of every stage, every evaluation of it
 (tables, and bars: multiple-choice accuracy against chance, classification accuracy against the

@@ -57,7 +57,7 @@ class FinetuneScreen(LiveRunScreen):
     MODE = "finetune"
     ATTACH_TITLE = "Attach to a finetuning run"
     ATTACH_STAGE = "finetune"
-    CSS_PATH = "../styles/part2.tcss"
+    CSS_PATH = "../styles/model_screens.tcss"
     HELP = """Finetune a model: classification (a new head predicts labels), instruction tuning (SFT)
 or preference tuning (DPO).
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import settle, wait_for
-from part2_helpers import CLASSIFY, app_with, models  # noqa: F401
+from model_screens_helpers import CLASSIFY, app_with, models  # noqa: F401
 
 from core import config
 from tui.screens.finetune import FinetuneScreen
