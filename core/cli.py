@@ -331,7 +331,8 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from core.eval.report import model_card, to_html, to_markdown
+    from core.eval.render import to_html, to_markdown
+    from core.eval.report import model_card
     card = model_card(args.model)
     if args.html:
         Path(args.html).write_text(to_html(card))
