@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from core.config import ModelConfig
 from core.errors import UserError
 from core.lookup import (COMMITTED, META, STEP_PREFIX, TOKENIZER_DIR, TRAINER, WEIGHTS,  # noqa: F401 (re-exported)
-                         committed_checkpoints, read_pointer, resolve_checkpoint, step_name)
+                         committed_checkpoints, model_config, read_pointer, resolve_checkpoint, step_name)
 from core.runs import fsync_dir, process_alive, write_text_atomic  # noqa: F401 (write_text_atomic is re-exported)
 
 FORMAT = "llmlab-checkpoint"
@@ -314,11 +314,6 @@ def resumable_checkpoint(run_dir: str | Path) -> Path | None:
         except UserError:
             continue
     return None
-
-
-def model_config(meta: dict) -> ModelConfig:
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
-    return ModelConfig(**{k: v for k, v in meta["architecture"].items() if k in names})
 
 
 def architecture_diff(meta: dict, cfg: ModelConfig) -> list[str]:

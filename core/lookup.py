@@ -12,10 +12,12 @@ that must not import torch (the TUI) share them with core.checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.config import ModelConfig
 from core.errors import UserError
 from core.runs import latest_run, open_run, runs_root, workspace
 
@@ -129,6 +131,12 @@ def _from_run(run_dir: Path, choice: str | None) -> Path:
         return committed[-1]
     raise UserError(f"{run_dir}: has no committed checkpoint (expected checkpoints/step-NNNNNNNN/ with a "
                     f"{COMMITTED} file)")
+
+
+def model_config(meta: dict) -> ModelConfig:
+    """The ModelConfig of a checkpoint's model.json (fields this version does not know are left out)."""
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    return ModelConfig(**{k: v for k, v in (meta.get("architecture") or {}).items() if k in names})
 
 
 def read_meta(ckpt: str | Path) -> dict | None:

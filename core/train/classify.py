@@ -99,7 +99,7 @@ def balance(examples: list[dict], seed: int) -> list[dict]:
 
 def prepare_data(ft: Any, tokenizer: Any, max_len: int, seed: int, log: Any) -> ClassifyData:
     """Read and encode train/val/test; check labels against num_classes; truncate or refuse long texts."""
-    from core.data.formats import encode_classify
+    from core.train.encode import encode_classify_record
 
     fields = {"text_field": ft.text_field if ft.text_field != "text" else "",
               "label_field": ft.label_field if ft.label_field != "label" else ""}
@@ -117,7 +117,7 @@ def prepare_data(ft: Any, tokenizer: Any, max_len: int, seed: int, log: Any) -> 
                                 f"0..{ft.num_classes - 1}; set finetune.num_classes to the number of classes")
             if "label_name" in rec:
                 names[label] = str(rec["label_name"])
-            ex = encode_classify({"text": str(rec["text"]), "label": label}, tokenizer, max_len)
+            ex = encode_classify_record(rec, tokenizer, max_len)
             truncated += ex["truncated"]
             if ex["truncated"] and ft.truncate == "refuse":
                 n_tok = len(tokenizer.encode(str(rec["text"])))

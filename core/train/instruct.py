@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from core.errors import UserError
+from core.train.encode import encode_record  # noqa: F401 (the instruct encoding; re-exported)
 from core.train.examples import Batches, read_split
 
 EXACT_MATCH_LIMIT = 200  # held-out instructions scored by exact match before and after training
@@ -76,18 +77,6 @@ def exact_match(model: torch.nn.Module, tokenizer: Any, prompt_format: str, reco
 
 
 # --------------------------------------------------------------------------------------- data
-
-def encode_record(rec: dict, tokenizer: Any, template: str, max_len: int) -> dict:
-    """{"ids", "mask", "truncated"} of an Alpaca record or a {"messages": [...]} conversation."""
-    from core.data.formats import encode_instruction
-
-    if "messages" in rec and rec["messages"]:
-        ids, mask = tokenizer.chat.render(rec["messages"])
-        ids, mask = list(ids), [bool(m) for m in mask]
-        truncated = len(ids) > max_len + 1
-        return {"ids": ids[: max_len + 1], "mask": mask[: max_len + 1], "truncated": truncated}
-    return encode_instruction(rec, tokenizer, template, max_len)
-
 
 def pack(examples: list[dict], max_len: int, seed: int) -> list[dict]:
     """Concatenate shuffled examples into rows of at most max_len + 1 ids (x and y are one shorter).
