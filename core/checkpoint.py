@@ -87,8 +87,8 @@ def _sha256(path: Path) -> str:
 def capture_rng_state() -> dict:
     """RNG states of python, numpy, torch and CUDA as tensors and plain containers (weights_only-safe)."""
     py = random.getstate()
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
+    np_state: Any = np.random.get_state()  # a tuple (legacy=True), typed as a union
+    state: dict[Any, Any] = {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
                   "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
@@ -155,7 +155,7 @@ def _save_weights(weights: dict, path: Path) -> None:
         raise OSError(code, os.strerror(code), str(path)) from None
 
 
-def _write_files(tmp: Path, step: int, model: torch.nn.Module, tokenizer: Any, trainer_state: dict | None,
+def _write_files(tmp: Path, step: int, model: Any, tokenizer: Any, trainer_state: dict | None,
                  val_loss: float | None, chat_template: str | None, lineage: dict | None, extra: dict | None) -> None:
     _save_weights(model.weights(), tmp / WEIGHTS)
     head: dict[str, Any] = {"kind": model.head_kind}
@@ -184,7 +184,7 @@ def _write_files(tmp: Path, step: int, model: torch.nn.Module, tokenizer: Any, t
         # file that wrote part of a block, surfaces it as a RuntimeError ("unexpected pos")
         fd = os.open(tmp / TRAINER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            torch.save(trainer_state, _WriteAll(fd))
+            torch.save(trainer_state, _WriteAll(fd))  # type: ignore[arg-type]  # a file object: write() and flush()
         finally:
             os.close(fd)
 

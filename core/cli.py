@@ -12,6 +12,7 @@ import json
 import shutil
 import sys
 import time
+from typing import Any
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,7 +256,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         for r in runs.list_runs():
             st = r.status()
             started = time.strftime("%Y-%m-%d %H:%M", time.localtime(st["started"])) if st.get("started") else ""
-            color = {"running": "cyan", "finished": "green", "failed": "red", "crashed": "red", "stopped": "yellow"}.get(st.get("state"), "")
+            color = {"running": "cyan", "finished": "green", "failed": "red", "crashed": "red", "stopped": "yellow"}.get(str(st.get("state")), "")
             table.add_row(r.name, st.get("stage", ""), st.get("preset", ""), f"[{color}]{st.get('state')}[/]" if color else str(st.get("state")), started)
         out.print(table)
         return EXIT_OK
@@ -463,7 +464,7 @@ def build_parser() -> Parser:
     parser = Parser(prog="llmlab", description="llmlab: a workbench for the whole lifecycle of a small language model")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
     for v in VERBS:
-        kw = {} if v.hidden else {"help": v.help}
+        kw: dict[str, Any] = {} if v.hidden else {"help": v.help}
         p = sub.add_parser(v.name, description=None if v.hidden else v.help, **kw)
         v.setup(p)
         p.set_defaults(handler=v.handler)

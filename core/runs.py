@@ -61,7 +61,7 @@ class EventLog:
 
     def __init__(self, path: Path, echo: Logger | None = None):
         self.path = Path(path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._lock = threading.Lock()
         self.echo = echo
 
@@ -289,7 +289,8 @@ def list_runs(root: Path | None = None) -> list[Run]:
     return sorted(runs, key=lambda r: r.name, reverse=True)
 
 
-def latest_run(preset_name: str, stage: str, root: Path | None = None, state: str = "finished") -> Run | None:
+def latest_run(preset_name: str, stage: str, root: Path | None = None, state: str | None = "finished") -> Run | None:
+    """The newest run of a preset and stage in `state` (None: any state)."""
     for r in list_runs(root):
         st = r.raw_status()
         if st.get("preset") == preset_name and st.get("stage") == stage and (state is None or st.get("state") == state):
@@ -338,7 +339,7 @@ def stop(run: Run, signal_too: bool = False) -> None:
     """Ask a run to stop at its next step boundary (it saves a checkpoint first)."""
     (run.path / STOP_FILE).write_text(str(time.time()))
     pid = run.raw_status().get("pid")
-    if signal_too and process_alive(pid):
+    if signal_too and isinstance(pid, int) and process_alive(pid):
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:

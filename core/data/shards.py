@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import Stopped, UserError
+from core.runs import Logger
 
 SHARD_FORMAT = 1
 CHUNK_CHARS = 1 << 20  # text per task sent to a tokenizer process: large enough that IPC is noise
@@ -139,7 +140,7 @@ def _ordered_pool_map(chunks: Iterator[tuple[list[str], np.ndarray, int]], enc: 
 
 
 def write_shards(docs: Iterable[str], folder: Path, tokenizer: Any, *, val_fraction: float = 0.05, seed: int = 1337,
-                 num_proc: int = 2, log: Any = None, stop: threading.Event | None = None,
+                 num_proc: int = 2, log: Logger | None = None, stop: threading.Event | None = None,
                  total_bytes: int | None = None) -> dict:
     """Tokenize `docs` into folder/train.bin and folder/val.bin; returns the statistics for meta.json."""
     dtype = dtype_for(tokenizer.n_vocab)
@@ -182,7 +183,7 @@ def write_shards(docs: Iterable[str], folder: Path, tokenizer: Any, *, val_fract
             "top_tokens": [[int(i), int(counts[i])] for i in top if counts[i] > 0]}
 
 
-def prepare_shards(preset: Any, tokenizer: Any, log: Any = None, stop: threading.Event | None = None) -> Path:
+def prepare_shards(preset: Any, tokenizer: Any, log: Logger | None = None, stop: threading.Event | None = None) -> Path:
     """Folder with train.bin, val.bin and meta.json for preset.data and this tokenizer (cached by key).
 
     `tokenizer` is anything with .enc (a tiktoken.Encoding), .eot_id, .n_vocab and .name."""

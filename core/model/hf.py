@@ -23,6 +23,7 @@ from core.errors import UserError
 from core.lookup import GPT2_MODELS, models_root
 from core.model.gpt import GPT
 from core.model.stats import head_dim, kv_heads, mlp_hidden_size
+from core.runs import Logger
 
 GPT2_HUB = {name: m.hub for name, m in GPT2_MODELS.items()}  # the table itself is core.lookup.GPT2_MODELS
 GPT2_VOCAB = 50257
@@ -372,7 +373,7 @@ def write_hf_tokenizer(tokenizer: Any, out: Path, model_max_length: int) -> bool
     return True
 
 
-def import_gpt2(name: str, log: Any) -> Path:
+def import_gpt2(name: str, log: Logger) -> Path:
     """A checkpoint of GPT-2 weights `name` (core.lookup.GPT2_NAMES), imported from the hub once into
     $LLMLAB_HOME/models/NAME; pretraining's init_from and finetuning's base share it."""
     out = models_root() / name

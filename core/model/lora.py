@@ -16,11 +16,14 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from core.model.gpt import GPT
 
 # which linear layers each preset target names (paths relative to the model)
 TARGETS = {
@@ -66,7 +69,7 @@ class LoRALinear(nn.Linear):
 
 # ------------------------------------------------------------------------------------- apply
 
-def target_paths(model: nn.Module, targets: list[str] | tuple[str, ...]) -> list[str]:
+def target_paths(model: GPT, targets: list[str] | tuple[str, ...]) -> list[str]:
     """Module paths (e.g. blocks.0.attn.c_attn) of the linear layers the targets name."""
     bad = [t for t in targets if t not in (*TARGETS, "head")]
     if bad:
@@ -85,7 +88,7 @@ def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, name, module)
 
 
-def apply_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0,
+def apply_lora(model: GPT, rank: int, alpha: float, dropout: float = 0.0,
                targets: list[str] | tuple[str, ...] = ("attn", "mlp"), *, freeze: bool = True) -> list[str]:
     """Put adapters on the targeted layers (in place) and, with `freeze`, make every other
     parameter non-trainable; returns the adapted module paths. Seed torch first for a fixed init."""
@@ -97,11 +100,12 @@ def apply_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0,
         layer = model.get_submodule(path)
         if isinstance(layer, LoRALinear):
             raise ValueError(f"{path} already has a LoRA adapter")
+        assert isinstance(layer, nn.Linear), path
         _set_module(model, path, LoRALinear(layer, rank, alpha, dropout))
     return paths
 
 
-def apply_lora_config(model: nn.Module, cfg: Any, *, freeze: bool = True) -> list[str]:
+def apply_lora_config(model: GPT, cfg: Any, *, freeze: bool = True) -> list[str]:
     """`apply_lora` with the settings of a preset's `finetune.lora` (core.config.LoraConfig)."""
     return apply_lora(model, cfg.rank, cfg.alpha, cfg.dropout, list(cfg.targets), freeze=freeze)
 
@@ -155,7 +159,7 @@ def load_trainable_state(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
 # ------------------------------------------------------------------------------------- merge
 
 @torch.no_grad()
-def merge_lora(model: nn.Module) -> nn.Module:
+def merge_lora(model: GPT) -> GPT:
     """Fold every adapter into its base weight and put back plain `nn.Linear` layers (in place).
 
     A head adapter on a tied head cannot be folded into the shared embedding, so the head is
@@ -196,7 +200,7 @@ class AdapterModel(nn.Module):
     what `core.checkpoint.load_adapter_model` needs to rebuild the finetuned model.
     """
 
-    def __init__(self, gpt: nn.Module, base: str, rank: int, alpha: float, dropout: float, targets: list[str]):
+    def __init__(self, gpt: GPT, base: str, rank: int, alpha: float, dropout: float, targets: list[str]):
         super().__init__()
         self.gpt = gpt  # not `module`: checkpoint code unwraps DDP's `.module` and would save the full GPT
         self.base, self.rank, self.alpha, self.dropout, self.targets = base, rank, alpha, dropout, list(targets)

@@ -16,10 +16,10 @@ from typing import Any
 from core.data.shards import prepare_shards, read_meta
 from core.data.stats import shard_stats
 from core.errors import Stopped
-from core.runs import write_json_atomic, write_report
+from core.runs import Logger, write_json_atomic, write_report
 
 
-def run(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
+def run(preset: Any, run_dir: Path, log: Logger, stop: threading.Event) -> None:
     from core.tokenizer.cache import tokenizer_for
 
     t0 = time.time()

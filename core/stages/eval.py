@@ -16,11 +16,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from core.errors import UserError
+from core.runs import Logger
+
+if TYPE_CHECKING:
+    from core.model.gpt import GPT
 
 TASKS = ("perplexity", "classify", "choice", "judge", "pairwise")
 LM_TASKS = ("perplexity", "choice", "judge", "pairwise")
@@ -29,11 +33,11 @@ LM_TASKS = ("perplexity", "choice", "judge", "pairwise")
 @dataclass
 class EvalContext:
     preset: Any
-    model: torch.nn.Module
+    model: GPT
     tokenizer: Any
     meta: dict
     device: torch.device
-    log: Any
+    log: Logger
     stop: threading.Event
     cache: dict = field(default_factory=dict)
 
@@ -58,7 +62,7 @@ def default_model(preset: Any, root: Path | None = None) -> str:
     return str(max(found, key=lambda r: (st[r.name].get("ended") or st[r.name].get("created") or 0, r.name)).path)
 
 
-def load_for_eval(spec: str, device: torch.device) -> tuple[torch.nn.Module, Any, dict]:
+def load_for_eval(spec: str, device: torch.device) -> tuple[GPT, Any, dict]:
     """(model, tokenizer, meta) of a model name; a checkpoint without a tokenizer is refused clearly."""
     from core.checkpoint import load_model
     from core.lookup import resolve_checkpoint
@@ -184,7 +188,7 @@ def _template(ctx: EvalContext, meta: dict) -> str:
     return prompt_format_of(meta) or ctx.preset.finetune.template
 
 
-def _answers(ctx: EvalContext, model: torch.nn.Module, tokenizer: Any, key: str, meta: dict) -> list[str]:
+def _answers(ctx: EvalContext, model: GPT, tokenizer: Any, key: str, meta: dict) -> list[str]:
     from core.eval.judge import answer_instructions
 
     if key not in ctx.cache:
@@ -269,7 +273,7 @@ def _samples(ctx: EvalContext) -> list[dict]:
     return out
 
 
-def run(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
+def run(preset: Any, run_dir: Path, log: Logger, stop: threading.Event) -> None:
     """The eval stage (see the module docstring)."""
     from core.eval.report import hardware, write_report
     from core.train.device import pick_device

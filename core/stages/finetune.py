@@ -16,7 +16,7 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,13 +27,17 @@ from core.runs import Logger, write_report, write_text_atomic
 from core.train.device import Dist
 from core.train.examples import plan_finetune_steps
 
+if TYPE_CHECKING:
+    from core.model.gpt import GPT
+    from core.model.lora import AdapterModel
+
 BASE_FILE = "base.json"
 BASELINE_FILE = "baseline.json"
 
 
 # ---------------------------------------------------------------------------------- the base
 
-def resolve_base(spec: str, run_dir: Path, log: Any) -> Path:
+def resolve_base(spec: str, run_dir: Path, log: Logger) -> Path:
     """The starting checkpoint folder, fixed on the run's first start (run_dir/base.json)."""
     f = run_dir / BASE_FILE
     if f.is_file():
@@ -60,7 +64,7 @@ def resolve_base(spec: str, run_dir: Path, log: Any) -> Path:
     return path
 
 
-def load_base(path: Path, preset: Preset) -> tuple[torch.nn.Module, Any, dict]:
+def load_base(path: Path, preset: Preset) -> tuple[GPT, Any, dict]:
     """(model in train mode, tokenizer, meta) of the base; refuses a tokenizer the model cannot use."""
     from core.checkpoint import load_model
 
@@ -85,19 +89,19 @@ def load_base(path: Path, preset: Preset) -> tuple[torch.nn.Module, Any, dict]:
     return model, tokenizer, meta
 
 
-def set_dropout(model: torch.nn.Module, p: float) -> None:
+def set_dropout(model: GPT, p: float) -> None:
     """Dropout is a training choice: the preset's value replaces the base's."""
     model.config = dataclasses.replace(model.config, dropout=p)
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
-            m.p = p
+            m.p = p  # type: ignore[assignment]  # nn.Module.__setattr__ takes the float
         elif hasattr(m, "dropout") and isinstance(m.dropout, float):
-            m.dropout = p
+            m.dropout = p  # type: ignore[assignment]  # an attention module's float dropout
 
 
 # ------------------------------------------------------------------------------ trainable parts
 
-def set_trainable(model: torch.nn.Module, mode: str, last_blocks: int = 1) -> None:
+def set_trainable(model: GPT, mode: str, last_blocks: int = 1) -> None:
     """head: the output head only; last_blocks: the last N blocks, the final norm and the head; all."""
     n_layer = len(model.blocks)
     if mode == "last_blocks" and last_blocks > n_layer:
@@ -106,7 +110,7 @@ def set_trainable(model: torch.nn.Module, mode: str, last_blocks: int = 1) -> No
         p.requires_grad_(mode == "all")
     if mode == "all":
         return
-    parts = [model.lm_head]
+    parts: list[torch.nn.Module] = [model.lm_head]
     if mode == "last_blocks":
         parts += [model.ln_f, *model.blocks[n_layer - last_blocks:]]
     for part in parts:
@@ -114,7 +118,7 @@ def set_trainable(model: torch.nn.Module, mode: str, last_blocks: int = 1) -> No
             p.requires_grad_(True)
 
 
-def add_lora(model: torch.nn.Module, preset: Preset, base: Path, method: str, log: Any) -> torch.nn.Module:
+def add_lora(model: GPT, preset: Preset, base: Path, method: str, log: Logger) -> AdapterModel:
     """Adapters from finetune.lora; a new classification head trains in full next to them."""
     from core.model.lora import AdapterModel, apply_lora
 
@@ -132,7 +136,7 @@ def add_lora(model: torch.nn.Module, preset: Preset, base: Path, method: str, lo
     return AdapterModel(model, str(base), cfg.rank, cfg.alpha, cfg.dropout, targets)
 
 
-def make_task(preset: Preset, tokenizer: Any, log: Any, max_len: int) -> Any:
+def make_task(preset: Preset, tokenizer: Any, log: Logger, max_len: int) -> Any:
     method = preset.finetune.method
     if method == "classify":
         from core.train.classify import ClassifyTask
@@ -160,7 +164,7 @@ def run(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event) -> No
     fit(preset, run_dir, log, stop)
 
 
-def prepare_model(preset: Preset, run_dir: Path, log: Logger, main: bool) -> tuple[Any, torch.nn.Module, Any, Path, dict | None]:
+def prepare_model(preset: Preset, run_dir: Path, log: Logger, main: bool) -> tuple[Any, GPT | AdapterModel, Any, Path, dict | None]:
     """The base, the method's task and what trains: (task, model to train, tokenizer, base, baseline)."""
     from core.checkpoint import committed_checkpoints
     from core.train.device import seed_everything
@@ -179,6 +183,7 @@ def prepare_model(preset: Preset, run_dir: Path, log: Logger, main: bool) -> tup
                             f"run uses {task.prompt_format!r}; set finetune.template = {trained_with!r} to match"})
     baseline = _baseline(task, model, run_dir, fresh, log, write=main)
     lora = ft.trainable == "lora"
+    trained: GPT | AdapterModel
     if lora:
         trained = add_lora(model, preset, base, task.method, log)
     else:
@@ -191,7 +196,7 @@ def prepare_model(preset: Preset, run_dir: Path, log: Logger, main: bool) -> tup
 
 def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist: Dist | None = None) -> Any:
     """Setup, the loop and the report, in this process (a single process, or one rank of torchrun)."""
-    from core.model.lora import count_parameters
+    from core.model.lora import AdapterModel, count_parameters
     from core.train.device import pick_device
     from core.train.loop import train
 
@@ -199,7 +204,7 @@ def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist:
     ft, t = preset.finetune, preset.train
     main = dist is None or dist.is_main
     task, trained, tokenizer, base, baseline = prepare_model(preset, run_dir, log, main)
-    n_train, n_total = count_parameters(trained.gpt if hasattr(trained, "gpt") else trained)
+    n_train, n_total = count_parameters(trained.gpt if isinstance(trained, AdapterModel) else trained)
     device = pick_device(t.device, dist)
     if hasattr(task, "to"):
         task.to(device)
@@ -212,7 +217,7 @@ def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist:
                         f"train; {total} steps of {per_step} examples ({total * per_step / task.batches.n_train:.2f} epochs) "
                         f"from {base}"})
     extra = task.checkpoint_extra()
-    if ft.trainable == "lora":
+    if isinstance(trained, AdapterModel):
         extra["adapter"] = trained.adapter_meta()
     lineage = {"stage": "finetune", "preset": preset.name, "method": task.method, "init": str(base),
                "base": str(base), "trainable": ft.trainable}
@@ -238,7 +243,7 @@ def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist:
     return result
 
 
-def _baseline(task: Any, model: torch.nn.Module, run_dir: Path, fresh: bool, log: Logger,
+def _baseline(task: Any, model: GPT, run_dir: Path, fresh: bool, log: Logger,
               write: bool = True) -> dict | None:
     """The starting model's score on the held-out set (once per run; kept for resumed runs)."""
     f = run_dir / BASELINE_FILE

@@ -13,21 +13,24 @@ import dataclasses
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from core.config import Preset
 from core.errors import Stopped, UserError
-from core.runs import write_report
+from core.runs import Logger, write_report
 from core.train.device import Dist, seed_everything
 from core.train.loop import LoopResult, lm_objective, train
 from core.train.optim import plan_steps
 
+if TYPE_CHECKING:
+    from core.model.gpt import GPT
+
 SAMPLE_SEED = 1234  # samples use their own generator: the training RNG stream stays untouched
 
 
-def prepare(preset: Preset, log: Any, stop: threading.Event) -> tuple[Any, Path] | None:
+def prepare(preset: Preset, log: Logger, stop: threading.Event) -> tuple[Any, Path] | None:
     """The tokenizer and the token-shard folder (both cached); None when stopped meanwhile."""
     from core.data import prepare_shards
     from core.tokenizer import tokenizer_for
@@ -44,7 +47,7 @@ def prepare(preset: Preset, log: Any, stop: threading.Event) -> tuple[Any, Path]
     return tokenizer, folder
 
 
-def build_model(preset: Preset, tokenizer: Any, log: Any) -> tuple[torch.nn.Module, dict]:
+def build_model(preset: Preset, tokenizer: Any, log: Logger) -> tuple[GPT, dict]:
     """A fresh GPT of the preset's shape, or one started from model.init_from; returns (model, lineage)."""
     from core.model.gpt import GPT
 
@@ -92,7 +95,7 @@ def make_sampler(preset: Preset, tokenizer: Any):
     ids = tokenizer.encode(prompt) if prompt else [tokenizer.eot_id]
     g = preset.generate
 
-    def sample(model: torch.nn.Module, step: int) -> tuple[str, str]:
+    def sample(model: GPT, step: int) -> tuple[str, str]:
         ids_ = ids[-(model.config.context_length - 1):]
         text = "".join(generate_text(model, tokenizer, ids_, max_new_tokens=preset.train.sample_tokens,
                                      temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
@@ -102,7 +105,7 @@ def make_sampler(preset: Preset, tokenizer: Any):
     return sample
 
 
-def fit(preset: Preset, run_dir: Path, log: Any, stop: threading.Event, dist: Dist | None = None) -> LoopResult | None:
+def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist: Dist | None = None) -> LoopResult | None:
     """Setup and the loop, in this process (a single process, or one rank of torchrun)."""
     from core.data import TokenLoader, read_meta
 
@@ -159,7 +162,7 @@ def pretrain_report(preset: Preset, result: LoopResult, n_params: int, tokens_pe
     }
 
 
-def run(preset: Preset, run_dir: Path, log: Any, stop: threading.Event) -> None:
+def run(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event) -> None:
     """The pretrain stage (see the module docstring)."""
     run_dir = Path(run_dir)
     if preset.train.nproc > 1:

@@ -7,9 +7,10 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from core.errors import Stopped
-from core.runs import write_report
+from core.runs import Logger, write_report
 from core.tokenizer.cache import documents, tokenizer_dir, tokenizer_for
 from core.tokenizer.encodings import META_FILE
 from core.tokenizer.inspect import DEFAULT_COMPARED, compression_table, format_compression_table
@@ -27,7 +28,7 @@ def _sample(preset, max_bytes: int = SAMPLE_BYTES) -> list[str]:
     return out
 
 
-def run(preset, run_dir: Path, log, stop: threading.Event) -> None:
+def run(preset: Any, run_dir: Path, log: Logger, stop: threading.Event) -> None:
     """Stage `tokenizer`: train (kind = "bpe", unless cached) or load the encoding, save it into the
     run, and report the compression table over a corpus sample in run_dir/report.json."""
     run_dir = Path(run_dir)

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from core.errors import UserError
 from core.train.examples import Batches, fixed_batches, read_split
+from core.runs import Logger
 
 
 def class_logits(model: torch.nn.Module, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
@@ -97,7 +98,7 @@ def balance(examples: list[dict], seed: int) -> list[dict]:
     return out
 
 
-def prepare_data(ft: Any, tokenizer: Any, max_len: int, seed: int, log: Any) -> ClassifyData:
+def prepare_data(ft: Any, tokenizer: Any, max_len: int, seed: int, log: Logger) -> ClassifyData:
     """Read and encode train/val/test; check labels against num_classes; truncate or refuse long texts."""
     from core.train.encode import encode_classify_record
 
@@ -142,7 +143,7 @@ class ClassifyTask:
 
     method = "classify"
 
-    def __init__(self, preset: Any, tokenizer: Any, log: Any, max_len: int):
+    def __init__(self, preset: Any, tokenizer: Any, log: Logger, max_len: int):
         from core.data.formats import collate_classify
 
         self.ft, self.train_cfg = preset.finetune, preset.train
@@ -157,7 +158,7 @@ class ClassifyTask:
                             f"{len(self.data.test)} test texts; classes {self.data.class_names}; "
                             f"train counts {self.data.counts['train']}"})
 
-    def adapt_model(self, model: torch.nn.Module) -> None:
+    def adapt_model(self, model: Any) -> None:
         """Replace the language-model head by the classifier (before trainable parts are chosen)."""
         if getattr(model, "head_kind", "lm") == "classify" and model.lm_head.out_features == self.ft.num_classes:
             return  # a classifier already (finetuning a finetuned classifier)

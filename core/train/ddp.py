@@ -144,7 +144,7 @@ def worker(fit: Fit, stage: str, argv: list[str] | None = None) -> int:
     run_dir: Path | None = Path(args.run_dir) if args.run_dir else None
     own_status = run_dir is None
     try:
-        preset = config.load(args.preset or run_dir / "preset.toml", args.set)
+        preset = config.load(args.preset or Path(args.run_dir) / "preset.toml", args.set)
         device = pick_device(preset.train.device, d)
     except UserError as e:
         if run_dir is not None:
@@ -156,12 +156,12 @@ def worker(fit: Fit, stage: str, argv: list[str] | None = None) -> int:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         if run_dir is None:  # rank 0 creates the run; everyone learns its path
-            box = [None]
+            box: list[str | None] = [None]
             if rank == 0:
                 run = runs.create_run(preset.name or "preset", stage, config.dump(preset))
                 box = [str(run.path)]
             dist.broadcast_object_list(box, src=0)
-            run_dir = Path(box[0])
+            run_dir = Path(str(box[0]))
         return _work(preset, run_dir, d, own_status, fit)
     finally:
         dist.destroy_process_group()

@@ -97,8 +97,8 @@ class _Run:
     """The fixed pieces of one train() call."""
 
     raw: torch.nn.Module           # the model itself: checkpoints and samples see this
-    fwd: torch.nn.Module           # raw, compiled when train.compile
-    model: torch.nn.Module         # fwd, wrapped in DDP under data parallelism: what the objective trains
+    fwd: Any                       # raw, compiled when train.compile
+    model: Any                     # fwd, wrapped in DDP under data parallelism: what the objective trains
     objective: Objective
     batches: BatchSource
     val_batches: Callable[[], Iterable[Any]] | None
@@ -191,7 +191,9 @@ def _resume(r: _Run, state: TrainState, tokenizer: Any) -> None:
 
 def _stop_requested(r: _Run) -> bool:
     # under DDP every rank must stop at the same step: use the flag reduced with the last loss
-    return bool(r.stop_flag.item() > 0) if r.dist is not None else r.stop.is_set()
+    if r.dist is not None and r.stop_flag is not None:
+        return bool(r.stop_flag.item() > 0)
+    return r.stop.is_set()
 
 
 def _accumulate(r: _Run) -> tuple[torch.Tensor, dict, int]:
@@ -304,6 +306,7 @@ def _evaluate(r: _Run, state: TrainState) -> dict:
 
 
 def _sample(r: _Run, step: int) -> None:
+    assert r.sample is not None
     r.raw.eval()
     with torch.no_grad(), autocast(r.device, r.dtype):
         out = r.sample(r.raw, step)

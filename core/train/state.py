@@ -84,14 +84,14 @@ def _read_checkpoint(ckpt: Path, model: torch.nn.Module, tokenizer: Any) -> tupl
     return sd, state
 
 
-def load_resume_state(run_dir: Path, model: torch.nn.Module, tokenizer: Any, log: Logger) -> tuple[Path, dict] | None:
+def load_resume_state(run_dir: Path, model: Any, tokenizer: Any, log: Logger) -> tuple[Path, dict] | None:
     """Load the newest loadable committed checkpoint of `run_dir` into `model`; returns (folder,
     trainer state), or None for a run without checkpoints. A corrupt checkpoint is skipped with a
     warning (the previous one is used); an incompatible one is refused."""
     candidates = ckpt_io.resume_candidates(run_dir)
     if not candidates:
         return None
-    raw = ckpt_io._unwrap(model)
+    raw: Any = ckpt_io._unwrap(model)
     problems = []
     for ckpt in candidates:
         try:
