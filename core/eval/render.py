@@ -1,6 +1,7 @@
-"""The model card rendered: Markdown, a self-contained HTML page with the loss curves as inline SVG,
-and the (metric, value, settings) rows of one evaluation that the TUI's eval screen shows too.
-The card itself (a dict) is core.eval.report.model_card's."""
+"""The model card rendered: Markdown, and a self-contained HTML page with inline SVG loss curves.
+
+Also the (metric, value, settings) rows of one evaluation that the TUI's eval screen shows. The
+card itself (a dict) is core.eval.report.model_card's."""
 
 from __future__ import annotations
 

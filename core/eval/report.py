@@ -1,4 +1,4 @@
-"""Reports: report.json per evaluation, and the model card that follows a model along its lineage.
+"""The model card's data: a model followed along its lineage, with every evaluation of it.
 
 Every evaluation run writes `report.json` (the scores of each task with its settings, the model it
 measured, hardware, wall time). `model_card(spec)` starts at a checkpoint and walks back through

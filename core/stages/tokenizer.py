@@ -1,5 +1,7 @@
-"""Stage `tokenizer`: train the preset's BPE (unless cached) or load its encoding, save it into the
-run, and report its compression against GPT-2 and GPT-4 on a sample of the corpus.
+"""The tokenizer stage (`llmlab tokenizer PRESET`): train or load the tokenizer, save it, report compression.
+
+The preset's BPE is trained unless cached (or its tiktoken encoding loaded), saved into the run, and
+its compression reported against GPT-2 and GPT-4 on a sample of the corpus.
 """
 
 from __future__ import annotations

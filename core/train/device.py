@@ -1,5 +1,6 @@
-"""Where training runs: the device and dtype, autocast, seeding, memory, and this process's place in a
-data-parallel job (`Dist`, set up by core.train.ddp). The loop and every stage that trains use these."""
+"""Where training runs: device and dtype, autocast, seeding, memory, this process's place in a DDP job.
+
+`Dist` is set up by core.train.ddp. The loop and every stage that trains use these."""
 
 from __future__ import annotations
 

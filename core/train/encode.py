@@ -1,6 +1,8 @@
-"""One finetuning record -> token ids and a loss mask, per method, torch-free: what training encodes and
-what the finetuning wizard previews go through these same functions, so the preview shows the mask
-that training applies. The templates themselves are core.data.formats' and the tokenizer's chat.
+"""One finetuning record -> token ids and a loss mask, per method (torch-free; training and the wizard).
+
+What training encodes and what the finetuning wizard previews go through these same functions, so
+the preview shows the mask that training applies. The templates themselves are core.data.formats'
+and the tokenizer's chat.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""A training run's state and its checkpoints: what one step changes (`TrainState`), resuming it from the
-newest loadable committed checkpoint of the run, and committing it with a clear failure when the disk is
-full. trainer.pt holds the optimizer, the grad scaler, the RNG states and the data position, so a
+"""A training run's state (`TrainState`): resuming it from the run's checkpoints, and committing them.
+
+Resume starts at the newest loadable committed checkpoint of the run; a commit fails with a clear
+message when the disk is full. trainer.pt holds the optimizer, the grad scaler, the RNG states and the data position, so a
 resumed run's losses equal an uninterrupted run's. Used by core.train.loop.
 """
 
