@@ -95,7 +95,7 @@ def corpus_tokens(p: Preset, facts: Facts) -> tuple[int | None, bool]:
 def training_tokens(p: Preset, facts: Facts) -> int | None:
     """Tokens the pretraining run will see, from whichever stopping rule ends it first."""
     t = p.train
-    per_step = p.tokens_per_step() * t.nproc if not t.batch_tokens else p.tokens_per_step()
+    per_step = p.tokens_per_step()
     limits = []
     if t.max_steps:
         limits.append(t.max_steps * per_step)
@@ -228,7 +228,8 @@ def batch_tokens(p: Preset, facts: Facts) -> Finding | None:
     b = p.tokens_per_step()
     nums = {"tokens_per_step": b, "micro_batch_size": p.train.micro_batch_size,
             "context_length": p.model.context_length, "grad_accum_steps": p.grad_accum_steps()}
-    base = f"{_fmt(b)} tokens per step ({p.train.micro_batch_size} x {p.model.context_length} x {p.grad_accum_steps()} accum)"
+    procs = f" x {p.train.nproc} processes" if p.train.nproc > 1 else ""
+    base = f"{_fmt(b)} tokens per step ({p.train.micro_batch_size} x {p.model.context_length} x {p.grad_accum_steps()} accum{procs})"
     if b < 1024:
         return Finding("warn", "Batch size in tokens", base + ": very noisy gradients; aim for 4k+ on a small model",
                        key="train.batch_tokens", numbers=nums)

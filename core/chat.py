@@ -127,9 +127,9 @@ class Conversation:
 
     @classmethod
     def open(cls, spec: str | Path, *, device: str = "auto", **kwargs: Any) -> Conversation:
-        """Load the checkpoint `spec` names (anything core.runs.resolve_checkpoint accepts)."""
+        """Load the checkpoint `spec` names (anything core.lookup.resolve_checkpoint accepts)."""
         from core.checkpoint import load_model
-        from core.train.loop import pick_device
+        from core.train.device import pick_device
 
         model, tokenizer, meta = load_model(spec, device=pick_device(device))
         return cls(model, tokenizer, meta, model_spec=str(spec), **kwargs)
@@ -312,7 +312,7 @@ def _model_and_preset(model_spec: str, overrides: list[str]) -> tuple[str, Any]:
     """`llmlab chat MODEL`: MODEL is a checkpoint/run spec, or a preset whose chat.model (else its
     newest finetuned, else pretrained, model) is used; overrides set generate.* and chat.*."""
     from core import config
-    from core.runs import resolve_checkpoint
+    from core.lookup import resolve_checkpoint
 
     try:
         resolve_checkpoint(model_spec)

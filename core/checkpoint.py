@@ -32,18 +32,14 @@ from safetensors.torch import load_file, save_file
 
 from core.config import ModelConfig
 from core.errors import UserError
+from core.lookup import (COMMITTED, META, STEP_PREFIX, TOKENIZER_DIR, TRAINER, WEIGHTS,  # noqa: F401 (re-exported)
+                         committed_checkpoints, model_config, read_pointer, resolve_checkpoint, step_name)
 from core.runs import fsync_dir, process_alive, write_text_atomic  # noqa: F401 (write_text_atomic is re-exported)
 
 FORMAT = "llmlab-checkpoint"
 VERSION = 1
-WEIGHTS, META, TRAINER, COMMITTED, TOKENIZER_DIR = "model.safetensors", "model.json", "trainer.pt", "COMMITTED", "tokenizer"
-STEP_PREFIX = "step-"
 # fields that describe how a model was trained, not what it is: a resume may change them
 NOT_ARCHITECTURE = ("init_from", "dropout")
-
-
-def step_name(step: int) -> str:
-    return f"{STEP_PREFIX}{step:08d}"
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -91,8 +87,8 @@ def _sha256(path: Path) -> str:
 def capture_rng_state() -> dict:
     """RNG states of python, numpy, torch and CUDA as tensors and plain containers (weights_only-safe)."""
     py = random.getstate()
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
+    np_state: Any = np.random.get_state()  # a tuple (legacy=True), typed as a union
+    state: dict[Any, Any] = {
         "python": [py[0], list(py[1]), py[2]],
         "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
                   "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
@@ -159,7 +155,7 @@ def _save_weights(weights: dict, path: Path) -> None:
         raise OSError(code, os.strerror(code), str(path)) from None
 
 
-def _write_files(tmp: Path, step: int, model: torch.nn.Module, tokenizer: Any, trainer_state: dict | None,
+def _write_files(tmp: Path, step: int, model: Any, tokenizer: Any, trainer_state: dict | None,
                  val_loss: float | None, chat_template: str | None, lineage: dict | None, extra: dict | None) -> None:
     _save_weights(model.weights(), tmp / WEIGHTS)
     head: dict[str, Any] = {"kind": model.head_kind}
@@ -188,7 +184,7 @@ def _write_files(tmp: Path, step: int, model: torch.nn.Module, tokenizer: Any, t
         # file that wrote part of a block, surfaces it as a RuntimeError ("unexpected pos")
         fd = os.open(tmp / TRAINER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            torch.save(trainer_state, _WriteAll(fd))
+            torch.save(trainer_state, _WriteAll(fd))  # type: ignore[arg-type]  # a file object: write() and flush()
         finally:
             os.close(fd)
 
@@ -221,7 +217,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, *, t
     final = write_checkpoint(root / step_name(step), step, model, tokenizer=tokenizer, trainer_state=trainer_state,
                              val_loss=val_loss, chat_template=chat_template, lineage=lineage, extra=extra)
     write_text_atomic(root / "latest", final.name + "\n")
-    best = _read_pointer(root, "best")
+    best = read_pointer(root, "best")
     best_loss = _val_loss(best) if best is not None else None
     if val_loss is not None and (best_loss is None or val_loss <= best_loss):
         write_text_atomic(root / "best", final.name + "\n")
@@ -236,34 +232,13 @@ def _val_loss(ckpt: Path) -> float | None:
         return None
 
 
-def _read_pointer(root: Path, name: str) -> Path | None:
-    """The committed checkpoint a pointer file (latest, best) names, or None."""
-    try:
-        target = (root / name).read_text().strip()
-    except OSError:
-        return None
-    p = root / target
-    return p if target.startswith(STEP_PREFIX) and (p / COMMITTED).is_file() else None
-
-
-def committed_checkpoints(run_dir_or_root: str | Path) -> list[Path]:
-    """Committed checkpoint folders of a run (or of its checkpoints/ folder), oldest step first."""
-    root = Path(run_dir_or_root)
-    if (root / "checkpoints").is_dir():
-        root = root / "checkpoints"
-    if not root.is_dir():
-        return []
-    out = [p for p in root.iterdir() if p.name.startswith(STEP_PREFIX) and (p / COMMITTED).is_file()]
-    return sorted(out, key=lambda p: p.name)
-
-
 def rotate(root: Path, keep_last: int) -> list[Path]:
     """Remove committed checkpoints beyond the last `keep_last`, never the best or the latest,
     and leftovers of interrupted saves; returns what was removed."""
     keep_last = max(1, keep_last)
     ckpts = committed_checkpoints(root)
     keep = set(ckpts[-keep_last:])
-    keep |= {p for p in (_read_pointer(root, "best"), _read_pointer(root, "latest")) if p is not None}
+    keep |= {p for p in (read_pointer(root, "best"), read_pointer(root, "latest")) if p is not None}
     removed = []
     for p in ckpts:
         if p not in keep:
@@ -320,46 +295,25 @@ def verify(ckpt: str | Path, *, hashes: bool = True) -> dict:
     return meta
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint folder, a run's checkpoints/ folder or a run directory -> the checkpoint folder
-    (`latest` for the last two); `run:PRESET:STAGE` and run names go through core.runs."""
-    p = Path(path).expanduser()
-    if str(path).startswith("run:") or not p.exists():
-        # run:PRESET:STAGE and run names are resolved by the runs module
-        from core.runs import resolve_checkpoint as resolve_run
-
-        return resolve_run(str(path), prefer="latest")
-    if (p / COMMITTED).is_file() or p.name.startswith(STEP_PREFIX):
-        return p
-    root = p / "checkpoints" if (p / "checkpoints").is_dir() else p
-    latest = _read_pointer(root, "latest")
+def resume_candidates(run_dir: str | Path) -> list[Path]:
+    """Committed checkpoints of a run, newest first, starting at the one `latest` names."""
+    root = Path(run_dir) / "checkpoints"
+    found = committed_checkpoints(root)
+    latest = read_pointer(root, "latest")
     if latest is not None:
-        return latest
-    ckpts = committed_checkpoints(root)
-    if ckpts:
-        return ckpts[-1]
-    raise UserError(f"{p}: has no committed checkpoint (expected checkpoints/step-NNNNNNNN/ with a {COMMITTED} file)")
+        found = [c for c in found if c.name <= latest.name]
+    return list(reversed(found))
 
 
 def resumable_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest checkpoint of a run that verifies, falling back past corrupt ones; None if there is none."""
-    root = Path(run_dir) / "checkpoints"
-    candidates = committed_checkpoints(root)
-    latest = _read_pointer(root, "latest")
-    if latest is not None:  # prefer what `latest` names, then older ones
-        candidates = [c for c in candidates if c.name <= latest.name]
-    for ckpt in reversed(candidates):
+    for ckpt in resume_candidates(run_dir):
         try:
             verify(ckpt)
             return ckpt
         except UserError:
             continue
     return None
-
-
-def model_config(meta: dict) -> ModelConfig:
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
-    return ModelConfig(**{k: v for k, v in meta["architecture"].items() if k in names})
 
 
 def architecture_diff(meta: dict, cfg: ModelConfig) -> list[str]:
@@ -387,8 +341,6 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: t
     ckpt = resolve_checkpoint(path)
     meta = verify(ckpt, hashes=verify_hashes)
     if meta.get("adapter"):  # a LoRA checkpoint: its base with the adapters merged in (core.model.lora)
-        from core.model.lora import load_adapter_model
-
         return load_adapter_model(ckpt, meta, device=device, dtype=dtype, verify_hashes=verify_hashes)
     cfg = model_config(meta)
     model = GPT(cfg)
@@ -423,3 +375,52 @@ def load_trainer_state(path: str | Path, map_location: str | torch.device = "cpu
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # unpickling errors come in many types
         raise UserError(f"{p}: cannot load the trainer state ({type(e).__name__}: {e})") from None
+
+
+# ------------------------------------------------------------------------------- LoRA adapters
+
+def load_adapter_model(ckpt: Any, meta: dict, *, device: Any = "cpu", dtype: torch.dtype | None = None,
+                       verify_hashes: bool = True) -> tuple[torch.nn.Module, Any, dict]:
+    """(model, tokenizer, meta) of a LoRA checkpoint: its base with the adapters merged in.
+
+    Called by `load_model` for a model.json with an "adapter" entry; the base is loaded the same way
+    (it may itself be a LoRA checkpoint)."""
+    from core.model.lora import apply_lora, load_trainable_state, merge_lora
+
+    ckpt = Path(ckpt)
+    info = meta["adapter"]
+    base = info.get("base", "")
+    if not base or not Path(base).exists():
+        raise UserError(f"{ckpt}: a LoRA checkpoint of base {base!r}, which no longer exists; restore the base "
+                        f"checkpoint (or export this adapter with its base merged while both exist)")
+    model, base_tok, _ = load_model(base, verify_hashes=verify_hashes)
+    head = meta.get("head") or {"kind": "lm"}
+    if head["kind"] != "lm" and model.head_kind != head["kind"]:
+        model.set_head(head["out_features"], bias=head.get("bias", False), kind=head["kind"])
+    apply_lora(model, info["rank"], info["alpha"], info.get("dropout", 0.0), info["targets"])
+    try:
+        load_trainable_state(model, load_file(ckpt / WEIGHTS))
+    except (ValueError, RuntimeError, OSError) as e:
+        raise UserError(f"{ckpt / WEIGHTS}: the adapter does not fit its base {base} ({e})") from None
+    merge_lora(model)
+    model.to(device=device, dtype=dtype)
+    model.eval()
+    tokenizer = base_tok
+    tok = meta.get("tokenizer")
+    if tok and (ckpt / tok.get("folder", TOKENIZER_DIR)).is_dir():
+        from core.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer.load(ckpt / tok.get("folder", TOKENIZER_DIR))
+    meta = {**meta, "path": str(ckpt), "merged_from_adapter": True}
+    return model, tokenizer, meta
+
+
+def export_merged(ckpt: Any, out: Any) -> Any:
+    """Write a LoRA checkpoint as an ordinary full checkpoint (base + merged adapters) into `out`
+    (a run-like folder: out/checkpoints/step-N); returns the new checkpoint folder."""
+    model, tokenizer, meta = load_model(ckpt)
+    extra = {k: v for k, v in meta.items() if k in ("finetune",)}
+    lineage = {**(meta.get("lineage") or {}), "merged_from": str(ckpt)}
+    return save_checkpoint(Path(out), int(meta.get("step", 0)), model, tokenizer=tokenizer,
+                                   val_loss=meta.get("val_loss"), chat_template=meta.get("chat_template"),
+                                   lineage=lineage, extra=extra)

@@ -12,11 +12,12 @@ import json
 import shutil
 import sys
 import time
+from typing import Any
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import config, runs
+from core import config, lookup, runs
 from core.errors import UserError
 from core.stages import STAGES
 
@@ -171,7 +172,7 @@ def _eval_preset(args: argparse.Namespace) -> config.Preset:
         return _load_preset(args)
     except config.PresetError as preset_error:
         try:
-            ckpt = runs.resolve_checkpoint(args.preset)
+            ckpt = lookup.resolve_checkpoint(args.preset)
         except UserError:
             raise preset_error from None
     run_preset = ckpt.parent.parent / "preset.toml"
@@ -255,7 +256,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         for r in runs.list_runs():
             st = r.status()
             started = time.strftime("%Y-%m-%d %H:%M", time.localtime(st["started"])) if st.get("started") else ""
-            color = {"running": "cyan", "finished": "green", "failed": "red", "crashed": "red", "stopped": "yellow"}.get(st.get("state"), "")
+            color = {"running": "cyan", "finished": "green", "failed": "red", "crashed": "red", "stopped": "yellow"}.get(str(st.get("state")), "")
             table.add_row(r.name, st.get("stage", ""), st.get("preset", ""), f"[{color}]{st.get('state')}[/]" if color else str(st.get("state")), started)
         out.print(table)
         return EXIT_OK
@@ -331,7 +332,8 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from core.eval.report import model_card, to_html, to_markdown
+    from core.eval.render import to_html, to_markdown
+    from core.eval.report import model_card
     card = model_card(args.model)
     if args.html:
         Path(args.html).write_text(to_html(card))
@@ -347,13 +349,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
-    try:
-        from tui.app import main as tui_main
-    except ImportError:
-        print("The workbench TUI is not in this build yet. Run the stages from the command line:\n"
-              "  llmlab pretrain tiny        # data, tokenizer and pretraining on the embedded default\n"
-              "  llmlab runs list            # runs and their state")
-        return EXIT_OK
+    from tui.app import main as tui_main
+
     return tui_main(preset=args.preset)
 
 
@@ -467,7 +464,7 @@ def build_parser() -> Parser:
     parser = Parser(prog="llmlab", description="llmlab: a workbench for the whole lifecycle of a small language model")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
     for v in VERBS:
-        kw = {} if v.hidden else {"help": v.help}
+        kw: dict[str, Any] = {} if v.hidden else {"help": v.help}
         p = sub.add_parser(v.name, description=None if v.hidden else v.help, **kw)
         v.setup(p)
         p.set_defaults(handler=v.handler)

@@ -241,13 +241,19 @@ class Preset:
     def kv_heads(self) -> int:
         return self.model.n_kv_head or self.model.n_head
 
-    def tokens_per_step(self) -> int:
-        micro = self.train.micro_batch_size * self.model.context_length
-        return max(self.train.batch_tokens, micro)
-
-    def grad_accum_steps(self) -> int:
-        micro = self.train.micro_batch_size * self.model.context_length * self.train.nproc
+    def grad_accum_steps(self, world_size: int | None = None, context_length: int | None = None) -> int:
+        """Micro-batches per process and optimizer step: enough for train.batch_tokens over `world_size`
+        processes (default train.nproc) at `context_length` (default model.context_length)."""
+        world = world_size or self.train.nproc
+        micro = self.train.micro_batch_size * (context_length or self.model.context_length) * world
         return max(1, math.ceil(self.train.batch_tokens / micro)) if self.train.batch_tokens else 1
+
+    def tokens_per_step(self, world_size: int | None = None, context_length: int | None = None) -> int:
+        """Tokens of one optimizer step as the loop trains them: micro-batch x context x accumulation x
+        processes (train.batch_tokens rounded up to whole micro-batches)."""
+        world = world_size or self.train.nproc
+        ctx = context_length or self.model.context_length
+        return self.train.micro_batch_size * ctx * self.grad_accum_steps(world, ctx) * world
 
 
 # ---------------------------------------------------------------------------------------- errors

@@ -9,6 +9,7 @@ events, `list_runs` shows their state, and `stop` asks for a cooperative stop at
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -24,12 +25,23 @@ from typing import Any, Protocol
 from core.errors import UserError
 
 STOP_FILE = "STOP"
+REPORT = "report.json"
 LOCK_FILE = ".lock"
 
 
 class Logger(Protocol):
     def log(self, event: dict) -> None: ...
     def close(self) -> None: ...
+
+
+class NullLogger:
+    """A Logger that drops every event: for ranks other than 0, and for callers that want no events."""
+
+    def log(self, event: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def workspace() -> Path:
@@ -49,7 +61,7 @@ class EventLog:
 
     def __init__(self, path: Path, echo: Logger | None = None):
         self.path = Path(path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._lock = threading.Lock()
         self.echo = echo
 
@@ -159,6 +171,42 @@ def write_text_atomic(path: Path, text: str) -> None:
     fsync_dir(path.parent)
 
 
+def json_safe(x: Any) -> Any:
+    """JSON-safe: NaN and infinities become None (JSON has neither), paths and other objects strings,
+    tensors and numpy scalars their value."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if x is None or isinstance(x, (str, int, bool)):
+        return x
+    if hasattr(x, "item") and not isinstance(x, bytes):
+        return json_safe(x.item())
+    return str(x)
+
+
+def write_json_atomic(path: Path, obj: Any) -> Path:
+    """`obj` (through json_safe) as an indented JSON file, written atomically."""
+    write_text_atomic(Path(path), json.dumps(json_safe(obj), indent=1, allow_nan=False, ensure_ascii=False) + "\n")
+    return Path(path)
+
+
+def write_report(run_dir: str | Path, report: dict) -> Path:
+    """run_dir/report.json, every stage's results: readers see the old or the new report, never half."""
+    return write_json_atomic(Path(run_dir) / REPORT, report)
+
+
+def read_report(run_dir: str | Path) -> dict | None:
+    """run_dir/report.json, or None when it is missing or unreadable."""
+    try:
+        report = json.loads((Path(run_dir) / REPORT).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename in `path` durable (a no-op where directories cannot be opened)."""
     try:
@@ -241,7 +289,8 @@ def list_runs(root: Path | None = None) -> list[Run]:
     return sorted(runs, key=lambda r: r.name, reverse=True)
 
 
-def latest_run(preset_name: str, stage: str, root: Path | None = None, state: str = "finished") -> Run | None:
+def latest_run(preset_name: str, stage: str, root: Path | None = None, state: str | None = "finished") -> Run | None:
+    """The newest run of a preset and stage in `state` (None: any state)."""
     for r in list_runs(root):
         st = r.raw_status()
         if st.get("preset") == preset_name and st.get("stage") == stage and (state is None or st.get("state") == state):
@@ -290,7 +339,7 @@ def stop(run: Run, signal_too: bool = False) -> None:
     """Ask a run to stop at its next step boundary (it saves a checkpoint first)."""
     (run.path / STOP_FILE).write_text(str(time.time()))
     pid = run.raw_status().get("pid")
-    if signal_too and process_alive(pid):
+    if signal_too and isinstance(pid, int) and process_alive(pid):
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -405,44 +454,3 @@ def tail(run: Run, follow: bool = True, stop: threading.Event | None = None,
             yield from events
             return
         time.sleep(poll_s)
-
-
-# ---------------------------------------------------------------------------------- model lookup
-
-def resolve_checkpoint(spec: str | Path, prefer: str = "best", root: Path | None = None) -> Path:
-    """A model named the way users name it -> a committed checkpoint folder.
-
-    Accepts a checkpoint folder (has COMMITTED), a run folder or run name (its `best`, else `latest`,
-    checkpoint), or `run:PRESET:STAGE` (the newest finished run of that preset and stage)."""
-    s = str(spec)
-    if s.startswith("run:"):
-        parts = s.split(":")
-        if len(parts) != 3 or not parts[1] or not parts[2]:
-            raise UserError(f"{s}: expected run:PRESET:STAGE, e.g. run:tiny:pretrain")
-        run = latest_run(parts[1], parts[2], root)
-        if run is None:
-            raise UserError(f"{s}: no finished {parts[2]} run of preset {parts[1]!r} in {runs_root(root)}; "
-                            f"run `llmlab {parts[2]} {parts[1]}` first")
-        return resolve_checkpoint(run.path, prefer, root)
-    p = Path(s).expanduser()
-    if (p / "COMMITTED").exists():
-        return p
-    if p.is_dir() and (p / "model.safetensors").exists():
-        raise UserError(f"{p}: checkpoint is not committed (its save was interrupted); use an earlier one")
-    run_dir = p if (p / "checkpoints").is_dir() or (p / "status.json").exists() else None
-    if run_dir is None:
-        try:
-            run_dir = open_run(s, root).path
-        except UserError:
-            raise UserError(f"{s}: not a checkpoint, a run folder, a run name or run:PRESET:STAGE") from None
-    ckdir = run_dir / "checkpoints"
-    for name in (prefer, "latest", "best"):
-        f = ckdir / name
-        if f.exists():
-            step = ckdir / f.read_text().strip()
-            if (step / "COMMITTED").exists():
-                return step
-    committed = sorted(d for d in ckdir.glob("step-*") if (d / "COMMITTED").exists()) if ckdir.is_dir() else []
-    if committed:
-        return committed[-1]
-    raise UserError(f"{run_dir}: has no committed checkpoint")

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from core import checkpoint as ck
-from core.config import ModelConfig
+from core.config import ModelConfig, TrainConfig
 from core.errors import UserError
 from core.model.gpt import GPT
+from core.train.optim import build_optimizer
 
 TINY = ModelConfig(n_layer=1, n_head=2, n_embd=32, context_length=16, vocab_size=64)
 
@@ -27,7 +28,7 @@ def logits(m: GPT) -> torch.Tensor:
 
 def test_layout_and_round_trip(tmp_path):
     m = model()
-    opt = m.configure_optimizer(0.1, 1e-3, (0.9, 0.95), "cpu")
+    opt = build_optimizer(m, TrainConfig(weight_decay=0.1, lr=1e-3), "cpu")
     m(torch.arange(8).unsqueeze(0), torch.arange(8).unsqueeze(0))[1].backward()
     opt.step()
     state = {"optimizer": opt.state_dict(), "step": 1000, "rng": ck.capture_rng_state(), "data": {"pos": 12345}}
@@ -48,7 +49,7 @@ def test_layout_and_round_trip(tmp_path):
 
     ts = ck.load_trainer_state(tmp_path)
     assert ts["step"] == 1000 and ts["data"] == {"pos": 12345}
-    opt2 = model(1).configure_optimizer(0.1, 1e-3, (0.9, 0.95), "cpu")
+    opt2 = build_optimizer(model(1), TrainConfig(weight_decay=0.1, lr=1e-3), "cpu")
     opt2.load_state_dict(ts["optimizer"])
 
 

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from core.config import ModelConfig
+from core.config import ModelConfig, TrainConfig
 from core.generate import _stop_prefix_len, generate, generate_text, sample_next
 from core.model.gpt import GPT
+from core.train.optim import build_optimizer
 
 CFG = dict(n_layer=2, n_head=4, n_embd=32, context_length=24, vocab_size=64)
 LLAMA = dict(CFG, norm="rmsnorm", position="rope", mlp="swiglu", bias=False, tie_embeddings=False, n_kv_head=2)
@@ -94,7 +95,7 @@ def test_generate_text_joins_multibyte_characters():
     # a byte-level model taught "éàéà..." emits each character as two tokens, each invalid UTF-8 alone
     m = build(**dict(CFG, vocab_size=256))
     data = torch.tensor([list(("éà" * 6).encode())])  # 24 bytes
-    opt = m.configure_optimizer(0.0, 1e-2, (0.9, 0.95), "cpu")
+    opt = build_optimizer(m, TrainConfig(weight_decay=0.0, lr=1e-2), "cpu")
     for _ in range(100):
         opt.zero_grad()
         m(data[:, :-1], data[:, 1:])[1].backward()
@@ -107,7 +108,7 @@ def test_decode_weight_copies_follow_training_updates():
     # one-token CPU decoding multiplies by cached (in, out) weight copies: they must follow the weights
     m = build(**CFG)
     before = list(generate(m, [1, 2, 3], max_new_tokens=12, temperature=0))
-    opt = m.configure_optimizer(0.0, 5e-2, (0.9, 0.95), "cpu")
+    opt = build_optimizer(m, TrainConfig(weight_decay=0.0, lr=5e-2), "cpu")
     x = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
     for _ in range(5):
         opt.zero_grad()

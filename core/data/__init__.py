@@ -14,7 +14,7 @@ from typing import Any
 
 from core.data.documents import Documents
 from core.data.records import load_records
-from core.data.shards import Stopped, TokenLoader, prepare_shards, read_meta, shard_key
+from core.data.shards import TokenLoader, prepare_shards, read_meta, shard_key
 from core.data.stats import record_stats, shard_stats, text_stats
 
 
@@ -24,5 +24,5 @@ def iter_documents(preset: Any) -> Iterator[str]:
     return iter(Documents(data))
 
 
-__all__ = ["Documents", "Stopped", "TokenLoader", "iter_documents", "load_records", "prepare_shards", "read_meta",
+__all__ = ["Documents", "TokenLoader", "iter_documents", "load_records", "prepare_shards", "read_meta",
            "record_stats", "shard_key", "shard_stats", "text_stats"]

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import UserError
+from core.errors import Stopped, UserError
+from core.runs import Logger
 
 SHARD_FORMAT = 1
 CHUNK_CHARS = 1 << 20  # text per task sent to a tokenizer process: large enough that IPC is noise
@@ -35,10 +36,6 @@ TOP_TOKENS = 50
 # Document lengths are kept as a histogram over quarter-octave bins, so statistics against any
 # context length can be computed later from meta.json (exact at powers of two).
 LENGTH_EDGES = sorted({int(round(2 ** (i / 4))) for i in range(0, 4 * 25)}) + [2**62]
-
-
-class Stopped(Exception):
-    """prepare_shards saw the stop event; nothing was written."""
 
 
 def workspace() -> Path:
@@ -143,7 +140,7 @@ def _ordered_pool_map(chunks: Iterator[tuple[list[str], np.ndarray, int]], enc: 
 
 
 def write_shards(docs: Iterable[str], folder: Path, tokenizer: Any, *, val_fraction: float = 0.05, seed: int = 1337,
-                 num_proc: int = 2, log: Any = None, stop: threading.Event | None = None,
+                 num_proc: int = 2, log: Logger | None = None, stop: threading.Event | None = None,
                  total_bytes: int | None = None) -> dict:
     """Tokenize `docs` into folder/train.bin and folder/val.bin; returns the statistics for meta.json."""
     dtype = dtype_for(tokenizer.n_vocab)
@@ -186,7 +183,7 @@ def write_shards(docs: Iterable[str], folder: Path, tokenizer: Any, *, val_fract
             "top_tokens": [[int(i), int(counts[i])] for i in top if counts[i] > 0]}
 
 
-def prepare_shards(preset: Any, tokenizer: Any, log: Any = None, stop: threading.Event | None = None) -> Path:
+def prepare_shards(preset: Any, tokenizer: Any, log: Logger | None = None, stop: threading.Event | None = None) -> Path:
     """Folder with train.bin, val.bin and meta.json for preset.data and this tokenizer (cached by key).
 
     `tokenizer` is anything with .enc (a tiktoken.Encoding), .eot_id, .n_vocab and .name."""

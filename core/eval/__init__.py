@@ -4,8 +4,10 @@
     perplexity.py  loss, perplexity and bits per byte of held-out text
     choice.py      multiple choice as lm-evaluation-harness scores it (acc, acc_norm, k-shot, chance)
     judge.py       an LLM judge on any OpenAI-compatible endpoint: rubric scores, pairwise win rates
-    report.py      report.json per evaluation, the model card along a model's lineage, Markdown/HTML
-    stage.py       the eval stage: `run(preset, run_dir, log, stop)` on preset.eval.tasks
+    report.py      the model card's data along a model's lineage (report.json is core.runs')
+    render.py      the card as Markdown and HTML with inline SVG loss curves
+
+The eval stage itself is core.stages.eval.
 
 Modules import torch lazily where they can; import the one you need (`from core.eval.choice import evaluate`).
 """

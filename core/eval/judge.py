@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.eval.metrics import mean_ci
+from core.runs import Logger
 
 SCALES = {"0-100": (0.0, 100.0), "1-5": (1.0, 5.0)}
 MAX_REPLY_BYTES = 1 << 20
@@ -243,7 +244,7 @@ class _Breaker:
 
 
 def score_answers(client: JudgeClient, items: Sequence[dict], *, scale: str = "0-100",
-                  max_consecutive_failures: int = 3, log: Any = None, stop: threading.Event | None = None,
+                  max_consecutive_failures: int = 3, log: Logger | None = None, stop: threading.Event | None = None,
                   progress: Callable[[int, int], None] | None = None, samples: int = 5) -> dict:
     """Rubric scores of items [{"instruction", "input"?, "reference"?, "answer"}]: mean with a 95%
     interval over the parsed scores, counts of unparseable and failed requests, answer length."""
@@ -288,7 +289,7 @@ def score_answers(client: JudgeClient, items: Sequence[dict], *, scale: str = "0
             "samples": rows[:samples]}
 
 
-def pairwise(client: JudgeClient, items: Sequence[dict], *, max_consecutive_failures: int = 3, log: Any = None,
+def pairwise(client: JudgeClient, items: Sequence[dict], *, max_consecutive_failures: int = 3, log: Logger | None = None,
              stop: threading.Event | None = None, progress: Callable[[int, int], None] | None = None,
              samples: int = 5) -> dict:
     """Win rate of answer_a over answer_b on items [{"instruction", "input"?, "answer_a", "answer_b"}].

@@ -286,15 +286,3 @@ class GPT(nn.Module):
             missing = [k for k in missing if k != "lm_head.weight"]
         if missing or unexpected:
             raise ValueError(f"weights do not match the architecture: missing {missing[:5]}, unexpected {unexpected[:5]}")
-
-    def configure_optimizer(self, weight_decay: float, lr: float, betas: tuple[float, float],
-                            device_type: str) -> torch.optim.AdamW:
-        """AdamW with decay on matrices and embeddings (>= 2D) only; fused kernels where available."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        # the fused step is one kernel per dtype/device on CUDA and a vectorised loop on CPU
-        fused = device_type in ("cuda", "cpu")
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)

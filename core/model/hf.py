@@ -20,15 +20,12 @@ from safetensors.torch import load_file, save_file
 
 from core.config import ModelConfig
 from core.errors import UserError
+from core.lookup import GPT2_MODELS, models_root
 from core.model.gpt import GPT
 from core.model.stats import head_dim, kv_heads, mlp_hidden_size
+from core.runs import Logger
 
-GPT2_HUB = {
-    "gpt2": "openai-community/gpt2",
-    "gpt2-medium": "openai-community/gpt2-medium",
-    "gpt2-large": "openai-community/gpt2-large",
-    "gpt2-xl": "openai-community/gpt2-xl",
-}
+GPT2_HUB = {name: m.hub for name, m in GPT2_MODELS.items()}  # the table itself is core.lookup.GPT2_MODELS
 GPT2_VOCAB = 50257
 
 
@@ -374,3 +371,13 @@ def write_hf_tokenizer(tokenizer: Any, out: Path, model_max_length: int) -> bool
                                 "{{ '<|im_start|>assistant\\n' }}{% endif %}")
     (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     return True
+
+
+def import_gpt2(name: str, log: Logger) -> Path:
+    """A checkpoint of GPT-2 weights `name` (core.lookup.GPT2_NAMES), imported from the hub once into
+    $LLMLAB_HOME/models/NAME; pretraining's init_from and finetuning's base share it."""
+    out = models_root() / name
+    if (out / "COMMITTED").is_file():
+        return out
+    log.log({"kind": "log", "level": "info", "message": f"importing {name} weights into {out} (once)"})
+    return Path(import_hf(name, out))

@@ -16,11 +16,14 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from core.model.gpt import GPT
 
 # which linear layers each preset target names (paths relative to the model)
 TARGETS = {
@@ -66,7 +69,7 @@ class LoRALinear(nn.Linear):
 
 # ------------------------------------------------------------------------------------- apply
 
-def target_paths(model: nn.Module, targets: list[str] | tuple[str, ...]) -> list[str]:
+def target_paths(model: GPT, targets: list[str] | tuple[str, ...]) -> list[str]:
     """Module paths (e.g. blocks.0.attn.c_attn) of the linear layers the targets name."""
     bad = [t for t in targets if t not in (*TARGETS, "head")]
     if bad:
@@ -85,7 +88,7 @@ def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, name, module)
 
 
-def apply_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0,
+def apply_lora(model: GPT, rank: int, alpha: float, dropout: float = 0.0,
                targets: list[str] | tuple[str, ...] = ("attn", "mlp"), *, freeze: bool = True) -> list[str]:
     """Put adapters on the targeted layers (in place) and, with `freeze`, make every other
     parameter non-trainable; returns the adapted module paths. Seed torch first for a fixed init."""
@@ -97,11 +100,12 @@ def apply_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0,
         layer = model.get_submodule(path)
         if isinstance(layer, LoRALinear):
             raise ValueError(f"{path} already has a LoRA adapter")
+        assert isinstance(layer, nn.Linear), path
         _set_module(model, path, LoRALinear(layer, rank, alpha, dropout))
     return paths
 
 
-def apply_lora_config(model: nn.Module, cfg: Any, *, freeze: bool = True) -> list[str]:
+def apply_lora_config(model: GPT, cfg: Any, *, freeze: bool = True) -> list[str]:
     """`apply_lora` with the settings of a preset's `finetune.lora` (core.config.LoraConfig)."""
     return apply_lora(model, cfg.rank, cfg.alpha, cfg.dropout, list(cfg.targets), freeze=freeze)
 
@@ -155,7 +159,7 @@ def load_trainable_state(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
 # ------------------------------------------------------------------------------------- merge
 
 @torch.no_grad()
-def merge_lora(model: nn.Module) -> nn.Module:
+def merge_lora(model: GPT) -> GPT:
     """Fold every adapter into its base weight and put back plain `nn.Linear` layers (in place).
 
     A head adapter on a tied head cannot be folded into the shared embedding, so the head is
@@ -193,10 +197,10 @@ class AdapterModel(nn.Module):
     The shared loop and `core.checkpoint.save_checkpoint` call `weights()` / `load_weights()`;
     here they mean the adapters (and a new head), so a LoRA checkpoint of GPT-2 355M is a few MB.
     `adapter_meta()` goes into model.json: the base checkpoint and the adapter settings, which is
-    what `load_adapter_model` needs to rebuild the finetuned model.
+    what `core.checkpoint.load_adapter_model` needs to rebuild the finetuned model.
     """
 
-    def __init__(self, gpt: nn.Module, base: str, rank: int, alpha: float, dropout: float, targets: list[str]):
+    def __init__(self, gpt: GPT, base: str, rank: int, alpha: float, dropout: float, targets: list[str]):
         super().__init__()
         self.gpt = gpt  # not `module`: checkpoint code unwraps DDP's `.module` and would save the full GPT
         self.base, self.rank, self.alpha, self.dropout, self.targets = base, rank, alpha, dropout, list(targets)
@@ -228,59 +232,3 @@ class AdapterModel(nn.Module):
     def adapter_meta(self) -> dict:
         return {"base": self.base, "rank": self.rank, "alpha": self.alpha, "dropout": self.dropout,
                 "targets": self.targets, "tensors": sorted(trainable_state(self.gpt))}
-
-
-def load_adapter_model(ckpt: Any, meta: dict, *, device: Any = "cpu", dtype: torch.dtype | None = None,
-                       verify_hashes: bool = True) -> tuple[nn.Module, Any, dict]:
-    """(model, tokenizer, meta) of a LoRA checkpoint: its base with the adapters merged in.
-
-    Called by `core.checkpoint.load_model` for a model.json with an "adapter" entry; the base is
-    loaded the same way (it may itself be a LoRA checkpoint)."""
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
-    from core import checkpoint as ckpt_io
-    from core.errors import UserError
-
-    ckpt = Path(ckpt)
-    info = meta["adapter"]
-    base = info.get("base", "")
-    if not base or not Path(base).exists():
-        raise UserError(f"{ckpt}: a LoRA checkpoint of base {base!r}, which no longer exists; restore the base "
-                        f"checkpoint (or export this adapter with its base merged while both exist)")
-    model, base_tok, _ = ckpt_io.load_model(base, verify_hashes=verify_hashes)
-    head = meta.get("head") or {"kind": "lm"}
-    if head["kind"] != "lm" and model.head_kind != head["kind"]:
-        model.set_head(head["out_features"], bias=head.get("bias", False), kind=head["kind"])
-    apply_lora(model, info["rank"], info["alpha"], info.get("dropout", 0.0), info["targets"])
-    try:
-        load_trainable_state(model, load_file(ckpt / ckpt_io.WEIGHTS))
-    except (ValueError, RuntimeError, OSError) as e:
-        raise UserError(f"{ckpt / ckpt_io.WEIGHTS}: the adapter does not fit its base {base} ({e})") from None
-    merge_lora(model)
-    model.to(device=device, dtype=dtype)
-    model.eval()
-    tokenizer = base_tok
-    tok = meta.get("tokenizer")
-    if tok and (ckpt / tok.get("folder", ckpt_io.TOKENIZER_DIR)).is_dir():
-        from core.tokenizer import Tokenizer
-
-        tokenizer = Tokenizer.load(ckpt / tok.get("folder", ckpt_io.TOKENIZER_DIR))
-    meta = {**meta, "path": str(ckpt), "merged_from_adapter": True}
-    return model, tokenizer, meta
-
-
-def export_merged(ckpt: Any, out: Any) -> Any:
-    """Write a LoRA checkpoint as an ordinary full checkpoint (base + merged adapters) into `out`
-    (a run-like folder: out/checkpoints/step-N); returns the new checkpoint folder."""
-    from pathlib import Path
-
-    from core import checkpoint as ckpt_io
-
-    model, tokenizer, meta = ckpt_io.load_model(ckpt)
-    extra = {k: v for k, v in meta.items() if k in ("finetune",)}
-    lineage = {**(meta.get("lineage") or {}), "merged_from": str(ckpt)}
-    return ckpt_io.save_checkpoint(Path(out), int(meta.get("step", 0)), model, tokenizer=tokenizer,
-                                   val_loss=meta.get("val_loss"), chat_template=meta.get("chat_template"),
-                                   lineage=lineage, extra=extra)

@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from core.config import ModelConfig
+from core.config import FinetuneConfig, ModelConfig
 
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2, "int8": 1}
 
@@ -290,3 +290,32 @@ def summary(cfg: ModelConfig, batch_size: int = 1, context_length: int | None = 
         "kv_heads": kv_heads(cfg),
         "mlp_hidden": mlp_hidden_size(cfg),
     }
+
+
+# ------------------------------------------------------------------------- finetuning
+
+def trainable_params(cfg: ModelConfig, ft: FinetuneConfig) -> dict[str, int]:
+    """Parameters that train in each finetuning mode (head, last_blocks, all, lora) of a base of shape
+    `cfg` under `ft`, and the total: what the finetuning wizard shows before any weights load
+    (close, not exact, for LoRA: layouts vary by layer)."""
+    pc = param_counts(cfg)
+    E, L = cfg.n_embd, cfg.n_layer
+    classify = ft.method == "classify"
+    head = (E * ft.num_classes + ft.num_classes) if classify else (pc.embeddings if cfg.tie_embeddings else pc.head)
+    per_block = (pc.attention + pc.mlp + pc.norms - 2 * E) / max(1, L)  # norms include ln_f (weight + bias)
+    all_params = pc.embeddings + pc.positions + pc.attention + pc.mlp + pc.norms + (head if classify else pc.head)
+    last = int(per_block * min(ft.last_blocks, L) + 2 * E + head)
+    r = ft.lora.rank
+    hd = E // cfg.n_head
+    kv = cfg.n_kv_head or cfg.n_head
+    H = mlp_hidden_size(cfg) * (2 if cfg.mlp == "swiglu" else 1)
+    lora = 0
+    if "attn" in ft.lora.targets:
+        lora += L * r * ((E + (cfg.n_head + 2 * kv) * hd) + (E + E))
+    if "mlp" in ft.lora.targets:
+        lora += L * r * ((E + H) + (H // (2 if cfg.mlp == "swiglu" else 1) + E))
+    if "head" in ft.lora.targets and not classify:
+        lora += r * (E + cfg.vocab_size)
+    if classify:
+        lora += head
+    return {"head": head, "last_blocks": last, "all": all_params, "lora": lora, "total": all_params}

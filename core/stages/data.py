@@ -8,25 +8,19 @@ filter_report.json, stats.json and report.json. A cached shard folder makes the 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from core.data.shards import Stopped, prepare_shards, read_meta
+from core.data.shards import prepare_shards, read_meta
 from core.data.stats import shard_stats
+from core.errors import Stopped
+from core.runs import Logger, write_json_atomic, write_report
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    tmp.replace(path)
-
-
-def run(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
+def run(preset: Any, run_dir: Path, log: Logger, stop: threading.Event) -> None:
     from core.tokenizer.cache import tokenizer_for
-    from core.tokenizer.train import TrainingStopped
 
     t0 = time.time()
     run_dir = Path(run_dir)
@@ -38,7 +32,7 @@ def run(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
         if stop.is_set():
             return
         folder = prepare_shards(preset, tokenizer, log, stop)
-    except (Stopped, TrainingStopped):
+    except Stopped:
         return
     meta = read_meta(folder)
     src, flt = meta["source_report"], meta["filter_report"]
@@ -51,8 +45,8 @@ def run(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
                  "message": f"the mixture stopped when {src['exhausted']} ran out; realised shares: "
                             + ", ".join(f"{s['source']} {s['share_chars']:.1%}" for s in src["sources"])})
     stats = shard_stats(meta, preset.model.context_length, tokenizer)
-    _write_json(run_dir / "filter_report.json", {"source": what, **flt, "sources": src})
-    _write_json(run_dir / "stats.json", stats)
+    write_json_atomic(run_dir / "filter_report.json", {"source": what, **flt, "sources": src})
+    write_json_atomic(run_dir / "stats.json", stats)
     report = {
         "stage": "data", "source": what, "shards": str(folder), "key": meta["key"], "tokenizer": meta["tokenizer"],
         "dtype": meta["dtype"], "docs": stats["docs"], "chars": stats["chars"], "tokens": stats["tokens"],
@@ -64,7 +58,7 @@ def run(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
         "sources": src["sources"], "bad_utf8": src["bad_utf8"],
         "seconds": round(time.time() - t0, 3), "tokenize_seconds": meta["seconds"],
     }
-    _write_json(run_dir / "report.json", report)
+    write_report(run_dir, report)
     log.log({"kind": "log", "level": "info",
              "message": f"{stats['docs']:,} documents, {stats['tokens']:,} tokens "
                         f"({meta['train_tokens']:,} train / {meta['val_tokens']:,} val) in {folder}"})

@@ -1,6 +1,6 @@
 """The eval stage: measure one model on the preset's eval.tasks and write report.json.
 
-`run(preset, run_dir, log, stop)` loads eval.model (any name core.runs.resolve_checkpoint accepts;
+`run(preset, run_dir, log, stop)` loads eval.model (any name core.lookup.resolve_checkpoint accepts;
 empty = the newest finished finetune or pretrain run of this preset) with its own tokenizer and runs
 each task: perplexity (loss, perplexity, bits per byte on the val split of preset.data, tokenized
 with the model's tokenizer), classify (test-split metrics of a classification finetune), choice
@@ -16,11 +16,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from core.errors import UserError
+from core.runs import Logger
+
+if TYPE_CHECKING:
+    from core.model.gpt import GPT
 
 TASKS = ("perplexity", "classify", "choice", "judge", "pairwise")
 LM_TASKS = ("perplexity", "choice", "judge", "pairwise")
@@ -29,11 +33,11 @@ LM_TASKS = ("perplexity", "choice", "judge", "pairwise")
 @dataclass
 class EvalContext:
     preset: Any
-    model: torch.nn.Module
+    model: GPT
     tokenizer: Any
     meta: dict
     device: torch.device
-    log: Any
+    log: Logger
     stop: threading.Event
     cache: dict = field(default_factory=dict)
 
@@ -58,10 +62,10 @@ def default_model(preset: Any, root: Path | None = None) -> str:
     return str(max(found, key=lambda r: (st[r.name].get("ended") or st[r.name].get("created") or 0, r.name)).path)
 
 
-def load_for_eval(spec: str, device: torch.device) -> tuple[torch.nn.Module, Any, dict]:
+def load_for_eval(spec: str, device: torch.device) -> tuple[GPT, Any, dict]:
     """(model, tokenizer, meta) of a model name; a checkpoint without a tokenizer is refused clearly."""
     from core.checkpoint import load_model
-    from core.runs import resolve_checkpoint
+    from core.lookup import resolve_checkpoint
 
     ckpt = resolve_checkpoint(spec)
     model, tokenizer, meta = load_model(ckpt, device=device)
@@ -80,7 +84,8 @@ def _head(meta: dict) -> str:
 # ------------------------------------------------------------------------------------- tasks
 
 def task_perplexity(ctx: EvalContext) -> dict:
-    from core.data import Stopped, prepare_shards
+    from core.data import prepare_shards
+    from core.errors import Stopped
     from core.eval.perplexity import evaluate_shard
 
     p = ctx.preset
@@ -183,7 +188,7 @@ def _template(ctx: EvalContext, meta: dict) -> str:
     return prompt_format_of(meta) or ctx.preset.finetune.template
 
 
-def _answers(ctx: EvalContext, model: torch.nn.Module, tokenizer: Any, key: str, meta: dict) -> list[str]:
+def _answers(ctx: EvalContext, model: GPT, tokenizer: Any, key: str, meta: dict) -> list[str]:
     from core.eval.judge import answer_instructions
 
     if key not in ctx.cache:
@@ -217,7 +222,7 @@ def task_judge(ctx: EvalContext) -> dict:
 
 def task_pairwise(ctx: EvalContext) -> dict:
     from core.eval.judge import JudgeClient, pairwise
-    from core.runs import resolve_checkpoint
+    from core.lookup import resolve_checkpoint
 
     other_spec = ctx.preset.eval.judge.compare_with
     if not other_spec:
@@ -268,10 +273,10 @@ def _samples(ctx: EvalContext) -> list[dict]:
     return out
 
 
-def run(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
+def run(preset: Any, run_dir: Path, log: Logger, stop: threading.Event) -> None:
     """The eval stage (see the module docstring)."""
     from core.eval.report import hardware, write_report
-    from core.train.loop import pick_device
+    from core.train.device import pick_device
 
     t0 = time.time()
     run_dir = Path(run_dir)

@@ -16,38 +16,28 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from core.checkpoint import write_text_atomic
 from core.config import Preset
 from core.errors import UserError
+from core.lookup import GPT2_NAMES
+from core.runs import Logger, write_report, write_text_atomic
+from core.train.device import Dist
 from core.train.examples import plan_finetune_steps
 
-GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+if TYPE_CHECKING:
+    from core.model.gpt import GPT
+    from core.model.lora import AdapterModel
+
 BASE_FILE = "base.json"
 BASELINE_FILE = "baseline.json"
 
 
 # ---------------------------------------------------------------------------------- the base
 
-def import_gpt2(name: str, log: Any) -> Path:
-    """A checkpoint of GPT-2 weights `name`, imported from the hub once into workspace()/models/NAME."""
-    from core.runs import workspace
-
-    out = workspace() / "models" / name
-    if (out / "COMMITTED").is_file():
-        return out
-    try:
-        from core.model.hf import import_hf
-    except ImportError:
-        raise UserError(f"finetune.base: importing {name} needs core.model.hf, which this build lacks") from None
-    log.log({"kind": "log", "level": "info", "message": f"importing {name} weights into {out} (once)"})
-    return Path(import_hf(name, out))
-
-
-def resolve_base(spec: str, run_dir: Path, log: Any) -> Path:
+def resolve_base(spec: str, run_dir: Path, log: Logger) -> Path:
     """The starting checkpoint folder, fixed on the run's first start (run_dir/base.json)."""
     f = run_dir / BASE_FILE
     if f.is_file():
@@ -59,9 +49,11 @@ def resolve_base(spec: str, run_dir: Path, log: Any) -> Path:
     if not spec:
         raise UserError("finetune.base: empty; name a checkpoint, a run, run:PRESET:STAGE or a GPT-2 name")
     if spec in GPT2_NAMES:
+        from core.model.hf import import_gpt2
+
         path = import_gpt2(spec, log)
     else:
-        from core.runs import resolve_checkpoint
+        from core.lookup import resolve_checkpoint
 
         try:
             path = resolve_checkpoint(spec)
@@ -72,7 +64,7 @@ def resolve_base(spec: str, run_dir: Path, log: Any) -> Path:
     return path
 
 
-def load_base(path: Path, preset: Preset) -> tuple[torch.nn.Module, Any, dict]:
+def load_base(path: Path, preset: Preset) -> tuple[GPT, Any, dict]:
     """(model in train mode, tokenizer, meta) of the base; refuses a tokenizer the model cannot use."""
     from core.checkpoint import load_model
 
@@ -97,19 +89,19 @@ def load_base(path: Path, preset: Preset) -> tuple[torch.nn.Module, Any, dict]:
     return model, tokenizer, meta
 
 
-def set_dropout(model: torch.nn.Module, p: float) -> None:
+def set_dropout(model: GPT, p: float) -> None:
     """Dropout is a training choice: the preset's value replaces the base's."""
     model.config = dataclasses.replace(model.config, dropout=p)
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
-            m.p = p
+            m.p = p  # type: ignore[assignment]  # nn.Module.__setattr__ takes the float
         elif hasattr(m, "dropout") and isinstance(m.dropout, float):
-            m.dropout = p
+            m.dropout = p  # type: ignore[assignment]  # an attention module's float dropout
 
 
 # ------------------------------------------------------------------------------ trainable parts
 
-def set_trainable(model: torch.nn.Module, mode: str, last_blocks: int = 1) -> None:
+def set_trainable(model: GPT, mode: str, last_blocks: int = 1) -> None:
     """head: the output head only; last_blocks: the last N blocks, the final norm and the head; all."""
     n_layer = len(model.blocks)
     if mode == "last_blocks" and last_blocks > n_layer:
@@ -118,7 +110,7 @@ def set_trainable(model: torch.nn.Module, mode: str, last_blocks: int = 1) -> No
         p.requires_grad_(mode == "all")
     if mode == "all":
         return
-    parts = [model.lm_head]
+    parts: list[torch.nn.Module] = [model.lm_head]
     if mode == "last_blocks":
         parts += [model.ln_f, *model.blocks[n_layer - last_blocks:]]
     for part in parts:
@@ -126,7 +118,7 @@ def set_trainable(model: torch.nn.Module, mode: str, last_blocks: int = 1) -> No
             p.requires_grad_(True)
 
 
-def add_lora(model: torch.nn.Module, preset: Preset, base: Path, method: str, log: Any) -> torch.nn.Module:
+def add_lora(model: GPT, preset: Preset, base: Path, method: str, log: Logger) -> AdapterModel:
     """Adapters from finetune.lora; a new classification head trains in full next to them."""
     from core.model.lora import AdapterModel, apply_lora
 
@@ -144,7 +136,7 @@ def add_lora(model: torch.nn.Module, preset: Preset, base: Path, method: str, lo
     return AdapterModel(model, str(base), cfg.rank, cfg.alpha, cfg.dropout, targets)
 
 
-def make_task(preset: Preset, tokenizer: Any, log: Any, max_len: int) -> Any:
+def make_task(preset: Preset, tokenizer: Any, log: Logger, max_len: int) -> Any:
     method = preset.finetune.method
     if method == "classify":
         from core.train.classify import ClassifyTask
@@ -160,31 +152,38 @@ def make_task(preset: Preset, tokenizer: Any, log: Any, max_len: int) -> Any:
 
 # --------------------------------------------------------------------------------------- stage
 
-def run(preset: Preset, run_dir: Path, log: Any, stop: threading.Event) -> None:
-    """The finetune stage (see the module docstring)."""
-    from core.checkpoint import committed_checkpoints
-    from core.model.lora import count_parameters
-    from core.train.loop import pick_device, seed_everything, train
-
+def run(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event) -> None:
+    """The finetune stage (see the module docstring); with train.nproc > 1 on torchrun workers."""
     run_dir = Path(run_dir)
-    ft, t = preset.finetune, preset.train
-    if t.nproc > 1:
-        raise UserError("train.nproc: finetuning runs in one process; set train.nproc = 1")
+    if preset.train.nproc > 1:
+        from core.train import ddp
+
+        resolve_base(preset.finetune.base, run_dir, log)  # once, here: the workers read base.json
+        ddp.launch(preset, run_dir, log, stop, worker_module="core.stages.finetune")
+        return
+    fit(preset, run_dir, log, stop)
+
+
+def prepare_model(preset: Preset, run_dir: Path, log: Logger, main: bool) -> tuple[Any, GPT | AdapterModel, Any, Path, dict | None]:
+    """The base, the method's task and what trains: (task, model to train, tokenizer, base, baseline)."""
+    from core.checkpoint import committed_checkpoints
+    from core.train.device import seed_everything
+
+    ft = preset.finetune
     fresh = not committed_checkpoints(run_dir)
     base = resolve_base(ft.base, run_dir, log)
     model, tokenizer, base_meta = load_base(base, preset)
-    seed_everything(t.seed)
-    max_len = model.config.context_length
-    task = make_task(preset, tokenizer, log, max_len)
+    seed_everything(preset.train.seed)
+    task = make_task(preset, tokenizer, log, model.config.context_length)
     task.adapt_model(model)
     trained_with = (base_meta.get("finetune") or {}).get("prompt_format")
     if trained_with and getattr(task, "prompt_format", trained_with) != trained_with:
         log.log({"kind": "log", "level": "warning",
                  "message": f"finetune.template: the base was instruction-tuned with {trained_with!r} prompts, this "
                             f"run uses {task.prompt_format!r}; set finetune.template = {trained_with!r} to match"})
-
-    baseline = _baseline(task, model, run_dir, fresh, log)
+    baseline = _baseline(task, model, run_dir, fresh, log, write=main)
     lora = ft.trainable == "lora"
+    trained: GPT | AdapterModel
     if lora:
         trained = add_lora(model, preset, base, task.method, log)
     else:
@@ -192,20 +191,33 @@ def run(preset: Preset, run_dir: Path, log: Any, stop: threading.Event) -> None:
         trained = model
     if task.method == "preference":
         task.make_objective(model, lora)
-    n_train, n_total = count_parameters(model)
-    device = pick_device(t.device)
+    return task, trained, tokenizer, base, baseline
+
+
+def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist: Dist | None = None) -> Any:
+    """Setup, the loop and the report, in this process (a single process, or one rank of torchrun)."""
+    from core.model.lora import AdapterModel, count_parameters
+    from core.train.device import pick_device
+    from core.train.loop import train
+
+    run_dir = Path(run_dir)
+    ft, t = preset.finetune, preset.train
+    main = dist is None or dist.is_main
+    task, trained, tokenizer, base, baseline = prepare_model(preset, run_dir, log, main)
+    n_train, n_total = count_parameters(trained.gpt if isinstance(trained, AdapterModel) else trained)
+    device = pick_device(t.device, dist)
     if hasattr(task, "to"):
         task.to(device)
-
-    accum = preset.grad_accum_steps()
-    per_step = min(t.micro_batch_size, task.batches.n_train) * accum
+    world = dist.world_size if dist else 1
+    accum = preset.grad_accum_steps(world)
+    per_step = min(t.micro_batch_size, task.batches.n_train) * accum * world
     total = plan_finetune_steps(t, per_step, task.batches.n_train)
     log.log({"kind": "log", "level": "info",
              "message": f"finetune ({task.method}, trainable {ft.trainable}): {n_train:,} of {n_total:,} parameters "
                         f"train; {total} steps of {per_step} examples ({total * per_step / task.batches.n_train:.2f} epochs) "
                         f"from {base}"})
     extra = task.checkpoint_extra()
-    if lora:
+    if isinstance(trained, AdapterModel):
         extra["adapter"] = trained.adapter_meta()
     lineage = {"stage": "finetune", "preset": preset.name, "method": task.method, "init": str(base),
                "base": str(base), "trainable": ft.trainable}
@@ -213,22 +225,26 @@ def run(preset: Preset, run_dir: Path, log: Any, stop: threading.Event) -> None:
     result = train(trained, task.objective, task.batches.train_loader(), task.batches.val_batches(), t, log, stop, run_dir,
                    total_steps=total, grad_accum=accum, tokenizer=tokenizer,
                    sample=task.sample if t.sample_every and task.sample else None,
-                   checkpoint_kwargs={"lineage": lineage, "extra": extra}, device=device)
+                   checkpoint_kwargs={"lineage": lineage, "extra": extra}, dist=dist, device=device)
+    if not main:
+        return result
     report = {"stage": "finetune", "preset": preset.name, "method": task.method, "base": str(base),
               "trainable": ft.trainable, "trainable_params": n_train, "params": n_total, "steps": result.step,
               "planned_steps": total, "val_loss": result.val_loss, "best_val_loss": result.best_val_loss,
               "train_s": round(result.train_s, 2), "wall_s": round(time.time() - t0, 2), "stopped": result.stopped,
-              "resumed_from": result.resumed_from,
+              "resumed_from": result.resumed_from, "world_size": world,
               "checkpoint": str(result.checkpoint) if result.checkpoint else None, "baseline": baseline}
     if not result.stopped and result.step > 0:
         held_out = task.final_report(trained, device)
         report["test"] = held_out
         log.log({"kind": "test", "step": result.step, **_scalars(held_out)})
         log.log({"kind": "log", "level": "info", "message": "held-out " + _summary(held_out)})
-    _write_report(run_dir, report)
+    write_report(run_dir, report)
+    return result
 
 
-def _baseline(task: Any, model: torch.nn.Module, run_dir: Path, fresh: bool, log: Any) -> dict | None:
+def _baseline(task: Any, model: GPT, run_dir: Path, fresh: bool, log: Logger,
+              write: bool = True) -> dict | None:
     """The starting model's score on the held-out set (once per run; kept for resumed runs)."""
     f = run_dir / BASELINE_FILE
     if not fresh and f.is_file():
@@ -241,7 +257,8 @@ def _baseline(task: Any, model: torch.nn.Module, run_dir: Path, fresh: bool, log
         out = task.baseline_report(model)
     model.train(was)
     log.log({"kind": "log", "level": "info", "message": "before finetuning: " + _summary(out)})
-    write_text_atomic(f, json.dumps(out) + "\n")
+    if write:
+        write_text_atomic(f, json.dumps(out) + "\n")
     return out
 
 
@@ -255,5 +272,9 @@ def _summary(d: dict) -> str:
     return ", ".join(parts) + (f" on {d['n']} {d.get('split', 'held-out')} examples" if "n" in d else "")
 
 
-def _write_report(run_dir: Path, report: dict) -> None:
-    write_text_atomic(run_dir / "report.json", json.dumps(report, indent=1, default=str) + "\n")
+if __name__ == "__main__":  # one torchrun worker (core.train.ddp)
+    import sys
+
+    from core.train import ddp
+
+    sys.exit(ddp.worker(fit, "finetune"))

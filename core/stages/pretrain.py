@@ -4,47 +4,50 @@
 Setup reuses the cached tokenizer and shards of an unchanged preset; the model is built from
 preset.model with the tokenizer's vocabulary, or starts from `model.init_from` (a checkpoint, a
 run, or GPT-2 weights). A run folder that already holds committed checkpoints resumes from the
-newest one. With `train.nproc > 1` the stage hands the loop to torchrun (core.train.ddp).
+newest one. With `train.nproc > 1` the stage hands `fit` to torchrun workers (core.train.ddp).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from core.config import Preset
-from core.errors import UserError
-from core.train.loop import Dist, LoopResult, lm_objective, seed_everything, train
+from core.errors import Stopped, UserError
+from core.runs import Logger, write_report
+from core.train.device import Dist, seed_everything
+from core.train.loop import LoopResult, lm_objective, train
 from core.train.optim import plan_steps
 
-GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+if TYPE_CHECKING:
+    from core.model.gpt import GPT
+
 SAMPLE_SEED = 1234  # samples use their own generator: the training RNG stream stays untouched
 
 
-def prepare(preset: Preset, log: Any, stop: threading.Event) -> tuple[Any, Path] | None:
+def prepare(preset: Preset, log: Logger, stop: threading.Event) -> tuple[Any, Path] | None:
     """The tokenizer and the token-shard folder (both cached); None when stopped meanwhile."""
-    from core.data import Stopped, prepare_shards
-    from core.tokenizer import TrainingStopped, tokenizer_for
+    from core.data import prepare_shards
+    from core.tokenizer import tokenizer_for
 
     t0 = time.time()
     try:
         tokenizer = tokenizer_for(preset, log, stop)
         t1 = time.time()
         folder = prepare_shards(preset, tokenizer, log, stop)
-    except (TrainingStopped, Stopped):
+    except Stopped:
         return None
     log.log({"kind": "log", "level": "info",
              "message": f"setup: tokenizer {t1 - t0:.1f}s, shards {time.time() - t1:.1f}s"})
     return tokenizer, folder
 
 
-def build_model(preset: Preset, tokenizer: Any, log: Any) -> tuple[torch.nn.Module, dict]:
+def build_model(preset: Preset, tokenizer: Any, log: Logger) -> tuple[GPT, dict]:
     """A fresh GPT of the preset's shape, or one started from model.init_from; returns (model, lineage)."""
     from core.model.gpt import GPT
 
@@ -55,9 +58,10 @@ def build_model(preset: Preset, tokenizer: Any, log: Any) -> tuple[torch.nn.Modu
             raise UserError(f"model.vocab_size: {cfg.vocab_size} is smaller than the tokenizer's {tokenizer.n_vocab} ids")
         return GPT(cfg), {"stage": "pretrain", "preset": preset.name, "init": "random"}
     from core.checkpoint import load_model
-    from core.runs import resolve_checkpoint
+    from core.lookup import GPT2_NAMES, resolve_checkpoint
+    from core.model.hf import import_gpt2
 
-    path = _import_gpt2(spec, log) if spec in GPT2_NAMES else resolve_checkpoint(spec)
+    path = import_gpt2(spec, log) if spec in GPT2_NAMES else resolve_checkpoint(spec)
     model, src_tok, _meta = load_model(path)
     model.train()
     if src_tok is not None and src_tok.fingerprint != tokenizer.fingerprint:
@@ -83,22 +87,6 @@ def build_model(preset: Preset, tokenizer: Any, log: Any) -> tuple[torch.nn.Modu
     return model, {"stage": "pretrain", "preset": preset.name, "init": spec}
 
 
-def _import_gpt2(name: str, log: Any) -> Path:
-    """GPT-2 weights as a checkpoint of ours, imported from the hub once into workspace()/models/NAME
-    (the same place finetuning imports them to)."""
-    from core.runs import workspace
-
-    out = workspace() / "models" / name
-    if (out / "COMMITTED").is_file():
-        return out
-    try:
-        from core.model.hf import import_hf
-    except ImportError:
-        raise UserError(f"model.init_from: importing {name} needs core.model.hf, which this build lacks") from None
-    log.log({"kind": "log", "level": "info", "message": f"importing {name} weights into {out} (once)"})
-    return Path(import_hf(name, out))
-
-
 def make_sampler(preset: Preset, tokenizer: Any):
     """sample(model, step) -> (prompt, text): a short continuation of train.sample_prompt."""
     from core.generate import generate_text
@@ -107,7 +95,7 @@ def make_sampler(preset: Preset, tokenizer: Any):
     ids = tokenizer.encode(prompt) if prompt else [tokenizer.eot_id]
     g = preset.generate
 
-    def sample(model: torch.nn.Module, step: int) -> tuple[str, str]:
+    def sample(model: GPT, step: int) -> tuple[str, str]:
         ids_ = ids[-(model.config.context_length - 1):]
         text = "".join(generate_text(model, tokenizer, ids_, max_new_tokens=preset.train.sample_tokens,
                                      temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
@@ -117,7 +105,7 @@ def make_sampler(preset: Preset, tokenizer: Any):
     return sample
 
 
-def fit(preset: Preset, run_dir: Path, log: Any, stop: threading.Event, dist: Dist | None = None) -> LoopResult | None:
+def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist: Dist | None = None) -> LoopResult | None:
     """Setup and the loop, in this process (a single process, or one rank of torchrun)."""
     from core.data import TokenLoader, read_meta
 
@@ -130,8 +118,8 @@ def fit(preset: Preset, run_dir: Path, log: Any, stop: threading.Event, dist: Di
     model, lineage = build_model(preset, tokenizer, log)
     T = model.config.context_length
     world = dist.world_size if dist else 1
-    accum = preset.grad_accum_steps() if world == preset.train.nproc else _accum(preset, world)
-    tokens_per_step = t.micro_batch_size * T * accum * world
+    accum = preset.grad_accum_steps(world, T)
+    tokens_per_step = preset.tokens_per_step(world, T)
     meta = read_meta(folder)
     total = plan_steps(t, tokens_per_step, meta.get("train_tokens"))
     # every rank draws the same global sequence of micro-batches and keeps its share (see loop.train),
@@ -148,19 +136,14 @@ def fit(preset: Preset, run_dir: Path, log: Any, stop: threading.Event, dist: Di
                    sample=make_sampler(preset, tokenizer) if t.sample_every else None,
                    checkpoint_kwargs={"lineage": lineage}, dist=dist)
     if dist is None or dist.is_main:
-        write_report(run_dir, preset, result, n_params, tokens_per_step, total)
+        write_report(run_dir, pretrain_report(preset, result, n_params, tokens_per_step, total))
     return result
 
 
-def _accum(preset: Preset, world: int) -> int:
-    """Micro-batches per rank and step when the world size differs from train.nproc (a manual torchrun)."""
-    micro = preset.train.micro_batch_size * preset.model.context_length * world
-    return max(1, -(-preset.train.batch_tokens // micro)) if preset.train.batch_tokens else 1
-
-
-def write_report(run_dir: Path, preset: Preset, result: LoopResult, n_params: int, tokens_per_step: int,
-                 total_steps: int) -> None:
-    report = {
+def pretrain_report(preset: Preset, result: LoopResult, n_params: int, tokens_per_step: int,
+                    total_steps: int) -> dict:
+    """report.json of a pretraining run."""
+    return {
         "stage": "pretrain",
         "preset": preset.name,
         "params": n_params,
@@ -177,17 +160,25 @@ def write_report(run_dir: Path, preset: Preset, result: LoopResult, n_params: in
         "resumed_from": result.resumed_from,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
     }
-    tmp = run_dir / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(run_dir / "report.json")
 
 
-def run(preset: Preset, run_dir: Path, log: Any, stop: threading.Event) -> None:
+def run(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event) -> None:
     """The pretrain stage (see the module docstring)."""
     run_dir = Path(run_dir)
     if preset.train.nproc > 1:
         from core.train import ddp
 
-        ddp.launch(preset, run_dir, log, stop)
+        # tokenizer and shards once, here: the workers find them in the caches instead of racing to build them
+        if prepare(preset, log, stop) is None or stop.is_set():
+            return
+        ddp.launch(preset, run_dir, log, stop, worker_module="core.stages.pretrain")
         return
     fit(preset, run_dir, log, stop)
+
+
+if __name__ == "__main__":  # one torchrun worker (core.train.ddp)
+    import sys
+
+    from core.train import ddp
+
+    sys.exit(ddp.worker(fit, "pretrain"))

@@ -1,18 +1,21 @@
-"""Stage `tokenizer`: train the preset's BPE (unless cached) or load its encoding, save it into the
-run, and report its compression against GPT-2 and GPT-4 on a sample of the corpus.
+"""The tokenizer stage (`llmlab tokenizer PRESET`): train or load the tokenizer, save it, report compression.
+
+The preset's BPE is trained unless cached (or its tiktoken encoding loaded), saved into the run, and
+its compression reported against GPT-2 and GPT-4 on a sample of the corpus.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+from core.errors import Stopped
+from core.runs import Logger, write_report
 from core.tokenizer.cache import documents, tokenizer_dir, tokenizer_for
 from core.tokenizer.encodings import META_FILE
 from core.tokenizer.inspect import DEFAULT_COMPARED, compression_table, format_compression_table
-from core.tokenizer.train import TrainingStopped
 
 SAMPLE_BYTES = 1_000_000  # corpus sample for the compression table
 
@@ -27,7 +30,7 @@ def _sample(preset, max_bytes: int = SAMPLE_BYTES) -> list[str]:
     return out
 
 
-def run(preset, run_dir: Path, log, stop: threading.Event) -> None:
+def run(preset: Any, run_dir: Path, log: Logger, stop: threading.Event) -> None:
     """Stage `tokenizer`: train (kind = "bpe", unless cached) or load the encoding, save it into the
     run, and report the compression table over a corpus sample in run_dir/report.json."""
     run_dir = Path(run_dir)
@@ -38,7 +41,7 @@ def run(preset, run_dir: Path, log, stop: threading.Event) -> None:
         log.log({"kind": "log", "level": "info", "message": f"using the cached tokenizer {tokenizer_dir(preset)}"})
     try:
         tok = tokenizer_for(preset, log, stop)
-    except TrainingStopped:
+    except Stopped:
         log.log({"kind": "log", "level": "info", "message": "tokenizer training stopped; nothing was saved"})
         return
     seconds = time.perf_counter() - t0
@@ -70,4 +73,4 @@ def run(preset, run_dir: Path, log, stop: threading.Event) -> None:
         "sample_bytes": sum(len(x.encode("utf-8")) for x in texts),
         "compression": [r.to_dict() for r in rows],
     }
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_report(run_dir, report)

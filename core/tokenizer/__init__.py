@@ -28,11 +28,11 @@ from core.tokenizer.inspect import (
     vocab_page,
 )
 from core.tokenizer.cache import tokenizer_dir, tokenizer_for, tokenizer_key
-from core.tokenizer.train import MAX_VOCAB, TrainingStopped, train_bpe
+from core.tokenizer.train import MAX_VOCAB, train_bpe
 
 __all__ = [
     "BUILTIN_ENCODINGS", "CHAT_TEMPLATES", "ENDOFTEXT", "MAX_VOCAB", "ROLES", "ChatTemplate", "CompressionRow",
-    "EncodingUnavailable", "Span", "TokenStats", "Tokenizer", "TrainingStopped", "VocabEntry", "compare",
+    "EncodingUnavailable", "Span", "TokenStats", "Tokenizer", "VocabEntry", "compare",
     "compression_table", "find_tokens", "format_compression_table", "format_spans_ansi", "get_tokenizer",
     "spans", "stats", "tokenizer_dir", "tokenizer_for", "tokenizer_key", "train_bpe", "vocab_entry", "vocab_page",
 ]

@@ -56,7 +56,7 @@ def _expected_bytes(preset) -> int:
 
 def tokenizer_for(preset, log=None, stop: threading.Event | None = None) -> Tokenizer:
     """The preset's tokenizer; for kind = "bpe" trained from core.data.iter_documents(preset) on
-    first use and cached. Raises TrainingStopped when `stop` is set during training."""
+    first use and cached. Raises core.errors.Stopped when `stop` is set during training."""
     t = preset.tokenizer
     if t.kind == "tiktoken":
         return get_tokenizer(t.encoding, t.chat_template)

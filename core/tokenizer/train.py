@@ -19,16 +19,12 @@ import rustbpe
 import tiktoken
 
 from core.config import GPT4_SPLIT_PATTERN
-from core.errors import UserError
+from core.errors import Stopped, UserError
 from core.tokenizer.chat import chat_special_tokens
 from core.tokenizer.encodings import ENDOFTEXT, Tokenizer
 
 MAX_VOCAB = 65_536  # ids fit uint16 token shards
 _PROGRESS_EVERY_S = 0.5
-
-
-class TrainingStopped(Exception):
-    """Training was asked to stop (the stop event was set); nothing was saved."""
 
 
 def special_tokens_for(chat_template: str) -> list[str]:
@@ -50,7 +46,7 @@ def _limited(texts: Iterable[str], max_bytes: int, counter: list[int], log, stop
     last = 0.0
     for text in texts:
         if stop is not None and stop.is_set():
-            raise TrainingStopped()
+            raise Stopped()
         n = len(text.encode("utf-8"))
         if max_bytes and counter[0] + n > max_bytes:
             # cut the last document at the byte budget (on a character boundary)
@@ -85,7 +81,7 @@ def train_ranks(texts: Iterable[str], n_ranks: int, pattern: str = GPT4_SPLIT_PA
     trainer.train_from_iterator(_limited(texts, max_bytes, counter, log, stop, total_bytes), n_ranks,
                                 pattern=pattern)
     if stop is not None and stop.is_set():
-        raise TrainingStopped()
+        raise Stopped()
     ranks = dict(trainer.get_mergeable_ranks())
     return ranks, trainer, counter[0]
 
@@ -95,7 +91,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, pattern: str = GPT4_SPLIT_P
               stop: threading.Event | None = None, total_bytes: int | None = None) -> Tokenizer:
     """Train a byte-level BPE of exactly `vocab_size` ids (special tokens included) on `texts`
     (at most `max_bytes` of them, 0 = all). Raises UserError for a bad size or a corpus too small,
-    TrainingStopped when `stop` is set."""
+    core.errors.Stopped when `stop` is set."""
     check_vocab_size(vocab_size, chat_template)
     specials = special_tokens_for(chat_template)
     n_ranks = vocab_size - len(specials)

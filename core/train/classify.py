@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from core.errors import UserError
 from core.train.examples import Batches, fixed_batches, read_split
+from core.runs import Logger
 
 
 def class_logits(model: torch.nn.Module, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
@@ -97,9 +98,9 @@ def balance(examples: list[dict], seed: int) -> list[dict]:
     return out
 
 
-def prepare_data(ft: Any, tokenizer: Any, max_len: int, seed: int, log: Any) -> ClassifyData:
+def prepare_data(ft: Any, tokenizer: Any, max_len: int, seed: int, log: Logger) -> ClassifyData:
     """Read and encode train/val/test; check labels against num_classes; truncate or refuse long texts."""
-    from core.data.formats import encode_classify
+    from core.train.encode import encode_classify_record
 
     fields = {"text_field": ft.text_field if ft.text_field != "text" else "",
               "label_field": ft.label_field if ft.label_field != "label" else ""}
@@ -117,7 +118,7 @@ def prepare_data(ft: Any, tokenizer: Any, max_len: int, seed: int, log: Any) -> 
                                 f"0..{ft.num_classes - 1}; set finetune.num_classes to the number of classes")
             if "label_name" in rec:
                 names[label] = str(rec["label_name"])
-            ex = encode_classify({"text": str(rec["text"]), "label": label}, tokenizer, max_len)
+            ex = encode_classify_record(rec, tokenizer, max_len)
             truncated += ex["truncated"]
             if ex["truncated"] and ft.truncate == "refuse":
                 n_tok = len(tokenizer.encode(str(rec["text"])))
@@ -142,7 +143,7 @@ class ClassifyTask:
 
     method = "classify"
 
-    def __init__(self, preset: Any, tokenizer: Any, log: Any, max_len: int):
+    def __init__(self, preset: Any, tokenizer: Any, log: Logger, max_len: int):
         from core.data.formats import collate_classify
 
         self.ft, self.train_cfg = preset.finetune, preset.train
@@ -157,7 +158,7 @@ class ClassifyTask:
                             f"{len(self.data.test)} test texts; classes {self.data.class_names}; "
                             f"train counts {self.data.counts['train']}"})
 
-    def adapt_model(self, model: torch.nn.Module) -> None:
+    def adapt_model(self, model: Any) -> None:
         """Replace the language-model head by the classifier (before trainable parts are chosen)."""
         if getattr(model, "head_kind", "lm") == "classify" and model.lm_head.out_features == self.ft.num_classes:
             return  # a classifier already (finetuning a finetuned classifier)
@@ -172,7 +173,7 @@ class ClassifyTask:
     @torch.no_grad()
     def final_report(self, model: torch.nn.Module, device: torch.device) -> dict:
         """Test-split metrics (val when the set has no test rows)."""
-        from core.train.loop import to_device
+        from core.train.device import to_device
 
         split, examples = ("test", self.data.test) if self.data.test else ("val", self.data.val)
         was = model.training

@@ -1,19 +1,21 @@
-"""Data-parallel pretraining with torchrun: gloo on CPU, NCCL on GPUs.
+"""Data-parallel training with torchrun for any stage that trains: gloo on CPU, NCCL on GPUs.
 
-With `train.nproc > 1` the pretrain stage (running inside `core.runs.execute`) prepares the
-tokenizer and token shards once, then starts
+With `train.nproc > 1` a training stage (pretrain, finetune; running inside `core.runs.execute`)
+prepares what all ranks share once (tokenizer and shards, the base model), then calls
+`launch(..., worker_module="core.stages.pretrain")`, which starts
 
-    python -m torch.distributed.run --standalone --nproc_per_node N -m core.train.ddp --run-dir RUN
+    python -m torch.distributed.run --standalone --nproc_per_node N -m core.stages.pretrain --run-dir RUN
 
-and waits for it, forwarding a stop request through a file. Every worker runs the same loop
-(`core.stages.pretrain.fit`) with a `Dist`: rank 0 alone writes events and, after a barrier,
-commits checkpoints. The global batch (micro-batches x accumulation x ranks) equals that of one
-process with the same `train.batch_tokens`, and checkpoints load at any world size.
+and waits for it, forwarding a stop request through a file. Each stage module ends with
+`sys.exit(ddp.worker(fit, STAGE))`: every worker runs the stage's `fit(preset, run_dir, log, stop,
+dist)` with a `Dist`: rank 0 alone writes events and, after a barrier, commits checkpoints. The
+global batch (micro-batches x accumulation x ranks) equals that of one process with the same
+`train.batch_tokens`, and checkpoints load at any world size. This module imports no stage.
 
 Several nodes (the workspace, with its data/ and runs/, on a shared filesystem):
 
     torchrun --nnodes 2 --node_rank R --nproc_per_node 8 --rdzv_backend c10d \\
-        --rdzv_endpoint HOST:29500 -m core.train.ddp --preset gpt2-124m [--set train.lr=6e-4 ...]
+        --rdzv_endpoint HOST:29500 -m core.stages.pretrain --preset gpt2-124m [--set train.lr=6e-4 ...]
 
 (`--preset` makes rank 0 create the run folder and write its status; `--run-dir` continues one.)
 FSDP (sharding a model too large for one GPU) is not implemented; DDP keeps a full copy per rank.
@@ -30,10 +32,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from core.errors import StageFailed, UserError
+from core.runs import Logger
+from core.train.device import Dist, pick_device
 
 STOP_FILE = ".ddp-stop"     # the parent stage asks the workers to stop
 RESULT_FILE = ".ddp-error.json"  # a worker that fails says why, for the parent's error message
@@ -41,14 +46,10 @@ LOG_FILE = "torchrun.log"
 PRESET_FILE = ".ddp-preset.toml"
 
 
-def launch(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
-    """Run pretraining on `preset.train.nproc` local processes and wait; raises what a worker raised."""
-    from core.stages.pretrain import prepare
-
+def launch(preset: Any, run_dir: Path, log: Logger, stop: threading.Event, worker_module: str) -> None:
+    """Run `python -m worker_module` (a stage module ending in `worker(fit, ...)`) on
+    `preset.train.nproc` local processes and wait; raises what a worker raised."""
     n = preset.train.nproc
-    # tokenizer and shards once, here: the workers find them in the caches instead of racing to build them
-    if prepare(preset, log, stop) is None or stop.is_set():
-        return
     for name in (STOP_FILE, RESULT_FILE):
         (run_dir / name).unlink(missing_ok=True)
     from core import config
@@ -56,7 +57,7 @@ def launch(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
     # the preset as this stage received it (it may carry overrides that preset.toml lacks)
     (run_dir / PRESET_FILE).write_text(config.dump(preset))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-           "-m", "core.train.ddp", "--run-dir", str(run_dir), "--preset", str(run_dir / PRESET_FILE)]
+           "-m", worker_module, "--run-dir", str(run_dir), "--preset", str(run_dir / PRESET_FILE)]
     env = dict(os.environ)
     if "OMP_NUM_THREADS" not in env:  # torchrun would set 1; on CPU share the cores instead
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
@@ -105,14 +106,6 @@ def _tail(path: Path, n: int = 15) -> str:
 
 # -------------------------------------------------------------------------------------- worker
 
-class _Quiet:
-    def log(self, event: dict) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _watch(run_dir: Path, stop: threading.Event) -> None:
     from core.runs import STOP_FILE as RUN_STOP
 
@@ -127,16 +120,17 @@ def _watch(run_dir: Path, stop: threading.Event) -> None:
         signal.signal(sig, lambda *_: stop.set())
 
 
-def worker(argv: list[str] | None = None) -> int:
-    """One torchrun process: join the group, run the loop, report failures to the parent."""
+Fit = Callable[[Any, Path, Logger, threading.Event, Dist], Any]
+
+
+def worker(fit: Fit, stage: str, argv: list[str] | None = None) -> int:
+    """One torchrun process of `stage`: join the group, run `fit`, report failures to the parent."""
     import torch
     import torch.distributed as dist
 
     from core import config, runs
-    from core.train.loop import Dist, pick_device
-    from core.stages.pretrain import fit
 
-    p = argparse.ArgumentParser(prog="python -m core.train.ddp")
+    p = argparse.ArgumentParser(prog=f"python -m core.stages.{stage}")
     p.add_argument("--run-dir", help="an existing run folder (its preset.toml unless --preset is given)")
     p.add_argument("--preset", help="a preset name or file (without --run-dir: rank 0 creates a new run folder)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -150,7 +144,7 @@ def worker(argv: list[str] | None = None) -> int:
     run_dir: Path | None = Path(args.run_dir) if args.run_dir else None
     own_status = run_dir is None
     try:
-        preset = config.load(args.preset or run_dir / "preset.toml", args.set)
+        preset = config.load(args.preset or Path(args.run_dir) / "preset.toml", args.set)
         device = pick_device(preset.train.device, d)
     except UserError as e:
         if run_dir is not None:
@@ -162,22 +156,22 @@ def worker(argv: list[str] | None = None) -> int:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         if run_dir is None:  # rank 0 creates the run; everyone learns its path
-            box = [None]
+            box: list[str | None] = [None]
             if rank == 0:
-                run = runs.create_run(preset.name or "preset", "pretrain", config.dump(preset))
+                run = runs.create_run(preset.name or "preset", stage, config.dump(preset))
                 box = [str(run.path)]
             dist.broadcast_object_list(box, src=0)
-            run_dir = Path(box[0])
+            run_dir = Path(str(box[0]))
         return _work(preset, run_dir, d, own_status, fit)
     finally:
         dist.destroy_process_group()
 
 
-def _work(preset: Any, run_dir: Path, d: Any, own_status: bool, fit: Any) -> int:
+def _work(preset: Any, run_dir: Path, d: Dist, own_status: bool, fit: Fit) -> int:
     from core import runs
 
     run = runs.Run(run_dir)
-    log = runs.EventLog(run.events_path) if d.is_main else _Quiet()
+    log = runs.EventLog(run.events_path) if d.is_main else runs.NullLogger()
     stop = threading.Event()
     _watch(run_dir, stop)
     if own_status and d.is_main:
@@ -206,6 +200,3 @@ def _work(preset: Any, run_dir: Path, d: Any, own_status: bool, fit: Any) -> int
         log.close()
     return code
 
-
-if __name__ == "__main__":
-    sys.exit(worker())

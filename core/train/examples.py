@@ -27,7 +27,7 @@ def read_split(spec: str, split: str, required: Sequence[str | tuple[str, ...]],
     from core.data import load_records
 
     records = load_records(spec, split, seed=seed, hf_config=hf_config, val_fraction=test_fraction,
-                           test_fraction=test_fraction, **field_names)
+                           test_fraction=test_fraction, **field_names)  # type: ignore[arg-type]  # str fields only
     for i, rec in enumerate(records):
         for need in required:
             names = (need,) if isinstance(need, str) else need

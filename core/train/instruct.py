@@ -11,12 +11,17 @@ evaluation prompt the model the same way through `prompt_ids` / `answer`.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from core.errors import UserError
+from core.train.encode import encode_record  # noqa: F401 (the instruct encoding; re-exported)
 from core.train.examples import Batches, read_split
+
+if TYPE_CHECKING:
+    from core.model.gpt import GPT
+from core.runs import Logger
 
 EXACT_MATCH_LIMIT = 200  # held-out instructions scored by exact match before and after training
 SAMPLE_SEED = 4321
@@ -45,7 +50,7 @@ def stop_ids(tokenizer: Any, prompt_format: str) -> list[int]:
     return list(tokenizer.chat.stop_ids) if prompt_format == "chat" else [tokenizer.eot_id]
 
 
-def answer(model: torch.nn.Module, tokenizer: Any, prompt_format: str, instruction: str, input: str = "", *,
+def answer(model: GPT, tokenizer: Any, prompt_format: str, instruction: str, input: str = "", *,
            max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = None) -> str:
     """The model's answer to one instruction (greedy by default), without the stop token."""
     from core.generate import generate
@@ -58,11 +63,12 @@ def answer(model: torch.nn.Module, tokenizer: Any, prompt_format: str, instructi
     return tokenizer.decode(out)
 
 
-def exact_match(model: torch.nn.Module, tokenizer: Any, prompt_format: str, records: list[dict],
+def exact_match(model: GPT, tokenizer: Any, prompt_format: str, records: list[dict],
                 limit: int = EXACT_MATCH_LIMIT) -> dict:
     """Share of instructions whose greedy answer equals the reference output (whitespace-stripped)."""
     rows = [r for r in records if "instruction" in r and "output" in r][:limit]
-    hits, examples = 0, []
+    hits = 0
+    examples: list[dict] = []
     for r in rows:
         budget = len(tokenizer.encode(str(r["output"]))) + 8  # room to see the stop after a right answer
         got = answer(model, tokenizer, prompt_format, r["instruction"], r.get("input", "") or "",
@@ -77,18 +83,6 @@ def exact_match(model: torch.nn.Module, tokenizer: Any, prompt_format: str, reco
 
 # --------------------------------------------------------------------------------------- data
 
-def encode_record(rec: dict, tokenizer: Any, template: str, max_len: int) -> dict:
-    """{"ids", "mask", "truncated"} of an Alpaca record or a {"messages": [...]} conversation."""
-    from core.data.formats import encode_instruction
-
-    if "messages" in rec and rec["messages"]:
-        ids, mask = tokenizer.chat.render(rec["messages"])
-        ids, mask = list(ids), [bool(m) for m in mask]
-        truncated = len(ids) > max_len + 1
-        return {"ids": ids[: max_len + 1], "mask": mask[: max_len + 1], "truncated": truncated}
-    return encode_instruction(rec, tokenizer, template, max_len)
-
-
 def pack(examples: list[dict], max_len: int, seed: int) -> list[dict]:
     """Concatenate shuffled examples into rows of at most max_len + 1 ids (x and y are one shorter).
 
@@ -96,7 +90,9 @@ def pack(examples: list[dict], max_len: int, seed: int) -> list[dict]:
     example is short, ends with its stop token, and the loss still covers response tokens only."""
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
-    rows, ids, mask = [], [], []
+    rows: list[dict] = []
+    ids: list[int] = []
+    mask: list[bool] = []
     for i in order:
         ex = examples[i]
         if ids and len(ids) + len(ex["ids"]) > max_len + 1:
@@ -159,7 +155,7 @@ class InstructTask:
 
     method = "instruct"
 
-    def __init__(self, preset: Any, tokenizer: Any, log: Any, max_len: int):
+    def __init__(self, preset: Any, tokenizer: Any, log: Logger, max_len: int):
         from core.data.formats import collate_instruction
 
         self.ft, self.train_cfg, self.tokenizer, self.log = preset.finetune, preset.train, tokenizer, log
@@ -193,7 +189,7 @@ class InstructTask:
     def checkpoint_extra(self) -> dict:
         return {"finetune": {"method": "instruct", "prompt_format": self.prompt_format}}
 
-    def sample(self, model: torch.nn.Module, step: int) -> tuple[str, str] | None:
+    def sample(self, model: GPT, step: int) -> tuple[str, str] | None:
         if not self.test_records:
             return None
         r = self.test_records[step // max(1, self.train_cfg.sample_every) % len(self.test_records)]
@@ -203,11 +199,11 @@ class InstructTask:
         return prompt + " -> ", answer(model, self.tokenizer, self.prompt_format, r.get("instruction", ""),
                                        r.get("input", "") or "", max_new_tokens=self.train_cfg.sample_tokens)
 
-    def baseline_report(self, model: torch.nn.Module) -> dict:
+    def baseline_report(self, model: GPT) -> dict:
         """Exact match of the starting model on the held-out instructions (what tuning improves on)."""
         return exact_match(model, self.tokenizer, self.prompt_format, self.test_records)
 
-    def final_report(self, model: torch.nn.Module, device: torch.device) -> dict:
+    def final_report(self, model: GPT, device: torch.device) -> dict:
         out = exact_match(model, self.tokenizer, self.prompt_format, self.test_records)
         return {"split": "test", "prompt_format": self.prompt_format, "train_examples": self.n_examples,
                 "truncated": self.truncated, "dropped": self.dropped, **out}

@@ -4,8 +4,8 @@
 a metrics dict), a batch source, the preset's train section, a logger, a stop event and the run
 folder. It runs AdamW with warmup and cosine decay, gradient accumulation and clipping, autocast
 on GPUs, optional torch.compile and DDP; it validates, samples, checkpoints, and resumes exactly
-from the newest committed checkpoint of the run (model, optimizer, schedule position, RNG states,
-data position). It is composition, not a trainer class: a finetuning stage passes its own objective.
+from the newest committed checkpoint of the run (core.train.state). Devices and dtypes come from
+core.train.device. It is composition, not a trainer class: a finetuning stage passes its own objective.
 
 Objective protocol: `objective(model, batch) -> (loss, metrics)`, where `loss` is a scalar tensor
 and `metrics` a dict of floats/scalar tensors averaged over the micro-batches of a step (a
@@ -18,30 +18,26 @@ DDP sees it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import math
-import os
-import re
-import resource
-import shutil
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from core import checkpoint as ckpt_io
 from core.config import TrainConfig
 from core.errors import StageFailed, UserError
+from core.runs import Logger, NullLogger
+from core.train.device import Dist, autocast, batch_tokens, is_oom, memory_bytes, pick_device, pick_dtype, to_device
 from core.train.optim import build_optimizer, lr_at, set_lr
+from core.train.state import TrainState, commit, load_resume_state, restore, trainer_state
 
-TRAINER_STATE_VERSION = 1
+Objective = Callable[[torch.nn.Module, Any], "tuple[torch.Tensor, dict]"]
+Sampler = Callable[[torch.nn.Module, int], "tuple[str, str] | None"]
 
 
 class BatchSource(Protocol):
@@ -49,19 +45,6 @@ class BatchSource(Protocol):
     `load_state_dict()` are optional; without them a resume replays the data from the start."""
 
     def next_batch(self) -> Any: ...
-
-
-@dataclass
-class Dist:
-    """This process's place in a data-parallel job (see core.train.ddp); None means one process."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 @dataclass
@@ -84,179 +67,6 @@ def lm_objective(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor
     _, loss = model(x, y)
     return loss, {}
 
-
-# -------------------------------------------------------------------------------- devices, dtypes
-
-def pick_device(spec: str = "auto", dist: Dist | None = None) -> torch.device:
-    """cpu, cuda, cuda:N, mps or auto (cuda, then mps, then cpu). Under DDP on GPUs each process
-    takes cuda:LOCAL_RANK."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            spec = "cuda"
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            spec = "mps"
-        else:
-            spec = "cpu"
-    if spec == "cuda" and dist is not None:
-        spec = f"cuda:{dist.local_rank}"
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise UserError(f"train.device: {spec!r} is not a device; use cpu, cuda, cuda:N, mps or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"train.device: {spec!r} but this machine has no usable CUDA GPU; use auto or cpu")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UserError(f"train.device: {spec!r} but MPS is not available here; use auto or cpu")
-    return device
-
-
-def pick_dtype(spec: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype: auto = bf16 on GPUs that support it, else fp32 (CPU, MPS, older GPUs)."""
-    if spec == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[spec]
-
-
-def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # seeds CUDA too
-
-
-def memory_bytes(device: torch.device) -> int:
-    """Peak accelerator memory, or the process's peak resident memory on CPU."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    if device.type == "mps":
-        return int(torch.mps.current_allocated_memory())
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)  # bytes on macOS, KiB on Linux
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=device.type == "cuda")
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
-
-
-def batch_tokens(batch: Any) -> int:
-    """Tokens in a batch: the elements of its first tensor."""
-    if isinstance(batch, torch.Tensor):
-        return batch.numel()
-    if isinstance(batch, dict):
-        for key in ("input_ids", "x", "idx"):
-            if key in batch:
-                return batch[key].numel()
-        batch = list(batch.values())
-    if isinstance(batch, (list, tuple)):
-        for v in batch:
-            n = batch_tokens(v)
-            if n:
-                return n
-    return 0
-
-
-def _is_oom(e: BaseException) -> bool:
-    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
-    return isinstance(e, oom) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
-
-
-def _errno(e: BaseException) -> int | None:
-    """The OS error number of an OSError, or of a safetensors error (which carries it in its text)."""
-    if isinstance(e, OSError):
-        return e.errno
-    m = re.search(r"os error (\d+)", str(e))
-    return int(m.group(1)) if m else None
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return ckpt_io._unwrap(model)
-
-
-# ------------------------------------------------------------------------------------- resume
-
-def check_compatible(meta: dict, model: torch.nn.Module, tokenizer: Any, where: Path) -> None:
-    """Refuse to resume a checkpoint whose architecture or tokenizer differs from this run's."""
-    problems = []
-    cfg = getattr(model, "config", None)
-    if cfg is not None:
-        problems += ckpt_io.architecture_diff(meta, cfg)
-    saved = (meta.get("tokenizer") or {}).get("fingerprint")
-    ours = getattr(tokenizer, "fingerprint", None) if tokenizer is not None else None
-    if saved and ours and saved != ours:
-        problems.append(f"tokenizer: checkpoint {meta['tokenizer'].get('name')!r} ({saved}), "
-                        f"preset {getattr(tokenizer, 'name', '?')!r} ({ours})")
-    head = (meta.get("head") or {}).get("kind", "lm")
-    if head != getattr(model, "head_kind", head):
-        problems.append(f"head: checkpoint {head!r}, this run {model.head_kind!r}")
-    if problems:
-        raise UserError(f"{where}: cannot resume, the preset no longer matches the checkpoint:\n  "
-                        + "\n  ".join(problems)
-                        + "\nrestore those preset values, or start a new run instead of --resume")
-
-
-def resume_candidates(run_dir: Path) -> list[Path]:
-    """Committed checkpoints of a run, newest first, starting at the one `latest` names."""
-    root = Path(run_dir) / "checkpoints"
-    found = ckpt_io.committed_checkpoints(root)
-    latest = ckpt_io._read_pointer(root, "latest")
-    if latest is not None:
-        found = [c for c in found if c.name <= latest.name]
-    return list(reversed(found))
-
-
-def load_resume_state(run_dir: Path, model: torch.nn.Module, tokenizer: Any, log: Any) -> tuple[Path, dict] | None:
-    """Load the newest loadable committed checkpoint of `run_dir` into `model`; returns (folder,
-    trainer state), or None for a run without checkpoints. A corrupt checkpoint is skipped with a
-    warning (the previous one is used); an incompatible one is refused."""
-    candidates = resume_candidates(run_dir)
-    if not candidates:
-        return None
-    raw = _unwrap(model)
-    problems = []
-    for ckpt in candidates:
-        try:
-            meta = ckpt_io.verify(ckpt)
-            check_compatible(meta, raw, tokenizer, ckpt)
-            try:
-                sd = load_file(ckpt / ckpt_io.WEIGHTS)
-                state = ckpt_io.load_trainer_state(ckpt)
-            except (SafetensorError, OSError) as e:
-                raise UserError(f"{ckpt}: cannot read ({e}); the checkpoint is corrupt") from None
-            if state.get("version") != TRAINER_STATE_VERSION or "optimizer" not in state:
-                raise UserError(f"{ckpt / ckpt_io.TRAINER}: not a trainer state of this version")
-        except UserError as e:
-            if "cannot resume, the preset no longer matches" in str(e):
-                raise
-            problems.append(str(e))
-            log.log({"kind": "log", "level": "warning", "message": f"skipping checkpoint {ckpt.name}: {e}"})
-            continue
-        try:
-            raw.load_weights(sd) if hasattr(raw, "load_weights") else raw.load_state_dict(sd)
-        except (ValueError, RuntimeError) as e:
-            raise UserError(f"{ckpt / ckpt_io.WEIGHTS}: does not fit the model ({e})") from None
-        return ckpt, state
-    raise UserError(f"{run_dir}: has checkpoints but none can be resumed:\n  " + "\n  ".join(problems)
-                    + f"\nmove {Path(run_dir) / 'checkpoints'} away to start this run from scratch")
-
-
-# --------------------------------------------------------------------------------------- train
 
 class _Timer:
     """Wall time of training steps only (validation, samples and checkpoints excluded)."""
@@ -282,12 +92,279 @@ class _Timer:
         self.window_s, self.window_steps, self.window_tokens = 0.0, 0, 0
 
 
-def train(model: torch.nn.Module, objective: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict]],
-          train_batches: BatchSource, val_batches: Callable[[], Iterable[Any]] | None, cfg: TrainConfig,
-          log: Any, stop: threading.Event, run_dir: str | Path, *, total_steps: int, grad_accum: int = 1,
-          tokenizer: Any = None, sample: Callable[[torch.nn.Module, int], tuple[str, str] | None] | None = None,
-          checkpoint_kwargs: dict | None = None, resume: bool = True, dist: Dist | None = None,
-          device: torch.device | None = None) -> LoopResult:
+@dataclass
+class _Run:
+    """The fixed pieces of one train() call."""
+
+    raw: torch.nn.Module           # the model itself: checkpoints and samples see this
+    fwd: Any                       # raw, compiled when train.compile
+    model: Any                     # fwd, wrapped in DDP under data parallelism: what the objective trains
+    objective: Objective
+    batches: BatchSource
+    val_batches: Callable[[], Iterable[Any]] | None
+    sample: Sampler | None
+    cfg: TrainConfig
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    device: torch.device
+    dtype: torch.dtype
+    dist: Dist | None
+    run_dir: Path
+    log: Logger                    # rank 0's logger; a NullLogger on the other ranks
+    stop: threading.Event
+    total_steps: int
+    grad_accum: int
+    checkpoint_kwargs: dict
+    flops_per_token: float = 0.0
+    peak_flops: float | None = None  # of all processes together; None when the model has no config
+    stop_flag: torch.Tensor | None = None  # under DDP: any rank's stop request, reduced with the loss
+
+    @property
+    def main(self) -> bool:
+        return self.dist is None or self.dist.is_main
+
+    @property
+    def world(self) -> int:
+        return self.dist.world_size if self.dist else 1
+
+    @property
+    def rank(self) -> int:
+        return self.dist.rank if self.dist else 0
+
+
+@dataclass
+class _Step:
+    loss: float
+    grad_norm: float
+    tokens: int
+    metrics: dict
+
+
+# ---------------------------------------------------------------------------------------- setup
+
+def _setup(model: torch.nn.Module, cfg: TrainConfig, dist: Dist | None, device: torch.device | None,
+           log: Logger, **pieces: Any) -> _Run:
+    """Device and precision, and the optimizer; the wrappers come after a resume (`_wrap`)."""
+    device = device or pick_device(cfg.device, dist)
+    dtype = pick_dtype(cfg.dtype, device)
+    if device.type == "cpu" and dtype == torch.float16:
+        raise UserError("train.dtype: float16 needs a GPU; use float32 or bfloat16 on CPU")
+    raw = ckpt_io._unwrap(model).to(device)
+    optimizer = build_optimizer(raw, cfg, device.type)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    main = dist is None or dist.is_main
+    r = _Run(raw=raw, fwd=raw, model=raw, cfg=cfg, optimizer=optimizer, scaler=scaler, device=device,
+             dtype=dtype, dist=dist, log=log if main else NullLogger(), stop_flag=torch.zeros((), device=device),
+             **pieces)
+    cfg_model = getattr(raw, "config", None)
+    if cfg_model is not None:
+        from core.model.stats import device_peak_flops, flops_per_token
+
+        r.flops_per_token = flops_per_token(cfg_model)
+        r.peak_flops = device_peak_flops(str(device)) * r.world
+    return r
+
+
+def _wrap(r: _Run) -> None:
+    """compile, then DDP (which broadcasts rank 0's weights: the resumed ones)."""
+    r.fwd = torch.compile(r.raw) if r.cfg.compile else r.raw
+    r.model = r.fwd
+    if r.dist is not None:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        r.model = DDP(r.fwd, device_ids=[r.device.index] if r.device.type == "cuda" else None)
+
+
+def _resume(r: _Run, state: TrainState, tokenizer: Any) -> None:
+    """Continue from the newest loadable committed checkpoint of the run, if it has one."""
+    loaded = load_resume_state(r.run_dir, r.raw, tokenizer, r.log)
+    if loaded is None:
+        return
+    ckpt, saved = loaded
+    restore(state, saved, ckpt, r.optimizer, r.scaler, r.batches)
+    # `resumed_step` lets a reader drop events of steps after it that the interrupted process logged
+    r.log.log({"kind": "log", "level": "info", "resumed_step": state.step,
+               "message": f"resumed from {ckpt.name} (step {state.step}, {state.tokens:,} tokens)"})
+
+
+# ----------------------------------------------------------------------------------------- step
+
+def _stop_requested(r: _Run) -> bool:
+    # under DDP every rank must stop at the same step: use the flag reduced with the last loss
+    if r.dist is not None and r.stop_flag is not None:
+        return bool(r.stop_flag.item() > 0)
+    return r.stop.is_set()
+
+
+def _accumulate(r: _Run) -> tuple[torch.Tensor, dict, int]:
+    """Forward and backward over this step's micro-batches: every rank draws the same sequence and
+    keeps its share. Returns (sum of the losses, sums of the metrics, tokens of the whole step)."""
+    loss_sum = torch.zeros((), device=r.device)
+    metric_sums: dict[str, Any] = {}
+    step_tokens, mine = 0, 0
+    for i in range(r.grad_accum * r.world):
+        batch = r.batches.next_batch()
+        n_tok = batch_tokens(batch)
+        if i % r.world != r.rank:
+            step_tokens += n_tok
+            continue
+        mine += 1
+        batch = to_device(batch, r.device)
+        last_micro = mine == r.grad_accum
+        sync = contextlib.nullcontext() if r.dist is None or last_micro else r.model.no_sync()
+        with sync:
+            with autocast(r.device, r.dtype):
+                loss, metrics = r.objective(r.model, batch)
+            scaled = loss.float() / r.grad_accum
+            (r.scaler.scale(scaled) if r.scaler is not None else scaled).backward()
+        step_tokens += int(metrics.pop("tokens", n_tok))
+        loss_sum += loss.detach().float()
+        for k, v in metrics.items():
+            metric_sums[k] = metric_sums.get(k, 0.0) + (v.detach().float() if isinstance(v, torch.Tensor) else v)
+    return loss_sum, metric_sums, step_tokens
+
+
+def _refuse_non_finite(r: _Run, state: TrainState, loss: float, norm: float, lr: float) -> None:
+    """A non-finite loss or gradient norm fails the run before the optimizer step is taken."""
+    what = "loss" if not math.isfinite(loss) else "gradient norm"
+    msg = (f"non-finite {what} at step {state.step + 1} (loss {loss}, grad norm {norm}, lr {lr:.3g}); "
+           f"the optimizer step was not taken"
+           + (f" and {state.checkpoint.name} is the last good checkpoint" if state.checkpoint else "")
+           + ". Lower train.lr, raise train.warmup_steps or set train.grad_clip")
+    r.log.log({"kind": "train", "step": state.step + 1, "loss": loss, "lr": lr, "grad_norm": norm,
+               "tokens": state.tokens})
+    r.log.log({"kind": "log", "level": "error", "message": msg})
+    raise StageFailed(msg)
+
+
+def _step(r: _Run, state: TrainState, lr: float) -> _Step:
+    """One optimizer step: accumulate, clip, reduce the logged loss (and stop requests), check, update."""
+    set_lr(r.optimizer, lr)
+    loss_sum, metric_sums, step_tokens = _accumulate(r)
+    if r.scaler is not None:
+        r.scaler.unscale_(r.optimizer)
+    clip = r.cfg.grad_clip if r.cfg.grad_clip > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(r.raw.parameters(), clip)
+    loss_mean = loss_sum / r.grad_accum
+    if r.dist is not None:
+        # one collective for the logged loss and the stop request of any rank
+        stop_now = (torch.ones if r.stop.is_set() else torch.zeros)((), device=r.device)
+        packed = torch.stack([loss_mean, stop_now])
+        torch.distributed.all_reduce(packed)
+        loss_mean, r.stop_flag = packed[0] / r.world, packed[1]
+    loss_val, norm_val = torch.stack([loss_mean, grad_norm.float().to(r.device)]).tolist()
+    if not (math.isfinite(loss_val) and math.isfinite(norm_val)) and r.scaler is None:
+        _refuse_non_finite(r, state, loss_val, norm_val, lr)
+    if r.scaler is not None:
+        r.scaler.step(r.optimizer)
+        r.scaler.update()
+    else:
+        r.optimizer.step()
+    r.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    state.tokens += step_tokens
+    if r.device.type == "cuda":
+        torch.cuda.synchronize(r.device)
+    metrics = {k: v / r.grad_accum for k, v in metric_sums.items()}
+    return _Step(loss_val, norm_val, step_tokens, metrics)
+
+
+def _log_train(r: _Run, state: TrainState, out: _Step, lr: float, timer: _Timer) -> None:
+    tps = timer.window_tokens / timer.window_s if timer.window_s > 0 else 0.0
+    ev = {"kind": "train", "step": state.step, "loss": out.loss, "lr": lr, "grad_norm": out.grad_norm,
+          "tokens": state.tokens, "tokens_per_s": round(tps, 1),
+          "mfu": round(tps * r.flops_per_token / r.peak_flops, 5) if r.peak_flops else None,
+          "step_ms": round(1000 * timer.window_s / max(1, timer.window_steps), 2),
+          "eta_s": round((r.total_steps - state.step) * (timer.step_ema_s or 0.0), 1),
+          "mem_bytes": memory_bytes(r.device)}
+    for k, v in out.metrics.items():
+        ev[k] = v.item() if isinstance(v, torch.Tensor) else v
+    r.log.log(ev)
+    timer.reset_window()
+
+
+# ------------------------------------------------------------------------- evaluate, sample, save
+
+def _evaluate(r: _Run, state: TrainState) -> dict:
+    if r.val_batches is None:
+        return {}
+    r.raw.eval()
+    with torch.no_grad(), autocast(r.device, r.dtype):
+        if hasattr(r.objective, "evaluate"):
+            metrics = r.objective.evaluate(r.fwd, (to_device(b, r.device) for b in r.val_batches()))
+        else:
+            losses = [r.objective(r.fwd, to_device(b, r.device))[0].float() for b in r.val_batches()]
+            loss = torch.stack(losses).mean().item() if losses else float("nan")
+            metrics = {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
+    r.raw.train()
+    metrics = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
+    if metrics.get("val_loss") is not None:
+        state.record_val(metrics["val_loss"])
+    if metrics:
+        r.log.log({"kind": "val", "step": state.step, **metrics})
+    return metrics
+
+
+def _sample(r: _Run, step: int) -> None:
+    assert r.sample is not None
+    r.raw.eval()
+    with torch.no_grad(), autocast(r.device, r.dtype):
+        out = r.sample(r.raw, step)
+    r.raw.train()
+    if out is not None:
+        r.log.log({"kind": "sample", "step": step, "prompt": out[0], "text": out[1]})
+
+
+def _save(r: _Run, state: TrainState) -> None:
+    """Commit a checkpoint of this step: rank 0 writes it, between barriers of all ranks."""
+    if r.dist is not None:
+        torch.distributed.barrier()
+    if r.main:
+        trainer = trainer_state(state, r.optimizer, r.scaler, r.batches, r.total_steps, r.world)
+        state.checkpoint = commit(r.run_dir, r.raw, state, trainer, **r.checkpoint_kwargs)
+        r.log.log({"kind": "checkpoint", "step": state.step, "path": str(state.checkpoint),
+                   "val_loss": state.fresh_val()})
+    if r.dist is not None:
+        torch.distributed.barrier()
+    state.saved_step = state.step
+
+
+def _after_step(r: _Run, state: TrainState) -> None:
+    """Validation, a sample and a checkpoint, each on its schedule (and all at the last step)."""
+    cfg, step, last = r.cfg, state.step, state.step == r.total_steps
+    ckpt_due = step % cfg.checkpoint_every == 0
+    if step % cfg.eval_every == 0 or ckpt_due or last:
+        _evaluate(r, state)
+    if r.main and r.sample is not None and cfg.sample_every and (step % cfg.sample_every == 0 or last):
+        _sample(r, step)
+    if ckpt_due:
+        _save(r, state)
+
+
+@contextlib.contextmanager
+def _out_of_memory_as_failure(r: _Run, state: TrainState) -> Iterator[None]:
+    try:
+        yield
+    except StageFailed:
+        raise
+    except Exception as e:
+        if not is_oom(e):
+            raise
+        if r.device.type == "cuda":
+            torch.cuda.empty_cache()
+        mb = r.cfg.micro_batch_size
+        raise StageFailed(f"out of memory on {r.device} at step {state.step + 1} with train.micro_batch_size = "
+                          f"{mb}: try a smaller train.micro_batch_size (e.g. {max(1, mb // 2)}) and keep "
+                          f"train.batch_tokens to accumulate gradients up to the same batch") from None
+
+
+# ---------------------------------------------------------------------------------------- train
+
+def train(model: torch.nn.Module, objective: Objective, train_batches: BatchSource,
+          val_batches: Callable[[], Iterable[Any]] | None, cfg: TrainConfig, log: Logger, stop: threading.Event,
+          run_dir: str | Path, *, total_steps: int, grad_accum: int = 1, tokenizer: Any = None,
+          sample: Sampler | None = None, checkpoint_kwargs: dict | None = None, resume: bool = True,
+          dist: Dist | None = None, device: torch.device | None = None) -> LoopResult:
     """Train `model` for `total_steps` optimizer steps (or until `stop`), resuming from the newest
     committed checkpoint in `run_dir` when there is one. Returns what happened.
 
@@ -299,254 +376,51 @@ def train(model: torch.nn.Module, objective: Callable[[torch.nn.Module, Any], tu
     gradient norm (before the optimizer step), out of memory, or a failed checkpoint write.
     """
     run_dir = Path(run_dir)
-    main = dist is None or dist.is_main
-    world = dist.world_size if dist else 1
-    rank = dist.rank if dist else 0
-    device = device or pick_device(cfg.device, dist)
-    dtype = pick_dtype(cfg.dtype, device)
-    if device.type == "cpu" and dtype == torch.float16:
-        raise UserError("train.dtype: float16 needs a GPU; use float32 or bfloat16 on CPU")
-    raw = _unwrap(model).to(device)
-    optimizer = build_optimizer(raw, cfg, device.type)
-    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    ck_kwargs = {"tokenizer": tokenizer, "keep_last": cfg.keep_last, **(checkpoint_kwargs or {})}
-
-    # ---- resume (first clearing what a killed process left half-written: it also frees the space)
-    if main:
+    r = _setup(model, cfg, dist, device, log, objective=objective, batches=train_batches, val_batches=val_batches,
+               sample=sample, run_dir=run_dir, stop=stop, total_steps=total_steps, grad_accum=grad_accum,
+               checkpoint_kwargs={"tokenizer": tokenizer, "keep_last": cfg.keep_last, **(checkpoint_kwargs or {})})
+    if r.main:  # what a killed process left half-written goes first: it also frees the space
         ckpt_io.remove_stale(run_dir / "checkpoints")
-    step, tokens, best_val, last_val, resumed_from = 0, 0, None, None, None
-    last_ckpt: Path | None = None
-    val_step = -1  # the step at which last_val was measured
-    loaded = load_resume_state(run_dir, raw, tokenizer, log if main else _Null()) if resume else None
-    if loaded is not None:
-        ckpt, state = loaded
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        step, tokens = int(state["step"]), int(state["tokens"])
-        best_val = state.get("best_val_loss")
-        last_val = state.get("val_loss")
-        val_step = step if last_val is not None else -1
-        if state.get("data") is not None and hasattr(train_batches, "load_state_dict"):
-            train_batches.load_state_dict(state["data"])
-        ckpt_io.restore_rng_state(state["rng"])
-        resumed_from = step
-        last_ckpt = ckpt
-        if main:
-            # `resumed_step` lets a reader drop events of steps after it that the interrupted process logged
-            log.log({"kind": "log", "level": "info", "resumed_step": step,
-                     "message": f"resumed from {ckpt.name} (step {step}, {tokens:,} tokens)"})
-    last_saved_step = step if loaded is not None else -1
-
-    # ---- wrap: compile, then DDP (the checkpoint and sampling code always see `raw`)
-    fwd = torch.compile(raw) if cfg.compile else raw
-    model_for_train = fwd
-    if dist is not None:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        model_for_train = DDP(fwd, device_ids=[device.index] if device.type == "cuda" else None)
-
-    peak = None
-    cfg_model = getattr(raw, "config", None)
-    if cfg_model is not None:
-        from core.model.stats import device_peak_flops, flops_per_token
-
-        flops_tok = flops_per_token(cfg_model)
-        peak = device_peak_flops(str(device)) * world
-    timer = _Timer()
-    stop_flag = torch.zeros((), device=device)
-    stopped = False
-
-    def evaluate() -> dict:
-        nonlocal last_val, best_val, val_step
-        if val_batches is None:
-            return {}
-        raw.eval()
-        with torch.no_grad(), autocast(device, dtype):
-            if hasattr(objective, "evaluate"):
-                metrics = objective.evaluate(fwd, (to_device(b, device) for b in val_batches()))
-            else:
-                losses = [objective(fwd, to_device(b, device))[0].float() for b in val_batches()]
-                loss = torch.stack(losses).mean().item() if losses else float("nan")
-                metrics = {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
-        raw.train()
-        metrics = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
-        if metrics.get("val_loss") is not None:
-            last_val, val_step = metrics["val_loss"], step
-            if best_val is None or last_val < best_val:
-                best_val = last_val
-        if main and metrics:
-            log.log({"kind": "val", "step": step, **metrics})
-        return metrics
-
-    def save(at_step: int, val_loss: float | None) -> Path | None:
-        nonlocal last_ckpt, last_saved_step
-        if dist is not None:
-            torch.distributed.barrier()
-        if main:
-            state = {
-                "version": TRAINER_STATE_VERSION,
-                "step": at_step,
-                "tokens": tokens,
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": ckpt_io.capture_rng_state(),
-                "data": train_batches.state_dict() if hasattr(train_batches, "state_dict") else None,
-                "best_val_loss": best_val,
-                "val_loss": val_loss,
-                "total_steps": total_steps,
-                "world_size": world,
-            }
-            try:
-                last_ckpt = ckpt_io.save_checkpoint(run_dir, at_step, raw, trainer_state=state,
-                                                    val_loss=val_loss, **ck_kwargs)
-            except (OSError, SafetensorError) as e:
-                shutil.rmtree(run_dir / "checkpoints" / f".tmp-{ckpt_io.step_name(at_step)}-{os.getpid()}",
-                              ignore_errors=True)
-                prev = ckpt_io.committed_checkpoints(run_dir)
-                kept = f"; {prev[-1].name} stays the last committed checkpoint" if prev else ""
-                code = _errno(e)
-                if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                    what = "disk full" if code != errno.EFBIG else "file size limit reached"
-                    raise StageFailed(f"{what} while writing the checkpoint of step {at_step} in "
-                                      f"{run_dir / 'checkpoints'}{kept}. Free space (or lower train.keep_last) "
-                                      f"and continue with --resume") from None
-                raise StageFailed(f"cannot write the checkpoint of step {at_step}: {e}{kept}") from None
-            log.log({"kind": "checkpoint", "step": at_step, "path": str(last_ckpt), "val_loss": val_loss})
-        if dist is not None:
-            torch.distributed.barrier()
-        last_saved_step = at_step
-        return last_ckpt
-
-    if main:
-        n_params = sum(p.numel() for p in raw.parameters())
-        log.log({"kind": "log", "level": "info",
-                 "message": f"training {total_steps} steps on {device.type}"
-                            + (f" x {world} processes" if world > 1 else "")
-                            + f" ({str(dtype).removeprefix('torch.')}, {n_params:,} parameters, "
-                            f"{grad_accum * world} micro-batches per step)"})
-
-    model_for_train.train()
-    try:
-        while step < total_steps:
-            # under DDP every rank must stop at the same step: use the flag reduced with the last loss
-            if (stop_flag.item() > 0) if dist is not None else stop.is_set():
+    state = TrainState()
+    if resume:
+        _resume(r, state, tokenizer)
+    _wrap(r)
+    n_params = sum(p.numel() for p in r.raw.parameters())
+    r.log.log({"kind": "log", "level": "info",
+               "message": f"training {total_steps} steps on {r.device.type}"
+                          + (f" x {r.world} processes" if r.world > 1 else "")
+                          + f" ({str(r.dtype).removeprefix('torch.')}, {n_params:,} parameters, "
+                          f"{grad_accum * r.world} micro-batches per step)"})
+    timer, stopped = _Timer(), False
+    r.model.train()
+    with _out_of_memory_as_failure(r, state):
+        while state.step < total_steps:
+            if _stop_requested(r):
                 stopped = True
                 break
-            if cfg.max_tokens and tokens >= cfg.max_tokens:
+            if cfg.max_tokens and state.tokens >= cfg.max_tokens:
                 break
             t0 = time.perf_counter()
-            lr = lr_at(step, cfg, total_steps)
-            set_lr(optimizer, lr)
-            loss_sum = torch.zeros((), device=device)
-            metric_sums: dict[str, Any] = {}
-            step_tokens = 0
-            mine = 0
-            for i in range(grad_accum * world):
-                batch = train_batches.next_batch()
-                n_tok = batch_tokens(batch)
-                if i % world != rank:
-                    step_tokens += n_tok
-                    continue
-                mine += 1
-                batch = to_device(batch, device)
-                last_micro = mine == grad_accum
-                sync = contextlib.nullcontext() if dist is None or last_micro else model_for_train.no_sync()
-                with sync:
-                    with autocast(device, dtype):
-                        loss, metrics = objective(model_for_train, batch)
-                    scaled = loss.float() / grad_accum
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                step_tokens += int(metrics.pop("tokens", n_tok))
-                loss_sum += loss.detach().float()
-                for k, v in metrics.items():
-                    metric_sums[k] = metric_sums.get(k, 0.0) + (v.detach().float() if isinstance(v, torch.Tensor) else v)
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-            loss_mean = loss_sum / grad_accum
-            if dist is not None:
-                # one collective for the logged loss and the stop request of any rank
-                packed = torch.stack([loss_mean, (torch.ones if stop.is_set() else torch.zeros)((), device=device)])
-                torch.distributed.all_reduce(packed)
-                loss_mean, stop_flag = packed[0] / world, packed[1]
-            loss_val, norm_val = torch.stack([loss_mean, grad_norm.float().to(device)]).tolist()
-            if not (math.isfinite(loss_val) and math.isfinite(norm_val)) and scaler is None:
-                what = "loss" if not math.isfinite(loss_val) else "gradient norm"
-                msg = (f"non-finite {what} at step {step + 1} (loss {loss_val}, grad norm {norm_val}, lr {lr:.3g}); "
-                       f"the optimizer step was not taken"
-                       + (f" and {last_ckpt.name} is the last good checkpoint" if last_ckpt else "")
-                       + ". Lower train.lr, raise train.warmup_steps or set train.grad_clip")
-                if main:
-                    log.log({"kind": "train", "step": step + 1, "loss": loss_val, "lr": lr, "grad_norm": norm_val,
-                             "tokens": tokens})
-                    log.log({"kind": "log", "level": "error", "message": msg})
-                raise StageFailed(msg)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            tokens += step_tokens
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            timer.add(time.perf_counter() - t0, step_tokens)
+            lr = lr_at(state.step, cfg, total_steps)
+            out = _step(r, state, lr)
+            timer.add(time.perf_counter() - t0, out.tokens)
+            if r.main and (state.step % cfg.log_every == 0 or state.step == total_steps or state.step == 1):
+                _log_train(r, state, out, lr, timer)
+            _after_step(r, state)
+    return _finish(r, state, stopped, timer)
 
-            if main and (step % cfg.log_every == 0 or step == total_steps or step == 1):
-                tps = timer.window_tokens / timer.window_s if timer.window_s > 0 else 0.0
-                ev = {"kind": "train", "step": step, "loss": loss_val, "lr": lr, "grad_norm": norm_val,
-                      "tokens": tokens, "tokens_per_s": round(tps, 1),
-                      "mfu": round(tps * flops_tok / peak, 5) if peak else None,
-                      "step_ms": round(1000 * timer.window_s / max(1, timer.window_steps), 2),
-                      "eta_s": round((total_steps - step) * (timer.step_ema_s or 0.0), 1),
-                      "mem_bytes": memory_bytes(device)}
-                for k, v in metric_sums.items():
-                    v = v / grad_accum
-                    ev[k] = v.item() if isinstance(v, torch.Tensor) else v
-                log.log(ev)
-                timer.reset_window()
 
-            ckpt_due = step % cfg.checkpoint_every == 0
-            if step % cfg.eval_every == 0 or ckpt_due or step == total_steps:
-                evaluate()
-            if main and sample is not None and cfg.sample_every and (step % cfg.sample_every == 0 or step == total_steps):
-                raw.eval()
-                with torch.no_grad(), autocast(device, dtype):
-                    out = sample(raw, step)
-                raw.train()
-                if out is not None:
-                    log.log({"kind": "sample", "step": step, "prompt": out[0], "text": out[1]})
-            if ckpt_due:
-                save(step, last_val if val_step == step else None)
-    except StageFailed:
-        raise
-    except Exception as e:
-        if _is_oom(e):
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            raise StageFailed(f"out of memory on {device} at step {step + 1} with train.micro_batch_size = "
-                              f"{cfg.micro_batch_size}: try a smaller train.micro_batch_size (e.g. "
-                              f"{max(1, cfg.micro_batch_size // 2)}) and keep train.batch_tokens to accumulate "
-                              f"gradients up to the same batch") from None
-        raise
-
-    if not stopped and step > 0 and val_step != step:
-        evaluate()  # ended by max_tokens between evaluations
-    if last_saved_step != step and step > 0:
-        save(step, last_val if val_step == step else None)
-    if main and stopped:
-        log.log({"kind": "log", "level": "info", "message": f"stopped at step {step}; saved {last_ckpt.name if last_ckpt else 'nothing'}"})
-    return LoopResult(step=step, tokens=tokens, val_loss=last_val, best_val_loss=best_val, stopped=stopped,
-                      checkpoint=last_ckpt, train_s=timer.total_s,
+def _finish(r: _Run, state: TrainState, stopped: bool, timer: _Timer) -> LoopResult:
+    """The last validation and checkpoint (a stop or max_tokens can end between them), and the result."""
+    if not stopped and state.step > 0 and state.val_step != state.step:
+        _evaluate(r, state)  # ended by max_tokens between evaluations
+    if state.saved_step != state.step and state.step > 0:
+        _save(r, state)
+    if stopped:
+        saved = state.checkpoint.name if state.checkpoint else "nothing"
+        r.log.log({"kind": "log", "level": "info", "message": f"stopped at step {state.step}; saved {saved}"})
+    return LoopResult(step=state.step, tokens=state.tokens, val_loss=state.val_loss,
+                      best_val_loss=state.best_val_loss, stopped=stopped, checkpoint=state.checkpoint,
+                      train_s=timer.total_s,
                       tokens_per_s=timer.total_tokens / timer.total_s if timer.total_s > 0 else 0.0,
-                      resumed_from=resumed_from)
-
-
-class _Null:
-    def log(self, event: dict) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+                      resumed_from=state.resumed_from)

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from core.errors import UserError
 from core.train.examples import Batches, fixed_batches, read_split
+from core.runs import Logger
 
 
 def sequence_logps(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -126,7 +127,7 @@ class PreferenceTask:
 
     method = "preference"
 
-    def __init__(self, preset: Any, tokenizer: Any, log: Any, max_len: int):
+    def __init__(self, preset: Any, tokenizer: Any, log: Logger, max_len: int):
         from core.data.formats import collate_preference
 
         self.ft, self.train_cfg, self.tokenizer = preset.finetune, preset.train, tokenizer
@@ -178,11 +179,12 @@ class PreferenceTask:
     @torch.no_grad()
     def held_out(self, model: torch.nn.Module, device: torch.device) -> dict:
         """DPO metrics on the test pairs (val when there are none)."""
-        from core.train.loop import to_device
+        from core.train.device import to_device
 
         split, pairs = ("test", self.test) if self.test else ("val", self.val)
         was = model.training
         model.eval()
+        assert self.objective is not None, "make_objective() first"
         m = self.objective.evaluate(model, (to_device(b, device) for b in
                                             fixed_batches(pairs, self.train_cfg.micro_batch_size, self.collate)))
         model.train(was)

@@ -2,7 +2,7 @@
 
 Same AdamW hyperparameters, same batch, steps interleaved (ours, theirs, ours, ...) so a machine
 shared with other work slows both alike; the median step time of each is compared. Ours uses its
-own optimizer setup (configure_optimizer: decay on matrices, fused step); theirs the plain
+own optimizer setup (core.train.optim.build_optimizer: decay on matrices, fused on CUDA); theirs the plain
 torch.optim.AdamW a transformers user gets. Shapes: the tiny preset, and GPT-2 small with a short
 context. Run: python tests/bench/train.py [--threads N] [--steps N] [--compile]
 """
@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 
-from core.config import ModelConfig, load  # noqa: E402
+from core.config import ModelConfig, TrainConfig, load  # noqa: E402
 from core.model.gpt import GPT  # noqa: E402
+from core.train.optim import build_optimizer  # noqa: E402
 
 
 def shapes() -> list[tuple[str, ModelConfig, int]]:
@@ -46,7 +47,7 @@ def bench(name: str, cfg: ModelConfig, batch: int, steps: int, compile_ours: boo
     torch.manual_seed(0)
     ours = GPT(cfg).train()
     theirs = hf_model(cfg).train()
-    opt_ours = ours.configure_optimizer(0.1, 3e-4, (0.9, 0.95), "cpu")
+    opt_ours = build_optimizer(ours, TrainConfig(weight_decay=0.1, lr=3e-4), "cpu")
     opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
     fwd_ours = torch.compile(ours) if compile_ours else ours
     x = torch.randint(0, cfg.vocab_size, (batch, cfg.context_length + 1))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from core.config import from_dict
-from core.data import Stopped, TokenLoader, prepare_shards, read_meta
-from core.errors import UserError
+from core.data import TokenLoader, prepare_shards, read_meta
+from core.errors import Stopped, UserError
 from core.tokenizer.encodings import get_tokenizer
 
 

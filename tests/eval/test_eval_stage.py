@@ -11,7 +11,8 @@ import torch
 from core import config, runs
 from core.checkpoint import save_checkpoint
 from core.errors import UserError
-from core.eval.report import model_card, read_report, svg_chart, to_html, to_markdown
+from core.eval.render import svg_chart, to_html, to_markdown
+from core.eval.report import model_card, read_report
 
 SMALL = ["data.synthetic_mb=0.05", "data.num_proc=1", "train.micro_batch_size=4"]
 

@@ -97,7 +97,7 @@ def test_lora_checkpoint_holds_adapters_and_loads_merged(tmp_path, base_ckpt, da
     base, _, _ = load_model(base_ckpt)
     x = torch.randint(0, tok.n_vocab, (1, 12))
     assert not torch.allclose(merged(x)[0], base(x)[0])
-    from core.model.lora import export_merged
+    from core.checkpoint import export_merged
     out = export_merged(ckpt, tmp_path / "export")
     exported, _, meta3 = load_model(out)
     assert "adapter" not in meta3

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core import cli, runs
+from core import cli, lookup, runs
 
 ROOT = Path(cli.__file__).resolve().parent.parent
 
@@ -116,7 +116,7 @@ def test_pretrain_then_eval_a_run_by_name(workspace):
     ev = runs.list_runs(workspace / "runs")[0]
     assert ev.stage == "eval" and ev.state == "finished"
     report = json.loads((ev.path / "report.json").read_text())
-    assert str(runs.resolve_checkpoint(run.path).resolve()) in json.dumps(report)
+    assert str(lookup.resolve_checkpoint(run.path).resolve()) in json.dumps(report)
     assert "perplexity" in json.dumps(report)
     code, out, err = llmlab("eval", "no-such-model-or-preset", cwd=workspace, env=env)
     assert code == 2 and "no-such-model-or-preset" in err

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from core import config, runs
+from core import config, lookup, runs
 from core.errors import UserError
 
 
@@ -82,7 +82,7 @@ def test_launch_tail_and_finish(workspace):
     st = h.run.status()
     assert st["state"] == "finished" and st["ended"] >= st["started"]
     assert json.loads((h.run.path / "report.json").read_text())["steps"] == 10
-    assert runs.resolve_checkpoint(h.run.path).name == "step-00000010"
+    assert lookup.resolve_checkpoint(h.run.path).name == "step-00000010"
     kinds = [e["kind"] for e in h.run.events()]
     assert kinds[0] == "status" and kinds[-1] == "status"
 
@@ -102,7 +102,7 @@ def test_cooperative_stop_saves_a_checkpoint(workspace):
     assert h.run.status()["state"] == "stopped"
     last = train_steps(h.run)[-1]
     assert 1 <= last < 100_000
-    assert runs.resolve_checkpoint(h.run.path, prefer="latest").name == f"step-{last:08d}"
+    assert lookup.resolve_checkpoint(f"{h.run.path}@latest").name == f"step-{last:08d}"
 
 
 def test_sigterm_is_a_stop_request(workspace):

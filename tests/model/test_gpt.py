@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from core.config import ModelConfig
+from core.config import ModelConfig, TrainConfig
 from core.model.gpt import GPT, KVCache
+from core.train.optim import build_optimizer
 
 GPT2_STYLE = dict(n_layer=2, n_head=4, n_embd=32, context_length=16, vocab_size=64)
 LLAMA_STYLE = dict(GPT2_STYLE, norm="rmsnorm", position="rope", mlp="swiglu", bias=False,
@@ -84,7 +85,7 @@ def test_residual_projections_use_scaled_init():
 
 def test_optimizer_decays_matrices_only():
     m = build(**LLAMA_STYLE)
-    opt = m.configure_optimizer(0.1, 1e-3, (0.9, 0.95), "cpu")
+    opt = build_optimizer(m, TrainConfig(weight_decay=0.1, lr=1e-3), "cpu")
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
@@ -93,7 +94,7 @@ def test_optimizer_decays_matrices_only():
 
 def test_a_few_steps_learn_a_repeating_sequence():
     m = build(**GPT2_STYLE)
-    opt = m.configure_optimizer(0.0, 3e-3, (0.9, 0.95), "cpu")
+    opt = build_optimizer(m, TrainConfig(weight_decay=0.0, lr=3e-3), "cpu")
     seq = torch.arange(16).remainder(8).unsqueeze(0)  # 0..7 0..7
     x, y = seq[:, :-1], seq[:, 1:]
     losses = []

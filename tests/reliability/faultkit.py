@@ -207,7 +207,7 @@ def expected_resume(run_dir: Path) -> str | None:
 
     root = Path(run_dir) / "checkpoints"
     found = ckpt_io.committed_checkpoints(root)
-    latest = ckpt_io._read_pointer(root, "latest")
+    latest = ckpt_io.read_pointer(root, "latest")
     if latest is not None:
         found = [c for c in found if c.name <= latest.name]
     return found[-1].name if found else None

@@ -202,7 +202,7 @@ def test_corrupt_checkpoint_is_refused_and_resume_falls_back(reference, workspac
 def test_every_kind_of_damage_is_refused_with_a_message(reference, tmp_path, damage):
     """In-process, on a copy of the reference run: each damage to the newest checkpoint is refused
     by the loader with a message naming the file, and resume picks the previous checkpoint."""
-    from core.train.loop import resume_candidates
+    from core.checkpoint import resume_candidates
 
     run_dir = tmp_path / "run"
     shutil.copytree(reference.run.path, run_dir)

@@ -114,7 +114,7 @@ def test_weights_that_are_a_pickle_are_refused(checkpoint, tmp_path):
 
 def test_resume_skips_a_trainer_state_that_would_run_code(checkpoint, tmp_path, bpe):
     """The training loop's resume goes through the same loader: the hostile checkpoint is skipped."""
-    from core.train.loop import load_resume_state
+    from core.train.state import load_resume_state
 
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from core.config import GPT4_SPLIT_PATTERN
 from core.errors import UserError
-from core.tokenizer import Tokenizer, TrainingStopped, get_tokenizer, train_bpe
+from core.errors import Stopped
+from core.tokenizer import Tokenizer, get_tokenizer, train_bpe
 from core.tokenizer.inspect import merge_parents
 from core.tokenizer.train import train_ranks
 
@@ -91,7 +92,7 @@ def test_bad_pattern_is_a_user_error(corpus):
 def test_stop_event_stops_training(corpus):
     stop = threading.Event()
     stop.set()
-    with pytest.raises(TrainingStopped):
+    with pytest.raises(Stopped):
         train_bpe(corpus, 512, stop=stop)
 
 

@@ -15,21 +15,21 @@ from tui.screens.dialogs import HelpScreen, PresetEditor, PresetPicker
 from tui.widgets.preset_form import PresetForm
 
 MODES = list(MODE_SCREENS)
-PART1 = ("data", "tokenizer", "model", "pretrain", "runs")
+WITHOUT_MODELS = ("data", "tokenizer", "model", "pretrain", "runs")
 
 
 async def test_every_mode_by_number_key_at_80x24_with_help_in_the_footer(make):
     app = make(mode="runs")
     async with app.run_test(size=(80, 24)) as pilot:
         for i, mode in enumerate(MODES, 1):
-            if app.current_mode not in PART1:  # part 2's screens may hold focus in a field
+            if app.current_mode not in WITHOUT_MODELS:  # the screens over trained models may hold focus in a field
                 await app.switch_mode("runs")
             await pilot.press("escape", str(i))
             await pilot.pause(0.2)
             assert app.current_mode == mode
             assert isinstance(app.screen, MODE_SCREENS[mode])
             assert app.screen.query_one(f"#mode-{mode}").has_class("-current")
-            if mode in PART1:  # part 2's screens (finetune, eval, chat) are tested in tests/tui/part2
+            if mode in WITHOUT_MODELS:  # finetune, eval and chat are tested in tests/tui/model_screens
                 await wait_for(pilot, lambda: screen_text(app).rstrip("\n").splitlines()[-1].startswith("? help"),
                                10, msg=mode)
                 assert not isinstance(app.focused, (Input, TextArea, Select))  # digits must reach the app

@@ -113,7 +113,7 @@ class SavePathScreen(ModalScreen[str | None]):
 
 class ChatScreen(StageScreen):
     MODE = "chat"
-    CSS_PATH = "../styles/part2.tcss"
+    CSS_PATH = "../styles/model_screens.tcss"
     HELP = """Chat with a checkpoint. **i** or **enter** (or a click) moves to the message field; type
 and press **enter**: the reply streams in with its tokens/s. **esc** stops a reply (what was said
 stays in the history) and leaves the field, so 1-8 switch stages again.

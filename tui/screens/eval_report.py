@@ -6,7 +6,7 @@ samples) and every evaluation run that measured one of those checkpoints. Scores
 bars (multiple choice against chance, classification against the majority baseline, judge scores
 and win rates with their intervals), with a confusion matrix for classifiers. **e** launches a new
 evaluation of the model as a run and reloads the card when it ends; **x** / **h** export the card
-as Markdown / HTML (core.eval.report.to_markdown / to_html).
+as Markdown / HTML (core.eval.render.to_markdown / to_html).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def _div(a, b):
 
 def evaluations_renderable(card: dict):
     """One table per evaluation (task, metric, value, settings) via core.eval.report's rows."""
-    from core.eval.report import _task_rows
+    from core.eval.render import task_rows as _task_rows
 
     evals = card.get("evaluations") or []
     if not evals:
@@ -156,7 +156,7 @@ def confusion_of(card: dict) -> tuple[list | None, list | None, str]:
 
 class EvalScreen(StageScreen):
     MODE = "eval"
-    CSS_PATH = "../styles/part2.tcss"
+    CSS_PATH = "../styles/model_screens.tcss"
     HELP = """The report of one model. **m** picks the model; the screen shows its lineage from
 pretraining to its last finetuning stage, the loss curves of every stage, every evaluation of it
 (tables, and bars: multiple-choice accuracy against chance, classification accuracy against the
@@ -350,7 +350,7 @@ classifier) as a run; the report reloads when it ends. **x** exports the report 
         if self.card is None:
             self.notify("no report loaded yet")
             return
-        from core.eval.report import to_html, to_markdown
+        from core.eval.render import to_html, to_markdown
 
         stem = "model-card-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in short_path(self.spec or "model"))
         path = Path(self.app.workdir) / f"{stem}.{fmt}"

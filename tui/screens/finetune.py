@@ -17,6 +17,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Static
 
 from core import config
+from core import lookup as core_lookup
 from core import runs as core_runs
 from core.errors import UserError
 from tui.messages import MetricsArrived, RunAttached
@@ -56,7 +57,7 @@ class FinetuneScreen(LiveRunScreen):
     MODE = "finetune"
     ATTACH_TITLE = "Attach to a finetuning run"
     ATTACH_STAGE = "finetune"
-    CSS_PATH = "../styles/part2.tcss"
+    CSS_PATH = "../styles/model_screens.tcss"
     HELP = """Finetune a model: classification (a new head predicts labels), instruction tuning (SFT)
 or preference tuning (DPO).
 
@@ -161,10 +162,10 @@ resumes the latest stopped finetuning run, **a** attaches to another run, **l** 
 
     def _class_names(self) -> list[str] | None:
         """The class names the run's checkpoints record (model.json), once one is committed."""
-        from tui.widgets.lineage import read_meta
+        from core.lookup import read_meta
 
         try:
-            ckpt = core_runs.resolve_checkpoint(self.feed.run.path, root=self.app.runs_root) if self.feed else None
+            ckpt = core_lookup.resolve_checkpoint(self.feed.run.path, root=self.app.runs_root) if self.feed else None
         except UserError:
             return None
         return ((read_meta(ckpt) or {}).get("finetune") or {}).get("class_names") if ckpt else None

@@ -24,11 +24,13 @@ from textual.widgets import (Button, Checkbox, DataTable, Input, Label, OptionLi
 from textual.widgets.option_list import Option
 
 from core import config
-from core import runs as core_runs
+from core import lookup as core_lookup
 from core.errors import UserError
 from tui.widgets.tables import fill_table
 from tui.widgets.advice_panel import AdvicePanel
-from tui.widgets.lineage import GPT2_NAMES, LineageView, lineage_chain, read_meta, short_path
+from core.lookup import GPT2_MODELS, GPT2_NAMES, model_config, read_meta
+from core.model.stats import trainable_params
+from tui.widgets.lineage import LineageView, lineage_chain, short_path
 from tui.widgets.model_picker import ModelTable, model_rows
 from tui.widgets.preset_form import PresetForm
 from tui.widgets.token_view import TokenView
@@ -80,7 +82,7 @@ def base_tokenizer(spec: str, preset: config.Preset, root: Path | None = None) -
 
     if spec in GPT2_NAMES:
         return get_tokenizer("gpt2", preset.tokenizer.chat_template), 1024
-    ckpt = core_runs.resolve_checkpoint(spec, root=root)
+    ckpt = core_lookup.resolve_checkpoint(spec, root=root)
     meta = read_meta(ckpt) or {}
     ctx = int((meta.get("architecture") or {}).get("context_length") or preset.model.context_length)
     folder = ckpt / ((meta.get("tokenizer") or {}).get("folder") or "tokenizer")
@@ -112,26 +114,11 @@ def read_preview(preset: config.Preset, limit: int = PREVIEW_ROWS) -> tuple[list
 
 
 def encode_example(record: dict, preset: config.Preset, tok: Any, max_len: int) -> list[tuple[str, list[int], list[int]]]:
-    """(title, ids, loss mask) of one record as the method will train on it: the prompt template
-    applied; 0 in the mask where a token carries no loss."""
-    from core.data.formats import encode_classify, encode_instruction, encode_preference
+    """(title, ids, loss mask) of one record as the method will train on it (core.train.encode, the
+    code path of training itself): 0 in the mask where a token carries no loss."""
+    from core.train.encode import preview_example
 
-    ft = preset.finetune
-    if ft.method == "classify":
-        ex = encode_classify({"text": str(record["text"]), "label": int(record["label"])}, tok, max_len)
-        ids = ex["ids"]
-        # the head reads the last token: that position alone is scored against the label
-        label = record.get("label_name", record["label"])
-        return [(f"label {label}" + (" (cut to the context)" if ex["truncated"] else ""), ids,
-                 [0] * (len(ids) - 1) + [1])]
-    if ft.method == "instruct" and "messages" in record and not record.get("instruction"):
-        ids, mask = tok.chat.render(record["messages"])  # a conversation: the assistant turns carry loss
-        return [("conversation", list(ids)[: max_len + 1], list(mask)[: max_len + 1])]
-    if ft.method == "instruct":
-        ex = encode_instruction(record, tok, ft.template, max_len)
-        return [("example" + (" (cut)" if ex["truncated"] else ""), ex["ids"], [int(m) for m in ex["mask"]])]
-    ex = encode_preference(record, tok, ft.template, max_len)
-    return [(side, ex[side]["ids"], [int(m) for m in ex[side]["mask"]]) for side in ("chosen", "rejected")]
+    return [(p.title, p.ids, p.mask) for p in preview_example(record, preset, tok, max_len)]
 
 
 def token_spans(tok: Any, ids: list[int]) -> list:
@@ -163,38 +150,6 @@ def balance_text(stats: dict) -> str:
 
 
 # -------------------------------------------------------------------------- trainable sizes
-
-def trainable_estimates(arch: dict, preset: config.Preset) -> dict[str, int]:
-    """Parameters that train in each mode (head, last_blocks, all, lora) for the base's shape,
-    from core.model.stats' torch-free counts (close, not exact: LoRA layouts vary by layer)."""
-    from core.config import ModelConfig
-    from core.model.stats import mlp_hidden_size, param_counts
-
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
-    cfg = ModelConfig(**{k: v for k, v in arch.items() if k in names})
-    pc = param_counts(cfg)
-    ft = preset.finetune
-    E, L = cfg.n_embd, cfg.n_layer
-    classify = ft.method == "classify"
-    head = (E * ft.num_classes + ft.num_classes) if classify else (pc.embeddings if cfg.tie_embeddings else pc.head)
-    per_block = (pc.attention + pc.mlp + pc.norms - 2 * E) / max(1, L)  # norms include ln_f (weight + bias)
-    all_params = pc.embeddings + pc.positions + pc.attention + pc.mlp + pc.norms + (head if classify else pc.head)
-    last = int(per_block * min(ft.last_blocks, L) + 2 * E + head)
-    r = ft.lora.rank
-    hd = E // cfg.n_head
-    kv = cfg.n_kv_head or cfg.n_head
-    H = mlp_hidden_size(cfg) * (2 if cfg.mlp == "swiglu" else 1)
-    lora = 0
-    if "attn" in ft.lora.targets:
-        lora += L * r * ((E + (cfg.n_head + 2 * kv) * hd) + (E + E))
-    if "mlp" in ft.lora.targets:
-        lora += L * r * ((E + H) + (H // (2 if cfg.mlp == "swiglu" else 1) + E))
-    if "head" in ft.lora.targets and not classify:
-        lora += r * (E + cfg.vocab_size)
-    if classify:
-        lora += head
-    return {"head": head, "last_blocks": last, "all": all_params, "lora": lora, "total": all_params}
-
 
 # ------------------------------------------------------------------------------------ steps
 
@@ -321,7 +276,7 @@ class BaseStep(WizardStep):
         rows = model_rows(self.runs_root, include_gpt2=True, lm_only=self.preset.finetune.method != "classify")
         current = self.preset.finetune.base
         try:
-            current = str(core_runs.resolve_checkpoint(current, root=self.runs_root)) if current not in GPT2_NAMES else current
+            current = str(core_lookup.resolve_checkpoint(current, root=self.runs_root)) if current not in GPT2_NAMES else current
         except UserError:
             pass
         if self.preset.finetune.method == "preference":  # DPO starts best from an instruction-tuned model
@@ -356,7 +311,7 @@ class BaseStep(WizardStep):
             self.problem("pick a model or type one")
             return None
         if spec not in GPT2_NAMES:
-            spec = str(core_runs.resolve_checkpoint(spec, root=self.runs_root))  # UserError says what is wrong
+            spec = str(core_lookup.resolve_checkpoint(spec, root=self.runs_root))  # UserError says what is wrong
         return edit(self.preset, {"finetune.base": spec})
 
 
@@ -493,7 +448,7 @@ class TrainableStep(WizardStep):
     def load_arch(self) -> None:
         base = self.preset.finetune.base
         if base in GPT2_NAMES:  # the shapes are the built-in gpt2-* presets
-            name = {"gpt2": "gpt2-124m", "gpt2-medium": "gpt2-355m", "gpt2-large": "gpt2-774m", "gpt2-xl": "gpt2-1558m"}[base]
+            name = GPT2_MODELS[base].preset
             arch = dataclasses.asdict(config.load(name).model) if name in config.builtin_names() else {}
             arch["vocab_size"] = arch.get("vocab_size") or 50257
         else:
@@ -531,7 +486,7 @@ class TrainableStep(WizardStep):
         if not self.arch:
             self.query_one("#wizard-sizes", Static).update("[dim](parameter counts appear when the base is known)[/]")
             return
-        est = trainable_estimates(self.arch, p)
+        est = trainable_params(model_config({"architecture": self.arch}), p.finetune)
         lines = [f"[b]parameters that train[/] (of {est['total']:,}, \u2248)"]
         for mode, _ in self.MODES:
             mark = "\u25b6 " if mode == p.finetune.trainable else "  "

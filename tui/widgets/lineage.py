@@ -8,27 +8,12 @@ oldest first. Used by the finetuning wizard's base step, the model picker and th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.markup import escape
 from textual.widgets import Static
 
-GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-GPT2_SIZES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1.5B"}
-
-
-def read_meta(ckpt: str | Path) -> dict | None:
-    """model.json of a committed checkpoint folder, or None."""
-    p = Path(ckpt)
-    if not (p / "COMMITTED").is_file():
-        return None
-    try:
-        meta = json.loads((p / "model.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    meta["path"] = str(p)
-    return meta
+from core.lookup import GPT2_MODELS, GPT2_NAMES
 
 
 def describe(meta: dict) -> dict:
@@ -80,7 +65,7 @@ def chain_text(chain: list[dict]) -> str:
             lines.append(f"{arrow}[red]missing[/] {escape(short_path(c['path']))}")
             continue
         if c["stage"] == "gpt2":
-            lines.append(f"{arrow}[b]GPT-2[/] {c['path']} ({GPT2_SIZES.get(c['path'], '')}, OpenAI weights)")
+            lines.append(f"{arrow}[b]GPT-2[/] {c['path']} ({GPT2_MODELS[c['path']].size if c['path'] in GPT2_MODELS else ''}, OpenAI weights)")
             continue
         what = c["stage"]
         if c.get("method"):

@@ -19,10 +19,12 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Label
 
+from core import lookup as core_lookup
 from core import runs as core_runs
 from core.errors import UserError
 from tui.widgets.tables import fill_table
-from tui.widgets.lineage import GPT2_NAMES, GPT2_SIZES, LineageView, describe, lineage_chain, read_meta
+from core.lookup import GPT2_MODELS, GPT2_NAMES, read_meta
+from tui.widgets.lineage import LineageView, describe, lineage_chain
 
 
 def model_rows(root: Path | None = None, *, include_gpt2: bool = False, lm_only: bool = False) -> list[dict]:
@@ -34,7 +36,7 @@ def model_rows(root: Path | None = None, *, include_gpt2: bool = False, lm_only:
         if st.get("stage") not in ("pretrain", "finetune"):
             continue
         try:
-            ckpt = core_runs.resolve_checkpoint(run.path, root=root)
+            ckpt = core_lookup.resolve_checkpoint(run.path, root=root)
         except UserError:
             continue
         meta = read_meta(ckpt)
@@ -46,7 +48,7 @@ def model_rows(root: Path | None = None, *, include_gpt2: bool = False, lm_only:
         out.append({"spec": str(ckpt), "label": run.name, "stage": st.get("stage"), "preset": st.get("preset", ""),
                     "method": d["method"], "step": d["step"], "val_loss": d["val_loss"], "head": d["head"],
                     "state": run.state, "size": f"{d['n_layer']}x{d['n_embd']}"})
-    models = core_runs.workspace() / "models"
+    models = core_lookup.models_root()
     if models.is_dir():
         for p in sorted(models.iterdir()):
             meta = read_meta(p)
@@ -61,7 +63,7 @@ def model_rows(root: Path | None = None, *, include_gpt2: bool = False, lm_only:
             if name not in imported:
                 out.append({"spec": name, "label": name, "stage": "gpt2", "preset": "", "method": "",
                             "step": None, "val_loss": None, "head": "lm", "state": "",
-                            "size": GPT2_SIZES[name] + " (download)"})
+                            "size": GPT2_MODELS[name].size + " (download)"})
     return out
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conftest import wait_for
-from part2_helpers import CLASSIFY, app_with, models  # noqa: F401
+from model_screens_helpers import CLASSIFY, app_with, models  # noqa: F401
 from screen_text import screen_text
 
 from tui.screens.eval_report import EvalScreen, scores_of

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 from conftest import settle, wait_for
-from part2_helpers import CLASSIFY, app_with, models  # noqa: F401
+from model_screens_helpers import CLASSIFY, app_with, models  # noqa: F401
 
 from core import config
 from tui.screens.finetune import FinetuneScreen
 from tui.screens.finetune_steps import (BaseStep, DataStep, HyperForm, HyperStep, MethodStep, ReviewStep,
-                                        TrainableStep, trainable_estimates)
+                                        TrainableStep)
 from tui.widgets.confusion import ConfusionMatrix
 from tui.widgets.metric_chart import MetricChart
 from tui.widgets.token_view import TokenView
@@ -100,11 +100,12 @@ def test_trainable_estimates_match_the_model(models):
     import torch  # noqa: F401  (a core test of the numbers shown)
 
     from core.checkpoint import load_model
-    from tui.widgets.lineage import read_meta
+    from core.lookup import model_config, read_meta
+    from core.model.stats import trainable_params
 
     model, _, meta = load_model(models["pretrain"])
     p = config.load("tiny-classify", ["finetune.num_classes=2"])
-    est = trainable_estimates(read_meta(models["pretrain"])["architecture"], p)
+    est = trainable_params(model_config(read_meta(models["pretrain"])), p.finetune)
     model.set_head(2, bias=True, kind="classify")
     assert est["head"] == sum(x.numel() for x in model.lm_head.parameters())
     assert est["all"] == sum(x.numel() for x in model.parameters())

@@ -1,12 +1,12 @@
 """Snapshots (100x30, fixed runs and checkpoints) of every wizard step, the finetuning view, the
-eval report and the chat pane. Update with `pytest tests/tui/part2 --snapshot-update` after
+eval report and the chat pane. Update with `pytest tests/tui/model_screens --snapshot-update` after
 looking at the SVGs."""
 
 from __future__ import annotations
 
 import pytest
 from conftest import settle, wait_for
-from part2_helpers import app_with, models  # noqa: F401
+from model_screens_helpers import app_with, models  # noqa: F401
 from textual.widgets import Input
 
 from tui.screens.finetune_steps import BaseStep, DataStep, HyperStep, MethodStep, ReviewStep, TrainableStep

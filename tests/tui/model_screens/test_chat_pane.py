@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from conftest import settle, wait_for
-from part2_helpers import INSTRUCT, app_with, models  # noqa: F401
+from model_screens_helpers import INSTRUCT, app_with, models  # noqa: F401
 from screen_text import screen_text
 
 from tui.screens.chat import UI_BATCH_S, ChatScreen, TemplateScreen

@@ -1,4 +1,4 @@
-"""Fixed data for the part-2 screen tests: runs with real tiny checkpoints under fixed names.
+"""Fixed data for the tests of the screens over trained models (finetune, eval report, chat): runs with real tiny checkpoints under fixed names.
 
 Run folders are written by hand (not `core.runs.create_run`, which stamps the current time) so
 names, and so snapshots, stay the same on every run. Models are real: a seeded tiny GPT with the
@@ -118,7 +118,7 @@ def eval_report(ckpt: Path) -> dict:
 
 
 def app_with(make, mode: str, **kw):
-    """The workbench (U's make_app) on `mode`; the part-2 screens are registered in tui.screens."""
+    """The workbench (U's make_app) on `mode`; the screens over trained models are registered in tui.screens."""
     return make(mode=mode, **kw)
 
 
