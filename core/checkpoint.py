@@ -32,12 +32,14 @@ from safetensors.torch import load_file, save_file
 
 from core.config import ModelConfig
 from core.errors import UserError
+from core.schemas import MiB, check_manifest, check_model_json, model_config_of, read_json
 from core.runs import fsync_dir, process_alive, write_text_atomic  # noqa: F401 (write_text_atomic is re-exported)
 
 FORMAT = "llmlab-checkpoint"
 VERSION = 1
 WEIGHTS, META, TRAINER, COMMITTED, TOKENIZER_DIR = "model.safetensors", "model.json", "trainer.pt", "COMMITTED", "tokenizer"
 STEP_PREFIX = "step-"
+MANIFEST_MAX_BYTES, META_MAX_BYTES = 4 * MiB, 16 * MiB
 # fields that describe how a model was trained, not what it is: a resume may change them
 NOT_ARCHITECTURE = ("init_from", "dropout")
 
@@ -231,9 +233,10 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, *, t
 
 def _val_loss(ckpt: Path) -> float | None:
     try:
-        return json.loads((ckpt / META).read_text()).get("val_loss")
-    except (OSError, json.JSONDecodeError):
+        v = read_json(ckpt / META, META_MAX_BYTES).get("val_loss")
+    except (UserError, AttributeError):
         return None
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def _read_pointer(root: Path, name: str) -> Path | None:
@@ -299,24 +302,16 @@ def verify(ckpt: str | Path, *, hashes: bool = True) -> dict:
     if not (ckpt / COMMITTED).is_file():
         raise UserError(f"{ckpt}: not a committed checkpoint (no {COMMITTED} file); it was never finished "
                         f"or is not a checkpoint folder. Use a step-NNNNNNNN folder under a run's checkpoints/")
-    try:
-        manifest = json.loads((ckpt / COMMITTED).read_text())["files"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        raise UserError(f"{ckpt / COMMITTED}: unreadable manifest; the checkpoint is corrupt") from None
+    manifest = check_manifest(read_json(ckpt / COMMITTED, MANIFEST_MAX_BYTES), ckpt / COMMITTED, (META,))
     for rel, info in manifest.items():
         p = ckpt / rel
-        if not p.is_file():
-            raise UserError(f"{p}: missing; the checkpoint is corrupt (use an earlier checkpoint)")
+        if p.is_symlink() or not p.is_file():  # a link to /dev/zero would be hashed forever
+            raise UserError(f"{p}: missing or not a regular file; the checkpoint is corrupt (use an earlier checkpoint)")
         if p.stat().st_size != info["bytes"]:
             raise UserError(f"{p}: {p.stat().st_size} bytes, {info['bytes']} when committed; the checkpoint is corrupt")
         if hashes and _sha256(p) != info["sha256"]:
             raise UserError(f"{p}: contents changed since the checkpoint was committed (sha256 mismatch); it is corrupt")
-    try:
-        meta = json.loads((ckpt / META).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{ckpt / META}: unreadable ({e}); the checkpoint is corrupt") from None
-    if meta.get("format") != FORMAT:
-        raise UserError(f"{ckpt / META}: not an llmlab checkpoint (format {meta.get('format')!r})")
+    meta = check_model_json(read_json(ckpt / META, META_MAX_BYTES), ckpt / META, FORMAT)
     return meta
 
 
@@ -358,8 +353,8 @@ def resumable_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def model_config(meta: dict) -> ModelConfig:
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
-    return ModelConfig(**{k: v for k, v in meta["architecture"].items() if k in names})
+    """The architecture of a model.json, validated with the preset schema's bounds."""
+    return model_config_of(meta, meta.get("path") or META)
 
 
 def architecture_diff(meta: dict, cfg: ModelConfig) -> list[str]:
@@ -390,9 +385,10 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: t
         from core.model.lora import load_adapter_model
 
         return load_adapter_model(ckpt, meta, device=device, dtype=dtype, verify_hashes=verify_hashes)
-    cfg = model_config(meta)
-    model = GPT(cfg)
+    cfg = model_config_of(meta, ckpt / META)
     head = meta.get("head") or {"kind": "lm"}
+    check_weight_shapes(ckpt, cfg, head)  # before allocating: model.json may claim any size
+    model = GPT(cfg)
     if head["kind"] != "lm":
         model.set_head(head["out_features"], bias=head.get("bias", False), kind=head["kind"])
     try:
@@ -412,6 +408,29 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: t
     return model, tokenizer, meta
 
 
+def check_weight_shapes(ckpt: Path, cfg: ModelConfig, head: dict) -> None:
+    """The tensors of model.safetensors (read from its header only) must be exactly the ones the
+    architecture in model.json needs; a model is built on the meta device to know them."""
+    from safetensors import safe_open
+
+    from core.model.gpt import GPT
+
+    with torch.device("meta"):
+        model = GPT(cfg)
+        if head.get("kind", "lm") != "lm":
+            model.set_head(head["out_features"], bias=head.get("bias", False), kind=head["kind"])
+    want = {k: tuple(v.shape) for k, v in model.weights().items()}
+    try:
+        with safe_open(ckpt / WEIGHTS, "pt") as f:
+            got = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{ckpt / WEIGHTS}: cannot load the weights ({e}); the checkpoint is corrupt") from None
+    if got != want:
+        diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))[:3]
+        shown = ", ".join(f"{k}: file {got.get(k)}, model.json {want.get(k)}" for k in diff)
+        raise UserError(f"{ckpt}: model.safetensors does not match the architecture in model.json ({shown})")
+
+
 def load_trainer_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """The trainer.pt of a checkpoint (folder or run dir), loaded with weights_only=True."""
     ckpt = resolve_checkpoint(path)
@@ -420,6 +439,9 @@ def load_trainer_state(path: str | Path, map_location: str | torch.device = "cpu
     if not p.is_file():
         raise UserError(f"{ckpt}: has no {TRAINER}; it cannot be resumed (it can still be loaded as a model)")
     try:
-        return torch.load(p, map_location=map_location, weights_only=True)
+        state = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # unpickling errors come in many types
         raise UserError(f"{p}: cannot load the trainer state ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{p}: not a trainer state (a {type(state).__name__}, not a dict)")
+    return state

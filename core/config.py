@@ -213,7 +213,7 @@ class GenerateConfig:
     top_p: float = opt(1.0, "nucleus sampling threshold (1 = off)", lo=0, hi=1, lo_open=True)
     max_new_tokens: int = opt(128, "tokens generated per reply", lo=1)
     stop: list[str] = opt([], "strings that end generation")
-    seed: int = opt(0, "sampling seed (0 = random)")
+    seed: int = opt(0, "sampling seed (0 = random)", lo=0, hi=2**63 - 1)
 
 
 @dataclass

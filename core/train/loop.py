@@ -39,6 +39,7 @@ from safetensors.torch import load_file
 from core import checkpoint as ckpt_io
 from core.config import TrainConfig
 from core.errors import StageFailed, UserError
+from core.schemas import check_trainer_state
 from core.train.optim import build_optimizer, lr_at, set_lr
 
 TRAINER_STATE_VERSION = 1
@@ -241,6 +242,7 @@ def load_resume_state(run_dir: Path, model: torch.nn.Module, tokenizer: Any, log
                 raise UserError(f"{ckpt}: cannot read ({e}); the checkpoint is corrupt") from None
             if state.get("version") != TRAINER_STATE_VERSION or "optimizer" not in state:
                 raise UserError(f"{ckpt / ckpt_io.TRAINER}: not a trainer state of this version")
+            check_trainer_state(state, ckpt / ckpt_io.TRAINER)
         except UserError as e:
             if "cannot resume, the preset no longer matches" in str(e):
                 raise
