@@ -404,6 +404,9 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: t
         from core.tokenizer import Tokenizer
 
         tokenizer = Tokenizer.load(ckpt / tok.get("folder", TOKENIZER_DIR))
+        if tokenizer.n_vocab > cfg.vocab_size:  # ids the embedding has no row for
+            raise UserError(f"{ckpt / tok.get('folder', TOKENIZER_DIR)}: {tokenizer.n_vocab} token ids, more than "
+                            f"the model's vocab_size {cfg.vocab_size}; the checkpoint is inconsistent")
     meta["path"] = str(ckpt)
     return model, tokenizer, meta
 
