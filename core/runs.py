@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from core.errors import UserError
+from core.schemas import MiB, STATUS_JSON, FileFormatError, parse_event, read_json
 
 STOP_FILE = "STOP"
+STATUS_MAX_BYTES = 1 * MiB
+LIVE_STATES = ("created", "running")
 LOCK_FILE = ".lock"
 
 
@@ -88,12 +91,14 @@ def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int]:
         return [], offset
     end = data.rfind(b"\n") + 1
     events = []
-    for line in data[:end].splitlines():
+    pos = offset
+    for line in data[:end].split(b"\n"):
+        at, pos = pos, pos + len(line) + 1
         if line.strip():
             try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+                events.append(parse_event(line, f"{path} at byte {at}"))
+            except FileFormatError as e:  # marked, then skipped: one bad line never hides the others
+                events.append({"kind": "log", "level": "warning", "message": f"{e}; line skipped", "bad_line": at})
     return events, offset + end
 
 
@@ -116,10 +121,15 @@ class Run:
         return self.path / "preset.toml"
 
     def raw_status(self) -> dict:
-        try:
-            return json.loads((self.path / "status.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        """status.json as written; {"state": "unknown"} when absent, {"state": "invalid", "problem": ...}
+        when it is not a status file (readers show the run marked, and carry on)."""
+        path = self.path / "status.json"
+        if not path.exists():
             return {"state": "unknown"}
+        try:
+            return read_json(path, STATUS_MAX_BYTES, STATUS_JSON)
+        except FileFormatError as e:
+            return {"state": "invalid", "problem": str(e)}
 
     def status(self) -> dict:
         """status.json, with `running` turned into `crashed` when its process is gone."""
@@ -145,6 +155,9 @@ class Run:
 
     def write_status(self, **fields: Any) -> None:
         st = {**self.raw_status(), **fields}
+        st.pop("problem", None)
+        if st.get("state") == "invalid":  # what was there is lost; what we know is written anew
+            st["state"] = "failed"
         write_text_atomic(self.path / "status.json", json.dumps(st, indent=1))
 
 
