@@ -284,6 +284,34 @@ class RunLock:
         os.close(self._fd)
 
 
+def lock_held(run: Run) -> bool:
+    """Does a live process hold the run's writer lock (whatever its status says)?"""
+    import fcntl
+    try:
+        fd = os.open(run.path / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def is_live(run: Run) -> bool:
+    """Is a process working on this run: it holds the lock, or it was launched (created, running) and
+    its pid is alive. `runs delete` refuses such a run, `runs stop` reaches it."""
+    st = run.raw_status()
+    if lock_held(run):
+        return True
+    return st.get("state") in (*LIVE_STATES, "invalid", "unknown") and process_alive(st.get("pid"), st.get("host"))
+
+
 def watch_stop(run: Run, stop: threading.Event, interval_s: float = 0.2) -> threading.Thread:
     """Set `stop` when a stop is requested (the STOP file appears) so the stage can finish its step."""
 
@@ -315,7 +343,7 @@ def stop(run: Run, signal_too: bool = False) -> None:
 def execute(run: Run, stage: str, preset: Any, echo: Logger | None = None) -> str:
     """Run a stage in this process inside `run`: lock, status, events, stop handling. Returns the final
     state (finished, stopped, failed); UserError still propagates after being recorded."""
-    from core.errors import StageFailed
+    from core.errors import StageFailed, describe_os_error, input_fault
     from core.stages import get_stage
 
     fn = get_stage(stage)
@@ -341,6 +369,12 @@ def execute(run: Run, stage: str, preset: Any, echo: Logger | None = None) -> st
         raise
     except StageFailed as e:
         state, error = "failed", str(e)
+    except OSError as e:  # a read-only folder, a file where a folder belongs: the input, exit 2
+        state, error = "failed", describe_os_error(e)
+        if not input_fault(e):
+            raise
+        error_kind = "input"
+        raise UserError(error) from None
     except BaseException as e:  # noqa: BLE001 - a crash is recorded, then re-raised
         state, error = "failed", f"{type(e).__name__}: {e}"
         raise
