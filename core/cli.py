@@ -364,7 +364,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from core.chat import chat_repl
+    from core.cli_chat import chat_repl
     return chat_repl(args.model, args.set or [])
 
 

@@ -82,7 +82,10 @@ def _json_default(o: Any) -> Any:
 
 
 def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int]:
-    """Complete events from byte `offset` on, and the offset after the last complete line."""
+    """Complete events from byte `offset` on, and the offset after the last complete line; a line that
+    is not an event comes back as a warning `log` event naming the file and byte (readers carry on)."""
+    if path.exists() and not path.is_file():  # a FIFO would block the reader
+        return [{"kind": "log", "level": "warning", "message": f"{path}: not a regular file; no events read"}], offset
     try:
         with open(path, "rb") as f:
             f.seek(offset)
