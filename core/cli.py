@@ -326,20 +326,41 @@ def cmd_tokenizer_inspect(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from core.checkpoint import load_model
-    from core.generate import generate_text
-    model, tok, _meta = load_model(args.checkpoint)
+    from core.generate import generate_text, sampling_options
+    from core.sampling import check_sampling
+    sampling = check_sampling({"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+                               "max_new_tokens": args.max_new_tokens, "seed": args.seed or 0}, "llmlab generate")
+    model, tok, meta = load_model(args.checkpoint)
+    if tok is None:
+        raise UserError(f"{meta['path']}: the checkpoint has no tokenizer, so it cannot turn text into ids")
+    head = (meta.get("head") or {}).get("kind", "lm")
+    if head != "lm":
+        raise UserError(f"{meta['path']}: a {head} checkpoint predicts labels, not text; "
+                        f"use `llmlab eval` on it, or generate with a pretrained or instruction-tuned model")
+    prompt = args.prompt or [tok.eot_id]  # no prompt: a sample from the start of a document
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
-    for piece in generate_text(model, tok, args.prompt, max_new_tokens=args.max_new_tokens,
-                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed):
+    options = {**sampling_options(sampling), "seed": args.seed}  # --seed 0 is the seed 0, not "random"
+    for piece in generate_text(model, tok, prompt, **options):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
     return EXIT_OK
 
 
+def _reads_of(spec: str) -> list[Path]:
+    """The checkpoint a MODEL argument names (and so its run), for refuse_unsafe_target."""
+    from core.checkpoint import resolve_checkpoint
+    try:
+        return [resolve_checkpoint(spec)]
+    except UserError:
+        return [Path(spec)] if Path(spec).exists() else []
+
+
 def cmd_import_hf(args: argparse.Namespace) -> int:
     from core.model.hf import import_hf
+    from core.safety import refuse_unsafe_target
+    refuse_unsafe_target(Path(args.out), [Path(args.source)] if Path(args.source).exists() else [], args.force)
     out = import_hf(args.source, Path(args.out))
     print(f"imported {args.source} -> {out}")
     return EXIT_OK
@@ -347,6 +368,8 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
 
 def cmd_export_hf(args: argparse.Namespace) -> int:
     from core.model.hf import export_hf
+    from core.safety import refuse_unsafe_target
+    refuse_unsafe_target(Path(args.out), _reads_of(args.checkpoint), args.force)
     out = export_hf(args.checkpoint, Path(args.out))
     print(f"exported {args.checkpoint} -> {out}")
     return EXIT_OK
@@ -354,9 +377,13 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from core.eval.report import model_card, to_html, to_markdown
+    from core.runs import write_text_atomic
+    from core.safety import refuse_unsafe_target
+    if args.html:
+        refuse_unsafe_target(Path(args.html), _reads_of(args.model), True, file=True)
     card = model_card(args.model)
     if args.html:
-        Path(args.html).write_text(to_html(card))
+        write_text_atomic(Path(args.html), to_html(card))
         print(f"wrote {args.html}")
     else:
         sys.stdout.write(to_markdown(card))
@@ -443,11 +470,13 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
 def _import_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="hub name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) or a local Hugging Face folder")
     p.add_argument("out", help="folder for the checkpoint")
+    p.add_argument("--force", action="store_true", help="write into OUT even when it is a non-empty folder")
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="checkpoint folder, run folder or run:PRESET:STAGE")
     p.add_argument("out", help="folder for the Hugging Face model")
+    p.add_argument("--force", action="store_true", help="write into OUT even when it is a non-empty folder")
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
