@@ -298,11 +298,22 @@ def parse_event(line: bytes, where: str) -> dict:
     return check(ev, EVENT, where)
 
 
-REPORT_JSON = {"stage": F((str,), required=False, max_len=100)}
+REPORT_JSON = {"stage": F((str,), required=False, max_len=100), "preset": F((str,), required=False),
+               "model": F((dict,), required=False), "settings": F((dict,), required=False),
+               "hardware": F((dict, NoneType), required=False), "tasks": F((dict,), required=False, max_len=1000),
+               "skipped": F((dict,), required=False), "samples": F((list,), required=False, max_len=10_000),
+               "tokens": F((int, NoneType), required=False), "best_val_loss": F((float, NoneType), required=False)}
 
 
 def check_report(doc: Any, file: str | Path) -> dict:
-    return check(doc, REPORT_JSON, file)
+    """report.json: the sections readers index into are objects (tasks of objects, samples of objects)."""
+    check(doc, REPORT_JSON, file)
+    check(doc.get("model") or {}, {"checkpoint": F((str,), required=False)}, file, "model")
+    for name, r in (doc.get("tasks") or {}).items():
+        check_value(r, F((dict,)), f"tasks.{name}", file)
+    for i, r in enumerate(doc.get("samples") or []):
+        check_value(r, F((dict,)), f"samples[{i}]", file)
+    return doc
 
 
 CHAT_HEADER = {"format": F((str,)), "system_prompt": F((str,), required=False), "sampling": F((dict, NoneType), required=False)}

@@ -74,9 +74,16 @@ def write_report(run_dir: str | Path, report: dict) -> Path:
 
 
 def read_report(run_dir: str | Path) -> dict | None:
+    """A run's report.json, or None when it is absent or not a valid report (core.schemas): the card
+    leaves that run's results out and shows the rest."""
+    from core.schemas import FileFormatError, check_report, read_json
+
+    path = Path(run_dir) / REPORT
+    if not path.exists():
+        return None
     try:
-        return json.loads((Path(run_dir) / REPORT).read_text())
-    except (OSError, json.JSONDecodeError):
+        return check_report(read_json(path, 64 << 20), path)
+    except FileFormatError:
         return None
 
 

@@ -8,11 +8,13 @@ oldest first. Used by the finetuning wizard's base step, the model picker and th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.markup import escape
 from textual.widgets import Static
+
+from core.errors import UserError
+from core.schemas import read_json
 
 GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 GPT2_SIZES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1.5B"}
@@ -24,8 +26,10 @@ def read_meta(ckpt: str | Path) -> dict | None:
     if not (p / "COMMITTED").is_file():
         return None
     try:
-        meta = json.loads((p / "model.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        meta = read_json(p / "model.json", 16 << 20)
+    except UserError:
+        return None
+    if not isinstance(meta, dict):
         return None
     meta["path"] = str(p)
     return meta
