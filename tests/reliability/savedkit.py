@@ -9,7 +9,6 @@ import hashlib
 import json
 import shutil
 import socket
-import time
 from pathlib import Path
 
 import torch
@@ -64,7 +63,7 @@ def make_run(root: Path, name: str, state: str = "finished", events: list[dict] 
     run.mkdir(parents=True)
     (run / "preset.toml").write_text('name = "tiny"\n')
     status = {"state": state, "stage": "pretrain", "preset": "tiny", "pid": pid, "host": socket.gethostname(),
-              "started": time.time() - 60, "ended": None if state in ("created", "running") else time.time()}
+              "started": 1767225600.0, "ended": None if state in ("created", "running") else 1767225660.0}
     (run / "status.json").write_text(json.dumps(status, indent=1))
     evs = events if events is not None else [
         {"t": 1.0, "kind": "status", "state": "running"},
