@@ -2,7 +2,7 @@
 
 A file another program or person could have written (a checkpoint's model.json and COMMITTED manifest,
 its trainer state, our tiktoken tokenizer files, a run's status.json and events.jsonl lines, report.json,
-a chat JSONL) goes through `read_json` (a regular file, a size bound, UTF-8, JSON) and `check` against
+a chat JSONL, a shard folder's meta.json) goes through `read_json` (a regular file, a size bound, UTF-8, JSON) and `check` against
 its schema (types, bounds, choices, required keys and sizes, before anything is allocated from it).
 Every problem is a `FileFormatError` naming the file and the dotted key, the way presets report theirs.
 """
@@ -274,6 +274,12 @@ def check_ranks(ranks: dict[bytes, int], specials: dict[str, int], file: str | P
     clash = [name for name, i in specials.items() if i < len(ranks)]
     if clash:
         raise FileFormatError(meta_file, f"special_tokens.{clash[0]}", f"id {specials[clash[0]]} is an ordinary token's rank")
+
+
+SHARD_META = {"key": F((str,), max_len=200), "dtype": F((str,), choices=("uint16", "uint32")),
+              "train_tokens": F((int,), lo=0, hi=2**62), "val_tokens": F((int,), lo=0, hi=2**62),
+              "tokenizer": F((dict,)), "source_report": F((dict,), required=False),
+              "filter_report": F((dict,), required=False)}
 
 
 RUN_STATES = ("created", "running", "finished", "failed", "stopped")

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import StageFailed, UserError
+from core.schemas import SHARD_META, read_json
 
 SHARD_FORMAT = 1
 CHUNK_CHARS = 1 << 20  # text per task sent to a tokenizer process: large enough that IPC is noise
@@ -276,10 +277,9 @@ def prepare_shards(preset: Any, tokenizer: Any, log: Any = None, stop: threading
 
 def read_meta(folder: Path) -> dict:
     path = Path(folder) / "meta.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{folder}: not a prepared shard folder (no meta.json); run `llmlab data PRESET`") from None
+    if not path.exists():
+        raise UserError(f"{folder}: not a prepared shard folder (no meta.json); run `llmlab data PRESET`")
+    return read_json(path, 64 << 20, SHARD_META)
 
 
 # -------------------------------------------------------------------------------------- loading
@@ -297,7 +297,8 @@ class TokenLoader:
         if not self.path.exists():
             raise UserError(f"{self.path}: no such token shard; run `llmlab data PRESET` first")
         meta_path = self.path.parent / "meta.json"
-        dtype = np.dtype(json.loads(meta_path.read_text())["dtype"]) if meta_path.exists() else np.dtype(np.uint16)
+        dtype = np.dtype(read_json(meta_path, 64 << 20, {"dtype": SHARD_META["dtype"]})["dtype"]) \
+            if meta_path.exists() else np.dtype(np.uint16)
         self.data = np.memmap(self.path, dtype=dtype, mode="r")
         self.n_tokens = len(self.data)
         self.T, self.B, self.seed = context_length, batch_size, seed
