@@ -211,6 +211,8 @@ def process_alive(pid: Any, host: Any = None) -> bool:
 def create_run(preset_name: str, stage: str, preset_toml: str, root: Path | None = None) -> Run:
     """A new run directory (never an existing one) with preset.toml, status.json, events.jsonl."""
     root = runs_root(root)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root}: is a file, where the runs folder belongs; move it away (or set LLMLAB_HOME)")
     root.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in preset_name) or "preset"

@@ -276,9 +276,10 @@ def check_ranks(ranks: dict[bytes, int], specials: dict[str, int], file: str | P
         raise FileFormatError(meta_file, f"special_tokens.{clash[0]}", f"id {specials[clash[0]]} is an ordinary token's rank")
 
 
-SHARD_META = {"key": F((str,), max_len=200), "dtype": F((str,), choices=("uint16", "uint32")),
-              "train_tokens": F((int,), lo=0, hi=2**62), "val_tokens": F((int,), lo=0, hi=2**62),
-              "tokenizer": F((dict,)), "source_report": F((dict,), required=False),
+SHARD_META = {"key": F((str,), required=False, max_len=200), "dtype": F((str,), choices=("uint16", "uint32")),
+              "train_tokens": F((int,), required=False, lo=0, hi=2**62),
+              "val_tokens": F((int,), required=False, lo=0, hi=2**62),
+              "tokenizer": F((dict,), required=False), "source_report": F((dict,), required=False),
               "filter_report": F((dict,), required=False)}
 
 
