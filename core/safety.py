@@ -1,7 +1,9 @@
-"""Output targets that cannot destroy saved work: every command that writes (export-hf, report --html,
-chat /save, ...) first asks `refuse_unsafe_target`, which refuses an OUT that is, contains or lies inside
-a checkpoint or run folder the command reads, a file where a folder is meant (or the reverse), and an
-existing non-empty folder unless `--force` was given.
+"""Output targets that cannot destroy saved work.
+
+Every command that writes (export-hf, import-hf, report --html, chat /save, ...) first asks
+`refuse_unsafe_target`, which refuses an OUT that is, contains or lies inside a checkpoint or run folder
+the command reads, a file where a folder is meant (or the reverse), and an existing non-empty folder
+unless `--force` was given.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Sampling settings checked at every door: `llmlab generate`, the chat REPL's /set, the TUI chat
-settings and the server all pass what a user typed through `check_sampling`, which validates it
-against the declarative bounds of the preset's `[generate]` section (core/config.py), one definition.
+"""Sampling settings checked at every door, with the bounds of the preset's [generate] section.
+
+`llmlab generate`, the chat REPL's /set, the TUI chat settings and the server pass what a user typed
+through `check_sampling`, which validates it against the declarative bounds of `GenerateConfig`
+(core/config.py): one definition.
 """
 
 from __future__ import annotations
