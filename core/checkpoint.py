@@ -32,10 +32,10 @@ from safetensors.torch import load_file, save_file
 
 from core.config import ModelConfig
 from core.errors import UserError
-from core.schemas import MiB, check_manifest, check_model_json, model_config_of, read_json
+from core.schemas import CHECKPOINT_FORMAT, MiB, check_manifest, check_model_json, model_config_of, read_json
 from core.runs import fsync_dir, process_alive, write_text_atomic  # noqa: F401 (write_text_atomic is re-exported)
 
-FORMAT = "llmlab-checkpoint"
+FORMAT = CHECKPOINT_FORMAT
 VERSION = 1
 WEIGHTS, META, TRAINER, COMMITTED, TOKENIZER_DIR = "model.safetensors", "model.json", "trainer.pt", "COMMITTED", "tokenizer"
 STEP_PREFIX = "step-"

@@ -21,6 +21,7 @@ from core.errors import UserError
 
 NoneType = type(None)
 MiB = 1 << 20
+CHECKPOINT_FORMAT = "llmlab-checkpoint"  # model.json's "format" (core.checkpoint writes it)
 
 
 class FileFormatError(UserError):
@@ -189,7 +190,7 @@ MODEL_ADAPTER = {"base": F((str,), max_len=4096), "rank": F((int,), lo=1, hi=409
 ARCHITECTURE_REQUIRED = ("n_layer", "n_head", "n_embd", "context_length", "vocab_size")
 
 
-def check_model_json(meta: Any, file: str | Path, format_name: str) -> dict:
+def check_model_json(meta: Any, file: str | Path, format_name: str = CHECKPOINT_FORMAT) -> dict:
     """model.json: format, version, architecture (through the preset's ModelConfig bounds), tokenizer,
     head, adapter. Returns it; the architecture is checked by `model_config_of`."""
     check(meta, MODEL_JSON, file)

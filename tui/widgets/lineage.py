@@ -14,7 +14,7 @@ from rich.markup import escape
 from textual.widgets import Static
 
 from core.errors import UserError
-from core.schemas import read_json
+from core.schemas import check_model_json, read_json
 
 GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 GPT2_SIZES = {"gpt2": "124M", "gpt2-medium": "355M", "gpt2-large": "774M", "gpt2-xl": "1.5B"}
@@ -26,10 +26,8 @@ def read_meta(ckpt: str | Path) -> dict | None:
     if not (p / "COMMITTED").is_file():
         return None
     try:
-        meta = read_json(p / "model.json", 16 << 20)
-    except UserError:
-        return None
-    if not isinstance(meta, dict):
+        meta = check_model_json(read_json(p / "model.json", 16 << 20), p / "model.json")
+    except UserError:  # a damaged checkpoint is left out of the lists; the others show
         return None
     meta["path"] = str(p)
     return meta
