@@ -360,3 +360,15 @@ def test_a_judge_that_answers_bytes_that_are_not_http_counts_failed_requests():
     assert "no valid answer" in _no_valid_judgement("judge", result)
     assert _no_valid_judgement("judge", {**result, "n_scored": 1}) == ""
 
+
+
+def test_a_file_where_runs_belongs_and_extreme_mixture_weights(tmp_path, monkeypatch, capsys):
+    from core import config
+
+    monkeypatch.setenv("LLMLAB_HOME", str(tmp_path))
+    (tmp_path / "runs").write_text("not a folder")
+    assert cli.main(["data", "tiny", "--detach"]) == 2
+    assert "is a file, where the runs folder belongs" in capsys.readouterr().err
+    for w in ("1e-300", "1e300"):
+        with pytest.raises(config.PresetError, match=r"data.mixture\[1\].weight: must be"):
+            config.load("tiny", [f'data.mixture=[{{source = "embedded:tinyworld"}}, {{source = "x.txt", weight = {w}}}]'])
