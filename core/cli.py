@@ -267,8 +267,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if action == "list":
         from rich.markup import escape
         table = Table("run", "stage", "preset", "state", "started")
+        problems = []
         for r in runs.list_runs():  # a run whose status.json is damaged is shown as invalid, the rest as ever
             st = r.status()
+            if st.get("problem"):
+                problems.append(st["problem"])
             started = time.strftime("%Y-%m-%d %H:%M", time.localtime(st["started"])) if st.get("started") else ""
             state = str(st.get("state"))
             color = {"running": "cyan", "finished": "green", "failed": "red", "crashed": "red", "stopped": "yellow",
@@ -276,9 +279,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
             cell = f"[{color}]{state}[/]" if color else state
             table.add_row(escape(r.name), escape(st.get("stage", "")), escape(st.get("preset", "")), cell, started)
         out.print(table)
-        for r in runs.list_runs():
-            if r.raw_status().get("problem"):
-                out.print(f"[red]invalid[/] {escape(r.raw_status()['problem'])}")
+        for problem in problems:
+            out.print(f"[red]invalid[/] {escape(problem)}")
         return EXIT_OK
     if not args.run:
         raise ArgError(f"llmlab runs {action}: needs a run name (see `llmlab runs list`)")
