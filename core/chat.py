@@ -5,25 +5,25 @@ tokenizer's chat template (`ChatTemplate.render(..., add_generation_prompt=True)
 turns that do not fit `max_history_tokens` (or the context, less room for the reply), and yields
 `ReplyPiece`s (text and the token ids behind it) from `core.generate`. A `threading.Event` stops a
 reply between two tokens; what was said so far stays in the history. Conversations save to and load
-from JSONL (one header line, then one message per line). The TUI chat pane and `llmlab chat` (the
-`chat_repl` at the end) both drive this class; neither samples anything itself.
+from JSONL (one header line, then one message per line). The TUI chat pane and `llmlab chat`
+(core/cli_chat.py) both drive this class; neither samples anything itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from core.errors import UserError
 
 FORMAT = "llmlab-conversation"
+CHAT_MAX_BYTES = 64 << 20
 
 
 @dataclass
@@ -42,18 +42,15 @@ class Sampling:
         return cls(gen.temperature, gen.top_k, gen.top_p, gen.max_new_tokens, list(gen.stop), gen.seed or None)
 
     def check(self) -> None:
-        """The same bounds as the preset's [generate] fields, so a typed value is refused early."""
-        problems = []
-        if not self.temperature >= 0:
-            problems.append(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k < 0:
-            problems.append(f"top_k must be >= 0, got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            problems.append(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            problems.append(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if problems:
-            raise UserError("sampling: " + "; ".join(problems))
+        """The bounds of the preset's [generate] fields (core.sampling, one definition)."""
+        self.checked("sampling")
+
+    def checked(self, where: str) -> Sampling:
+        """This sampling, validated (UserError naming `where` and the key), as a new Sampling."""
+        from core.sampling import check_sampling
+
+        values = {**dataclasses.asdict(self), "seed": self.seed or 0}
+        return Sampling.from_preset(check_sampling(values, where))
 
 
 @dataclass
@@ -249,9 +246,13 @@ class Conversation:
     # ----------------------------------------------------------------------------- save/load
     def save(self, path: str | Path) -> Path:
         """Write the conversation as JSONL: a header (model, system prompt, sampling), then one
-        {"role", "content", ...} line per message, the system prompt first."""
+        {"role", "content", ...} line per message, the system prompt first. A target that is a folder,
+        or lies in the checkpoint being chatted with, is refused (core.safety)."""
+        from core.safety import refuse_unsafe_target
+
         path = Path(path).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        reads = [Path(self.meta["path"])] if self.meta.get("path") else []
+        refuse_unsafe_target(path, reads, True, file=True)
         header = {"format": FORMAT, "model": str(self.model_spec), "checkpoint": self.meta.get("path", ""),
                   "system_prompt": self.system_prompt, "sampling": dataclasses.asdict(self.sampling),
                   "saved": round(time.time(), 3)}
@@ -259,160 +260,46 @@ class Conversation:
         lines += [json.dumps(m, ensure_ascii=False) for m in self.all_messages()[:1] if m["role"] == "system"]
         lines += [json.dumps(m, ensure_ascii=False) for m in self.messages]
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.replace(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text("\n".join(lines) + "\n")
+            tmp.replace(path)
+        except OSError as e:
+            if tmp.is_file():
+                tmp.unlink()
+            raise UserError(f"{path}: cannot write ({e.strerror})") from None
         return path
 
     def load(self, path: str | Path) -> None:
         """Replace this conversation's system prompt, sampling and turns by a saved one's. Plain
-        JSONL chats (one {"role", "content"} per line, no header) load too."""
+        JSONL chats (one {"role", "content"} per line, no header) load too. Every line is checked
+        (core.schemas) before anything changes: a bad file leaves the conversation as it was."""
+        from core.sampling import check_sampling
+        from core.schemas import CHAT_HEADER, CHAT_MESSAGE, check, decode_utf8, parse_json, read_bytes
+
         path = Path(path).expanduser()
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise UserError(f"{path}: cannot read ({e.strerror})") from None
+        text = decode_utf8(read_bytes(path, CHAT_MAX_BYTES), path)
         system, messages, sampling = "", [], None
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: not JSON ({e.msg}); a conversation file has one JSON object a line") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            if row.get("format") == FORMAT:
+            where = f"{path}:{n}"
+            row = parse_json(line, where)
+            if isinstance(row, dict) and row.get("format") == FORMAT:
+                check(row, CHAT_HEADER, where)
                 sampling = row.get("sampling")
                 system = row.get("system_prompt", "") or system
                 continue
-            if row.get("role") not in ("system", "user", "assistant") or not isinstance(row.get("content"), str):
-                raise UserError(f"{path}:{n}: expected {{\"role\": system|user|assistant, \"content\": text}}")
+            check(row, CHAT_MESSAGE, where)
             if row["role"] == "system":
                 system = row["content"]
             else:
                 messages.append(row)
         if sampling:
             names = {f.name for f in dataclasses.fields(Sampling)}
-            try:
-                self.sampling = Sampling(**{k: v for k, v in sampling.items() if k in names})
-            except TypeError as e:
-                raise UserError(f"{path}: bad sampling header ({e})") from None
+            values = {k: v for k, v in sampling.items() if k in names}
+            values["seed"] = values.get("seed") or 0
+            self.sampling = Sampling.from_preset(check_sampling(values, f"{path}: sampling"))
         self.system_prompt = system
         self.messages = messages
         self.last_stats = ReplyStats()
-
-
-# ------------------------------------------------------------------------------------------ CLI
-
-REPL_HELP = """commands: /new  /system TEXT  /set KEY=VALUE (temperature, top_k, top_p, max_new_tokens)
-          /template  /save FILE  /load FILE  /quit    (ctrl+c stops a reply; ctrl+d quits)"""
-
-
-def _model_and_preset(model_spec: str, overrides: list[str]) -> tuple[str, Any]:
-    """`llmlab chat MODEL`: MODEL is a checkpoint/run spec, or a preset whose chat.model (else its
-    newest finetuned, else pretrained, model) is used; overrides set generate.* and chat.*."""
-    from core import config
-    from core.lookup import resolve_checkpoint
-
-    try:
-        resolve_checkpoint(model_spec)
-        return model_spec, config.from_dict(config.apply_overrides({}, overrides), "--set")
-    except UserError as e:
-        not_a_model = e
-    try:
-        preset = config.load(model_spec, overrides)
-    except config.PresetError:
-        raise not_a_model from None
-    if preset.chat.model:
-        return preset.chat.model, preset
-    for stage in ("finetune", "pretrain"):
-        spec = f"run:{preset.name}:{stage}"
-        try:
-            resolve_checkpoint(spec)
-            return spec, preset
-        except UserError:
-            continue
-    raise UserError(f"{model_spec}: the preset names no chat.model and has no finished finetune or pretrain run; "
-                    f"run `llmlab pretrain {model_spec}` first or pass a checkpoint")
-
-
-def _apply_set(conv: Conversation, item: str) -> str:
-    key, _, value = item.partition("=")
-    key = key.strip().removeprefix("generate.")
-    names = {"temperature": float, "top_k": int, "top_p": float, "max_new_tokens": int, "seed": int}
-    if key not in names or not value.strip():
-        raise UserError(f"/set {item}: expected KEY=VALUE with KEY one of {', '.join(names)}")
-    try:
-        v = names[key](value)
-    except ValueError:
-        raise UserError(f"/set {item}: {value!r} is not a {names[key].__name__}") from None
-    trial = dataclasses.replace(conv.sampling, **{key: v})
-    trial.check()
-    conv.sampling = trial
-    return f"{key} = {v}"
-
-
-def chat_repl(model_spec: str, overrides: list[str], *, stdin: TextIO | None = None,
-              stdout: TextIO | None = None, device: str = "auto") -> int:
-    """`llmlab chat MODEL`: read a line, stream the reply, repeat. Returns the exit code."""
-    inp = stdin or sys.stdin
-    out = stdout or sys.stdout
-    spec, preset = _model_and_preset(model_spec, overrides)
-    conv = Conversation.open(spec, device=device, system_prompt=preset.chat.system_prompt,
-                             max_history_tokens=preset.chat.max_history_tokens,
-                             sampling=Sampling.from_preset(preset.generate))
-    out.write(f"chatting with {conv.meta.get('path', spec)} (context {conv.context_length} tokens)\n{REPL_HELP}\n")
-    out.flush()
-    while True:
-        out.write("\n> ")
-        out.flush()
-        try:
-            line = inp.readline()
-        except KeyboardInterrupt:
-            out.write("\n")
-            return 0
-        if not line:
-            out.write("\n")
-            return 0
-        line = line.rstrip("\n")
-        if not line.strip():
-            continue
-        try:
-            if line.startswith("/"):
-                cmd, _, arg = line[1:].partition(" ")
-                if cmd in ("quit", "exit", "q"):
-                    return 0
-                if cmd == "new":
-                    conv.clear()
-                    out.write("(new conversation)\n")
-                elif cmd == "system":
-                    conv.system_prompt = arg
-                    out.write(f"(system prompt {'set' if arg else 'cleared'})\n")
-                elif cmd == "set":
-                    out.write(f"({_apply_set(conv, arg)})\n")
-                elif cmd == "template":
-                    out.write(conv.template_text() + "\n")
-                elif cmd == "save":
-                    out.write(f"(saved {conv.save(arg or 'conversation.jsonl')})\n")
-                elif cmd == "load":
-                    conv.load(arg)
-                    out.write(f"(loaded {len(conv.messages)} messages)\n")
-                else:
-                    out.write(REPL_HELP + "\n")
-                continue
-            conv.add_user(line)
-            cancel = threading.Event()
-            try:
-                for piece in conv.stream_reply(cancel):
-                    out.write(piece.text)
-                    out.flush()
-            except KeyboardInterrupt:
-                cancel.set()  # the generator closed; the partial reply is kept
-                conv.last_stats.ended = "cancelled"
-                if conv.messages and conv.messages[-1]["role"] == "assistant":
-                    conv.messages[-1]["ended"] = "cancelled"
-            st = conv.last_stats
-            dropped = f", {st.dropped_messages} old messages dropped" if st.dropped_messages else ""
-            out.write(f"\n[{st.tokens} tokens, {st.tokens_per_s:.1f} tokens/s, {st.ended}{dropped}]\n")
-        except UserError as e:
-            out.write(f"error: {e}\n")

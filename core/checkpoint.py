@@ -34,10 +34,12 @@ from core.config import ModelConfig
 from core.errors import UserError
 from core.lookup import (COMMITTED, META, STEP_PREFIX, TOKENIZER_DIR, TRAINER, WEIGHTS,  # noqa: F401 (re-exported)
                          committed_checkpoints, model_config, read_pointer, resolve_checkpoint, step_name)
+from core.schemas import CHECKPOINT_FORMAT, MiB, check_manifest, check_model_json, model_config_of, read_json
 from core.runs import fsync_dir, process_alive, write_text_atomic  # noqa: F401 (write_text_atomic is re-exported)
 
-FORMAT = "llmlab-checkpoint"
+FORMAT = CHECKPOINT_FORMAT
 VERSION = 1
+MANIFEST_MAX_BYTES, META_MAX_BYTES = 4 * MiB, 16 * MiB
 # fields that describe how a model was trained, not what it is: a resume may change them
 NOT_ARCHITECTURE = ("init_from", "dropout")
 
@@ -227,9 +229,10 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, *, t
 
 def _val_loss(ckpt: Path) -> float | None:
     try:
-        return json.loads((ckpt / META).read_text()).get("val_loss")
-    except (OSError, json.JSONDecodeError):
+        v = read_json(ckpt / META, META_MAX_BYTES).get("val_loss")
+    except (UserError, AttributeError):
         return None
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def rotate(root: Path, keep_last: int) -> list[Path]:
@@ -274,24 +277,16 @@ def verify(ckpt: str | Path, *, hashes: bool = True) -> dict:
     if not (ckpt / COMMITTED).is_file():
         raise UserError(f"{ckpt}: not a committed checkpoint (no {COMMITTED} file); it was never finished "
                         f"or is not a checkpoint folder. Use a step-NNNNNNNN folder under a run's checkpoints/")
-    try:
-        manifest = json.loads((ckpt / COMMITTED).read_text())["files"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        raise UserError(f"{ckpt / COMMITTED}: unreadable manifest; the checkpoint is corrupt") from None
+    manifest = check_manifest(read_json(ckpt / COMMITTED, MANIFEST_MAX_BYTES), ckpt / COMMITTED, (META,))
     for rel, info in manifest.items():
         p = ckpt / rel
-        if not p.is_file():
-            raise UserError(f"{p}: missing; the checkpoint is corrupt (use an earlier checkpoint)")
+        if p.is_symlink() or not p.is_file():  # a link to /dev/zero would be hashed forever
+            raise UserError(f"{p}: missing or not a regular file; the checkpoint is corrupt (use an earlier checkpoint)")
         if p.stat().st_size != info["bytes"]:
             raise UserError(f"{p}: {p.stat().st_size} bytes, {info['bytes']} when committed; the checkpoint is corrupt")
         if hashes and _sha256(p) != info["sha256"]:
             raise UserError(f"{p}: contents changed since the checkpoint was committed (sha256 mismatch); it is corrupt")
-    try:
-        meta = json.loads((ckpt / META).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{ckpt / META}: unreadable ({e}); the checkpoint is corrupt") from None
-    if meta.get("format") != FORMAT:
-        raise UserError(f"{ckpt / META}: not an llmlab checkpoint (format {meta.get('format')!r})")
+    meta = check_model_json(read_json(ckpt / META, META_MAX_BYTES), ckpt / META, FORMAT)
     return meta
 
 
@@ -342,9 +337,10 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: t
     meta = verify(ckpt, hashes=verify_hashes)
     if meta.get("adapter"):  # a LoRA checkpoint: its base with the adapters merged in (core.model.lora)
         return load_adapter_model(ckpt, meta, device=device, dtype=dtype, verify_hashes=verify_hashes)
-    cfg = model_config(meta)
-    model = GPT(cfg)
+    cfg = model_config_of(meta, ckpt / META)
     head = meta.get("head") or {"kind": "lm"}
+    check_weight_shapes(ckpt, cfg, head)  # before allocating: model.json may claim any size
+    model = GPT(cfg)
     if head["kind"] != "lm":
         model.set_head(head["out_features"], bias=head.get("bias", False), kind=head["kind"])
     try:
@@ -360,8 +356,34 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: t
         from core.tokenizer import Tokenizer
 
         tokenizer = Tokenizer.load(ckpt / tok.get("folder", TOKENIZER_DIR))
+        if tokenizer.n_vocab > cfg.vocab_size:  # ids the embedding has no row for
+            raise UserError(f"{ckpt / tok.get('folder', TOKENIZER_DIR)}: {tokenizer.n_vocab} token ids, more than "
+                            f"the model's vocab_size {cfg.vocab_size}; the checkpoint is inconsistent")
     meta["path"] = str(ckpt)
     return model, tokenizer, meta
+
+
+def check_weight_shapes(ckpt: Path, cfg: ModelConfig, head: dict) -> None:
+    """The tensors of model.safetensors (read from its header only) must be exactly the ones the
+    architecture in model.json needs; a model is built on the meta device to know them."""
+    from safetensors import safe_open
+
+    from core.model.gpt import GPT
+
+    with torch.device("meta"):
+        model = GPT(cfg)
+        if head.get("kind", "lm") != "lm":
+            model.set_head(head["out_features"], bias=head.get("bias", False), kind=head["kind"])
+    want = {k: tuple(v.shape) for k, v in model.weights().items()}
+    try:
+        with safe_open(ckpt / WEIGHTS, "pt") as f:
+            got = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{ckpt / WEIGHTS}: cannot load the weights ({e}); the checkpoint is corrupt") from None
+    if got != want:
+        diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))[:3]
+        shown = ", ".join(f"{k}: file {got.get(k)}, model.json {want.get(k)}" for k in diff)
+        raise UserError(f"{ckpt}: model.safetensors does not match the architecture in model.json ({shown})")
 
 
 def load_trainer_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -372,9 +394,12 @@ def load_trainer_state(path: str | Path, map_location: str | torch.device = "cpu
     if not p.is_file():
         raise UserError(f"{ckpt}: has no {TRAINER}; it cannot be resumed (it can still be loaded as a model)")
     try:
-        return torch.load(p, map_location=map_location, weights_only=True)
+        state = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # unpickling errors come in many types
         raise UserError(f"{p}: cannot load the trainer state ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{p}: not a trainer state (a {type(state).__name__}, not a dict)")
+    return state
 
 
 # ------------------------------------------------------------------------------- LoRA adapters

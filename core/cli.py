@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
+import signal
 import sys
 import time
 from typing import Any
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import config, lookup, runs
-from core.errors import UserError
+from core.errors import UserError, describe_os_error, input_fault
 from core.stages import STAGES
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -85,45 +87,55 @@ def _fmt_eta(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def _is_num(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def format_event(ev: dict) -> str:
+    """One line for an event; a field that is absent or not a number is left out (never a crash), and
+    text from the file is escaped (a `[/]` in a sample is not markup)."""
+    from rich.markup import escape
+
     kind = ev.get("kind")
+    ev = {k: v for k, v in ev.items() if v is not None}
+    step = ev.get("step", "?")
     if kind == "train":
-        parts = [f"step {ev.get('step', '?'):>6}", f"loss {ev['loss']:.4f}" if "loss" in ev else ""]
-        if "lr" in ev:
+        parts = [f"step {step:>6}", f"loss {ev['loss']:.4f}" if _is_num(ev.get("loss")) else ""]
+        if _is_num(ev.get("lr")):
             parts.append(f"lr {ev['lr']:.2e}")
-        if "grad_norm" in ev:
+        if _is_num(ev.get("grad_norm")):
             parts.append(f"gnorm {ev['grad_norm']:.2f}")
-        if "tokens_per_s" in ev:
+        if _is_num(ev.get("tokens_per_s")):
             parts.append(f"{_fmt_num(ev['tokens_per_s'])} tok/s")
-        if ev.get("mfu"):
+        if _is_num(ev.get("mfu")) and ev["mfu"]:
             parts.append(f"mfu {ev['mfu'] * 100:.1f}%")
-        if "eta_s" in ev:
+        if _is_num(ev.get("eta_s")) and math.isfinite(ev["eta_s"]):
             parts.append(f"eta {_fmt_eta(ev['eta_s'])}")
         for k in ("accuracy", "reward_margin", "reward_accuracy"):
-            if k in ev:
+            if _is_num(ev.get(k)):
                 parts.append(f"{k} {ev[k]:.3f}")
         return " | ".join(p for p in parts if p)
     if kind == "val":
         extra = " ".join(f"{k} {v:.4g}" for k, v in ev.items()
-                         if k not in ("t", "kind", "step", "val_loss", "val_ppl") and isinstance(v, (int, float)))
-        return f"[bold]val[/] step {ev.get('step', '?')} | loss {ev.get('val_loss', float('nan')):.4f} | " \
-               f"ppl {ev.get('val_ppl', float('nan')):.2f} {extra}".rstrip()
+                         if k not in ("t", "kind", "step", "val_loss", "val_ppl") and _is_num(v))
+        loss, ppl = (ev.get(k) if _is_num(ev.get(k)) else float("nan") for k in ("val_loss", "val_ppl"))
+        return f"[bold]val[/] step {step} | loss {loss:.4f} | ppl {ppl:.2f} {extra}".rstrip()
     if kind == "sample":
-        return f"[dim]sample[/] {ev.get('prompt', '')!s}[cyan]{ev.get('text', '')}[/]".replace("\n", " ")
+        return f"[dim]sample[/] {escape(str(ev.get('prompt', '')))}[cyan]{escape(str(ev.get('text', '')))}[/]".replace("\n", " ")
     if kind in ("test", "eval"):
-        name = ev.get("task") or ("test" if kind == "test" else "eval")
+        name = escape(str(ev.get("task") or ("test" if kind == "test" else "eval")))
         nums = " | ".join(f"{k} {v:.4g}" for k, v in ev.items()
                           if k not in ("t", "kind", "step", "task") and isinstance(v, (int, float)) and not isinstance(v, bool))
         return f"[bold]{name}[/] {nums}"
     if kind == "checkpoint":
-        return f"[green]checkpoint[/] {ev.get('path')}" + (f" (val {ev['val_loss']:.4f})" if ev.get("val_loss") is not None else "")
+        return f"[green]checkpoint[/] {escape(str(ev.get('path')))}" + (f" (val {ev['val_loss']:.4f})" if _is_num(ev.get("val_loss")) else "")
     if kind == "log":
-        level = ev.get("level", "info")
+        level = escape(str(ev.get("level", "info")))
         style = {"warning": "yellow", "error": "red"}.get(level, "")
-        msg = ev.get("message", "")
+        msg = escape(str(ev.get("message", "")))
         return f"[{style}]{level}: {msg}[/]" if style else msg
     if kind == "status":
-        return f"[bold]{ev.get('state')}[/]" + (f": {ev['error']}" if ev.get("error") else "")
+        return f"[bold]{escape(str(ev.get('state')))}[/]" + (f": {escape(str(ev['error']))}" if ev.get("error") else "")
     return ""
 
 
@@ -203,6 +215,8 @@ def cmd_execute(args: argparse.Namespace) -> int:
     """Hidden verb: the body of a launched run (runs in the detached child)."""
     run = runs.Run(Path(args.run_dir))
     stage = run.stage
+    # a SIGTERM before execute() installs its handler (while the preset loads) is a stop request too
+    signal.signal(signal.SIGTERM, lambda signum, frame: (run.path / runs.STOP_FILE).touch())
     try:
         preset = config.load(run.preset_path)
         state = runs.execute(run, stage, preset)
@@ -252,13 +266,22 @@ def cmd_runs(args: argparse.Namespace) -> int:
     out = RichConsole(highlight=False)
     action = args.action or "list"
     if action == "list":
+        from rich.markup import escape
         table = Table("run", "stage", "preset", "state", "started")
-        for r in runs.list_runs():
+        problems = []
+        for r in runs.list_runs():  # a run whose status.json is damaged is shown as invalid, the rest as ever
             st = r.status()
+            if st.get("problem"):
+                problems.append(st["problem"])
             started = time.strftime("%Y-%m-%d %H:%M", time.localtime(st["started"])) if st.get("started") else ""
-            color = {"running": "cyan", "finished": "green", "failed": "red", "crashed": "red", "stopped": "yellow"}.get(str(st.get("state")), "")
-            table.add_row(r.name, st.get("stage", ""), st.get("preset", ""), f"[{color}]{st.get('state')}[/]" if color else str(st.get("state")), started)
+            state = str(st.get("state"))
+            color = {"running": "cyan", "finished": "green", "failed": "red", "crashed": "red", "stopped": "yellow",
+                     "invalid": "red"}.get(state, "")
+            cell = f"[{color}]{state}[/]" if color else state
+            table.add_row(escape(r.name), escape(st.get("stage", "")), escape(st.get("preset", "")), cell, started)
         out.print(table)
+        for problem in problems:
+            out.print(f"[red]invalid[/] {escape(problem)}")
         return EXIT_OK
     if not args.run:
         raise ArgError(f"llmlab runs {action}: needs a run name (see `llmlab runs list`)")
@@ -275,15 +298,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
         con = Console()
         return _follow(run, con)
     if action == "stop":
-        if run.state != "running":
+        if not runs.is_live(run):
             out.print(f"{run.name}: not running ({run.state})")
             return EXIT_OK
-        runs.stop(run)
+        runs.stop(run)  # a run still starting sees the STOP file as soon as it watches for it
         out.print(f"{run.name}: stop requested")
         return EXIT_OK
     if action == "delete":
-        if run.state == "running":
-            raise UserError(f"{run.name}: still running; stop it first")
+        if runs.is_live(run):
+            raise UserError(f"{run.name}: its process (pid {run.raw_status().get('pid')}) is alive "
+                            f"({run.state}); stop it first (`llmlab runs stop {run.name}`)")
         if not args.yes:
             raise UserError(f"{run.name}: add --yes to delete {run.path} and its checkpoints")
         shutil.rmtree(run.path)
@@ -305,20 +329,41 @@ def cmd_tokenizer_inspect(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from core.checkpoint import load_model
-    from core.generate import generate_text
-    model, tok, _meta = load_model(args.checkpoint)
+    from core.generate import generate_text, sampling_options
+    from core.sampling import check_sampling
+    sampling = check_sampling({"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+                               "max_new_tokens": args.max_new_tokens, "seed": args.seed or 0}, "llmlab generate")
+    model, tok, meta = load_model(args.checkpoint)
+    if tok is None:
+        raise UserError(f"{meta['path']}: the checkpoint has no tokenizer, so it cannot turn text into ids")
+    head = (meta.get("head") or {}).get("kind", "lm")
+    if head != "lm":
+        raise UserError(f"{meta['path']}: a {head} checkpoint predicts labels, not text; "
+                        f"use `llmlab eval` on it, or generate with a pretrained or instruction-tuned model")
+    prompt = args.prompt or [tok.eot_id]  # no prompt: a sample from the start of a document
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
-    for piece in generate_text(model, tok, args.prompt, max_new_tokens=args.max_new_tokens,
-                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed):
+    options = {**sampling_options(sampling), "seed": args.seed}  # --seed 0 is the seed 0, not "random"
+    for piece in generate_text(model, tok, prompt, **options):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
     return EXIT_OK
 
 
+def _reads_of(spec: str) -> list[Path]:
+    """The checkpoint a MODEL argument names (and so its run), for refuse_unsafe_target."""
+    from core.checkpoint import resolve_checkpoint
+    try:
+        return [resolve_checkpoint(spec)]
+    except UserError:
+        return [Path(spec)] if Path(spec).exists() else []
+
+
 def cmd_import_hf(args: argparse.Namespace) -> int:
     from core.model.hf import import_hf
+    from core.safety import refuse_unsafe_target
+    refuse_unsafe_target(Path(args.out), [Path(args.source)] if Path(args.source).exists() else [], args.force)
     out = import_hf(args.source, Path(args.out))
     print(f"imported {args.source} -> {out}")
     return EXIT_OK
@@ -326,6 +371,8 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
 
 def cmd_export_hf(args: argparse.Namespace) -> int:
     from core.model.hf import export_hf
+    from core.safety import refuse_unsafe_target
+    refuse_unsafe_target(Path(args.out), _reads_of(args.checkpoint), args.force)
     out = export_hf(args.checkpoint, Path(args.out))
     print(f"exported {args.checkpoint} -> {out}")
     return EXIT_OK
@@ -334,9 +381,13 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from core.eval.render import to_html, to_markdown
     from core.eval.report import model_card
+    from core.runs import write_text_atomic
+    from core.safety import refuse_unsafe_target
+    if args.html:
+        refuse_unsafe_target(Path(args.html), _reads_of(args.model), True, file=True)
     card = model_card(args.model)
     if args.html:
-        Path(args.html).write_text(to_html(card))
+        write_text_atomic(Path(args.html), to_html(card))
         print(f"wrote {args.html}")
     else:
         sys.stdout.write(to_markdown(card))
@@ -344,7 +395,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from core.chat import chat_repl
+    from core.cli_chat import chat_repl
     return chat_repl(args.model, args.set or [])
 
 
@@ -418,11 +469,13 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
 def _import_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="hub name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) or a local Hugging Face folder")
     p.add_argument("out", help="folder for the checkpoint")
+    p.add_argument("--force", action="store_true", help="write into OUT even when it is a non-empty folder")
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="checkpoint folder, run folder or run:PRESET:STAGE")
     p.add_argument("out", help="folder for the Hugging Face model")
+    p.add_argument("--force", action="store_true", help="write into OUT even when it is a non-empty folder")
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
@@ -487,6 +540,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as e:  # a read-only $LLMLAB_HOME, an unwritable --html path; a full disk is exit 1
+        if isinstance(e, BrokenPipeError):
+            return EXIT_OK
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
+        return EXIT_BAD_INPUT if input_fault(e) else EXIT_FAILED
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

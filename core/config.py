@@ -58,7 +58,7 @@ class FilterConfig:
 @dataclass
 class SourceConfig:
     source: str = opt("", "where the text comes from: embedded:NAME, hf:NAME, or a local file/glob")
-    weight: float = opt(1.0, "share of this source in the mixture (normalised over all sources)", lo=0, lo_open=True)
+    weight: float = opt(1.0, "share of this source in the mixture (normalised over all sources)", lo=1e-9, hi=1e9)
     hf_config: str = opt("", "hub dataset configuration name")
     split: str = opt("train", "hub dataset split")
     text_field: str = opt("text", "field holding the text in JSON/CSV/parquet/hub rows")
@@ -213,7 +213,7 @@ class GenerateConfig:
     top_p: float = opt(1.0, "nucleus sampling threshold (1 = off)", lo=0, hi=1, lo_open=True)
     max_new_tokens: int = opt(128, "tokens generated per reply", lo=1)
     stop: list[str] = opt([], "strings that end generation")
-    seed: int = opt(0, "sampling seed (0 = random)")
+    seed: int = opt(0, "sampling seed (0 = random)", lo=0, hi=2**63 - 1)
 
 
 @dataclass
@@ -327,6 +327,8 @@ def read_toml(path: Path) -> dict:
         raise PresetError([Problem(f, "", "file not found")])
     if path.is_dir():
         raise PresetError([Problem(f, "", "is a directory, not a preset file")])
+    if not path.is_file():  # a FIFO would block the read forever, a device never end
+        raise PresetError([Problem(f, "", "not a regular file (a device, FIFO or socket)")])
     try:
         raw = path.read_bytes()
     except OSError as e:

@@ -22,7 +22,9 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
     """One token id from logits (V,): greedy at temperature 0, else top-k / top-p sampling."""
     if temperature <= 0:
         return int(torch.argmax(logits))
-    logits = logits.float() / temperature
+    logits = logits.float()
+    # the max subtracted first: a tiny temperature then sends the others to -inf, never inf - inf = nan
+    logits = (logits - logits.max()) / temperature
     if top_k and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))

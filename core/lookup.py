@@ -12,7 +12,6 @@ that must not import torch (the TUI) share them with core.checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,9 +133,11 @@ def _from_run(run_dir: Path, choice: str | None) -> Path:
 
 
 def model_config(meta: dict) -> ModelConfig:
-    """The ModelConfig of a checkpoint's model.json (fields this version does not know are left out)."""
-    names = {f.name for f in dataclasses.fields(ModelConfig)}
-    return ModelConfig(**{k: v for k, v in (meta.get("architecture") or {}).items() if k in names})
+    """The ModelConfig of a checkpoint's model.json, validated with the preset schema's bounds
+    (core.schemas; fields this version does not know are left out)."""
+    from core.schemas import model_config_of
+
+    return model_config_of(meta, meta.get("path") or META)
 
 
 def read_meta(ckpt: str | Path) -> dict | None:
@@ -145,11 +146,11 @@ def read_meta(ckpt: str | Path) -> dict | None:
     p = Path(ckpt)
     if not (p / COMMITTED).is_file():
         return None
+    from core.schemas import check_model_json, read_json
+
     try:
-        meta = json.loads((p / META).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(meta, dict):
+        meta = check_model_json(read_json(p / META, 16 << 20), p / META)
+    except UserError:  # a damaged checkpoint is left out of the lists; the others show
         return None
     meta["path"] = str(p)
     return meta

@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from core.errors import UserError
+from core.schemas import MiB, STATUS_JSON, FileFormatError, parse_event, read_json
 
 STOP_FILE = "STOP"
 REPORT = "report.json"
+STATUS_MAX_BYTES = 1 * MiB
+LIVE_STATES = ("created", "running")
 LOCK_FILE = ".lock"
 
 
@@ -91,7 +94,10 @@ def _json_default(o: Any) -> Any:
 
 
 def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int]:
-    """Complete events from byte `offset` on, and the offset after the last complete line."""
+    """Complete events from byte `offset` on, and the offset after the last complete line; a line that
+    is not an event comes back as a warning `log` event naming the file and byte (readers carry on)."""
+    if path.exists() and not path.is_file():  # a FIFO would block the reader
+        return [{"kind": "log", "level": "warning", "message": f"{path}: not a regular file; no events read"}], offset
     try:
         with open(path, "rb") as f:
             f.seek(offset)
@@ -100,12 +106,14 @@ def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int]:
         return [], offset
     end = data.rfind(b"\n") + 1
     events = []
-    for line in data[:end].splitlines():
+    pos = offset
+    for line in data[:end].split(b"\n"):
+        at, pos = pos, pos + len(line) + 1
         if line.strip():
             try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+                events.append(parse_event(line, f"{path} at byte {at}"))
+            except FileFormatError as e:  # marked, then skipped: one bad line never hides the others
+                events.append({"kind": "log", "level": "warning", "message": f"{e}; line skipped", "bad_line": at})
     return events, offset + end
 
 
@@ -128,10 +136,15 @@ class Run:
         return self.path / "preset.toml"
 
     def raw_status(self) -> dict:
-        try:
-            return json.loads((self.path / "status.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        """status.json as written; {"state": "unknown"} when absent, {"state": "invalid", "problem": ...}
+        when it is not a status file (readers show the run marked, and carry on)."""
+        path = self.path / "status.json"
+        if not path.exists():
             return {"state": "unknown"}
+        try:
+            return read_json(path, STATUS_MAX_BYTES, STATUS_JSON)
+        except FileFormatError as e:
+            return {"state": "invalid", "problem": str(e)}
 
     def status(self) -> dict:
         """status.json, with `running` turned into `crashed` when its process is gone."""
@@ -157,6 +170,9 @@ class Run:
 
     def write_status(self, **fields: Any) -> None:
         st = {**self.raw_status(), **fields}
+        st.pop("problem", None)
+        if st.get("state") == "invalid":  # what was there is lost; what we know is written anew
+            st["state"] = "failed"
         write_text_atomic(self.path / "status.json", json.dumps(st, indent=1))
 
 
@@ -199,12 +215,17 @@ def write_report(run_dir: str | Path, report: dict) -> Path:
 
 
 def read_report(run_dir: str | Path) -> dict | None:
-    """run_dir/report.json, or None when it is missing or unreadable."""
-    try:
-        report = json.loads((Path(run_dir) / REPORT).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    """run_dir/report.json, or None when it is absent or not a valid report (core.schemas): the card
+    leaves that run's results out and shows the rest."""
+    from core.schemas import check_report
+
+    path = Path(run_dir) / REPORT
+    if not path.exists():
         return None
-    return report if isinstance(report, dict) else None
+    try:
+        return check_report(read_json(path, 64 * MiB), path)
+    except FileFormatError:
+        return None
 
 
 def fsync_dir(path: Path) -> None:
@@ -243,6 +264,8 @@ def process_alive(pid: Any, host: Any = None) -> bool:
 def create_run(preset_name: str, stage: str, preset_toml: str, root: Path | None = None) -> Run:
     """A new run directory (never an existing one) with preset.toml, status.json, events.jsonl."""
     root = runs_root(root)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root}: is a file, where the runs folder belongs; move it away (or set LLMLAB_HOME)")
     root.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in preset_name) or "preset"
@@ -320,6 +343,34 @@ class RunLock:
         os.close(self._fd)
 
 
+def lock_held(run: Run) -> bool:
+    """Does a live process hold the run's writer lock (whatever its status says)?"""
+    import fcntl
+    try:
+        fd = os.open(run.path / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def is_live(run: Run) -> bool:
+    """Is a process working on this run: it holds the lock, or it was launched (created, running) and
+    its pid is alive. `runs delete` refuses such a run, `runs stop` reaches it."""
+    st = run.raw_status()
+    if lock_held(run):
+        return True
+    return st.get("state") in (*LIVE_STATES, "invalid", "unknown") and process_alive(st.get("pid"), st.get("host"))
+
+
 def watch_stop(run: Run, stop: threading.Event, interval_s: float = 0.2) -> threading.Thread:
     """Set `stop` when a stop is requested (the STOP file appears) so the stage can finish its step."""
 
@@ -351,7 +402,7 @@ def stop(run: Run, signal_too: bool = False) -> None:
 def execute(run: Run, stage: str, preset: Any, echo: Logger | None = None) -> str:
     """Run a stage in this process inside `run`: lock, status, events, stop handling. Returns the final
     state (finished, stopped, failed); UserError still propagates after being recorded."""
-    from core.errors import StageFailed
+    from core.errors import StageFailed, describe_os_error, input_fault
     from core.stages import get_stage
 
     fn = get_stage(stage)
@@ -377,6 +428,12 @@ def execute(run: Run, stage: str, preset: Any, echo: Logger | None = None) -> st
         raise
     except StageFailed as e:
         state, error = "failed", str(e)
+    except OSError as e:  # a read-only folder, a file where a folder belongs: the input, exit 2
+        state, error = "failed", describe_os_error(e)
+        if not input_fault(e):
+            raise
+        error_kind = "input"
+        raise UserError(error) from None
     except BaseException as e:  # noqa: BLE001 - a crash is recorded, then re-raised
         state, error = "failed", f"{type(e).__name__}: {e}"
         raise

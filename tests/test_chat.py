@@ -9,7 +9,8 @@ import threading
 import pytest
 import torch
 
-from core.chat import Conversation, Sampling, chat_repl
+from core.chat import Conversation, Sampling
+from core.cli_chat import chat_repl
 from core.checkpoint import write_checkpoint
 from core.config import ModelConfig
 from core.errors import UserError
@@ -158,7 +159,7 @@ def test_chat_repl_streams_and_handles_commands(tmp_path, ckpt):
     assert saved[0]["sampling"]["max_new_tokens"] == 4 and saved[2] == {"role": "user", "content": "hello"}
     out = io.StringIO()
     assert chat_repl(str(ckpt), [], stdin=io.StringIO("/set top_p=2\n"), stdout=out, device="cpu") == 0
-    assert "error: sampling: top_p" in out.getvalue()
+    assert "error: /set: top_p: must be <= 1, got 2" in out.getvalue()
 
 
 def test_chat_repl_refuses_what_is_not_a_model(workspace):

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import Stopped, UserError
+from core.errors import StageFailed, Stopped, UserError
 from core.runs import Logger
+from core.schemas import SHARD_META, read_json
 
 SHARD_FORMAT = 1
 CHUNK_CHARS = 1 << 20  # text per task sent to a tokenizer process: large enough that IPC is noise
@@ -85,6 +86,36 @@ def _init_worker(enc: Any, eot_id: int, dtype: str) -> None:
     _worker.update(enc=enc, eot=eot_id, dtype=np.dtype(dtype))
 
 
+def _encode_chunk_in_worker(docs: list[str], is_val: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """_encode_chunk where a BaseException (a Rust panic in tiktoken) would kill the worker without a
+    result, leaving the parent waiting: it comes back as an ordinary exception with its message."""
+    try:
+        return _encode_chunk(docs, is_val)
+    except Exception:
+        raise
+    except BaseException as e:  # noqa: BLE001 - PanicException derives from BaseException
+        raise WorkerFailed(f"a tokenizing worker failed: {type(e).__name__}: {e}") from None
+
+
+class WorkerFailed(StageFailed):
+    """A worker process failed or died; the run fails with this message instead of waiting."""
+
+
+def _result(res: Any, pool: Any, pids: set[int], stop: threading.Event | None) -> Any:
+    """res.get() that never waits forever: it checks every second that no worker has died (the pool
+    would replace it silently and the task would never finish) and whether a stop was asked."""
+    while True:
+        try:
+            return res.get(timeout=1.0)
+        except mp.TimeoutError:
+            pass
+        if stop is not None and stop.is_set():
+            raise Stopped()
+        alive = {p.pid for p in pool._pool if p.exitcode is None}
+        if not pids <= alive:
+            raise WorkerFailed("a tokenizing worker process died (killed, or out of memory); the shards were not written")
+
+
 def _encode_chunk(docs: list[str], is_val: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Token ids of a chunk of documents, each preceded by eot: (train ids, val ids, document lengths)."""
     enc, eot, dtype = _worker["enc"], _worker["eot"], _worker["dtype"]
@@ -114,26 +145,27 @@ def _chunks(docs: Iterable[str], rng: np.random.Generator, val_fraction: float) 
 
 
 def _ordered_pool_map(chunks: Iterator[tuple[list[str], np.ndarray, int]], enc: Any, eot: int, dtype: np.dtype,
-                      num_proc: int) -> Iterator[tuple[tuple[np.ndarray, np.ndarray, np.ndarray], int]]:
+                      num_proc: int, stop: threading.Event | None = None) -> Iterator[tuple[tuple[np.ndarray, np.ndarray, np.ndarray], int]]:
     """(result, chars) per chunk, in order. Pool.imap reads its input without limit, which would pull the
     whole corpus into memory when reading outpaces tokenizing; this keeps 2 tasks per process in flight."""
     if num_proc <= 1:
         _init_worker(enc, eot, dtype.str)
         for docs, is_val, chars in chunks:
-            yield _encode_chunk(docs, is_val), chars
+            yield _encode_chunk_in_worker(docs, is_val), chars
         return
     # spawn, not fork: the stage may run beside threads (TUI workers, the stop watcher)
     ctx = mp.get_context("spawn")
     with ctx.Pool(num_proc, initializer=_init_worker, initargs=(enc, eot, dtype.str)) as pool:
         pending: deque = deque()
+        pids = {p.pid for p in pool._pool}
         for docs, is_val, chars in chunks:
-            pending.append((pool.apply_async(_encode_chunk, (docs, is_val)), chars))
+            pending.append((pool.apply_async(_encode_chunk_in_worker, (docs, is_val)), chars))
             if len(pending) >= 2 * num_proc:
                 res, c = pending.popleft()
-                yield res.get(), c
+                yield _result(res, pool, pids, stop), c
         while pending:
             res, c = pending.popleft()
-            yield res.get(), c
+            yield _result(res, pool, pids, stop), c
 
 
 # ------------------------------------------------------------------------------------- writing
@@ -152,7 +184,7 @@ def write_shards(docs: Iterable[str], folder: Path, tokenizer: Any, *, val_fract
     t0 = time.time()
     with open(folder / "train.bin", "wb") as ftrain, open(folder / "val.bin", "wb") as fval:
         chunks = _chunks(docs, rng, val_fraction)
-        for (train, val, lengths), chars in _ordered_pool_map(chunks, tokenizer.enc, tokenizer.eot_id, dtype, num_proc):
+        for (train, val, lengths), chars in _ordered_pool_map(chunks, tokenizer.enc, tokenizer.eot_id, dtype, num_proc, stop):
             if stop is not None and stop.is_set():
                 raise Stopped()
             train.tofile(ftrain)
@@ -242,10 +274,9 @@ def prepare_shards(preset: Any, tokenizer: Any, log: Logger | None = None, stop:
 
 def read_meta(folder: Path) -> dict:
     path = Path(folder) / "meta.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{folder}: not a prepared shard folder (no meta.json); run `llmlab data PRESET`") from None
+    if not path.exists():
+        raise UserError(f"{folder}: not a prepared shard folder (no meta.json); run `llmlab data PRESET`")
+    return read_json(path, 64 << 20, SHARD_META)
 
 
 # -------------------------------------------------------------------------------------- loading
@@ -263,7 +294,8 @@ class TokenLoader:
         if not self.path.exists():
             raise UserError(f"{self.path}: no such token shard; run `llmlab data PRESET` first")
         meta_path = self.path.parent / "meta.json"
-        dtype = np.dtype(json.loads(meta_path.read_text())["dtype"]) if meta_path.exists() else np.dtype(np.uint16)
+        dtype = np.dtype(read_json(meta_path, 64 << 20, {"dtype": SHARD_META["dtype"]})["dtype"]) \
+            if meta_path.exists() else np.dtype(np.uint16)
         self.data = np.memmap(self.path, dtype=dtype, mode="r")
         self.n_tokens = len(self.data)
         self.T, self.B, self.seed = context_length, batch_size, seed

@@ -112,12 +112,34 @@ def expand_paths(spec: str) -> list[Path]:
         return found
     if not path.exists():
         raise UserError(f"{spec}: no such file or folder; a source is embedded:tinyworld, hf:NAME, or a local path or glob")
+    if not path.is_file():  # reading a device, FIFO or socket would never end or never start
+        raise UserError(f"{spec}: not a regular file (a device, FIFO or socket); a source reads files")
     return [path]
+
+
+# a whole-file read (.txt in file mode, .json) and a single line are bounded: /dev/zero behind a
+# regular-looking name, or a 50 GB file without newlines, fail by name instead of exhausting memory
+MAX_WHOLE_FILE_BYTES = 1 << 30
+MAX_LINE_BYTES = 64 << 20
+
+
+def _read_whole(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read(MAX_WHOLE_FILE_BYTES + 1)
+    if len(data) > MAX_WHOLE_FILE_BYTES:
+        raise UserError(f"{path}: more than {MAX_WHOLE_FILE_BYTES >> 20} MiB to read as one document or JSON "
+                        f"value; use data.txt_mode = \"line\" or \"block\", or JSON Lines")
+    return data
 
 
 def _iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        lineno = 0
+        while raw := f.readline(MAX_LINE_BYTES + 1):
+            lineno += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                raise UserError(f"{path}:{lineno}: a line of more than {MAX_LINE_BYTES >> 20} MiB; "
+                                f"is this a text file?")
             yield lineno, raw
 
 
@@ -125,7 +147,7 @@ def iter_txt(path: Path, mode: str, counts: ReadCounts) -> Iterator[str]:
     """Documents of a text file: the whole file, blank-line separated blocks, or single lines."""
     where = str(path)
     if mode == "file":
-        yield counts.decode(path.read_bytes(), where)
+        yield counts.decode(_read_whole(path), where)
         return
     block: list[str] = []
     for _, raw in _iter_lines(path):
@@ -160,7 +182,7 @@ def iter_jsonl(path: Path, counts: ReadCounts) -> Iterator[dict]:
 
 def iter_json(path: Path, counts: ReadCounts) -> Iterator[dict]:
     """A JSON array of objects, or an object holding one such array (e.g. {"data": [...]}); JSON Lines too."""
-    text = counts.decode(path.read_bytes(), str(path))
+    text = counts.decode(_read_whole(path), str(path))
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:

@@ -12,6 +12,7 @@ from the environment variable the preset names, per request, and is never stored
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -148,6 +149,8 @@ class JudgeClient:
                     raise JudgeError(f"{self.url}: {last}") from None
             except urllib.error.URLError as e:
                 last = f"cannot reach the endpoint ({e.reason})"
+            except http.client.HTTPException as e:  # bytes that are not HTTP: one failed request
+                last = f"not an HTTP reply ({type(e).__name__})"
             except (TimeoutError, socket.timeout):
                 last = f"no reply within {self.timeout_s:g} s"
             except (ConnectionError, OSError) as e:

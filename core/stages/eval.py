@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from core.errors import UserError
+from core.errors import StageFailed, UserError
 from core.runs import Logger
 
 if TYPE_CHECKING:
@@ -329,3 +329,20 @@ def run(preset: Any, run_dir: Path, log: Logger, stop: threading.Event) -> None:
     report["complete"] = not stop.is_set() and all(t in report["tasks"] or t in report["skipped"] for t in e.tasks)
     report["wall_s"] = round(time.time() - t0, 2)
     write_report(run_dir, report)
+    unjudged = [_no_valid_judgement(t, r) for t, r in report["tasks"].items()]
+    if any(unjudged) and not stop.is_set():  # a mean of nan is no result: the run failed (exit 1)
+        raise StageFailed("; ".join(u for u in unjudged if u))
+
+
+def _no_valid_judgement(task: str, r: dict) -> str:
+    """Why a judge task got no valid answer at all ('' when it got one, or is no judge task)."""
+    if task == "judge":
+        valid = r.get("n_scored", 0)
+    elif task == "pairwise":
+        valid = r.get("wins", 0) + r.get("losses", 0) + r.get("ties", 0)
+    else:
+        return ""
+    if valid or not r.get("n"):
+        return ""
+    return (f"{task}: the judge gave no valid answer to any of {r['n']} requests ({r.get('n_failed', 0)} failed, "
+            f"{r.get('n_unparseable', 0)} unparseable){': ' + str(r['error']) if r.get('error') else ''}")

@@ -25,6 +25,7 @@ from core.errors import UserError
 from core.lookup import GPT2_NAMES
 from core.runs import Logger, write_report, write_text_atomic
 from core.train.device import Dist
+from core.schemas import F, read_json
 from core.train.examples import plan_finetune_steps
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ def resolve_base(spec: str, run_dir: Path, log: Logger) -> Path:
     """The starting checkpoint folder, fixed on the run's first start (run_dir/base.json)."""
     f = run_dir / BASE_FILE
     if f.is_file():
-        saved = json.loads(f.read_text())
+        saved = read_json(f, 1 << 20, {"path": F((str,), max_len=4096)})
         path = Path(saved["path"])
         if not path.exists():
             raise UserError(f"{f}: this run started from {path}, which no longer exists; it cannot be resumed")
@@ -248,7 +249,7 @@ def _baseline(task: Any, model: GPT, run_dir: Path, fresh: bool, log: Logger,
     """The starting model's score on the held-out set (once per run; kept for resumed runs)."""
     f = run_dir / BASELINE_FILE
     if not fresh and f.is_file():
-        return json.loads(f.read_text())
+        return read_json(f, 64 << 20, {})
     if not hasattr(task, "baseline_report"):
         return None
     was = model.training

@@ -22,12 +22,14 @@ from urllib.parse import urlparse
 import tiktoken
 
 from core.errors import UserError
+from core.schemas import MAX_RANKS, MiB, FileFormatError, check_ranks, check_tokenizer_meta, read_bytes, read_json
 from core.tokenizer.chat import ChatTemplate, chat_special_tokens
 
 ENDOFTEXT = "<|endoftext|>"
 RANK_FILE = "tokenizer.tiktoken"
 META_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
+RANK_FILE_MAX_BYTES = 1 << 30
 
 # The files each built-in encoding downloads (tiktoken_ext.openai_public); we look for them in
 # tiktoken's cache before letting tiktoken fetch them, so offline use fails at once with advice.
@@ -146,32 +148,32 @@ class Tokenizer:
             if not p.is_file():
                 raise UserError(f"{folder}: not a saved tokenizer ({p.name} is missing); "
                                 f"a tokenizer folder holds {RANK_FILE} and {META_FILE}")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{meta_path}: not valid JSON ({e}); delete the folder and train the tokenizer again") from None
-        for key in ("name", "pattern", "special_tokens"):
-            if key not in meta:
-                raise UserError(f"{meta_path}: key {key!r} is missing; delete the folder and train the tokenizer again")
+        meta = check_tokenizer_meta(read_json(meta_path, 64 * MiB), meta_path)
         ranks = read_rank_file(rank_path)
-        enc = tiktoken.Encoding(name=meta["name"], pat_str=meta["pattern"], mergeable_ranks=ranks,
-                                special_tokens={k: int(v) for k, v in meta["special_tokens"].items()})
+        check_ranks(ranks, meta["special_tokens"], rank_path, meta_path)
+        chat_special_tokens(meta.get("chat_template", "chatml"))  # an unknown template, by name
+        try:
+            enc = tiktoken.Encoding(name=meta["name"], pat_str=meta["pattern"], mergeable_ranks=ranks,
+                                    special_tokens=meta["special_tokens"])
+        except ValueError as e:  # the pattern does not compile
+            raise FileFormatError(meta_path, "pattern", f"not a regular expression tiktoken accepts ({e})") from None
         return cls(enc, meta["name"], meta.get("chat_template", "chatml"), mergeable_ranks=ranks)
 
 
 def read_rank_file(path: Path) -> dict[bytes, int]:
     """Parse a tiktoken rank file ourselves: tiktoken's loader would copy local files into its cache."""
     ranks: dict[bytes, int] = {}
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                token, rank = line.split()
-                ranks[base64.b64decode(token, validate=True)] = int(rank)
-            except ValueError:
-                raise UserError(f"{path}: line {lineno}: expected 'BASE64TOKEN RANK'; "
-                                "the file is damaged, train or save the tokenizer again") from None
+    for lineno, line in enumerate(read_bytes(path, RANK_FILE_MAX_BYTES).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            token, rank = line.split()
+            ranks[base64.b64decode(token, validate=True)] = int(rank)
+        except ValueError:
+            raise UserError(f"{path}: line {lineno}: expected 'BASE64TOKEN RANK'; "
+                            "the file is damaged, train or save the tokenizer again") from None
+        if ranks[base64.b64decode(token)] >= MAX_RANKS:
+            raise UserError(f"{path}: line {lineno}: rank {int(rank)} is beyond {MAX_RANKS:,}; the file is damaged")
     if sorted(ranks.values()) != list(range(len(ranks))):
         raise UserError(f"{path}: ranks are not 0..{len(ranks) - 1} without gaps; the file is damaged")
     return ranks

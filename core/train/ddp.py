@@ -91,9 +91,14 @@ def launch(preset: Any, run_dir: Path, log: Logger, stop: threading.Event, worke
 
 
 def _read_result(run_dir: Path) -> dict:
+    from core.schemas import F, read_json
+
+    if not (run_dir / RESULT_FILE).exists():
+        return {}
     try:
-        return json.loads((run_dir / RESULT_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
+        return read_json(run_dir / RESULT_FILE, 1 << 20, {"kind": F((str,), required=False),
+                                                          "message": F((str,), required=False)})
+    except UserError:
         return {}
 
 

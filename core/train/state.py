@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from core import checkpoint as ckpt_io
 from core.errors import StageFailed, UserError
 from core.runs import Logger
+from core.schemas import check_trainer_state
 
 TRAINER_STATE_VERSION = 1
 INCOMPATIBLE = "cannot resume, the preset no longer matches"
@@ -82,6 +83,7 @@ def _read_checkpoint(ckpt: Path, model: torch.nn.Module, tokenizer: Any) -> tupl
         raise UserError(f"{ckpt}: cannot read ({e}); the checkpoint is corrupt") from None
     if state.get("version") != TRAINER_STATE_VERSION or "optimizer" not in state:
         raise UserError(f"{ckpt / ckpt_io.TRAINER}: not a trainer state of this version")
+    check_trainer_state(state, ckpt / ckpt_io.TRAINER)
     return sd, state
 
 

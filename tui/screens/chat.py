@@ -24,6 +24,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static, TextArea
 
 from core.chat import Conversation, Sampling
+from core.sampling import check_sampling
 from core.errors import UserError
 from tui.screens.base import StageScreen
 from tui.widgets.chat_log import ChatLog
@@ -295,11 +296,10 @@ side by side; ctrl+b again closes it), **ctrl+t** shows the prompt with the chat
         s = None
         if not problem:
             gen = self.preset.generate
-            s = Sampling(stop=list(gen.stop), seed=gen.seed or None, **values)
             try:
-                s.check()
+                s = Sampling.from_preset(check_sampling({**values, "stop": list(gen.stop), "seed": gen.seed}, "sampling"))
             except UserError as e:
-                problem, s = str(e).removeprefix("sampling: "), None
+                problem = str(e).removeprefix("sampling: ")
         self.query_one("#chat-problem", Static).update(f"[red]{problem}[/]" if problem else "")
         return s
 
