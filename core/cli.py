@@ -206,8 +206,15 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """`llmlab serve MODEL`: a serve run (sampling defaults from the preset the model was trained with)."""
+    """`llmlab serve MODEL`: a serve run (sampling defaults from the preset the model was trained with).
+    A port in use or an unset key variable is refused here at once (the stage checks again)."""
+    from core.serve.server import bind
+    from core.stages.serve import api_key
+
     ckpt = runs.resolve_checkpoint(args.model)
+    api_key(args.api_key_env or "")
+    if args.port:
+        bind(args.host, args.port).close()
     run_preset = ckpt.parent.parent / "preset.toml"
     overrides = [*(args.set or []), f"serve.model={json.dumps(args.model)}", f"serve.host={json.dumps(args.host)}",
                  f"serve.port={args.port}", f"serve.api_key_env={json.dumps(args.api_key_env or '')}"]

@@ -15,11 +15,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import UserError
-from core.serve.api import Served, create_app
-from core.serve.engine import Engine, Job, Outcome
+
+if TYPE_CHECKING:
+    from core.serve.engine import Job, Outcome
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -66,6 +67,9 @@ def serving(model: Any, tokenizer: Any, model_id: str, sock: socket.socket, *, d
     """Serve `model` on the listening socket `sock` (from `bind`); yields the base URL and stops
     everything, closing the socket, on exit."""
     import uvicorn
+
+    from core.serve.api import Served, create_app
+    from core.serve.engine import Engine
 
     engine = Engine(model, tokenizer, on_done=lambda job, out: log(request_event(job, out)))
     served = Served(engine, model_id, int(model.config.context_length), defaults, api_key, log)
