@@ -63,8 +63,12 @@ def test_a_serve_run_is_listed_answers_and_stops_cleanly(workspace, ckpt, monkey
     assert "Traceback" not in (run.path / "stderr.log").read_text()
 
 
-def test_a_port_in_use_is_bad_input_from_the_command_and_in_the_run(workspace, ckpt):
+def test_a_port_in_use_is_bad_input_from_the_command_and_in_the_stage(workspace, ckpt, tmp_path):
+    import threading
+
     from core import config
+    from core.errors import UserError
+    from core.stages.serve import run
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -74,11 +78,11 @@ def test_a_port_in_use_is_bad_input_from_the_command_and_in_the_run(workspace, c
         assert code == 2 and f"127.0.0.1:{port} is already in use" in err and "Traceback" not in err
         assert runs.list_runs() == []  # refused before a run is created
         preset = config.load("tiny", [f"serve.model={json.dumps(str(ckpt))}", f"serve.port={port}"])
-        handle = runs.launch("serve", preset)
-        assert handle.wait(60) == 2
-    st = handle.run.status()
-    assert st["state"] == "failed" and st["error_kind"] == "input" and "is already in use" in st["error"]
-    assert "Traceback" not in (handle.run.path / "stderr.log").read_text()
+        events: list[dict] = []
+        log = type("Log", (), {"log": lambda self, e: events.append(e), "close": lambda self: None})()
+        with pytest.raises(UserError, match=f"serve.port: 127.0.0.1:{port} is already in use"):
+            run(preset, tmp_path, log, threading.Event())  # a run launched from the TUI checks the same
+    assert events == []
 
 
 def test_an_unset_key_variable_and_a_model_that_is_not_one(workspace, ckpt, tmp_path):
