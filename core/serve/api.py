@@ -228,6 +228,15 @@ async def job_events(served: Served, prep: Prepared, endpoint: str) -> AsyncIter
     try:
         while True:
             item = await inbox.get()
+            # pieces that arrived while the last chunk was being sent go out as one (a fast model
+            # outruns the event loop; one chunk per token would cost more than the tokens)
+            while item[0] == "text" and not inbox.empty():
+                nxt = inbox.get_nowait()
+                if nxt[0] != "text":
+                    yield item
+                    item = nxt
+                    break
+                item = ("text", item[1] + nxt[1])
             yield item
             if item[0] == "done":
                 return
