@@ -29,6 +29,7 @@ from core.errors import UserError
 from core.sampling import check_sampling
 from core.serve.engine import Engine, Job, Outcome
 
+MAX_BODY_BYTES = 8 << 20
 NUMBER = (int, float)
 # OpenAI fields accepted besides the sampling ones; None: any value is ignored
 COMMON: dict[str, tuple[type, ...]] = {"model": (str,), "stream": (bool,), "stream_options": (dict,), "n": (int,),
@@ -90,7 +91,13 @@ def authorize(served: Served, request: Request) -> None:
 
 
 async def read_json(request: Request) -> dict:
-    raw = await request.body()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(413, f"the request body is larger than {MAX_BODY_BYTES >> 20} MiB")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         body = json.loads(raw)
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError

@@ -147,6 +147,8 @@ def test_a_prompt_longer_than_the_context_and_unknown_paths(server):
     assert e.value.body["code"] == "context_length_exceeded"
     with pytest.raises(NotFoundError):
         c.models.retrieve("gpt-9")
+    code, doc = post(url + "/completions", b'{"prompt": "' + b"x" * (9 << 20) + b'"}')
+    assert code == 413 and "larger than 8 MiB" in doc["error"]["message"]
     code, doc = post(url + "/embeddings", b"{}")
     assert code == 404 and "error" in doc
     # max_tokens beyond the room the prompt leaves is cut to that room
