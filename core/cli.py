@@ -1,6 +1,6 @@
 """The `llmlab` command: one verb table over the stage functions and run directories.
 
-`llmlab` alone opens the TUI. Stage verbs (`data`, `tokenizer`, `pretrain`, `finetune`, `eval`) launch a
+`llmlab` alone opens the TUI. Stage verbs (`data`, `tokenizer`, `pretrain`, `finetune`, `eval`, `serve`) launch a
 detached run and follow its events (Ctrl-C asks the run to stop at a step boundary; `--detach` returns at
 once). Exit codes: 0 ok, 1 the run failed, 2 bad input. This is the only module in core that prints.
 """
