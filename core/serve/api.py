@@ -143,7 +143,8 @@ def sampling_options(served: Served, body: dict, prompt_tokens: int) -> dict[str
         raise ApiError(400, f"This model's maximum context length is {served.context_length} tokens, but the prompt "
                             f"is {prompt_tokens} tokens; shorten it", param="messages", code="context_length_exceeded")
     values = {k: body[k] for k in ("temperature", "top_p", "top_k", "seed") if body.get(k) is not None}
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    max_tokens = body.get("max_completion_tokens")
+    max_tokens = body.get("max_tokens") if max_tokens is None else max_tokens
     if max_tokens is not None:
         values["max_new_tokens"] = max_tokens
     stop = body.get("stop")
@@ -152,7 +153,8 @@ def sampling_options(served: Served, body: dict, prompt_tokens: int) -> dict[str
     try:
         check_sampling(values, "request")
     except UserError as e:
-        raise ApiError(400, str(e).replace("max_new_tokens", "max_tokens")) from None
+        message = str(e).replace("max_new_tokens", "max_tokens")
+        raise ApiError(400, message, param=message.split(": ")[1] if message.count(": ") > 1 else None) from None
     options = {**served.defaults, **values}
     options["max_new_tokens"] = min(options["max_new_tokens"], served.context_length - prompt_tokens)
     return options

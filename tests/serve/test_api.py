@@ -207,3 +207,6 @@ def test_refusals_name_the_field(server):
     with pytest.raises(APIStatusError) as e:
         c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], presence_penalty=1.0)
     assert e.value.status_code == 400 and e.value.body["param"] == "presence_penalty"
+    with pytest.raises(BadRequestError) as e:
+        c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], max_completion_tokens=-1)
+    assert e.value.body["param"] == "max_tokens" and "must be >= 1, got -1" in e.value.body["message"]
