@@ -1,10 +1,10 @@
 """The serving engine: one worker thread owns the model and answers queued requests one at a time.
 
 HTTP handlers (core.serve.api) submit a `Job` (prompt ids, sampling options, a thread-safe `emit`)
-and read what it emits: ("text", piece) as pieces are decoded, then ("done", Outcome) once. One
-generation at a time keeps each reply's KV cache and sampling generator its own, so concurrent
-clients never see each other's tokens; a cancelled job (its client went away) stops between two
-tokens and the next one starts. Generation is core.generate.generate_text, the same as everywhere.
+and read what it emits: ("text", pieces) as they are decoded (the first at once, then at most one
+every 20 ms), then ("done", Outcome) once. One generation at a time keeps each reply's KV cache and
+sampling generator its own, so concurrent clients never see each other's tokens; a cancelled job
+(its client went away) stops between two tokens and the next one starts. Generation is core.generate.generate_text, the same as everywhere.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ from typing import Any
 
 from core.chat import _RecordingTokenizer
 from core.generate import generate_text
+
+# pieces decoded within this window go out as one: a small model makes a token in a millisecond or
+# two, and a chunk (JSON, HTTP write, the client's parse) costs about as much as the token
+FLUSH_S = 0.02
 
 
 @dataclass
@@ -96,12 +100,17 @@ class Engine:
             return out
         recorder = _RecordingTokenizer(self.tokenizer)
         pieces = generate_text(self.model, recorder, job.prompt_ids, stop_ids=job.stop_ids, **job.options)
+        pending, last_emit = "", 0.0
         try:
             for text in pieces:
                 out.completion_tokens += len(recorder.take())
+                now = time.perf_counter()
                 if not out.first_token_s:
-                    out.first_token_s = time.perf_counter() - start
-                job.emit(("text", text))
+                    out.first_token_s = now - start
+                pending += text
+                if now - last_emit >= FLUSH_S:  # the first piece at once, then at most one every FLUSH_S
+                    job.emit(("text", pending))
+                    pending, last_emit = "", now
                 if job.cancel.is_set() or self._closing.is_set():
                     out.finish_reason = "cancelled"
                     break
@@ -113,5 +122,7 @@ class Engine:
             out.finish_reason, out.error = "error", f"{type(e).__name__}: {e}"
         finally:
             pieces.close()  # type: ignore[attr-defined]  # generate_text is a generator
+            if pending:
+                job.emit(("text", pending))
         out.seconds = time.perf_counter() - start
         return out
