@@ -1,6 +1,6 @@
 """The `llmlab` command: one verb table over the stage functions and run directories.
 
-`llmlab` alone opens the TUI. Stage verbs (`data`, `tokenizer`, `pretrain`, `finetune`, `eval`) launch a
+`llmlab` alone opens the TUI. Stage verbs (`data`, `tokenizer`, `pretrain`, `finetune`, `eval`, `serve`) launch a
 detached run and follow its events (Ctrl-C asks the run to stop at a step boundary; `--detach` returns at
 once). Exit codes: 0 ok, 1 the run failed, 2 bad input. This is the only module in core that prints.
 """
@@ -134,6 +134,13 @@ def format_event(ev: dict) -> str:
         style = {"warning": "yellow", "error": "red"}.get(level, "")
         msg = escape(str(ev.get("message", "")))
         return f"[{style}]{level}: {msg}[/]" if style else msg
+    if kind == "serving":
+        return f"[green]serving[/] {ev.get('model')} at [bold]{ev.get('url')}[/]" + (" (API key required)" if ev.get("auth") else "")
+    if kind == "request":
+        if ev.get("error"):
+            return f"[yellow]{ev.get('status')}[/] {ev.get('endpoint')}: {ev['error']}"
+        return f"{ev.get('status')} {ev.get('endpoint')} | {ev.get('prompt_tokens')} + {ev.get('completion_tokens')} tokens " \
+               f"| {ev.get('finish_reason')} | first token {ev.get('first_token_s', 0):.3f} s | {ev.get('tokens_per_s', 0):.1f} tok/s"
     if kind == "status":
         return f"[bold]{escape(str(ev.get('state')))}[/]" + (f": {escape(str(ev['error']))}" if ev.get("error") else "")
     return ""
@@ -209,6 +216,25 @@ def cmd_stage(args: argparse.Namespace) -> int:
         con.out.print(f"detached; follow with `llmlab runs tail {handle.run.name}`")
         return EXIT_OK
     return _follow(handle.run, con)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`llmlab serve MODEL`: a serve run (sampling defaults from the preset the model was trained with).
+    A port in use or an unset key variable is refused here at once (the stage checks again)."""
+    from core.serve.server import bind
+    from core.stages.serve import api_key
+
+    ckpt = lookup.resolve_checkpoint(args.model)
+    api_key(args.api_key_env or "")
+    if args.port:
+        bind(args.host, args.port).close()
+    run_preset = ckpt.parent.parent / "preset.toml"
+    overrides = [*(args.set or []), f"serve.model={json.dumps(args.model)}", f"serve.host={json.dumps(args.host)}",
+                 f"serve.port={args.port}", f"serve.api_key_env={json.dumps(args.api_key_env or '')}"]
+    handle = runs.launch("serve", config.load(str(run_preset) if run_preset.exists() else "tiny", overrides))
+    con = Console()
+    con.out.print(f"serve: run {handle.run.name} (pid {handle.pid}); `llmlab runs stop {handle.run.name}` ends it")
+    return EXIT_OK if args.detach else _follow(handle.run, con)
 
 
 def cmd_execute(args: argparse.Namespace) -> int:
@@ -416,6 +442,15 @@ class Verb:
     hidden: bool = False
 
 
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="checkpoint folder, run folder or name, run:PRESET:STAGE")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port)")
+    p.add_argument("--api-key-env", metavar="NAME", help="environment variable with the key clients must send")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override generate.* (default sampling)")
+    p.add_argument("--detach", action="store_true", help="start the server in the background and return")
+
+
 def _stage_args(p: argparse.ArgumentParser, preset_help: str = "built-in preset name (e.g. tiny) or a TOML file") -> None:
     p.add_argument("preset", help=preset_help)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset value, e.g. train.lr=3e-4 (repeatable)")
@@ -499,8 +534,9 @@ def _execute_args(p: argparse.ArgumentParser) -> None:
 
 VERBS: list[Verb] = [
     Verb("tui", "open the workbench (the default when no verb is given)", cmd_tui, _tui_args),
-    *[Verb(name, help_, cmd_stage, {"tokenizer": _tokenizer_args, "pretrain": _pretrain_args, "finetune": _pretrain_args,
-                                     "eval": _eval_args}.get(name, _stage_args))
+    *[Verb(name, help_, cmd_serve if name == "serve" else cmd_stage,
+           {"tokenizer": _tokenizer_args, "pretrain": _pretrain_args, "finetune": _pretrain_args,
+            "eval": _eval_args, "serve": _serve_args}.get(name, _stage_args))
       for name, (_mod, help_) in STAGES.items()],
     Verb("generate", "continue a prompt with a trained model", cmd_generate, _generate_args),
     Verb("chat", "chat with a model in the terminal", cmd_chat, _chat_args),

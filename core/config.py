@@ -223,6 +223,14 @@ class ChatConfig:
     max_history_tokens: int = opt(0, "drop the oldest turns beyond this many tokens (0 = context length)", lo=0)
 
 
+@dataclass
+class ServeConfig:
+    model: str = opt("", "model to serve (checkpoint, run folder or name, run:PRESET:STAGE)")
+    host: str = opt("127.0.0.1", "address to listen on (0.0.0.0 exposes the server to the network)")
+    port: int = opt(8000, "TCP port (0 = any free port)", lo=0, hi=65535)
+    api_key_env: str = opt("", "environment variable holding the key clients must send (empty = no key)")
+
+
 # --------------------------------------------------------------------------------------- preset
 
 @dataclass
@@ -237,6 +245,7 @@ class Preset:
     eval: EvalConfig = opt(EvalConfig(), "evaluation")
     generate: GenerateConfig = opt(GenerateConfig(), "sampling")
     chat: ChatConfig = opt(ChatConfig(), "chat pane")
+    serve: ServeConfig = opt(ServeConfig(), "OpenAI-compatible server (`llmlab serve`)")
 
     def kv_heads(self) -> int:
         return self.model.n_kv_head or self.model.n_head

@@ -37,6 +37,7 @@ TEST_DIRS = {
     "finetune": "LoRA, objectives and masks, DPO loss, each method's stage and resume, bad input",
     "eval": "metrics, perplexity, multiple choice against a hand computation, the judge against a local server, reports",
     "reliability": "kills, corruption, full disk, two writers, divergence, safe loading, fuzzing",
+    "serve": "the OpenAI-compatible server with the openai client on 127.0.0.1: equal to generate, concurrency, bad requests, runs",
     "tui": "Pilot and snapshot tests of every screen, end to end with real runs",
 }
 

@@ -17,6 +17,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "pretrain": ("core.stages.pretrain", "pretrain the model on the token shards"),
     "finetune": ("core.stages.finetune", "finetune: classification, instruction or preference (DPO)"),
     "eval": ("core.stages.eval", "evaluate a model: perplexity, classification, multiple choice, judge"),
+    "serve": ("core.stages.serve", "serve a model over an OpenAI-compatible HTTP API"),
 }
 
 

@@ -23,9 +23,11 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static, TextArea
 
+from core import runs as core_runs
 from core.chat import Conversation, Sampling
 from core.sampling import check_sampling
 from core.errors import UserError
+from tui.messages import RunStarted
 from tui.screens.base import StageScreen
 from tui.widgets.chat_log import ChatLog
 from tui.widgets.lineage import short_path
@@ -126,7 +128,9 @@ to fit `chat.max_history_tokens` (or the model's context).
 **ctrl+o** picks the model, **ctrl+b** compares two models (the second answers the same messages
 side by side; ctrl+b again closes it), **ctrl+t** shows the prompt with the chat template applied,
 **ctrl+n** starts a new conversation (system prompt and sampling back to the preset's),
-**ctrl+l** clears the history only, **ctrl+s** saves the conversation as JSONL."""
+**ctrl+l** clears the history only, **ctrl+s** saves the conversation as JSONL, **ctrl+r** serves the
+model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; its URL shows above;
+`llmlab runs stop RUN` or the Runs screen ends it)."""
 
     BINDINGS = [
         Binding("escape", "stop", "stop reply"),
@@ -137,6 +141,7 @@ side by side; ctrl+b again closes it), **ctrl+t** shows the prompt with the chat
         Binding("ctrl+n", "new", "new"),
         Binding("ctrl+l", "clear", "clear"),
         Binding("ctrl+s", "save", "save"),
+        Binding("ctrl+r", "serve", "serve"),
     ]
 
     @dataclass
@@ -159,6 +164,14 @@ side by side; ctrl+b again closes it), **ctrl+t** shows the prompt with the chat
     class ReplyFinished(Message):
         pane: str
         footer: str
+        error: str = ""
+
+    @dataclass
+    class ServeUp(Message):
+        """A serve run of this screen's model listens at `url` (or failed with `error`)."""
+
+        run_name: str
+        url: str = ""
         error: str = ""
 
     def compose_body(self) -> ComposeResult:
@@ -184,6 +197,7 @@ side by side; ctrl+b again closes it), **ctrl+t** shows the prompt with the chat
     def on_mount(self) -> None:
         self.panes = {p: Pane(p) for p in PANES}
         self.compare = False
+        self.serve_url = ""
         self.query_one("#chat-pane-b").display = False
         super().on_mount()
         self.reset_settings()
@@ -257,6 +271,8 @@ side by side; ctrl+b again closes it), **ctrl+t** shows the prompt with the chat
         text = f"[b]{'A ' if self.compare else ''}model[/] {name(a)}"
         if self.compare:
             text += f"   [b]B[/] {name(b)}"
+        if self.serve_url:
+            text += f"   [b]serving[/] {self.serve_url}"
         self.query_one("#chat-model", Label).update(text)
 
     def action_pick_model(self) -> None:
@@ -446,6 +462,49 @@ side by side; ctrl+b again closes it), **ctrl+t** shows the prompt with the chat
         tpl = getattr(p.conv.tokenizer, "chat_template", "chat")
         note = f", {dropped} old messages left out" if dropped else ""
         self.app.push_screen(TemplateScreen(f"{tpl} template applied ({len(text)} characters{note})", text))
+
+    def action_serve(self) -> None:
+        """Launch a serve run of model A (the preset's [serve] host and port, its [generate] defaults)."""
+        from core import config
+        from tui.screens.finetune_steps import edit
+        from tui.screens.live_run import launch_run
+
+        p = self.panes["a"]
+        if p.conv is None:
+            self.notify("no model yet: ctrl+o picks one")
+            return
+        try:
+            preset = edit(self.preset, {"serve.model": p.spec})
+        except config.PresetError as e:
+            self.notify(str(e), title="cannot serve", severity="error")
+            return
+        launch_run(self, "serve", "serve", lambda: core_runs.launch("serve", preset, root=self.app.runs_root))
+
+    def on_run_started(self, message: RunStarted) -> None:
+        if message.stage == "serve":
+            self.notify(f"started {message.run_name}; waiting for the server", title="serve")
+            self._wait_for_server(message.run_name)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="chat-serve")
+    def _wait_for_server(self, run_name: str) -> None:
+        from core.serve import server_url
+
+        run = core_runs.open_run(run_name, self.app.runs_root)
+        while True:
+            url = server_url(run.path)
+            if url or run.state not in ("created", "running"):
+                error = "" if url else (run.status().get("error") or f"the run {run.state}")
+                self.post_message(self.ServeUp(run_name, url or "", error))
+                return
+            time.sleep(self.app.poll_s)
+
+    def on_chat_screen_serve_up(self, message: ServeUp) -> None:
+        if message.error:
+            self.notify(message.error, title="cannot serve", severity="error", timeout=10)
+            return
+        self.serve_url = message.url
+        self.notify(f"{message.url} (run {message.run_name})", title="serving", timeout=10)
+        self._show_header()
 
     def action_save(self) -> None:
         p = self.panes["a"]
