@@ -325,7 +325,7 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
 
 def cmd_export_hf(args: argparse.Namespace) -> int:
     from core.model.hf import export_hf
-    out = export_hf(args.checkpoint, Path(args.out))
+    out = export_hf(args.checkpoint, Path(args.out), force=args.force)
     print(f"exported {args.checkpoint} -> {out}")
     return EXIT_OK
 
@@ -426,6 +426,7 @@ def _import_args(p: argparse.ArgumentParser) -> None:
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="checkpoint folder, run folder or run:PRESET:STAGE")
     p.add_argument("out", help="folder for the Hugging Face model")
+    p.add_argument("--force", action="store_true", help="replace OUT when it is an existing, non-empty folder")
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
