@@ -330,6 +330,25 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export_gguf(args: argparse.Namespace) -> int:
+    from core.model.gguf_export import export_gguf
+    r = export_gguf(args.checkpoint, Path(args.out), args.type, force=args.force, ollama=args.ollama,
+                    eval_text=Path(args.eval_text) if args.eval_text else None,
+                    measure=False if args.no_measure else None)
+    if r.merged_adapter:
+        print(f"merged the LoRA adapters into their base {r.merged_adapter}")
+    print(f"wrote {r.path}: {r.gguf_type}, arch {r.arch}, {r.n_tensors} tensors, {r.bytes / 1e6:.1f} MB, "
+          f"{r.seconds:.1f} s; pre-tokenizer {r.pre_tokenizer}; chat template {'yes' if r.chat_template else 'none'}")
+    if r.perplexity:
+        p = r.perplexity
+        change = 100 * (p["after"] / p["before"] - 1)
+        print(f"perplexity on {p['tokens']:,} held-out tokens: {p['before']:.3f} before, {p['after']:.3f} after "
+              f"{r.gguf_type} ({change:+.2f}%)")
+    if r.modelfile:
+        print(f"wrote {r.modelfile}; run it with: ollama create NAME -f {r.modelfile}")
+    return EXIT_OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from core.eval.report import model_card, to_html, to_markdown
     card = model_card(args.model)
@@ -429,6 +448,17 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace OUT when it is an existing, non-empty folder")
 
 
+def _export_gguf_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="checkpoint folder, run folder or run:PRESET:STAGE")
+    p.add_argument("out", help="the GGUF file to write, e.g. model.gguf")
+    p.add_argument("--type", default="f16", choices=["f32", "f16", "bf16", "q8_0", "q4_0"],
+                   help="weight type (default f16); q8_0/q4_0 report the perplexity change")
+    p.add_argument("--ollama", action="store_true", help="also write an Ollama Modelfile beside the GGUF")
+    p.add_argument("--eval-text", metavar="FILE", help="held-out UTF-8 text for the perplexity (default: embedded stories)")
+    p.add_argument("--no-measure", action="store_true", help="skip the perplexity before and after quantization")
+    p.add_argument("--force", action="store_true", help="replace OUT (and the Modelfile) when they exist")
+
+
 def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="checkpoint folder, run folder or run:PRESET:STAGE")
     p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page instead of Markdown")
@@ -458,6 +488,8 @@ VERBS: list[Verb] = [
     Verb("report", "the model card: every stage and evaluation of a model", cmd_report, _report_args),
     Verb("import-hf", "import GPT-2 / Llama weights from the hub or a local Hugging Face folder", cmd_import_hf, _import_args),
     Verb("export-hf", "export a checkpoint as a Hugging Face folder", cmd_export_hf, _export_args),
+    Verb("export-gguf", "export a checkpoint as a GGUF file for llama.cpp and Ollama", cmd_export_gguf,
+         _export_gguf_args),
     Verb("runs", "list, show, follow, stop or delete runs", cmd_runs, _runs_args),
     Verb("presets", "list, show or check presets", cmd_presets, _presets_args),
     Verb("_execute", argparse.SUPPRESS, cmd_execute, _execute_args, hidden=True),

@@ -334,9 +334,10 @@ def quantization_perplexity(model: GPT, path: Path, arch: str, tokenizer: Any, t
 
 
 def export_gguf(checkpoint: str | Path, out: str | Path, gguf_type: str = "f16", *, force: bool = False,
-                eval_text: Path | None = None, measure: bool | None = None) -> GgufExport:
-    """Write `checkpoint` as a GGUF file at `out`. Quantized types (and any type when `measure`)
-    report the perplexity on held-out text before and after; refuses what llama.cpp cannot run."""
+                eval_text: Path | None = None, measure: bool | None = None, ollama: bool = False) -> GgufExport:
+    """Write `checkpoint` as a GGUF file at `out` (and with `ollama` a Modelfile beside it).
+    Quantized types (and any type when `measure`) report the perplexity on held-out text before
+    and after; refuses what llama.cpp cannot run, before anything is written."""
     from core.checkpoint import load_model, resolve_checkpoint, verify
     from core.model.hf import model_family
     from core.safety import refuse_unsafe_target, write_replacing
@@ -348,6 +349,10 @@ def export_gguf(checkpoint: str | Path, out: str | Path, gguf_type: str = "f16",
         raise UserError(f"{out}: is a folder; export-gguf writes one file, e.g. {out / 'model.gguf'}")
     ckpt = resolve_checkpoint(checkpoint)
     refuse_unsafe_target(out, [ckpt], force)
+    if ollama:
+        from core.model.ollama import MODELFILE
+
+        refuse_unsafe_target(out.with_name(MODELFILE), [ckpt], force)
     meta = verify(ckpt, hashes=False)
     head = (meta.get("head") or {}).get("kind", "lm")
     if head != "lm":
@@ -358,14 +363,36 @@ def export_gguf(checkpoint: str | Path, out: str | Path, gguf_type: str = "f16",
     arch = model_family(model.config)
     tok = tokenizer_info(ckpt, meta, tokenizer)
     name = meta.get("lineage", {}).get("imported_from") or ckpt.parent.parent.name or ckpt.name
+    modelfile = _modelfile(out, tok, ckpt, model.config.context_length) if ollama else None
+    texts = None
+    if measure or (measure is None and gguf_type.startswith("q")):
+        if tokenizer is None:
+            raise UserError(f"{ckpt}: its tokenizer is a Hugging Face one, which cannot score held-out text here yet; "
+                            f"pass --no-measure")
+        texts = held_out_texts(eval_text)  # read before writing: a bad file leaves nothing behind
     box: dict[str, int] = {}
     write_replacing(out, lambda tmp: box.update(n=write_gguf(tmp, model, arch, gguf_type, tok, str(name))))
     report = GgufExport(out, gguf_type, arch, box["n"], out.stat().st_size, time.perf_counter() - t0,
                         _pre_tokenizer(tok.vocab), tok.jinja is not None,
                         merged_adapter=(meta.get("adapter") or {}).get("base") if meta.get("merged_from_adapter") else None)
-    if measure or (measure is None and gguf_type.startswith("q")):
-        if tokenizer is None:
-            raise UserError(f"{ckpt}: its tokenizer is a Hugging Face one, which cannot score held-out text here yet; "
-                            f"pass --no-measure")
-        report.perplexity = quantization_perplexity(model, out, arch, tokenizer, held_out_texts(eval_text))
+    if texts is not None:
+        report.perplexity = quantization_perplexity(model, out, arch, tokenizer, texts)
+    if modelfile is not None:
+        from core.model.ollama import write_modelfile
+
+        report.modelfile = write_modelfile(out, modelfile)
     return report
+
+
+def _modelfile(out: Path, tok: TokenizerInfo, ckpt: Path, context_length: int) -> str:
+    """The Modelfile's text (built before the GGUF is written, so a template Ollama cannot take is
+    refused first)."""
+    from core.model.ollama import modelfile_text
+
+    if not tok.jinja:
+        raise UserError(f"{ckpt}: has no chat template, so an Ollama Modelfile would have no TEMPLATE; "
+                        f"export without --ollama")
+    texts = [tok.vocab.tokens[i] for i in (tok.eot, tok.eos) if i is not None]
+    starts_with_bos = tok.jinja.lstrip("{- ").startswith("bos_token")
+    bos = tok.vocab.tokens[tok.bos] if starts_with_bos and not tok.add_bos and tok.bos is not None else ""
+    return modelfile_text(out.name, tok.jinja, [t for t in texts if t], ckpt, context_length, bos or "")
