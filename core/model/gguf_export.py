@@ -362,7 +362,9 @@ def export_gguf(checkpoint: str | Path, out: str | Path, gguf_type: str = "f16",
     model, tokenizer, meta = load_model(ckpt)  # a LoRA checkpoint comes back merged into its base
     arch = model_family(model.config)
     tok = tokenizer_info(ckpt, meta, tokenizer)
-    name = meta.get("lineage", {}).get("imported_from") or ckpt.parent.parent.name or ckpt.name
+    run_name = ckpt.parent.parent.name if ckpt.parent.name == "checkpoints" else ckpt.name
+    name = (meta.get("lineage") or {}).get("imported_from") or run_name
+    pre = _pre_tokenizer(tok.vocab)  # refused here, before anything is written
     modelfile = _modelfile(out, tok, ckpt, model.config.context_length) if ollama else None
     texts = None
     if measure or (measure is None and gguf_type.startswith("q")):
@@ -373,7 +375,7 @@ def export_gguf(checkpoint: str | Path, out: str | Path, gguf_type: str = "f16",
     box: dict[str, int] = {}
     write_replacing(out, lambda tmp: box.update(n=write_gguf(tmp, model, arch, gguf_type, tok, str(name))))
     report = GgufExport(out, gguf_type, arch, box["n"], out.stat().st_size, time.perf_counter() - t0,
-                        _pre_tokenizer(tok.vocab), tok.jinja is not None,
+                        pre, tok.jinja is not None,
                         merged_adapter=(meta.get("adapter") or {}).get("base") if meta.get("merged_from_adapter") else None)
     if texts is not None:
         report.perplexity = quantization_perplexity(model, out, arch, tokenizer, texts)

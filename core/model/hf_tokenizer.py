@@ -156,7 +156,8 @@ def write_hf_tokenizer(tokenizer: Any, out: Path, model_max_length: int) -> None
     ])
     hf.decoder = decoders.ByteLevel()
     specials = v.specials
-    hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in sorted(specials, key=specials.get)])
+    in_id_order = sorted(specials, key=lambda t: specials[t])
+    hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in in_id_order])
     hf.save(str(out / "tokenizer.json"))
     eot = eot_token(tokenizer)
     cfg: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
