@@ -124,7 +124,7 @@ def main() -> None:
             change = 100 * (p["after"] / p["before"] - 1) if p else None
             rows.append({"type": t, "export_s": round(r.seconds, 2), "mb": round(r.bytes / 1e6, 1),
                          "ppl_before": p.get("before"), "ppl_after": p.get("after"),
-                         "ppl_change_pct": None if change is None else round(change, 3)})
+                         "ppl_change_pct": None if change is None else round(change, 3), "ppl_tokens": p.get("tokens")})
             (tmp / f"model-{t}.gguf").unlink()
     print(f"{'type':6} {'export s':>9} {'MB':>8} {'ppl before':>11} {'ppl after':>10} {'change':>8}")
     for r in rows:
