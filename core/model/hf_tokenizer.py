@@ -90,8 +90,12 @@ def read_hf_vocab(folder: Path) -> BpeVocab:
         raise UserError(f"{path}: not a readable tokenizers file ({type(e).__name__}: {e})") from None
     if model.get("type") != "BPE" or not isinstance(vocab, dict):
         raise UserError(f"{path}: model type {model.get('type')!r}; only byte-level BPE tokenizers export")
-    added = {a["content"]: int(a["id"]) for a in tj.get("added_tokens", []) if a.get("special")}
-    size = max([*vocab.values(), *added.values()]) + 1
+    try:
+        added = {a["content"]: int(a["id"]) for a in tj.get("added_tokens", [])}
+        specials = {a["content"]: int(a["id"]) for a in tj.get("added_tokens", []) if a.get("special")}
+        size = max([*vocab.values(), *added.values()]) + 1
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"{path}: damaged vocabulary or added_tokens ({type(e).__name__}: {e})") from None
     tokens: list[str | None] = [None] * size
     for t, i in {**vocab, **added}.items():
         tokens[i] = t
@@ -102,7 +106,7 @@ def read_hf_vocab(folder: Path) -> BpeVocab:
             config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise UserError(f"{folder / 'tokenizer_config.json'}: not valid JSON ({e})") from None
-    return BpeVocab(tokens, merges, added, pre_tokenizer=tj.get("pre_tokenizer"), config=config)  # type: ignore[arg-type]
+    return BpeVocab(tokens, merges, specials, pre_tokenizer=tj.get("pre_tokenizer"), config=config)  # type: ignore[arg-type]
 
 
 def special_id(v: BpeVocab, key: str) -> int | None:

@@ -94,3 +94,21 @@ def test_q8_0_logits_in_llama_cpp_match_our_dequantized_reading(tmp_path):
     # llama.cpp also rounds the activations to 8 bits in its q8_0 products: close, not equal
     assert (theirs.argmax(-1) == ours.argmax(-1)).float().mean() > 0.9
     assert (theirs - ours).abs().max() < 0.05 * ours.abs().max()
+
+
+def test_imported_hf_tokenizer_tokenizes_the_same_and_q4_0_runs(tmp_path):
+    from tokenizers import Tokenizer
+
+    from tests.model.export_helpers import LLAMA3_JINJA, hf_kind_checkpoint, hf_tokenizer_folder, sharp_model
+
+    folder = hf_tokenizer_folder(tmp_path, LLAMA3_JINJA)
+    hf = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    ckpt = hf_kind_checkpoint(tmp_path, folder, sharp_model(405, **LLAMA_STYLE))
+    r = export_gguf(ckpt, tmp_path / "h.gguf", "q4_0", measure=False)
+    llm = load(r.path)
+    for line in TEXT.splitlines(keepends=True) + [TEXT]:
+        assert llm.tokenize(line.encode(), add_bos=False, special=False) == \
+            hf.encode(line, add_special_tokens=False).ids, line
+    assert llm.token_bos() == hf.token_to_id("<|begin_of_text|>")
+    assert llm.token_eos() == hf.token_to_id("<|eot_id|>")
+    assert len(greedy_llama_cpp(llm, hf.encode("Amy saw").ids, 8)) == 8
