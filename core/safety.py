@@ -77,11 +77,25 @@ def _temp_sibling(target: Path) -> Path:
     return target.with_name(f".tmp-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def _remove_stale_siblings(target: Path) -> None:
+    """Temporaries of earlier writes of `target` whose process was killed (SIGKILL skips cleanup)."""
+    from core.runs import process_alive
+
+    for p in target.parent.glob(f".tmp-{target.name}-*-*"):
+        pid = p.name[len(f".tmp-{target.name}-"):].split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
 def write_replacing(target: Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a temporary sibling of `target`, then rename it to `target` (replacing
     what was there only now); on any failure the temporary is removed and `target` is untouched."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_siblings(target)
     tmp = _temp_sibling(target)
     try:
         write(tmp)

@@ -93,3 +93,15 @@ def test_force_replaces_a_folder_only_after_a_complete_export(tmp_path):
     ref = transformers.AutoModelForCausalLM.from_pretrained(out)
     assert type(ref).__name__ == "GPT2LMHeadModel"
     assert torch.isfinite(ref(torch.tensor([[1, 2, 3]])).logits).all()
+
+
+def test_a_killed_exports_temporary_is_removed_by_the_next_export(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".tmp-hf-{int(dead.stdout)}-0123abcd"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    export_hf(our_checkpoint(tmp_path, {}), tmp_path / "hf")
+    assert not stale.exists() and (tmp_path / "hf" / "model.safetensors").is_file()
