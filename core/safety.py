@@ -73,6 +73,27 @@ def refuse_unsafe_target(out: Path, reads: list[Path], force: bool) -> None:
         raise UserError(f"{out}: the file exists; add --force to replace it, or choose a new path")
 
 
+def model_inputs(checkpoint: Path) -> list[Path]:
+    """The folders loading a checkpoint reads: itself and, for a LoRA adapter, its base (and the
+    base's base), so an export can refuse to write into any of them."""
+    import json
+
+    out, seen = [Path(checkpoint)], set()
+    while out[-1] not in seen:
+        seen.add(out[-1])
+        try:
+            meta = json.loads((out[-1] / "model.json").read_text())
+            base = (meta.get("adapter") or {}).get("base")
+        except (OSError, ValueError, AttributeError):
+            break
+        if not base or not Path(base).exists():
+            break
+        from core.checkpoint import resolve_checkpoint  # a base may name a run folder
+
+        out.append(resolve_checkpoint(base))
+    return list(dict.fromkeys(out))
+
+
 def _temp_sibling(target: Path) -> Path:
     return target.with_name(f".tmp-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 

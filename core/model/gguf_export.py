@@ -340,7 +340,7 @@ def export_gguf(checkpoint: str | Path, out: str | Path, gguf_type: str = "f16",
     and after; refuses what llama.cpp cannot run, before anything is written."""
     from core.checkpoint import load_model, resolve_checkpoint, verify
     from core.model.hf import model_family
-    from core.safety import refuse_unsafe_target, write_replacing
+    from core.safety import model_inputs, refuse_unsafe_target, write_replacing
 
     if gguf_type not in GGUF_TYPES:
         raise UserError(f"--type: {gguf_type!r} is not one of {', '.join(GGUF_TYPES)}")
@@ -348,11 +348,11 @@ def export_gguf(checkpoint: str | Path, out: str | Path, gguf_type: str = "f16",
     if out.is_dir():
         raise UserError(f"{out}: is a folder; export-gguf writes one file, e.g. {out / 'model.gguf'}")
     ckpt = resolve_checkpoint(checkpoint)
-    refuse_unsafe_target(out, [ckpt], force)
+    refuse_unsafe_target(out, model_inputs(ckpt), force)
     if ollama:
         from core.model.ollama import MODELFILE
 
-        refuse_unsafe_target(out.with_name(MODELFILE), [ckpt], force)
+        refuse_unsafe_target(out.with_name(MODELFILE), model_inputs(ckpt), force)
     meta = verify(ckpt, hashes=False)
     head = (meta.get("head") or {}).get("kind", "lm")
     if head != "lm":

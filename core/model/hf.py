@@ -290,13 +290,13 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, *, force: bool = Fals
     existing folder (unless `force`)."""
     from core.checkpoint import load_model, resolve_checkpoint
     from core.model.hf_tokenizer import copy_hf_tokenizer, hf_tokenizer_folder, write_hf_tokenizer
-    from core.safety import refuse_unsafe_target, write_replacing
+    from core.safety import model_inputs, refuse_unsafe_target, write_replacing
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: is a file; export-hf writes a folder, so give a folder path")
     ckpt = resolve_checkpoint(checkpoint)
-    refuse_unsafe_target(out, [ckpt], force)
+    refuse_unsafe_target(out, model_inputs(ckpt), force)
     model, tokenizer, meta = load_model(ckpt)
     if model.head_kind != "lm":
         raise UserError(f"{checkpoint}: has a {model.head_kind} head; only language models export to a causal-LM class")

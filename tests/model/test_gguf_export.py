@@ -104,6 +104,8 @@ def test_a_lora_adapter_is_merged_into_its_base_and_refused_without_it(tmp_path)
     lora = write_checkpoint(tmp_path / "lora", 1, adapter, tokenizer=tok, extra={"adapter": adapter.adapter_meta()})
     r = export_gguf(lora, tmp_path / "lora.gguf", "f32")
     assert r.merged_adapter == str(base)
+    with pytest.raises(UserError, match="lies inside .*base"):
+        export_gguf(lora, base / "inside.gguf")
     merged, _, _ = load_model(lora)
     with torch.no_grad():
         assert torch.equal(read_gguf_weights(r.path, merged, "llama")(X)[0], merged(X)[0])
