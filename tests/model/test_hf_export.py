@@ -105,3 +105,26 @@ def test_a_killed_exports_temporary_is_removed_by_the_next_export(tmp_path):
     (stale / "model.safetensors").write_bytes(b"half")
     export_hf(our_checkpoint(tmp_path, {}), tmp_path / "hf")
     assert not stale.exists() and (tmp_path / "hf" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_smollm2_exports_with_its_own_tokenizer_and_template(tmp_path):
+    """A real instruct model stored as an imported one (weights and tokenizer.json of SmolLM2-135M):
+    transformers loads the export with our logits, the source's ids and its chat template."""
+    from tests.model.export_helpers import MESSAGES, fetch_smollm2, smollm2_checkpoint
+
+    ckpt, model, _ = smollm2_checkpoint(tmp_path, fetch_smollm2())
+    out = export_hf(ckpt, tmp_path / "hf")
+    src = transformers.AutoTokenizer.from_pretrained(ckpt / "tokenizer")
+    hf = transformers.AutoTokenizer.from_pretrained(out)
+    for messages in (MESSAGES, MESSAGES[1:2]):
+        assert hf.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == \
+            src.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = hf.apply_chat_template(MESSAGES[1:2], add_generation_prompt=True, return_dict=False)
+    assert list(ids) == list(src.apply_chat_template(MESSAGES[1:2], add_generation_prompt=True, return_dict=False))
+    config = json.loads((out / "config.json").read_text())
+    assert (config["bos_token_id"], config["eos_token_id"]) == (1, 2)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    x = torch.tensor([list(ids)])
+    with torch.no_grad():
+        torch.testing.assert_close(ref(x).logits, model(x)[0], atol=2e-3, rtol=1e-3)
