@@ -5,10 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import load_model
+from core.checkpoint import load_model, write_checkpoint
+from core.data.synthetic import iter_stories
 from core.generate import generate
 from core.model.gguf_export import export_gguf, read_gguf_weights
-from tests.model.export_helpers import LLAMA_STYLE, MESSAGES, our_checkpoint, trained_bpe
+from core.tokenizer.train import train_bpe
+from tests.model.export_helpers import (
+    LLAMA3_JINJA, LLAMA_STYLE, MESSAGES, hf_kind_checkpoint, hf_tokenizer_folder, our_checkpoint, sharp_model,
+    trained_bpe)
 
 llama_cpp = pytest.importorskip(
     "llama_cpp", reason="llama-cpp-python is not installed (a source build of several minutes: "
@@ -65,6 +69,18 @@ def test_tokenization_and_chat_prompt_equal_ours(tmp_path):
         tok.chat.render(MESSAGES, add_generation_prompt=True)[0]
 
 
+def test_splitting_equals_ours_where_pre_tokenizers_differ(tmp_path):
+    """A BPE trained on text whose pieces only our (Llama-3) split makes: punctuation glued to a word,
+    runs of newlines, 3-digit groups, upper-case contractions. Another pre-tokenizer type would
+    split them apart and give other ids."""
+    odd = "(hello) [world] 1234567 IT'S WE'LL\n\n\n  \"quoted\" x+y=z  \t\n"
+    tok = train_bpe(list(iter_stories(2, 20_000)) + [odd * 3] * 200, 400, name="odd")
+    ckpt = write_checkpoint(tmp_path / "odd", 1, sharp_model(tok.n_vocab), tokenizer=tok)
+    llm = load(export_gguf(ckpt, tmp_path / "odd.gguf", "f16").path, vocab_only=True)
+    for text in (odd, odd * 2, "Tom said (hello)\n\n\nIT'S 98765", TEXT):
+        assert llm.tokenize(text.encode(), add_bos=False, special=False) == tok.encode(text), text
+
+
 def test_gpt2_encoding_tokenizes_the_same(tmp_path):
     from core.tokenizer import get_tokenizer
     from core.tokenizer.encodings import EncodingUnavailable
@@ -98,8 +114,6 @@ def test_q8_0_logits_in_llama_cpp_match_our_dequantized_reading(tmp_path):
 
 def test_imported_hf_tokenizer_tokenizes_the_same_and_q4_0_runs(tmp_path):
     from tokenizers import Tokenizer
-
-    from tests.model.export_helpers import LLAMA3_JINJA, hf_kind_checkpoint, hf_tokenizer_folder, sharp_model
 
     folder = hf_tokenizer_folder(tmp_path, LLAMA3_JINJA)
     hf = Tokenizer.from_file(str(folder / "tokenizer.json"))
