@@ -6,7 +6,8 @@ read from /work/cache/smollm2/.../SmolLM2-135M-Instruct.Q4_1.gguf by our dequant
 stored as an imported model's (model.json tokenizer kind "hf"). `--model random`: a random Llama
 of the same shape built by transformers and imported with `llmlab import-hf`, with a 768-id BPE
 (the rest of the vocabulary is padding); its perplexities are near the vocabulary size and say
-little. Perplexity is on 8 KB of embedded stories, through our dequantized reading of each file.
+little. Perplexity is on 8 KB of embedded stories, through our dequantized reading of each file
+and, with llama-cpp-python installed, by llama.cpp itself on the same tokens (smollm2 only).
 Run: python tests/bench/export.py [--model smollm2|random] [--threads N] [--types f32,f16,...]
 """
 
@@ -43,6 +44,27 @@ def build(tmp: Path) -> Path:
     return import_hf(tmp / "hf", tmp / "ckpt", tokenizer=tok)
 
 
+def llama_cpp_perplexity(path: Path, tok, texts: list[str], threads: int) -> float | None:
+    """Perplexity of the same token stream scored by llama.cpp itself (None without llama-cpp-python)."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return None
+    import math
+
+    import numpy as np
+
+    ids = [i for t in texts for i in (tok.eot_id, *tok.encode(t))]
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=len(ids) + 8, n_batch=512, n_threads=threads,
+                          logits_all=True, verbose=False)
+    llm.eval(ids)
+    logits = np.asarray(llm.scores[: len(ids) - 1], dtype=np.float64)  # (n - 1, V): position i predicts i + 1
+    top = logits.max(-1, keepdims=True)
+    logz = (top[:, 0] + np.log(np.exp(logits - top).sum(-1)))
+    nll = logz - logits[np.arange(len(ids) - 1), ids[1:]]
+    return math.exp(float(nll.mean()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -66,15 +88,18 @@ def main() -> None:
             if model is not None and t.startswith("q"):
                 p = quantization_perplexity(model, r.path, "llama", tok, texts)
             change = 100 * (p["after"] / p["before"] - 1) if p else None
+            lc = llama_cpp_perplexity(r.path, tok, texts, args.threads) if model is not None else None
             rows.append({"type": t, "export_s": round(r.seconds, 2), "mb": round(r.bytes / 1e6, 1),
                          "ppl_before": p.get("before"), "ppl_after": p.get("after"),
-                         "ppl_change_pct": None if change is None else round(change, 3), "ppl_tokens": p.get("tokens")})
+                         "ppl_change_pct": None if change is None else round(change, 3), "ppl_tokens": p.get("tokens"),
+                         "ppl_llama_cpp": lc})
             (tmp / f"model-{t}.gguf").unlink()
-    print(f"{'type':6} {'export s':>9} {'MB':>8} {'ppl before':>11} {'ppl after':>10} {'change':>8}")
+    print(f"{'type':6} {'export s':>9} {'MB':>8} {'ppl before':>11} {'ppl after':>10} {'change':>8} {'llama.cpp':>10}")
     for r in rows:
-        ppl = (f"{r['ppl_before']:11.1f} {r['ppl_after']:10.1f} {r['ppl_change_pct']:+7.3f}%"
+        ppl = (f"{r['ppl_before']:11.3f} {r['ppl_after']:10.3f} {r['ppl_change_pct']:+7.3f}%"
                if r["ppl_before"] else f"{'':11} {'':10} {'':8}")
-        print(f"{r['type']:6} {r['export_s']:9.2f} {r['mb']:8.1f} {ppl}")
+        lc = f"{r['ppl_llama_cpp']:10.3f}" if r["ppl_llama_cpp"] else ""
+        print(f"{r['type']:6} {r['export_s']:9.2f} {r['mb']:8.1f} {ppl} {lc}")
     model_name = "SmolLM2-135M-Instruct (from Q4_1)" if args.model == "smollm2" else "random SmolLM2-135M shape"
     print(json.dumps({"bench": "export", "model": model_name, "threads": args.threads,
                       "rows": rows}))
