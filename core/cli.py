@@ -344,6 +344,8 @@ def cmd_export_gguf(args: argparse.Namespace) -> int:
         change = 100 * (p["after"] / p["before"] - 1)
         print(f"perplexity on {p['tokens']:,} held-out tokens: {p['before']:.3f} before, {p['after']:.3f} after "
               f"{r.gguf_type} ({change:+.2f}%)")
+    if r.note:
+        print(r.note)
     if r.modelfile:
         print(f"wrote {r.modelfile}; run it with: ollama create NAME -f {r.modelfile}")
     return EXIT_OK
