@@ -352,7 +352,8 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: t
     model.eval()
     tokenizer = None
     tok = meta.get("tokenizer")
-    if tok and (ckpt / tok.get("folder", TOKENIZER_DIR)).is_dir():
+    # a Hugging Face tokenizer (kind "hf", of imported models) is read by the code that uses it
+    if tok and tok.get("kind") != "hf" and (ckpt / tok.get("folder", TOKENIZER_DIR)).is_dir():
         from core.tokenizer import Tokenizer
 
         tokenizer = Tokenizer.load(ckpt / tok.get("folder", TOKENIZER_DIR))

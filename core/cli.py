@@ -72,7 +72,7 @@ class Console:
             return
         line = format_event(ev)
         if line:
-            self.out.print(line)
+            self.out.print(line, soft_wrap=True)
 
 
 def _fmt_num(x: float) -> str:
@@ -318,7 +318,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         for ev in evs[-10:]:
             line = format_event(ev)
             if line:
-                out.print(line)
+                out.print(line, soft_wrap=True)
         return EXIT_OK
     if action == "tail":
         con = Console()
@@ -378,10 +378,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _reads_of(spec: str) -> list[Path]:
-    """The checkpoint a MODEL argument names (and so its run), for refuse_unsafe_target."""
-    from core.checkpoint import resolve_checkpoint
+    """The checkpoints a MODEL argument reads (a LoRA adapter's bases too), for refuse_unsafe_target."""
+    from core.safety import model_inputs
     try:
-        return [resolve_checkpoint(spec)]
+        return model_inputs(lookup.resolve_checkpoint(spec))
     except UserError:
         return [Path(spec)] if Path(spec).exists() else []
 
@@ -397,10 +397,29 @@ def cmd_import_hf(args: argparse.Namespace) -> int:
 
 def cmd_export_hf(args: argparse.Namespace) -> int:
     from core.model.hf import export_hf
-    from core.safety import refuse_unsafe_target
-    refuse_unsafe_target(Path(args.out), _reads_of(args.checkpoint), args.force)
-    out = export_hf(args.checkpoint, Path(args.out))
+    out = export_hf(args.checkpoint, Path(args.out), force=args.force)
     print(f"exported {args.checkpoint} -> {out}")
+    return EXIT_OK
+
+
+def cmd_export_gguf(args: argparse.Namespace) -> int:
+    from core.model.gguf_export import export_gguf
+    r = export_gguf(args.checkpoint, Path(args.out), args.type, force=args.force, ollama=args.ollama,
+                    eval_text=Path(args.eval_text) if args.eval_text else None,
+                    measure=False if args.no_measure else None)
+    if r.merged_adapter:
+        print(f"merged the LoRA adapters into their base {r.merged_adapter}")
+    print(f"wrote {r.path}: {r.gguf_type}, arch {r.arch}, {r.n_tensors} tensors, {r.bytes / 1e6:.1f} MB, "
+          f"{r.seconds:.1f} s; pre-tokenizer {r.pre_tokenizer}; chat template {'yes' if r.chat_template else 'none'}")
+    if r.perplexity:
+        p = r.perplexity
+        change = 100 * (p["after"] / p["before"] - 1)
+        print(f"perplexity on {p['tokens']:,} held-out tokens: {p['before']:.3f} before, {p['after']:.3f} after "
+              f"{r.gguf_type} ({change:+.2f}%)")
+    if r.note:
+        print(r.note)
+    if r.modelfile:
+        print(f"wrote {r.modelfile}; run it with: ollama create NAME -f {r.modelfile}")
     return EXIT_OK
 
 
@@ -510,7 +529,18 @@ def _import_args(p: argparse.ArgumentParser) -> None:
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="checkpoint folder, run folder or run:PRESET:STAGE")
     p.add_argument("out", help="folder for the Hugging Face model")
-    p.add_argument("--force", action="store_true", help="write into OUT even when it is a non-empty folder")
+    p.add_argument("--force", action="store_true", help="replace OUT when it is an existing, non-empty folder")
+
+
+def _export_gguf_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="checkpoint folder, run folder or run:PRESET:STAGE")
+    p.add_argument("out", help="the GGUF file to write, e.g. model.gguf")
+    p.add_argument("--type", default="f16", choices=["f32", "f16", "bf16", "q8_0", "q4_0"],
+                   help="weight type (default f16); q8_0/q4_0 report the perplexity change")
+    p.add_argument("--ollama", action="store_true", help="also write an Ollama Modelfile beside the GGUF")
+    p.add_argument("--eval-text", metavar="FILE", help="held-out UTF-8 text for the perplexity (default: embedded stories)")
+    p.add_argument("--no-measure", action="store_true", help="skip the perplexity before and after quantization")
+    p.add_argument("--force", action="store_true", help="replace OUT (and the Modelfile) when they exist")
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
@@ -543,6 +573,8 @@ VERBS: list[Verb] = [
     Verb("report", "the model card: every stage and evaluation of a model", cmd_report, _report_args),
     Verb("import-hf", "import GPT-2 / Llama weights from the hub or a local Hugging Face folder", cmd_import_hf, _import_args),
     Verb("export-hf", "export a checkpoint as a Hugging Face folder", cmd_export_hf, _export_args),
+    Verb("export-gguf", "export a checkpoint as a GGUF file for llama.cpp and Ollama", cmd_export_gguf,
+         _export_gguf_args),
     Verb("runs", "list, show, follow, stop or delete runs", cmd_runs, _runs_args),
     Verb("presets", "list, show or check presets", cmd_presets, _presets_args),
     Verb("_execute", argparse.SUPPRESS, cmd_execute, _execute_args, hidden=True),

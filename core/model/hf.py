@@ -2,9 +2,9 @@
 
 `import_hf(source, out_dir)` reads GPT-2 (a hub name such as gpt2-medium, or a local folder) or a
 Llama-shaped model (a local folder) and writes a committed checkpoint of ours. `export_hf(checkpoint,
-out_dir)` writes config.json, model.safetensors and, where the tokenizer allows, tokenizer.json, so
-`transformers` loads the folder with GPT2LMHeadModel or LlamaForCausalLM. Neither direction needs
-transformers itself; the tests use it to check logits.
+out_dir)` writes config.json, model.safetensors and the tokenizer files (core.model.hf_tokenizer), so
+`transformers` loads the folder with GPT2LMHeadModel or LlamaForCausalLM and AutoTokenizer. Neither
+direction needs transformers itself; the tests use it to check logits, ids and chat templates.
 """
 
 from __future__ import annotations
@@ -213,7 +213,8 @@ def grow_vocab(model: GPT, n_vocab: int) -> GPT:
 
 # ------------------------------------------------------------------------------------ writing
 
-def _family(cfg: ModelConfig) -> str:
+def model_family(cfg: ModelConfig) -> str:
+    """'gpt2' or 'llama': the transformers (and llama.cpp) family of an architecture, else UserError."""
     gpt2 = dict(norm="layernorm", position="learned", mlp="gelu", bias=True)
     llama = dict(norm="rmsnorm", position="rope", mlp="swiglu")
     if all(getattr(cfg, k) == v for k, v in gpt2.items()) and kv_heads(cfg) == cfg.n_head:
@@ -277,100 +278,55 @@ def _llama_export(model: GPT, eos: int | None) -> tuple[dict, dict[str, torch.Te
     return config, {k: v.contiguous() for k, v in sd.items()}
 
 
-def export_hf(checkpoint: str | Path, out_dir: str | Path) -> Path:
-    """Write a transformers-loadable folder for a GPT-2- or Llama-shaped checkpoint; returns it."""
-    from core.checkpoint import load_model
+def export_hf(checkpoint: str | Path, out_dir: str | Path, *, force: bool = False) -> Path:
+    """Write a transformers-loadable folder for a GPT-2- or Llama-shaped checkpoint; returns it.
 
-    model, tokenizer, meta = load_model(checkpoint)
+    The folder holds config.json, model.safetensors, generation_config.json and the tokenizer files
+    (core.model.hf_tokenizer). It is written into a temporary sibling and renamed into place, after
+    `refuse_unsafe_target` has made sure `out_dir` is neither the checkpoint nor a run, nor an
+    existing folder (unless `force`)."""
+    from core.checkpoint import load_model, resolve_checkpoint
+    from core.model.hf_tokenizer import copy_hf_tokenizer, hf_tokenizer_folder, write_hf_tokenizer
+    from core.safety import model_inputs, refuse_unsafe_target, write_replacing
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: is a file; export-hf writes a folder, so give a folder path")
+    ckpt = resolve_checkpoint(checkpoint)
+    refuse_unsafe_target(out, model_inputs(ckpt), force)
+    model, tokenizer, meta = load_model(ckpt)
     if model.head_kind != "lm":
         raise UserError(f"{checkpoint}: has a {model.head_kind} head; only language models export to a causal-LM class")
-    family = _family(model.config)
-    eos = tokenizer.eot_id if tokenizer is not None else None
+    family = model_family(model.config)
+    hf_tok = hf_tokenizer_folder(ckpt, meta)
+    bos, eos = _special_ids(hf_tok, tokenizer)
     config, sd = (_gpt2_export if family == "gpt2" else _llama_export)(model, eos)
+    config["bos_token_id"] = bos
     config["torch_dtype"] = config["dtype"] = "float32"
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(sd, out / "model.safetensors", metadata={"format": "pt"})
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    gen = {"bos_token_id": eos, "eos_token_id": eos, "max_length": model.config.context_length}
-    (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-    if tokenizer is not None:
-        write_hf_tokenizer(tokenizer, out, model_max_length=model.config.context_length)
-    return out
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir()
+        save_file(sd, tmp / "model.safetensors", metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        gen = {"bos_token_id": bos, "eos_token_id": eos, "max_length": model.config.context_length}
+        (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+        if hf_tok is not None:
+            copy_hf_tokenizer(hf_tok, tmp)
+        elif tokenizer is not None:
+            write_hf_tokenizer(tokenizer, tmp, model_max_length=model.config.context_length)
+
+    return write_replacing(out, write)
 
 
-# ---------------------------------------------------------------------------------- tokenizer
+def _special_ids(hf_tok: Path | None, tokenizer: Any) -> tuple[int | None, int | None]:
+    """(bos, eos) ids: ours are both the end-of-text id; an imported tokenizer keeps its own."""
+    if hf_tok is None:
+        eot = tokenizer.eot_id if tokenizer is not None else None
+        return eot, eot
+    from core.model.hf_tokenizer import read_hf_vocab, special_id
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from bytes to printable characters (the byte-level BPE alphabet)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
-def _split(ranks: dict[bytes, int], token: bytes, max_rank: int) -> list[bytes]:
-    """BPE of `token` with the merges ranked below `max_rank`: the two parts its last merge joined."""
-    parts = [bytes([b]) for b in token]
-    while len(parts) > 1:
-        best, at = None, -1
-        for i in range(len(parts) - 1):
-            r = ranks.get(parts[i] + parts[i + 1])
-            if r is not None and r < max_rank and (best is None or r < best):
-                best, at = r, i
-        if best is None:
-            break
-        parts[at:at + 2] = [parts[at] + parts[at + 1]]
-    return parts
-
-
-def write_hf_tokenizer(tokenizer: Any, out: Path, model_max_length: int) -> bool:
-    """tokenizer.json + tokenizer_config.json (a fast byte-level BPE with our split pattern and
-    special tokens, same ids as ours); False when the `tokenizers` package is missing."""
-    try:
-        from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
-        from tokenizers import Tokenizer as HFTokenizer
-    except ImportError:
-        return False
-    b2u = _bytes_to_unicode()
-
-    def s(b: bytes) -> str:
-        return "".join(b2u[x] for x in b)
-
-    ranks = tokenizer.mergeable_ranks
-    vocab = {s(tok): rank for tok, rank in ranks.items()}
-    merges = []
-    for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
-        if len(tok) > 1:
-            parts = _split(ranks, tok, rank)
-            if len(parts) != 2:
-                return False  # not a plain BPE (a token no merge produces): leave the tokenizer out
-            merges.append((s(parts[0]), s(parts[1])))
-    specials = tokenizer.special_tokens
-    vocab.update(specials)
-    hf = HFTokenizer(models.BPE(vocab=vocab, merges=merges))
-    hf.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(tokenizer.pattern), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    hf.decoder = decoders.ByteLevel()
-    hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in sorted(specials, key=specials.get)])
-    hf.save(str(out / "tokenizer.json"))
-    eot = next((t for t, i in specials.items() if i == tokenizer.eot_id), None)
-    cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
-           "bos_token": eot, "eos_token": eot, "unk_token": None, "clean_up_tokenization_spaces": False}
-    if {"<|im_start|>", "<|im_end|>"} <= set(specials):
-        # ChatML as core.tokenizer.chat renders it: the end-of-text id first, then the turns
-        cfg["chat_template"] = ("{{ bos_token }}{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + "
-                                "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}"
-                                "{{ '<|im_start|>assistant\\n' }}{% endif %}")
-    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    return True
+    v = read_hf_vocab(hf_tok)
+    return special_id(v, "bos_token"), special_id(v, "eos_token")
 
 
 def import_gpt2(name: str, log: Logger) -> Path:

@@ -284,7 +284,9 @@ def test_refuse_unsafe_target_cases(tmp_path):
     with pytest.raises(UserError, match="is a file, not a folder"):
         refuse_unsafe_target(tmp_path / "afile" / "x.html", [ck], True, file=True)
     refuse_unsafe_target(tmp_path / "new", [ck], False)
-    refuse_unsafe_target(tmp_path / "afile", [ck], False, file=True)
+    refuse_unsafe_target(tmp_path / "afile", [ck], True, file=True)
+    with pytest.raises(UserError, match="add --force"):
+        refuse_unsafe_target(tmp_path / "afile", [ck], False, file=True)
 
 
 def test_an_unwritable_html_path_is_one_line_and_exit_2(tmp_path, ckpt, capsys):
