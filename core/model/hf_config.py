@@ -213,7 +213,7 @@ def hf_config_from_model(cfg: ModelConfig, tied: bool, eos: int | None) -> dict:
     """config.json for `cfg` in the family export_family picks."""
     family = export_family(cfg)
     common = {"architectures": [ARCHITECTURES[family]], "model_type": family, "vocab_size": cfg.vocab_size,
-              "tie_word_embeddings": tied, "bos_token_id": eos, "eos_token_id": eos}
+              "tie_word_embeddings": tied, "bos_token_id": eos, "eos_token_id": eos, "pad_token_id": None}
     if family == "gpt2":
         return {**common, "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd,
                 "n_positions": cfg.context_length, "n_ctx": cfg.context_length, "n_inner": mlp_hidden_size(cfg),
