@@ -37,6 +37,11 @@ def workspace() -> Path:
     return Path(os.environ.get("LLMLAB_HOME") or os.getcwd())
 
 
+def models_root() -> Path:
+    """Where `llmlab import` puts models: $LLMLAB_HOME/models (a MODEL argument may name one by NAME)."""
+    return workspace() / "models"
+
+
 def runs_root(root: Path | None = None) -> Path:
     return Path(root) if root is not None else workspace() / "runs"
 
@@ -434,7 +439,8 @@ def resolve_checkpoint(spec: str | Path, prefer: str = "best", root: Path | None
         try:
             run_dir = open_run(s, root).path
         except UserError:
-            raise UserError(f"{s}: not a checkpoint, a run folder, a run name or run:PRESET:STAGE") from None
+            raise UserError(f"{s}: not a checkpoint, a run folder, a run name, run:PRESET:STAGE "
+                            f"or a model imported into {models_root()}") from None
     ckdir = run_dir / "checkpoints"
     for name in (prefer, "latest", "best"):
         f = ckdir / name
