@@ -325,15 +325,7 @@ def verify(ckpt: str | Path, *, hashes: bool = True) -> dict:
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder, a run's checkpoints/ folder or a run directory -> the checkpoint folder
     (`latest` for the last two); `run:PRESET:STAGE` and run names go through core.runs."""
-    from core.runs import models_root, workspace
-
     p = Path(path).expanduser()
-    if not str(path).startswith("run:") and not p.exists() and not p.is_absolute():
-        # the same from any directory: a path under $LLMLAB_HOME, or NAME of a model under models/
-        for base in (workspace(), models_root()):
-            if (base / p).exists():
-                p = base / p
-                break
     if str(path).startswith("run:") or not p.exists():
         # run:PRESET:STAGE and run names are resolved by the runs module
         from core.runs import resolve_checkpoint as resolve_run

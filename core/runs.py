@@ -430,6 +430,9 @@ def resolve_checkpoint(spec: str | Path, prefer: str = "best", root: Path | None
                             f"run `llmlab {parts[2]} {parts[1]}` first")
         return resolve_checkpoint(run.path, prefer, root)
     p = Path(s).expanduser()
+    if not p.exists() and not p.is_absolute():
+        # the same from any directory: a path under $LLMLAB_HOME, or NAME of a model under models/
+        p = next((base / p for base in (workspace(), models_root()) if (base / p).exists()), p)
     if (p / "COMMITTED").exists():
         return p
     if p.is_dir() and (p / "model.safetensors").exists():

@@ -32,19 +32,16 @@ BASELINE_FILE = "baseline.json"
 
 # ---------------------------------------------------------------------------------- the base
 
-def import_gpt2(name: str, log: Any) -> Path:
-    """A checkpoint of GPT-2 weights `name`, imported from the hub once into workspace()/models/NAME."""
-    from core.runs import workspace
+def import_hub(name: str, log: Any) -> Path:
+    """A checkpoint of hub model `name` (gpt2, owner/name), imported once into workspace()/models/<last part>."""
+    from core.model.importer import import_model
+    from core.runs import models_root
 
-    out = workspace() / "models" / name
+    out = models_root() / name.split("/")[-1]
     if (out / "COMMITTED").is_file():
         return out
-    try:
-        from core.model.hf import import_hf
-    except ImportError:
-        raise UserError(f"finetune.base: importing {name} needs core.model.hf, which this build lacks") from None
     log.log({"kind": "log", "level": "info", "message": f"importing {name} weights into {out} (once)"})
-    return Path(import_hf(name, out))
+    return import_model(name, out.name).path
 
 
 def resolve_base(spec: str, run_dir: Path, log: Any) -> Path:
@@ -58,15 +55,19 @@ def resolve_base(spec: str, run_dir: Path, log: Any) -> Path:
         return path
     if not spec:
         raise UserError("finetune.base: empty; name a checkpoint, a run, run:PRESET:STAGE or a GPT-2 name")
+    from core.model.hf import is_hub_name
+
     if spec in GPT2_NAMES:
-        path = import_gpt2(spec, log)
+        path = import_hub(spec, log)
     else:
         from core.runs import resolve_checkpoint
 
         try:
             path = resolve_checkpoint(spec)
         except UserError as e:
-            raise UserError(f"finetune.base: {e}") from None
+            if not is_hub_name(spec):  # owner/name: a hub model, imported once into models/
+                raise UserError(f"finetune.base: {e}") from None
+            path = import_hub(spec, log)
     path = Path(path).resolve()
     write_text_atomic(f, json.dumps({"spec": spec, "path": str(path)}) + "\n")  # a kill mid-write leaves no half file
     return path
