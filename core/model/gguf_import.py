@@ -64,7 +64,7 @@ def _meta(reader: Any, path: Path, key: str, tp: type, default: Any = None, lo: 
         v = float(v)
     if not isinstance(v, tp) or (isinstance(v, bool) and tp is not bool):
         raise UserError(f"{path}: metadata {key}: expected {tp.__name__}, got {type(v).__name__} {v!r}")
-    if lo is not None and v < lo:
+    if lo is not None and isinstance(v, (int, float)) and v < lo:
         raise UserError(f"{path}: metadata {key}: {v} is below {lo}")
     return v
 

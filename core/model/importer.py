@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from core.errors import UserError
 
@@ -46,7 +47,7 @@ def import_model(source: str, name: str) -> ImportSummary:
         raise UserError(f"{dest}: already exists; choose another NAME or delete it first")
     path = Path(source).expanduser()
     warnings: list[str] = []
-    tokenizer = None
+    tokenizer: Any = None  # our Tokenizer (GPT-2) or the model's own HF files
     if source.endswith(".gguf") or path.is_file():
         from core.model.gguf_import import read_gguf
 
