@@ -39,17 +39,29 @@ def _tokens() -> tuple[list[str], list[int], list[str]]:
     return tokens, types, ["Ġ t", "h e", "Ġt he"]
 
 
+CONFIGS = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config}
+
+
 def write_gguf(path, *, quant=Q.Q8_0, arch="llama", extra_meta=None, tensor_type_of=None):
-    """A random Llama-shaped model as llama.cpp writes it; returns the HF reference state dict."""
+    """A random model as llama.cpp writes it (q/k rows permuted for the llama architecture only)."""
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=V, hidden_size=C, intermediate_size=FF, num_hidden_layers=LAYERS,
-                                   num_attention_heads=H, num_key_value_heads=KV, max_position_embeddings=64,
-                                   rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True)
-    sd = {k: v.numpy() for k, v in transformers.LlamaForCausalLM(cfg).state_dict().items()}
+    hd = 128 if arch == "qwen3" else C // H  # transformers reads no head_dim from a qwen3 GGUF: it assumes 128
+    cfg = CONFIGS.get(arch, transformers.LlamaConfig)(
+        vocab_size=V, hidden_size=C, intermediate_size=FF, num_hidden_layers=LAYERS, num_attention_heads=H,
+        num_key_value_heads=KV, max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=10000.0,
+        tie_word_embeddings=True, head_dim=hd)
+    model = transformers.AutoModelForCausalLM.from_config(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.normal_(1, 0.5)
+    sd = {k: v.numpy() for k, v in model.state_dict().items()}
     w = gguf.GGUFWriter(str(path), arch)
     w.add_block_count(LAYERS), w.add_context_length(64), w.add_embedding_length(C), w.add_feed_forward_length(FF)
     w.add_head_count(H), w.add_head_count_kv(KV), w.add_rope_freq_base(10000.0), w.add_vocab_size(V)
-    w.add_layer_norm_rms_eps(1e-5), w.add_rope_dimension_count(C // H)
+    w.add_layer_norm_rms_eps(1e-5), w.add_rope_dimension_count(hd)
+    if arch == "qwen3":  # as llama.cpp writes Qwen3, whose head_dim is its own field
+        w.add_key_length(hd), w.add_value_length(hd)
     tokens, types, merges = _tokens()
     w.add_tokenizer_model("gpt2"), w.add_tokenizer_pre("smollm"), w.add_token_list(tokens)
     w.add_token_types(types), w.add_token_merges(merges), w.add_bos_token_id(V - 3), w.add_eos_token_id(V - 1)
@@ -60,11 +72,17 @@ def write_gguf(path, *, quant=Q.Q8_0, arch="llama", extra_meta=None, tensor_type
     per = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
            "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
            "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    per_bias = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v"}
+    norms = {"self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"}
     for i in range(LAYERS):
         names |= {f"model.layers.{i}.{a}.weight": f"blk.{i}.{b}.weight" for a, b in per.items()}
+        names |= {f"model.layers.{i}.{a}.bias": f"blk.{i}.{b}.bias" for a, b in per_bias.items()}
+        names |= {f"model.layers.{i}.{a}.weight": f"blk.{i}.{b}.weight" for a, b in norms.items()}
     for hf, name in names.items():
+        if hf not in sd:
+            continue  # biases (Qwen2 only) and q/k norms (Qwen3 only)
         t = sd[hf].astype(np.float32)
-        if "attn_q" in name or "attn_k" in name:
+        if arch == "llama" and ("attn_q" in name or "attn_k" in name):
             t = _permute(t, H if "attn_q" in name else KV)
         qt = (tensor_type_of or {}).get(name, Q.F32 if t.ndim == 1 else quant)
         if qt == Q.F32:
@@ -74,13 +92,15 @@ def write_gguf(path, *, quant=Q.Q8_0, arch="llama", extra_meta=None, tensor_type
     w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
 
 
-@pytest.mark.parametrize("quant", [Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1], ids=lambda q: q.name)
-def test_gguf_import_has_the_logits_of_transformers_on_the_same_file(tmp_path, monkeypatch, quant):
+@pytest.mark.parametrize("arch, quant", [("llama", Q.F16), ("llama", Q.BF16), ("llama", Q.Q8_0), ("llama", Q.Q4_0),
+                                         ("llama", Q.Q4_1), ("qwen2", Q.Q8_0), ("qwen3", Q.Q4_1)],
+                         ids=lambda x: getattr(x, "name", x))
+def test_gguf_import_has_the_logits_of_transformers_on_the_same_file(tmp_path, monkeypatch, arch, quant):
     torch.set_num_threads(1)
     monkeypatch.setenv("LLMLAB_HOME", str(tmp_path / "home"))
-    write_gguf(tmp_path / "m.gguf", quant=quant)
+    write_gguf(tmp_path / "m.gguf", quant=quant, arch=arch)
     s = import_model(str(tmp_path / "m.gguf"), "tiny-gguf")
-    assert (s.family, s.context_length, s.vocab_size, s.tokenizer, s.chat_template) == ("llama", 64, V, "hf", True)
+    assert (s.family, s.context_length, s.vocab_size, s.tokenizer, s.chat_template) == (arch, 64, V, "hf", True)
     model, _, meta = load_model("tiny-gguf")  # a NAME resolves under $LLMLAB_HOME/models/
     assert meta["tokenizer"] == {**meta["tokenizer"], "folder": "tokenizer", "kind": "hf"}
     ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf", dtype=torch.float32)
