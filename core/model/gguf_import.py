@@ -141,7 +141,8 @@ def _dequantize(t: Any, path: Path) -> torch.Tensor:
         raise UserError(f"{path}: tensor {t.name}: quantization type {kind} cannot be dequantized "
                         f"(supported: {', '.join(QUANTS)})")
     shape = tuple(int(x) for x in reversed(t.shape))  # GGUF lists ne0 (the fast axis) first
-    return torch.from_numpy(np.array(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape))  # a copy: the file is a read-only map
+    w = np.array(dequantize(t.data, t.tensor_type), dtype=np.float32)  # a copy: the file is a read-only map
+    return torch.from_numpy(w.reshape(shape))
 
 
 def read_weights(reader: Any, path: Path, cfg: ModelConfig, arch: str) -> dict[str, torch.Tensor]:
