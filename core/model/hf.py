@@ -81,7 +81,8 @@ def _read_folder(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     if (folder / "model.safetensors").is_file():
         files = [folder / "model.safetensors"]
     elif index.is_file():
-        weight_map = _read_json(index).get("weight_map") if isinstance(_read_json(index), dict) else None
+        doc = _read_json(index)
+        weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
             raise UserError(f"{index}: weight_map: expected an object of tensor name -> shard file")
         files = [folder / f for f in sorted(set(weight_map.values()))]
