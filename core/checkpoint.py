@@ -180,6 +180,8 @@ def _write_files(tmp: Path, step: int, model: Any, tokenizer: Any, trainer_state
         tokenizer.save(tmp / TOKENIZER_DIR)
         meta["tokenizer"] = {"name": tokenizer.name, "folder": TOKENIZER_DIR,
                              "n_vocab": tokenizer.n_vocab, "fingerprint": getattr(tokenizer, "fingerprint", None)}
+        if getattr(tokenizer, "kind", None):  # "hf": a real model's own Hugging Face tokenizer files
+            meta["tokenizer"]["kind"] = tokenizer.kind
     (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
     if trainer_state is not None:
         # through os.write: a full disk raises OSError(ENOSPC); torch's own writer, or a buffered
@@ -352,7 +354,6 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: t
     model.eval()
     tokenizer = None
     tok = meta.get("tokenizer")
-    # a Hugging Face tokenizer (kind "hf", of imported models) is read by the code that uses it
     if tok and tok.get("kind") != "hf" and (ckpt / tok.get("folder", TOKENIZER_DIR)).is_dir():
         from core.tokenizer import Tokenizer
 

@@ -386,12 +386,16 @@ def _reads_of(spec: str) -> list[Path]:
         return [Path(spec)] if Path(spec).exists() else []
 
 
-def cmd_import_hf(args: argparse.Namespace) -> int:
-    from core.model.hf import import_hf
+def cmd_import(args: argparse.Namespace) -> int:
+    from core.model.importer import import_model
     from core.safety import refuse_unsafe_target
-    refuse_unsafe_target(Path(args.out), [Path(args.source)] if Path(args.source).exists() else [], args.force)
-    out = import_hf(args.source, Path(args.out))
-    print(f"imported {args.source} -> {out}")
+    if '/' in args.name or args.name.startswith('.'):  # a path: never inside a run or checkpoint
+        refuse_unsafe_target(Path(args.name), _reads_of(args.source), False)
+    s = import_model(args.source, args.name)
+    for w in s.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"imported {s.source} -> {s.path}\n  family {s.family}, {s.params:,} parameters, context {s.context_length:,}, "
+          f"vocabulary {s.vocab_size:,}, tokenizer {s.tokenizer}, chat template {'found' if s.chat_template else 'none'}")
     return EXIT_OK
 
 
@@ -521,9 +525,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _import_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="hub name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) or a local Hugging Face folder")
-    p.add_argument("out", help="folder for the checkpoint")
-    p.add_argument("--force", action="store_true", help="write into OUT even when it is a non-empty folder")
+    p.add_argument("source", help="hub name (owner/name, or gpt2 ... gpt2-xl), a local Hugging Face folder or a .gguf file")
+    p.add_argument("name", help="NAME under $LLMLAB_HOME/models/ (or a folder path)")
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
@@ -571,7 +574,9 @@ VERBS: list[Verb] = [
     Verb("generate", "continue a prompt with a trained model", cmd_generate, _generate_args),
     Verb("chat", "chat with a model in the terminal", cmd_chat, _chat_args),
     Verb("report", "the model card: every stage and evaluation of a model", cmd_report, _report_args),
-    Verb("import-hf", "import GPT-2 / Llama weights from the hub or a local Hugging Face folder", cmd_import_hf, _import_args),
+    Verb("import", "import a model (GPT-2, Llama, Mistral, Qwen2/3, SmolLM2/3) from the hub, a folder or a GGUF file",
+         cmd_import, _import_args),
+    Verb("import-hf", "the same as import (kept for old scripts)", cmd_import, _import_args),
     Verb("export-hf", "export a checkpoint as a Hugging Face folder", cmd_export_hf, _export_args),
     Verb("export-gguf", "export a checkpoint as a GGUF file for llama.cpp and Ollama", cmd_export_gguf,
          _export_gguf_args),

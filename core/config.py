@@ -110,9 +110,18 @@ class ModelConfig:
     norm_eps: float = opt(1e-5, "epsilon of the normalisation layers", lo=0, lo_open=True)
     position: str = opt("learned", "position encoding", choices=("learned", "rope"))
     rope_theta: float = opt(10000.0, "RoPE base frequency", lo=0, lo_open=True)
+    rope_scaling: str = opt("none", "RoPE frequency scaling (llama3: Llama 3.1/3.2's long-context rule)", choices=("none", "llama3"))
+    rope_factor: float = opt(8.0, "llama3 RoPE scaling: factor by which low frequencies are divided", lo=1)
+    rope_low_freq_factor: float = opt(1.0, "llama3 RoPE scaling: wavelengths above original_context / this are scaled", lo=0, lo_open=True)
+    rope_high_freq_factor: float = opt(4.0, "llama3 RoPE scaling: wavelengths below original_context / this are kept", lo=0, lo_open=True)
+    rope_original_context: int = opt(8192, "llama3 RoPE scaling: context length of the original pretraining", lo=1)
+    nope_layers: list[int] = opt([], "blocks (0-based) that use no position encoding at all (SmolLM3's NoPE layers)")
+    head_dim: int = opt(0, "width of one attention head (0 = n_embd / n_head; Qwen3 sets it explicitly)", lo=0, hi=65536)
+    qk_norm: bool = opt(False, "RMSNorm over each head of the queries and keys before RoPE (Qwen3)")
     mlp: str = opt("gelu", "feed-forward block", choices=("gelu", "swiglu"))
     mlp_hidden: int = opt(0, "feed-forward hidden width (0 = 4 * n_embd for gelu, 8/3 * n_embd rounded for swiglu)", lo=0)
     bias: bool = opt(True, "biases in linear and norm layers")
+    qkv_bias: bool = opt(False, "biases on the query, key and value projections only (Qwen2; implied by bias)")
     tie_embeddings: bool = opt(True, "share the token embedding and the output head")
     dropout: float = opt(0.0, "dropout probability", lo=0, hi=1, hi_open=True)
     init_from: str = opt("", "start from weights: a checkpoint folder, run:PRESET:STAGE, or a GPT-2 name (gpt2, gpt2-medium, gpt2-large, gpt2-xl)")
@@ -496,10 +505,19 @@ def validate(p: Preset, file: str) -> list[Problem]:
     """Cross-field checks: the relations between fields that no single field can check."""
     out: list[Problem] = []
     m, t, tok = p.model, p.train, p.tokenizer
-    if m.n_embd % m.n_head:
+    if m.head_dim:
+        if m.position == "rope" and m.head_dim % 2:
+            out.append(Problem(file, "model.head_dim", f"RoPE needs an even head size, not {m.head_dim}"))
+    elif m.n_embd % m.n_head:
         out.append(Problem(file, "model.n_embd", f"{m.n_embd} is not divisible by model.n_head = {m.n_head}"))
     elif m.position == "rope" and (m.n_embd // m.n_head) % 2:
         out.append(Problem(file, "model.n_embd", f"RoPE needs an even head size; n_embd / n_head = {m.n_embd // m.n_head}"))
+    bad = [i for i in m.nope_layers if not 0 <= i < m.n_layer]
+    if bad:
+        out.append(Problem(file, "model.nope_layers", f"{bad} are not block indices (0 to {m.n_layer - 1})"))
+    if m.rope_scaling == "llama3" and m.rope_high_freq_factor <= m.rope_low_freq_factor:
+        out.append(Problem(file, "model.rope_high_freq_factor",
+                           f"{m.rope_high_freq_factor:g} must be above model.rope_low_freq_factor = {m.rope_low_freq_factor:g}"))
     if m.n_kv_head and m.n_head % m.n_kv_head:
         out.append(Problem(file, "model.n_kv_head", f"model.n_head = {m.n_head} is not divisible by {m.n_kv_head}"))
     if m.n_kv_head > m.n_head:

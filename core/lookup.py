@@ -96,6 +96,8 @@ def resolve_checkpoint(spec: str | Path, root: Path | None = None) -> Path:
                             f"run `llmlab {parts[2]} {parts[1]}` first")
         return _from_run(run.path, choice)
     p = Path(name).expanduser()
+    if not p.exists() and not p.is_absolute() and (workspace() / p).exists():
+        p = workspace() / p  # a path under $LLMLAB_HOME means the same from any directory
     if (p / COMMITTED).is_file() or (p.name.startswith(STEP_PREFIX) and p.is_dir()):
         if choice is not None:
             raise UserError(f"{spec}: @{choice} chooses among a run's checkpoints; {p} is one checkpoint")

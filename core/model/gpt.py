@@ -1,7 +1,10 @@
 """The GPT family: one decoder-only transformer that expresses GPT-2 and Llama-style models.
 
 GPT-2: LayerNorm, learned positions, GELU MLP, biases, tied embeddings.
-Llama: RMSNorm, RoPE, SwiGLU, no biases, grouped-query attention (`n_kv_head`), untied head.
+Llama 1-3.2 / Mistral / SmolLM2: RMSNorm, RoPE (llama3 frequency scaling), SwiGLU, no biases,
+grouped-query attention (`n_kv_head`), tied or untied head. Qwen2 adds biases on q, k, v only
+(`qkv_bias`), Qwen3 an RMSNorm per head on q and k (`qk_norm`, with its own `head_dim`), SmolLM3
+layers without RoPE (`nope_layers`).
 The architecture is `core.config.ModelConfig`; pretraining, finetuning, generation and the HF
 import/export all use this one module. Generation passes a `KVCache` (prefill, then one token
 per step) and asks for the head at the last position only.
@@ -86,10 +89,26 @@ def make_norm(cfg: ModelConfig) -> nn.Module:
     return nn.LayerNorm(cfg.n_embd, eps=cfg.norm_eps, bias=cfg.bias)
 
 
-def rope_tables(cfg: ModelConfig, start: int, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape (T, head_dim) for positions start..start+T, computed in fp32 (as HF Llama)."""
+def rope_inv_freq(cfg: ModelConfig, device: torch.device) -> torch.Tensor:
+    """The (head_dim / 2,) rotation frequencies, with Llama 3.1's scaling when rope_scaling = llama3:
+    wavelengths longer than original_context / low_freq_factor are slowed down by `rope_factor`,
+    shorter than original_context / high_freq_factor kept, and those between interpolated."""
     hd = head_dim(cfg)
     inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
+    if cfg.rope_scaling != "llama3":
+        return inv_freq
+    old, factor = cfg.rope_original_context, cfg.rope_factor
+    lo, hi = cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > old / lo, inv_freq / factor, inv_freq)
+    smooth = (old / wavelen - lo) / (hi - lo)
+    medium = (wavelen >= old / hi) & (wavelen <= old / lo)
+    return torch.where(medium, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
+
+
+def rope_tables(cfg: ModelConfig, start: int, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (T, head_dim) for positions start..start+T, computed in fp32 (as HF Llama)."""
+    inv_freq = rope_inv_freq(cfg, device)  # (head_dim / 2,)
     t = torch.arange(start, start + T, device=device, dtype=torch.float32)
     freqs = torch.outer(t, inv_freq)  # (T, head_dim / 2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (T, head_dim): the "rotate half" layout of HF Llama
@@ -112,9 +131,13 @@ class CausalSelfAttention(nn.Module):
         self.head_dim = head_dim(cfg)
         self.dropout = cfg.dropout
         # queries, keys and values in one matmul: n_head + 2 * n_kv_head heads
-        self.c_attn = nn.Linear(cfg.n_embd, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=cfg.bias)
+        self.c_attn = nn.Linear(cfg.n_embd, (self.n_head + 2 * self.n_kv_head) * self.head_dim,
+                                bias=cfg.bias or cfg.qkv_bias)
         self.c_proj = nn.Linear(self.n_head * self.head_dim, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
+        # Qwen3: one RMSNorm (weight of head_dim) over every query head, one over every key head
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=cfg.norm_eps) if cfg.qk_norm else None
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
                 cache: KVCache | None) -> torch.Tensor:
@@ -124,6 +147,8 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, nh, hd).transpose(1, 2)  # (B, n_head, T, head_dim)
         k = k.view(B, T, nkv, hd).transpose(1, 2)  # (B, n_kv_head, T, head_dim)
         v = v.view(B, T, nkv, hd).transpose(1, 2)  # (B, n_kv_head, T, head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)  # over head_dim, per head and position
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         mask, causal = None, True
@@ -168,13 +193,14 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
         self.ln_1 = make_norm(cfg)
+        self.use_rope = layer_idx not in cfg.nope_layers
         self.attn = CausalSelfAttention(cfg, layer_idx)
         self.ln_2 = make_norm(cfg)
         self.mlp = MLP(cfg)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
                 cache: KVCache | None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope, cache)
+        x = x + self.attn(self.ln_1(x), rope if self.use_rope else None, cache)
         return x + self.mlp(self.ln_2(x), cache)
 
 

@@ -1,10 +1,11 @@
-"""Weights in and out: Hugging Face GPT-2 and Llama folders <-> our checkpoints.
+"""Weights in and out: Hugging Face model folders <-> our checkpoints.
 
-`import_hf(source, out_dir)` reads GPT-2 (a hub name such as gpt2-medium, or a local folder) or a
-Llama-shaped model (a local folder) and writes a committed checkpoint of ours. `export_hf(checkpoint,
-out_dir)` writes config.json, model.safetensors and the tokenizer files (core.model.hf_tokenizer), so
-`transformers` loads the folder with GPT2LMHeadModel or LlamaForCausalLM and AutoTokenizer. Neither
-direction needs transformers itself; the tests use it to check logits, ids and chat templates.
+`import_hf(source, out_dir)` reads a hub name or a local folder (single or sharded safetensors) of
+GPT-2, Llama, Mistral, Qwen2/3 or SmolLM2/3 (config.json through core.model.hf_config) and writes
+a committed checkpoint of ours with the folder's tokenizer files. `export_hf(checkpoint, out_dir)`
+writes config.json, model.safetensors and the tokenizer files (core.model.hf_tokenizer), so
+`transformers` loads the folder with its own class. Neither direction needs transformers itself;
+the tests use it to check logits, ids and chat templates.
 """
 
 from __future__ import annotations
@@ -12,16 +13,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from core.config import ModelConfig
 from core.errors import UserError
 from core.lookup import GPT2_MODELS, models_root
 from core.model.gpt import GPT
+from core.model.hf_config import hf_config_from_model, model_config_from_hf
+from core.model.tokenizer_files import HF_TOKENIZER_FILES, HFTokenizerFiles
 from core.model.stats import head_dim, kv_heads, mlp_hidden_size
 from core.runs import Logger
 
@@ -31,21 +36,36 @@ GPT2_VOCAB = 50257
 
 # ------------------------------------------------------------------------------------ reading
 
-def _hub_folder(name: str) -> Path:
-    """Download (or find in the HF cache) a GPT-2 repository's config and safetensors weights."""
+HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors",
+             "generation_config.json", *HF_TOKENIZER_FILES]
+
+
+def is_hub_name(source: str) -> bool:
+    """`owner/name` (or a bare GPT-2 name) that is not a local path."""
+    return source in GPT2_HUB or bool(re.fullmatch(r"[\w.-]+/[\w.-]+", source)) and not Path(source).exists()
+
+
+def hub_folder(name: str) -> Path:
+    """Download (or find in the HF cache) a hub model's config, safetensors weights and tokenizer files."""
     repo = GPT2_HUB.get(name, name)
-    hint = (f"get the weights on a machine with network: `hf download {repo} config.json model.safetensors "
-            f"--local-dir DIR` (or `huggingface-cli download ...`), copy DIR here and run `llmlab import-hf DIR OUT`")
+    hint = (f"on a machine with network run `hf download {repo} --local-dir DIR` (or `huggingface-cli download ...`), "
+            f"copy DIR here and run `llmlab import DIR NAME`")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise UserError(f"{name}: huggingface_hub is not installed; {hint}") from None
     try:
-        path = snapshot_download(repo, allow_patterns=["config.json", "model.safetensors", "model.safetensors.index.json",
-                                                       "model-*.safetensors"])
+        path = snapshot_download(repo, allow_patterns=HUB_FILES)
     except Exception as e:  # offline, no such repo, no network: all end the same way for the user
         raise UserError(f"{name}: cannot get {repo} from the Hugging Face hub ({type(e).__name__}); {hint}") from None
     return Path(path)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not readable JSON ({e})") from None
 
 
 def _read_folder(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -53,31 +73,30 @@ def _read_folder(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise UserError(f"{folder}: no config.json; a Hugging Face model folder holds config.json and model.safetensors")
-    config = json.loads(cfg_path.read_text())
+    config = _read_json(cfg_path)
     index = folder / "model.safetensors.index.json"
     if (folder / "model.safetensors").is_file():
         files = [folder / "model.safetensors"]
     elif index.is_file():
-        files = [folder / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+        doc = _read_json(index)
+        weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise UserError(f"{index}: weight_map: expected an object of tensor name -> shard file")
+        files = [folder / f for f in sorted(set(weight_map.values()))]
+        for f in files:
+            if f.resolve().parent != folder.resolve() or not f.is_file():
+                raise UserError(f"{index}: weight_map names {f.name!r}, which is not a file in {folder}")
     else:
         extra = " (only PyTorch .bin weights: re-save them with save_pretrained(safe_serialization=True))" \
             if any(folder.glob("*.bin")) else ""
         raise UserError(f"{folder}: no model.safetensors{extra}")
     sd: dict[str, torch.Tensor] = {}
     for f in files:
-        sd.update(load_file(f))
+        try:
+            sd.update(load_file(f))
+        except (SafetensorError, OSError) as e:
+            raise UserError(f"{f}: not a readable safetensors file ({e})") from None
     return config, sd
-
-
-def _gpt2_config(c: dict) -> ModelConfig:
-    if c.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
-        raise UserError(f"config.json: activation_function {c['activation_function']!r} is not supported (gelu_new)")
-    n_embd = c["n_embd"]
-    return ModelConfig(
-        n_layer=c["n_layer"], n_head=c["n_head"], n_embd=n_embd, context_length=c["n_positions"],
-        vocab_size=c["vocab_size"], norm="layernorm", norm_eps=c.get("layer_norm_epsilon", 1e-5), position="learned",
-        mlp="gelu", mlp_hidden=c.get("n_inner") or 4 * n_embd, bias=True,
-        tie_embeddings=c.get("tie_word_embeddings", True), dropout=0.0)
 
 
 def _gpt2_weights(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -96,80 +115,67 @@ def _gpt2_weights(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, to
     return out
 
 
-def _llama_config(c: dict) -> ModelConfig:
-    rope = c.get("rope_parameters") or c.get("rope_scaling") or {}
-    if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
-        raise UserError(f"config.json: RoPE scaling {rope.get('rope_type', rope.get('type'))!r} is not supported "
-                        f"(plain RoPE only)")
-    if c.get("hidden_act", "silu") != "silu":
-        raise UserError(f"config.json: hidden_act {c['hidden_act']!r} is not supported (silu)")
-    n_embd, n_head = c["hidden_size"], c["num_attention_heads"]
-    if c.get("head_dim") not in (None, n_embd // n_head):
-        raise UserError(f"config.json: head_dim {c['head_dim']} differs from hidden_size / num_attention_heads")
-    bias = bool(c.get("attention_bias", False))
-    if bool(c.get("mlp_bias", False)) != bias:
-        raise UserError("config.json: attention_bias and mlp_bias differ; this model family has one `bias` switch")
-    return ModelConfig(
-        n_layer=c["num_hidden_layers"], n_head=n_head, n_kv_head=c.get("num_key_value_heads") or n_head,
-        n_embd=n_embd, context_length=c.get("max_position_embeddings", 2048), vocab_size=c["vocab_size"],
-        norm="rmsnorm", norm_eps=c.get("rms_norm_eps", 1e-6), position="rope",
-        rope_theta=float(rope.get("rope_theta", c.get("rope_theta", 10000.0))), mlp="swiglu",
-        mlp_hidden=c["intermediate_size"], bias=bias, tie_embeddings=bool(c.get("tie_word_embeddings", False)),
-        dropout=0.0)
+def _llama_weights(sd: dict[str, torch.Tensor], cfg: ModelConfig, source: Path) -> dict[str, torch.Tensor]:
+    """Llama-family names (Mistral, Qwen2/3 and SmolLM share them) -> ours: q, k, v fused into c_attn,
+    gate and up into c_fc."""
+    def get(name: str) -> torch.Tensor:
+        if name not in sd:
+            raise UserError(f"{source}: tensor {name} is missing from the weights")
+        return sd[name]
 
-
-def _llama_weights(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    out = {"wte.weight": sd["model.embed_tokens.weight"], "ln_f.weight": sd["model.norm.weight"]}
+    out = {"wte.weight": get("model.embed_tokens.weight"), "ln_f.weight": get("model.norm.weight")}
     if not cfg.tie_embeddings:
-        out["lm_head.weight"] = sd.get("lm_head.weight", sd["model.embed_tokens.weight"])
+        out["lm_head.weight"] = sd.get("lm_head.weight", out["wte.weight"])
     for i in range(cfg.n_layer):
         p, q = f"model.layers.{i}.", f"blocks.{i}."
         a = p + "self_attn."
-        out[q + "ln_1.weight"] = sd[p + "input_layernorm.weight"]
-        out[q + "ln_2.weight"] = sd[p + "post_attention_layernorm.weight"]
-        out[q + "attn.c_attn.weight"] = torch.cat([sd[a + n + ".weight"] for n in ("q_proj", "k_proj", "v_proj")])
-        out[q + "attn.c_proj.weight"] = sd[a + "o_proj.weight"]
-        out[q + "mlp.c_fc.weight"] = torch.cat([sd[p + "mlp.gate_proj.weight"], sd[p + "mlp.up_proj.weight"]])
-        out[q + "mlp.c_proj.weight"] = sd[p + "mlp.down_proj.weight"]
+        out[q + "ln_1.weight"] = get(p + "input_layernorm.weight")
+        out[q + "ln_2.weight"] = get(p + "post_attention_layernorm.weight")
+        out[q + "attn.c_attn.weight"] = torch.cat([get(a + n + ".weight") for n in ("q_proj", "k_proj", "v_proj")])
+        out[q + "attn.c_proj.weight"] = get(a + "o_proj.weight")
+        out[q + "mlp.c_fc.weight"] = torch.cat([get(p + "mlp.gate_proj.weight"), get(p + "mlp.up_proj.weight")])
+        out[q + "mlp.c_proj.weight"] = get(p + "mlp.down_proj.weight")
+        if cfg.bias or cfg.qkv_bias:
+            out[q + "attn.c_attn.bias"] = torch.cat([get(a + n + ".bias") for n in ("q_proj", "k_proj", "v_proj")])
         if cfg.bias:
-            out[q + "attn.c_attn.bias"] = torch.cat([sd[a + n + ".bias"] for n in ("q_proj", "k_proj", "v_proj")])
-            out[q + "attn.c_proj.bias"] = sd[a + "o_proj.bias"]
-            out[q + "mlp.c_fc.bias"] = torch.cat([sd[p + "mlp.gate_proj.bias"], sd[p + "mlp.up_proj.bias"]])
-            out[q + "mlp.c_proj.bias"] = sd[p + "mlp.down_proj.bias"]
+            out[q + "attn.c_proj.bias"] = get(a + "o_proj.bias")
+            out[q + "mlp.c_fc.bias"] = torch.cat([get(p + "mlp.gate_proj.bias"), get(p + "mlp.up_proj.bias")])
+            out[q + "mlp.c_proj.bias"] = get(p + "mlp.down_proj.bias")
+        if cfg.qk_norm:
+            out[q + "attn.q_norm.weight"] = get(a + "q_norm.weight")
+            out[q + "attn.k_norm.weight"] = get(a + "k_norm.weight")
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def _build(cfg: ModelConfig, weights: dict[str, torch.Tensor]) -> GPT:
+def build_model(cfg: ModelConfig, weights: dict[str, torch.Tensor], source: str | Path = "the weights") -> GPT:
     """A GPT holding `weights` (fp32), built on the meta device so no time goes into a random init."""
     with torch.device("meta"):
         model = GPT(cfg)
+    expected = model.state_dict()
+    for k, v in weights.items():
+        if k in expected and tuple(v.shape) != tuple(expected[k].shape):
+            raise UserError(f"{source}: tensor {k} has shape {tuple(v.shape)}, the config implies {tuple(expected[k].shape)}")
     weights = {k: v.float() for k, v in weights.items()}
     missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
     if cfg.tie_embeddings:
         model.lm_head.weight = model.wte.weight
         missing = [k for k in missing if k != "lm_head.weight"]
     if missing or unexpected:
-        raise UserError(f"the weights do not match config.json: missing {missing[:4]}, unexpected {unexpected[:4]}")
+        raise UserError(f"{source}: the weights do not match the config: missing {missing[:4]}, unexpected {unexpected[:4]}")
     return model
 
 
-def read_hf(source: str | Path) -> tuple[GPT, str]:
-    """A GPT from a hub name (GPT-2) or a local HF folder, and its family ('gpt2' or 'llama')."""
+def read_hf(source: str | Path) -> tuple[GPT, str, Path]:
+    """A GPT from a hub name or a local HF folder, its family ('gpt2', 'llama', 'qwen3', ...) and the folder."""
     folder = Path(source).expanduser()
     if not folder.is_dir():
-        if str(source) in GPT2_HUB or str(source).startswith("openai-community/"):
-            folder = _hub_folder(str(source))
-        else:
-            raise UserError(f"{source}: not a local folder nor a GPT-2 name ({', '.join(GPT2_HUB)})")
+        if not is_hub_name(str(source)):
+            raise UserError(f"{source}: not a local folder nor a hub name (owner/name, or {', '.join(GPT2_HUB)})")
+        folder = hub_folder(str(source))
     config, sd = _read_folder(folder)
-    kind = config.get("model_type")
-    if kind == "gpt2":
-        cfg = _gpt2_config(config)
-        return _build(cfg, _gpt2_weights(sd, cfg)), "gpt2"
-    if kind == "llama" or (kind == "mistral" and not config.get("sliding_window")):
-        cfg = _llama_config(config)
-        return _build(cfg, _llama_weights(sd, cfg)), "llama"
-    raise UserError(f"{folder / 'config.json'}: model_type {kind!r} is not supported; GPT-2 and Llama-shaped models are")
+    cfg, family = model_config_from_hf(config, folder / "config.json")
+    weights = _gpt2_weights(sd, cfg) if family == "gpt2" else _llama_weights(sd, cfg, folder)
+    return build_model(cfg, weights, folder), family, folder
 
 
 def import_hf(source: str | Path, out_dir: str | Path, *, tokenizer: Any = None) -> Path:
@@ -177,11 +183,11 @@ def import_hf(source: str | Path, out_dir: str | Path, *, tokenizer: Any = None)
 
     GPT-2 models get our `gpt2` tokenizer (and their embedding grows by the two chat tokens it
     adds, initialised to the mean embedding); others get `tokenizer` (a Tokenizer or a name for
-    get_tokenizer) when given, else none.
+    get_tokenizer) when given, else the folder's own Hugging Face tokenizer files when it has them.
     """
     from core.checkpoint import write_checkpoint
 
-    model, family = read_hf(source)
+    model, family, folder = read_hf(source)
     if isinstance(tokenizer, (str, os.PathLike)):
         from core.tokenizer import get_tokenizer
 
@@ -190,7 +196,9 @@ def import_hf(source: str | Path, out_dir: str | Path, *, tokenizer: Any = None)
         from core.tokenizer import get_tokenizer
 
         tokenizer = get_tokenizer("gpt2")
-    if tokenizer is not None and tokenizer.n_vocab > model.config.vocab_size:
+    if tokenizer is None:
+        tokenizer = HFTokenizerFiles.from_folder(folder, model.config.vocab_size)
+    elif tokenizer.n_vocab > model.config.vocab_size:
         model = grow_vocab(model, tokenizer.n_vocab)
     lineage = {"imported_from": str(source), "family": family}
     return write_checkpoint(Path(out_dir), 0, model, tokenizer=tokenizer, lineage=lineage)
@@ -208,10 +216,14 @@ def grow_vocab(model: GPT, n_vocab: int) -> GPT:
     sd["wte.weight"] = grow(sd["wte.weight"])
     if "lm_head.weight" in sd:
         sd["lm_head.weight"] = grow(sd["lm_head.weight"])
-    return _build(cfg, sd)
+    return build_model(cfg, sd)
 
 
 # ------------------------------------------------------------------------------------ writing
+
+# fields beyond the plain Llama shape, at their "off" values
+LLAMA_ONLY = {"qkv_bias": False, "qk_norm": False, "rope_scaling": "none", "nope_layers": [], "head_dim": 0}
+
 
 def model_family(cfg: ModelConfig) -> str:
     """'gpt2' or 'llama': the transformers (and llama.cpp) family of an architecture, else UserError."""
@@ -220,44 +232,29 @@ def model_family(cfg: ModelConfig) -> str:
     if all(getattr(cfg, k) == v for k, v in gpt2.items()) and kv_heads(cfg) == cfg.n_head:
         return "gpt2"
     if all(getattr(cfg, k) == v for k, v in llama.items()):
+        extra = [f"model.{k} = {getattr(cfg, k)!r}" for k, off in LLAMA_ONLY.items() if getattr(cfg, k) != off]
+        if extra:  # Qwen2/Qwen3/SmolLM3/Llama-3.1 maths that a plain llama export would drop
+            raise UserError(f"this architecture ({', '.join(extra)}) goes beyond the Llama shape that GGUF "
+                            f"export writes; export it with export-hf instead")
         return "llama"
     diffs = ", ".join(f"model.{k} = {getattr(cfg, k)!r}" for k in ("norm", "position", "mlp", "bias", "n_kv_head"))
     raise UserError(f"this architecture ({diffs}) is neither GPT-2-shaped (layernorm, learned, gelu, bias, no GQA) "
                     f"nor Llama-shaped (rmsnorm, rope, swiglu); it cannot be exported to a transformers class")
 
 
-def _gpt2_export(model: GPT, eos: int | None) -> tuple[dict, dict[str, torch.Tensor]]:
-    cfg = model.config
-    config = {
-        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-        "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd, "n_positions": cfg.context_length,
-        "n_ctx": cfg.context_length, "vocab_size": cfg.vocab_size, "n_inner": mlp_hidden_size(cfg),
-        "activation_function": "gelu_new", "layer_norm_epsilon": cfg.norm_eps,
-        "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
-        "tie_word_embeddings": model.tied, "bos_token_id": eos, "eos_token_id": eos,
-    }
+def _gpt2_export(model: GPT) -> dict[str, torch.Tensor]:
     sd = {}
     for k, v in model.weights().items():
         if k.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")):
             v = v.t()
         name = k if k == "lm_head.weight" else "transformer." + k.replace("blocks.", "h.", 1)
         sd[name] = v.contiguous()
-    return config, sd
+    return sd
 
 
-def _llama_export(model: GPT, eos: int | None) -> tuple[dict, dict[str, torch.Tensor]]:
+def _llama_export(model: GPT) -> dict[str, torch.Tensor]:
     cfg = model.config
     nh, nkv, hd = cfg.n_head, kv_heads(cfg), head_dim(cfg)
-    config = {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "vocab_size": cfg.vocab_size, "hidden_size": cfg.n_embd, "intermediate_size": mlp_hidden_size(cfg),
-        "num_hidden_layers": cfg.n_layer, "num_attention_heads": nh, "num_key_value_heads": nkv, "head_dim": hd,
-        "max_position_embeddings": cfg.context_length, "rms_norm_eps": cfg.norm_eps, "hidden_act": "silu",
-        # transformers 5 reads rope_parameters, 4.x reads rope_theta
-        "rope_theta": cfg.rope_theta, "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-        "attention_bias": cfg.bias, "mlp_bias": cfg.bias, "tie_word_embeddings": model.tied,
-        "attention_dropout": cfg.dropout, "bos_token_id": eos, "eos_token_id": eos,
-    }
     w = model.weights()
     H = mlp_hidden_size(cfg)
     sd = {"model.embed_tokens.weight": w["wte.weight"], "model.norm.weight": w["ln_f.weight"]}
@@ -267,19 +264,24 @@ def _llama_export(model: GPT, eos: int | None) -> tuple[dict, dict[str, torch.Te
         p, q = f"model.layers.{i}.", f"blocks.{i}."
         sd[p + "input_layernorm.weight"] = w[q + "ln_1.weight"]
         sd[p + "post_attention_layernorm.weight"] = w[q + "ln_2.weight"]
-        for suffix in ("weight", "bias") if cfg.bias else ("weight",):
-            qkv = w[f"{q}attn.c_attn.{suffix}"].split([nh * hd, nkv * hd, nkv * hd])
-            for name, t in zip(("q_proj", "k_proj", "v_proj"), qkv):
-                sd[f"{p}self_attn.{name}.{suffix}"] = t
-            sd[f"{p}self_attn.o_proj.{suffix}"] = w[f"{q}attn.c_proj.{suffix}"]
-            gate, up = w[f"{q}mlp.c_fc.{suffix}"].split([H, H])
-            sd[f"{p}mlp.gate_proj.{suffix}"], sd[f"{p}mlp.up_proj.{suffix}"] = gate, up
-            sd[f"{p}mlp.down_proj.{suffix}"] = w[f"{q}mlp.c_proj.{suffix}"]
-    return config, {k: v.contiguous() for k, v in sd.items()}
+        for suffix in ("weight", "bias"):
+            if f"{q}attn.c_attn.{suffix}" in w:
+                qkv = w[f"{q}attn.c_attn.{suffix}"].split([nh * hd, nkv * hd, nkv * hd])
+                for name, t in zip(("q_proj", "k_proj", "v_proj"), qkv):
+                    sd[f"{p}self_attn.{name}.{suffix}"] = t
+            if f"{q}attn.c_proj.{suffix}" in w:
+                sd[f"{p}self_attn.o_proj.{suffix}"] = w[f"{q}attn.c_proj.{suffix}"]
+                gate, up = w[f"{q}mlp.c_fc.{suffix}"].split([H, H])
+                sd[f"{p}mlp.gate_proj.{suffix}"], sd[f"{p}mlp.up_proj.{suffix}"] = gate, up
+                sd[f"{p}mlp.down_proj.{suffix}"] = w[f"{q}mlp.c_proj.{suffix}"]
+        if cfg.qk_norm:
+            sd[p + "self_attn.q_norm.weight"] = w[q + "attn.q_norm.weight"]
+            sd[p + "self_attn.k_norm.weight"] = w[q + "attn.k_norm.weight"]
+    return {k: v.contiguous() for k, v in sd.items()}
 
 
 def export_hf(checkpoint: str | Path, out_dir: str | Path, *, force: bool = False) -> Path:
-    """Write a transformers-loadable folder for a GPT-2- or Llama-shaped checkpoint; returns it.
+    """Write a transformers-loadable folder (GPT-2, Llama, Qwen2, Qwen3 or SmolLM3 class); returns it.
 
     The folder holds config.json, model.safetensors, generation_config.json and the tokenizer files
     (core.model.hf_tokenizer). It is written into a temporary sibling and renamed into place, after
@@ -297,11 +299,11 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, *, force: bool = Fals
     model, tokenizer, meta = load_model(ckpt)
     if model.head_kind != "lm":
         raise UserError(f"{checkpoint}: has a {model.head_kind} head; only language models export to a causal-LM class")
-    family = model_family(model.config)
     hf_tok = hf_tokenizer_folder(ckpt, meta)
     bos, eos = _special_ids(hf_tok, tokenizer)
-    config, sd = (_gpt2_export if family == "gpt2" else _llama_export)(model, eos)
+    config = hf_config_from_model(model.config, model.tied, eos)
     config["bos_token_id"] = bos
+    sd = _gpt2_export(model) if config["model_type"] == "gpt2" else _llama_export(model)
     config["torch_dtype"] = config["dtype"] = "float32"
 
     def write(tmp: Path) -> None:

@@ -65,7 +65,7 @@ def kv_heads(cfg: ModelConfig) -> int:
 
 
 def head_dim(cfg: ModelConfig) -> int:
-    return cfg.n_embd // cfg.n_head
+    return cfg.head_dim or cfg.n_embd // cfg.n_head
 
 
 def mlp_hidden_size(cfg: ModelConfig) -> int:
@@ -105,8 +105,8 @@ def _norm(cfg: ModelConfig, name: str) -> Node:
     return _module(name, [("weight", (C,))] + ([("bias", (C,))] if cfg.bias else []), "LayerNorm")
 
 
-def _linear(cfg: ModelConfig, name: str, n_in: int, n_out: int, note: str = "") -> Node:
-    return _module(name, [("weight", (n_out, n_in))] + ([("bias", (n_out,))] if cfg.bias else []), note)
+def _linear(cfg: ModelConfig, name: str, n_in: int, n_out: int, note: str = "", bias: bool = False) -> Node:
+    return _module(name, [("weight", (n_out, n_in))] + ([("bias", (n_out,))] if cfg.bias or bias else []), note)
 
 
 def layer_tree(cfg: ModelConfig) -> Node:
@@ -122,8 +122,10 @@ def layer_tree(cfg: ModelConfig) -> Node:
         p = f"blocks.{i}"
         qkv_note = f"q, k, v: {nh} + 2 x {nkv} heads of {hd}"
         attn = Node(f"{p}.attn", note="causal self-attention" + (" (RoPE)" if cfg.position == "rope" else ""),
-                    children=[_linear(cfg, f"{p}.attn.c_attn", C, (nh + 2 * nkv) * hd, qkv_note),
+                    children=[_linear(cfg, f"{p}.attn.c_attn", C, (nh + 2 * nkv) * hd, qkv_note, cfg.qkv_bias),
                               _linear(cfg, f"{p}.attn.c_proj", nh * hd, C, "output projection")])
+        if cfg.qk_norm:
+            attn.children += [_module(f"{p}.attn.{n}", [("weight", (hd,))], "RMSNorm per head") for n in ("q_norm", "k_norm")]
         mlp = Node(f"{p}.mlp", note="SwiGLU" if swiglu else "GELU",
                    children=[_linear(cfg, f"{p}.mlp.c_fc", C, 2 * H if swiglu else H, "gate | up" if swiglu else "up"),
                              _linear(cfg, f"{p}.mlp.c_proj", H, C, "down")])

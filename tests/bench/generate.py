@@ -22,6 +22,7 @@ from core.config import ModelConfig  # noqa: E402
 from core.generate import generate  # noqa: E402
 from core.model.gpt import GPT  # noqa: E402
 from core.model.hf import _gpt2_export  # noqa: E402
+from core.model.hf_config import hf_config_from_model  # noqa: E402
 
 CFG = ModelConfig(n_layer=12, n_head=12, n_embd=768, context_length=1024, vocab_size=50257)
 
@@ -29,7 +30,7 @@ CFG = ModelConfig(n_layer=12, n_head=12, n_embd=768, context_length=1024, vocab_
 def to_transformers(model: GPT):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    config, sd = _gpt2_export(model, eos=None)
+    config, sd = hf_config_from_model(model.config, model.tied, None), _gpt2_export(model)
     keys = ("n_layer", "n_head", "n_embd", "n_positions", "vocab_size", "n_inner", "layer_norm_epsilon")
     hf = GPT2LMHeadModel(GPT2Config(**{k: config[k] for k in keys}, bos_token_id=None, eos_token_id=None))
     hf.load_state_dict(sd, strict=False)
