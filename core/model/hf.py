@@ -222,7 +222,7 @@ def grow_vocab(model: GPT, n_vocab: int) -> GPT:
 # ------------------------------------------------------------------------------------ writing
 
 # fields beyond the plain Llama shape, at their "off" values
-LLAMA_ONLY = {"qkv_bias": False, "qk_norm": False, "rope_scaling": "none", "nope_layers": [], "head_dim": 0}
+LLAMA_ONLY = {"qkv_bias": False, "qk_norm": False, "rope_scaling": "none", "nope_layers": []}
 
 
 def model_family(cfg: ModelConfig) -> str:
@@ -233,6 +233,8 @@ def model_family(cfg: ModelConfig) -> str:
         return "gpt2"
     if all(getattr(cfg, k) == v for k, v in llama.items()):
         extra = [f"model.{k} = {getattr(cfg, k)!r}" for k, off in LLAMA_ONLY.items() if getattr(cfg, k) != off]
+        if cfg.head_dim and cfg.head_dim * cfg.n_head != cfg.n_embd:
+            extra.append(f"model.head_dim = {cfg.head_dim}")
         if extra:  # Qwen2/Qwen3/SmolLM3/Llama-3.1 maths that a plain llama export would drop
             raise UserError(f"this architecture ({', '.join(extra)}) goes beyond the Llama shape that GGUF "
                             f"export writes; export it with export-hf instead")
