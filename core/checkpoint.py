@@ -180,7 +180,7 @@ def _write_files(tmp: Path, step: int, model: torch.nn.Module, tokenizer: Any, t
     }
     if tokenizer is not None:
         tokenizer.save(tmp / TOKENIZER_DIR)
-        meta["tokenizer"] = {"name": tokenizer.name, "folder": TOKENIZER_DIR,
+        meta["tokenizer"] = {"name": tokenizer.name, "folder": TOKENIZER_DIR, "kind": getattr(tokenizer, "kind", "tiktoken"),
                              "n_vocab": tokenizer.n_vocab, "fingerprint": getattr(tokenizer, "fingerprint", None)}
     (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
     if trainer_state is not None:
@@ -402,14 +402,19 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: t
         raise UserError(f"{ckpt / WEIGHTS}: cannot load the weights ({e}); the checkpoint is corrupt") from None
     model.to(device=device, dtype=dtype)
     model.eval()
-    tokenizer = None
-    tok = meta.get("tokenizer")
-    if tok and (ckpt / tok.get("folder", TOKENIZER_DIR)).is_dir():
-        from core.tokenizer import Tokenizer
-
-        tokenizer = Tokenizer.load(ckpt / tok.get("folder", TOKENIZER_DIR))
+    tokenizer = checkpoint_tokenizer(ckpt, meta)
     meta["path"] = str(ckpt)
     return model, tokenizer, meta
+
+
+def checkpoint_tokenizer(ckpt: Path, meta: dict) -> Any:
+    """The tokenizer model.json's `tokenizer` entry names ({"folder", "kind": "tiktoken" | "hf"}), or None."""
+    tok = meta.get("tokenizer")
+    if not isinstance(tok, dict) or not (ckpt / tok.get("folder", TOKENIZER_DIR)).is_dir():
+        return None
+    from core.tokenizer import load_tokenizer
+
+    return load_tokenizer(ckpt / tok.get("folder", TOKENIZER_DIR), tok.get("kind"), tok.get("name"))
 
 
 def load_trainer_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -261,12 +261,7 @@ def load_adapter_model(ckpt: Any, meta: dict, *, device: Any = "cpu", dtype: tor
     merge_lora(model)
     model.to(device=device, dtype=dtype)
     model.eval()
-    tokenizer = base_tok
-    tok = meta.get("tokenizer")
-    if tok and (ckpt / tok.get("folder", ckpt_io.TOKENIZER_DIR)).is_dir():
-        from core.tokenizer import Tokenizer
-
-        tokenizer = Tokenizer.load(ckpt / tok.get("folder", ckpt_io.TOKENIZER_DIR))
+    tokenizer = ckpt_io.checkpoint_tokenizer(ckpt, meta) or base_tok
     meta = {**meta, "path": str(ckpt), "merged_from_adapter": True}
     return model, tokenizer, meta
 

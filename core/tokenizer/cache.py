@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from core.runs import workspace
-from core.tokenizer.encodings import META_FILE, Tokenizer, get_tokenizer
+from core.tokenizer.encodings import Tokenizer, get_tokenizer, is_saved_tokenizer
 from core.tokenizer.train import check_vocab_size, train_bpe
 
 KEY_VERSION = 1           # bump when training changes what a key produces
@@ -62,7 +62,7 @@ def tokenizer_for(preset, log=None, stop: threading.Event | None = None) -> Toke
         return get_tokenizer(t.encoding, t.chat_template)
     check_vocab_size(t.vocab_size, t.chat_template)
     folder = tokenizer_dir(preset)
-    if (folder / META_FILE).is_file():
+    if is_saved_tokenizer(folder):
         return Tokenizer.load(folder)
     if folder.exists():  # not written by save_atomic (which renames only complete folders): stale
         shutil.rmtree(folder)
@@ -85,7 +85,7 @@ def save_atomic(tok: Tokenizer, folder: Path) -> Path:
         try:
             os.rename(tmp, folder)
         except OSError:
-            if not (folder / META_FILE).is_file():
+            if not is_saved_tokenizer(folder):
                 raise
     finally:
         if tmp.exists():
