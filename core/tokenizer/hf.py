@@ -6,7 +6,11 @@ converted to tiktoken ranks: normalizers (NFC, Prepend "▁"), byte fallback, Me
 post-processor's BOS have no tiktoken equivalent, and running the model's own pipeline is the only
 way to be exactly what transformers encodes. BOS/EOS and `add_bos_token` follow transformers 5:
 an explicit `add_bos_token`/`add_eos_token` in the config (or no post-processor) rebuilds the
-post-processor, otherwise tokenizer.json's own is kept. User text is encoded with special tokens
+post-processor, otherwise tokenizer.json's own is kept. transformers 5's LlamaTokenizer class
+(Llama-2, TinyLlama, Mistral-v0.1 name it) rebuilds the pipeline around the file's vocabulary
+(Metaspace with prepend_scheme "first" unless `legacy`, no normalizer); `_as_transformers_builds`
+does the same, so ids equal transformers' even where the file's own normalizer would differ (text
+that starts with spaces, text after a special token). User text is encoded with special tokens
 split (`encode_special_tokens`), so typing "<|im_end|>" never yields the control token.
 """
 
@@ -92,12 +96,12 @@ class HFTokenizer:
         self.folder = Path(folder)
         path = self.folder / HF_FILE
         raw = self._check_json(path)
+        self.config = _read_json(self.folder / CONFIG_FILE) if (self.folder / CONFIG_FILE).is_file() else {}
         try:
-            self._special = RustTokenizer.from_str(raw)
+            self._special = RustTokenizer.from_str(_as_transformers_builds(raw, self.config))
         except Exception as e:  # the Rust side reports any malformed part as a generic Exception
             raise UserError(f"{path}: the tokenizers library cannot load it ({e})") from None
         self._raw = raw
-        self.config = _read_json(self.folder / CONFIG_FILE) if (self.folder / CONFIG_FILE).is_file() else {}
         smap = _read_json(self.folder / SPECIAL_MAP_FILE) if (self.folder / SPECIAL_MAP_FILE).is_file() else {}
         self._named = self._named_tokens(smap)
         self._set_post_processor()
@@ -279,6 +283,29 @@ class HFTokenizer:
     @classmethod
     def load(cls, folder: str | Path, name: str | None = None) -> HFTokenizer:
         return cls(folder, name)
+
+
+LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer", "CodeLlamaTokenizerFast")
+
+
+def _as_transformers_builds(raw: str, config: dict) -> str:
+    """tokenizer.json as transformers 5 runs it: its LlamaTokenizer keeps the vocabulary, merges and
+    post-processor but sets Metaspace (prepend "first", or "always" with legacy) and no normalizer."""
+    if config.get("tokenizer_class") not in LLAMA_CLASSES:
+        return raw
+    spec = json.loads(raw)
+    prefix = config.get("add_prefix_space")
+    prefix = True if prefix is None else bool(prefix)
+    scheme = ("always" if config.get("legacy", False) else "first") if prefix else "never"
+    spec["normalizer"] = None
+    spec["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": scheme, "split": False}
+    steps = [{"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "}, {"type": "ByteFallback"},
+             {"type": "Fuse"}]
+    if prefix:
+        steps.append({"type": "Strip", "content": " ", "start": 1, "stop": 0})
+    spec["decoder"] = {"type": "Sequence", "decoders": steps}
+    spec["model"].update(fuse_unk=True, byte_fallback=True, dropout=None)
+    return json.dumps(spec, ensure_ascii=False)
 
 
 class OrdinaryEncoder:

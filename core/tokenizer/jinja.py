@@ -175,29 +175,38 @@ class JinjaChatTemplate:
         return spans
 
     def _tokenize(self, text: str, spans: list[tuple[tuple[int, int], bool]]) -> tuple[list[int], list[tuple[int, int]]]:
-        """Ids of the whole render as transformers tokenizes it; if a content spells a special token,
-        the contents are tokenized as text and the template between them with its special tokens."""
+        """Ids of the whole render as transformers tokenizes it. A special token spelled inside a
+        message is encoded as text instead, with the rest encoded around it as transformers'
+        `sanitize_control_tokens=True` does (each later piece after a newline that is then dropped,
+        so SentencePiece adds no prefix space mid-text)."""
         ids, offsets = self.tok.encode_with_offsets(text)
-        inside = sorted(a for a, _ in spans)
-        if not any(self.tok.is_special(t) and any(a <= s < b for a, b in inside) for t, (s, _) in zip(ids, offsets)):
+        inside = [a for a, _ in spans]
+        marked = [(s, e) for t, (s, e) in zip(ids, offsets)
+                  if self.tok.is_special(t) and any(a <= s < b for a, b in inside)]
+        if not marked:
             return ids, offsets
-        ids, offsets, pos = [], [], 0
-
-        def add(start: int, end: int, plain: bool) -> None:
-            seg = text[start:end]
-            seg_ids, seg_off = self._plain_offsets(seg) if plain else self.tok.encode_with_offsets(seg)
-            ids.extend(seg_ids)
-            offsets.extend((s + start, e + start) for s, e in seg_off)
-
-        for a, b in inside:
-            add(pos, a, False)
-            add(a, b, True)
-            pos = b
-        add(pos, len(text), False)
+        ids, offsets = [], []
+        cuts = [(0, marked[0][0], False)]
+        for k, (s, e) in enumerate(marked):
+            cuts.append((s, e, True))
+            cuts.append((e, marked[k + 1][0] if k + 1 < len(marked) else len(text), False))
+        for n, (start, end, as_text) in enumerate(cuts):
+            if start < end:
+                piece_ids, piece_off = self._piece(text[start:end], as_text, first=n == 0)
+                ids += piece_ids
+                offsets += [(s + start, e + start) for s, e in piece_off]
         return ids, offsets
 
-    def _plain_offsets(self, seg: str) -> tuple[list[int], list[tuple[int, int]]]:
-        e = self.tok._plain.encode(seg, add_special_tokens=False)
+    def _piece(self, piece: str, as_text: bool, first: bool) -> tuple[list[int], list[tuple[int, int]]]:
+        enc = self.tok._plain if as_text else self.tok._special
+        if first:
+            e = enc.encode(piece, add_special_tokens=False)
+            return e.ids, e.offsets
+        newline = self.tok._special.encode("\n", add_special_tokens=False).ids
+        e = enc.encode("\n" + piece, add_special_tokens=False)
+        if e.ids[:len(newline)] == newline:
+            return e.ids[len(newline):], [(s - 1, t - 1) for s, t in e.offsets[len(newline):]]
+        e = enc.encode(piece, add_special_tokens=False)
         return e.ids, e.offsets
 
     def _mask(self, text: str, ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
