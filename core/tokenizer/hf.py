@@ -4,9 +4,10 @@ Byte-level BPE (GPT-2, Llama-3, Qwen2/3, SmolLM) and SentencePiece-style BPE wit
 (Llama-2, TinyLlama, Mistral-v0.1) run through the `tokenizers` library itself rather than being
 converted to tiktoken ranks: normalizers (NFC, Prepend "▁"), byte fallback, Metaspace and the
 post-processor's BOS have no tiktoken equivalent, and running the model's own pipeline is the only
-way to be exactly what transformers encodes. BOS/EOS and `add_bos_token` follow transformers 5:
-an explicit `add_bos_token`/`add_eos_token` in the config (or no post-processor) rebuilds the
-post-processor, otherwise tokenizer.json's own is kept. transformers 5's LlamaTokenizer class
+way to be exactly what transformers encodes. BOS/EOS follow transformers 5: tokenizer.json's
+post-processor decides what encoding a document adds (a BOS for Llama); the config's
+`add_bos_token` does not override it (transformers 5 reports the flag but keeps the file's
+post-processor, so the model's importer writes the BOS into tokenizer.json). transformers 5's LlamaTokenizer class
 (Llama-2, TinyLlama, Mistral-v0.1 name it) rebuilds the pipeline around the file's vocabulary
 (Metaspace with prepend_scheme "first" unless `legacy`, no normalizer); `_as_transformers_builds`
 does the same, so ids equal transformers' even where the file's own normalizer would differ (text
@@ -104,7 +105,6 @@ class HFTokenizer:
         self._raw = raw
         smap = _read_json(self.folder / SPECIAL_MAP_FILE) if (self.folder / SPECIAL_MAP_FILE).is_file() else {}
         self._named = self._named_tokens(smap)
-        self._set_post_processor()
         self._plain = RustTokenizer.from_str(self._special.to_str())
         self._plain.encode_special_tokens = True
         self.template_source, self.template_path = _chat_template_text(self.folder, self.config)
@@ -137,22 +137,6 @@ class HFTokenizer:
                 raise UserError(f"{self.folder / where}: {key} {tok!r} is not in the vocabulary of {HF_FILE}")
             out[key] = tok
         return out
-
-    def _set_post_processor(self) -> None:
-        """transformers 5: explicit add_bos_token/add_eos_token (or no post-processor) -> BOS $A EOS."""
-        from tokenizers import processors
-
-        cfg = self.config
-        if "add_bos_token" not in cfg and "add_eos_token" not in cfg and self._special.post_processor is not None:
-            return
-        bos, eos = self._named["bos_token"], self._named["eos_token"]
-        add_bos = bool(cfg.get("add_bos_token", False)) and bos is not None
-        add_eos = bool(cfg.get("add_eos_token", False)) and eos is not None
-        single = f"{bos + ':0 ' if add_bos else ''}$A:0{' ' + eos + ':0' if add_eos else ''}"
-        pair = f"{single}{' ' + bos + ':1' if add_bos else ''} $B:1{' ' + eos + ':1' if add_eos else ''}"
-        specials = [(t, self._special.token_to_id(t)) for t, on in ((bos, add_bos), (eos, add_eos)) if on]
-        self._special.post_processor = processors.TemplateProcessing(single=single, pair=pair,
-                                                                     special_tokens=list(dict.fromkeys(specials)))
 
     # ------------------------------------------------------------------------------- basics
     def _id(self, key: str) -> int | None:
