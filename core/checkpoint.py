@@ -417,6 +417,14 @@ def checkpoint_tokenizer(ckpt: Path, meta: dict) -> Any:
     return load_tokenizer(ckpt / tok.get("folder", TOKENIZER_DIR), tok.get("kind"), tok.get("name"))
 
 
+def require_tokenizer(tokenizer: Any, meta: dict, purpose: str) -> Any:
+    """`tokenizer`, or a UserError naming the checkpoint that has none (it cannot `purpose`)."""
+    if tokenizer is None:
+        raise UserError(f"{meta.get('path', 'the checkpoint')}: has no tokenizer (model.json names none), so it cannot "
+                        f"{purpose}; import the model with its tokenizer files, or save checkpoints with one")
+    return tokenizer
+
+
 def load_trainer_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """The trainer.pt of a checkpoint (folder or run dir), loaded with weights_only=True."""
     ckpt = resolve_checkpoint(path)

@@ -303,12 +303,16 @@ def cmd_tokenizer_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from core.checkpoint import load_model
+    from core.checkpoint import load_model, require_tokenizer
     from core.generate import generate_text
-    model, tok, _meta = load_model(args.checkpoint)
-    sys.stdout.write(args.prompt)
-    sys.stdout.flush()
-    for piece in generate_text(model, tok, args.prompt, max_new_tokens=args.max_new_tokens,
+    from core.tokenizer.chat import prompt_ids
+    model, tok, meta = load_model(args.checkpoint)
+    tok = require_tokenizer(tok, meta, "generate text")
+    ids, stop_ids = prompt_ids(tok, args.prompt, chat=args.chat, system=args.system)
+    if not args.chat:
+        sys.stdout.write(args.prompt)
+        sys.stdout.flush()
+    for piece in generate_text(model, tok, ids, max_new_tokens=args.max_new_tokens, stop_ids=stop_ids,
                                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed):
         sys.stdout.write(piece)
         sys.stdout.flush()
@@ -410,7 +414,9 @@ def _runs_args(p: argparse.ArgumentParser) -> None:
 
 def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="checkpoint folder, run folder or run:PRESET:STAGE")
-    p.add_argument("prompt", help="text to continue")
+    p.add_argument("prompt", help="text to continue (with --chat: a user message to answer)")
+    p.add_argument("--chat", action="store_true", help="render the prompt as one user turn through the model's chat template")
+    p.add_argument("--system", default="", metavar="TEXT", help="a system message before the user turn (with --chat)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=50)

@@ -86,7 +86,10 @@ class Tokenizer:
             self._ranks = dict(self.enc._mergeable_ranks)
         return self._ranks
 
-    def encode(self, text: str, allowed_special: Literal["all"] | Iterable[str] = ()) -> list[int]:
+    def encode(self, text: str, allowed_special: Literal["all"] | Iterable[str] = (),
+               add_special_tokens: bool = False) -> list[int]:
+        """Ids of `text`. `add_special_tokens` is for the interface of HFTokenizer (which may add a
+        BOS there); our documents start with <|endoftext|> where the caller puts it."""
         allowed = allowed_special if allowed_special == "all" else set(allowed_special)
         if not allowed:
             return self.enc.encode_ordinary(text)

@@ -153,3 +153,23 @@ def llama2_folder(folder: Path, vocab_size: int = 600) -> Path:
 
 
 BUILDERS = {"smollm2": smollm2_folder, "qwen": qwen_folder, "llama3": llama3_folder, "llama2": llama2_folder}
+
+
+def real_checkpoint(root: Path, family: str = "smollm2", *, with_tokenizer: bool = True) -> Path:
+    """A checkpoint as importing a real model gives one: a random tiny transformers Llama (seeded) through
+    `import_hf`, with the family's tokenizer files in its tokenizer/ folder (model.json kind "hf")."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from core.model.hf import import_hf
+    from core.tokenizer import load_tokenizer
+
+    tok_dir = BUILDERS[family](root / f"{family}-tokenizer")
+    tok = load_tokenizer(tok_dir)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=tok.n_vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id)
+    LlamaForCausalLM(cfg).save_pretrained(root / f"{family}-hf")
+    out = root / f"{family}-ckpt" if with_tokenizer else root / f"{family}-bare"
+    return import_hf(root / f"{family}-hf", out, tokenizer=tok_dir if with_tokenizer else None)
