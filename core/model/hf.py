@@ -297,7 +297,9 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path) -> Path:
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     gen = {"bos_token_id": eos, "eos_token_id": eos, "max_length": model.config.context_length}
     (out / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-    if tokenizer is not None:
+    if getattr(tokenizer, "kind", None) == "hf":
+        tokenizer.save(out)  # a real model's own files, as they were imported
+    elif tokenizer is not None:
         write_hf_tokenizer(tokenizer, out, model_max_length=model.config.context_length)
     return out
 
