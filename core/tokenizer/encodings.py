@@ -185,6 +185,9 @@ def load_tokenizer(folder: str | Path, kind: str | None = None, name: str | None
     folder = Path(folder)
     if kind == "hf" or (kind is None and not (folder / RANK_FILE).is_file() and is_hf_folder(folder)):
         return HFTokenizer.load(folder, name)
+    if kind is None and not (folder / RANK_FILE).is_file() and not meta_file(folder).is_file():
+        raise UserError(f"{folder}: not a tokenizer folder: it holds neither ours ({RANK_FILE} and {META_FILE}) "
+                        "nor a Hugging Face tokenizer.json")
     return Tokenizer.load(folder)
 
 
