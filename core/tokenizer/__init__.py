@@ -17,6 +17,7 @@ from core.tokenizer.encodings import (
     load_tokenizer,
 )
 from core.tokenizer.hf import HFTokenizer
+from core.tokenizer.protocol import ChatFormat, TextTokenizer
 from core.tokenizer.inspect import (
     CompressionRow,
     Span,
@@ -36,8 +37,8 @@ from core.tokenizer.cache import tokenizer_dir, tokenizer_for, tokenizer_key
 from core.tokenizer.train import MAX_VOCAB, TrainingStopped, train_bpe
 
 __all__ = [
-    "BUILTIN_ENCODINGS", "CHAT_TEMPLATES", "ENDOFTEXT", "MAX_VOCAB", "ROLES", "ChatTemplate", "CompressionRow",
-    "EncodingUnavailable", "HFTokenizer", "Span", "TokenStats", "Tokenizer", "TrainingStopped", "VocabEntry", "compare",
+    "BUILTIN_ENCODINGS", "CHAT_TEMPLATES", "ChatFormat", "ENDOFTEXT", "MAX_VOCAB", "ROLES", "ChatTemplate", "CompressionRow",
+    "EncodingUnavailable", "HFTokenizer", "Span", "TokenStats", "Tokenizer", "TextTokenizer", "TrainingStopped", "VocabEntry", "compare",
     "compression_table", "find_tokens", "format_compression_table", "format_spans_ansi", "get_tokenizer",
     "is_saved_tokenizer", "load_tokenizer", "spans", "stats", "tokenizer_dir", "tokenizer_for", "tokenizer_key", "train_bpe", "vocab_entry", "vocab_page",
 ]

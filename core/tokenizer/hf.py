@@ -202,6 +202,12 @@ class HFTokenizer:
         e = self._special.encode(text, add_special_tokens=False)
         return e.ids, e.offsets
 
+    def encode_with_char_offsets(self, text: str, allowed_special: Literal["all"] | Iterable[str] = ()
+                                 ) -> tuple[list[int], list[tuple[int, int]]]:
+        """Ids of `text` as `encode` gives them and the (start, end) characters each covers (inspection)."""
+        e = (self._special if allowed_special else self._plain).encode(text, add_special_tokens=False)
+        return e.ids, e.offsets
+
     def decode(self, ids: Sequence[int]) -> str:
         return self._special.decode(list(ids), skip_special_tokens=False)
 

@@ -130,3 +130,17 @@ def test_unsupported_or_damaged_tokenizer_json_names_the_file(folders, tmp_path)
     (d / "tokenizer_config.json").write_text(json.dumps({**cfg, "eos_token": "<|nope|>"}))
     with pytest.raises(UserError, match=r"tokenizer_config\.json: eos_token '<\|nope\|>' is not in the vocabulary"):
         load_tokenizer(d, "hf")
+
+
+def test_both_kinds_satisfy_the_protocol_and_inspect(pairs, trained):
+    from core.tokenizer import ChatFormat, TextTokenizer, compare, find_tokens, spans, vocab_entry
+
+    ours = pairs["llama2"][0]
+    for tok in (ours, trained):
+        assert isinstance(tok, TextTokenizer) and isinstance(tok.chat, ChatFormat)
+    sp = spans(ours, "hello <s> naïve")
+    assert b"".join(ours.token_bytes(s.id) for s in sp).decode() == " hello <s> naïve"  # SentencePiece's prefix space
+    assert not any(s.special for s in sp) and sp[-1].end == len("hello <s> naïve")
+    assert [s.start for s in sp] == sorted(s.start for s in sp) and sp[0].start == 0
+    assert vocab_entry(ours, ours.bos_id).special and find_tokens(ours, "</s>")[0].id == ours.eos_id
+    assert compare("hello", ours, trained).names == (ours.name, trained.name)
