@@ -138,33 +138,36 @@ class JinjaChatTemplate:
 
     def _content_spans(self, messages: Sequence[dict], add_generation_prompt: bool
                        ) -> tuple[str, list[tuple[tuple[int, int], bool]]]:
-        """The real render and the (start, end) characters of every message content in it."""
+        """The real render and the (start, end) characters of every message content in it: the
+        contents rendered as markers, then put back as they are (or trimmed, for templates that
+        `| trim`); the result must be the real render, else the contents are searched for."""
         real = self._render(messages, add_generation_prompt)
         tag = uuid.uuid4().hex[:12]
         marks = [f"\x00{tag}{i}\x00" for i in range(len(messages))]
         marked = self._render([{**m, "content": marks[i]} for i, m in enumerate(messages)], add_generation_prompt)
-        spans, pieces, pos, shift = [], [], 0, 0
-        for i, m in enumerate(messages):
-            at = marked.find(marks[i], pos)
-            if at < 0 or marked.count(marks[i]) != 1:
-                return real, self._fallback_spans(real, messages)
-            pieces.append(marked[pos:at])
-            start = at + shift
-            spans.append(((start, start + len(m["content"])), m["role"] == "assistant"))
-            pieces.append(m["content"])
-            shift += len(m["content"]) - len(marks[i])
-            pos = at + len(marks[i])
-        pieces.append(marked[pos:])
-        if "".join(pieces) != real:  # the template transforms contents (trims, splits): locate them in the text
+        if any(marked.count(mk) != 1 for mk in marks):
             return real, self._fallback_spans(real, messages)
-        return real, spans
+        for put_back in (lambda c: c, str.strip):
+            spans, pieces, pos, shift = [], [], 0, 0
+            for i, m in enumerate(messages):
+                at = marked.index(marks[i])
+                content = put_back(m["content"])
+                pieces += [marked[pos:at], content]
+                spans.append(((at + shift, at + shift + len(content)), m["role"] == "assistant"))
+                shift += len(content) - len(marks[i])
+                pos = at + len(marks[i])
+            if "".join(pieces) + marked[pos:] == real:
+                return real, spans
+        return real, self._fallback_spans(real, messages)
 
     def _fallback_spans(self, real: str, messages: Sequence[dict]) -> list[tuple[tuple[int, int], bool]]:
         """Contents located in order in the real render (as the template wrote them, whitespace-trimmed)."""
         spans, pos = [], 0
         for m in messages:
             content = m["content"].strip()
-            at = real.find(content, pos) if content else -1
+            if not content:  # blank (or trimmed away): no tokens of it to train or to find
+                continue
+            at = real.find(content, pos)
             if at < 0:
                 if m["role"] == "assistant":
                     raise UserError(f"{self.where}: the chat template does not write an assistant message as it "

@@ -149,3 +149,12 @@ def test_a_model_without_a_template_refuses_chat_by_name(folders, tmp_path):
     tok = load_tokenizer(d)
     with pytest.raises(UserError, match="has no chat_template"):
         tok.chat.render([{"role": "user", "content": "hi"}])
+
+
+@pytest.mark.parametrize("content", ["  padded answer \n", " ", ""])
+def test_a_template_that_trims_contents_still_masks_what_it_writes(pairs, content):
+    ours, hf = pairs["llama3"]  # `message['content'] | trim`
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": content}]
+    ids, mask = ours.chat.render(messages)
+    assert ids == hf.apply_chat_template(messages, return_dict=True)["input_ids"]
+    assert ours.decode([t for t, m in zip(ids, mask) if m]) == content.strip() + "<|eot_id|>"
