@@ -1,4 +1,4 @@
-"""Tokenizers: tiktoken built-ins, a byte-level BPE trained on the corpus, inspection, chat templates.
+"""Tokenizers: tiktoken built-ins, a BPE trained on the corpus, real models' HF ones, inspection, chat templates.
 
 Our tokenizers are a `tiktoken.Encoding` inside `Tokenizer`; real models' Hugging Face tokenizers
 are `HFTokenizer` (the `tokenizers` library, with the model's Jinja chat template); `load_tokenizer`

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from core.errors import UserError
@@ -231,7 +232,7 @@ class JinjaChatTemplate:
         return mask
 
     # ------------------------------------------------------------------------- generation
-    @property
+    @cached_property
     def stop_ids(self) -> list[int]:
         """The end-of-turn token the template writes after an assistant message, and EOS."""
         probe = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]

@@ -144,3 +144,12 @@ def test_both_kinds_satisfy_the_protocol_and_inspect(pairs, trained):
     assert [s.start for s in sp] == sorted(s.start for s in sp) and sp[0].start == 0
     assert vocab_entry(ours, ours.bos_id).special and find_tokens(ours, "</s>")[0].id == ours.eos_id
     assert compare("hello", ours, trained).names == (ours.name, trained.name)
+
+
+def test_kind_model_is_for_finetuning_only():
+    from core import config
+    from core.tokenizer import tokenizer_for
+
+    preset = config.from_dict({"name": "x", "tokenizer": {"kind": "model"}}, "<test>")
+    with pytest.raises(UserError, match=r'tokenizer.kind = "model" means a base model\'s own tokenizer'):
+        tokenizer_for(preset)
