@@ -175,8 +175,9 @@ class HFTokenizer:
         """Added tokens marked special, plus the named ones (bos, eos, unk, pad): text never spells them."""
         out = {t.content: i for i, t in self._special.get_added_tokens_decoder().items() if t.special}
         for tok in self._named.values():
-            if tok is not None:
-                out[tok] = self._special.token_to_id(tok)
+            i = None if tok is None else self._special.token_to_id(tok)
+            if tok is not None and i is not None:  # (checked present when the config was read)
+                out[tok] = i
         return out
 
     @cached_property
@@ -197,14 +198,10 @@ class HFTokenizer:
     def encode_batch(self, texts: Sequence[str], num_threads: int = 8) -> list[list[int]]:
         return [e.ids for e in self._plain.encode_batch_fast(list(texts), add_special_tokens=False)]
 
-    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        """Ids of a rendered template (special tokens recognised) and each token's (start, end) characters."""
-        e = self._special.encode(text, add_special_tokens=False)
-        return e.ids, e.offsets
-
     def encode_with_char_offsets(self, text: str, allowed_special: Literal["all"] | Iterable[str] = ()
                                  ) -> tuple[list[int], list[tuple[int, int]]]:
-        """Ids of `text` as `encode` gives them and the (start, end) characters each covers (inspection)."""
+        """Ids of `text` as `encode` gives them and the (start, end) characters each covers (inspection,
+        and where a rendered chat template's tokens lie)."""
         e = (self._special if allowed_special else self._plain).encode(text, add_special_tokens=False)
         return e.ids, e.offsets
 

@@ -182,7 +182,7 @@ class Comparison:
 
 def _as_tokenizer(t: Any) -> Any:
     """A tokenizer object as it is; a name or folder through get_tokenizer (ours and HF ones alike)."""
-    return get_tokenizer(t) if isinstance(t, (str, os.PathLike)) else t
+    return get_tokenizer(os.fspath(t)) if isinstance(t, (str, os.PathLike)) else t
 
 
 def compare(text: str, a: Tokenizer | str, b: Tokenizer | str) -> Comparison:

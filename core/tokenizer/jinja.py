@@ -45,7 +45,7 @@ def _environment(deadline: list[float]) -> Any:
     class Undefined(jinja2.StrictUndefined):
         """Undefined that is falsy (`{% if tools %}` works) but fails when printed, iterated or read."""
 
-        def __bool__(self) -> bool:
+        def __bool__(self) -> bool:  # type: ignore[override]
             return False
 
     class Env(ImmutableSandboxedEnvironment):
@@ -183,7 +183,7 @@ class JinjaChatTemplate:
         message is encoded as text instead, with the rest encoded around it as transformers'
         `sanitize_control_tokens=True` does (each later piece after a newline that is then dropped,
         so SentencePiece adds no prefix space mid-text)."""
-        ids, offsets = self.tok.encode_with_offsets(text)
+        ids, offsets = self.tok.encode_with_char_offsets(text, "all")
         inside = [a for a, _ in spans]
         marked = [(s, e) for t, (s, e) in zip(ids, offsets)
                   if self.tok.is_special(t) and any(a <= s < b for a, b in inside)]
@@ -202,16 +202,14 @@ class JinjaChatTemplate:
         return ids, offsets
 
     def _piece(self, piece: str, as_text: bool, first: bool) -> tuple[list[int], list[tuple[int, int]]]:
-        enc = self.tok._plain if as_text else self.tok._special
+        allowed = () if as_text else "all"
         if first:
-            e = enc.encode(piece, add_special_tokens=False)
-            return e.ids, e.offsets
-        newline = self.tok._special.encode("\n", add_special_tokens=False).ids
-        e = enc.encode("\n" + piece, add_special_tokens=False)
-        if e.ids[:len(newline)] == newline:
-            return e.ids[len(newline):], [(s - 1, t - 1) for s, t in e.offsets[len(newline):]]
-        e = enc.encode(piece, add_special_tokens=False)
-        return e.ids, e.offsets
+            return self.tok.encode_with_char_offsets(piece, allowed)
+        newline = self.tok.encode("\n", allowed_special="all")
+        ids, offsets = self.tok.encode_with_char_offsets("\n" + piece, allowed)
+        if ids[:len(newline)] == newline:
+            return ids[len(newline):], [(s - 1, t - 1) for s, t in offsets[len(newline):]]
+        return self.tok.encode_with_char_offsets(piece, allowed)
 
     def _mask(self, text: str, ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
         mask = [0] * len(ids)
