@@ -15,6 +15,8 @@ def preset_tokenizer(preset: Preset):
     from core.tokenizer.cache import tokenizer_dir
 
     t = preset.tokenizer
+    if t.kind == "model":
+        return None, "this preset finetunes with its base model's own tokenizer (tokenizer.kind = \"model\")"
     if t.kind == "tiktoken":
         try:
             return get_tokenizer(t.encoding, t.chat_template), t.encoding
