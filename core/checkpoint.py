@@ -178,7 +178,7 @@ def _write_files(tmp: Path, step: int, model: Any, tokenizer: Any, trainer_state
     }
     if tokenizer is not None:
         tokenizer.save(tmp / TOKENIZER_DIR)
-        meta["tokenizer"] = {"name": tokenizer.name, "folder": TOKENIZER_DIR,
+        meta["tokenizer"] = {"name": tokenizer.name, "folder": TOKENIZER_DIR, "kind": getattr(tokenizer, "kind", "tiktoken"),
                              "n_vocab": tokenizer.n_vocab, "fingerprint": getattr(tokenizer, "fingerprint", None)}
         if getattr(tokenizer, "kind", None):  # "hf": a real model's own Hugging Face tokenizer files
             meta["tokenizer"]["kind"] = tokenizer.kind
@@ -352,15 +352,10 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: t
         raise UserError(f"{ckpt / WEIGHTS}: cannot load the weights ({e}); the checkpoint is corrupt") from None
     model.to(device=device, dtype=dtype)
     model.eval()
-    tokenizer = None
-    tok = meta.get("tokenizer")
-    if tok and tok.get("kind") != "hf" and (ckpt / tok.get("folder", TOKENIZER_DIR)).is_dir():
-        from core.tokenizer import Tokenizer
-
-        tokenizer = Tokenizer.load(ckpt / tok.get("folder", TOKENIZER_DIR))
-        if tokenizer.n_vocab > cfg.vocab_size:  # ids the embedding has no row for
-            raise UserError(f"{ckpt / tok.get('folder', TOKENIZER_DIR)}: {tokenizer.n_vocab} token ids, more than "
-                            f"the model's vocab_size {cfg.vocab_size}; the checkpoint is inconsistent")
+    tokenizer = checkpoint_tokenizer(ckpt, meta)
+    if tokenizer is not None and tokenizer.n_vocab > cfg.vocab_size:  # ids the embedding has no row for
+        raise UserError(f"{ckpt / meta['tokenizer'].get('folder', TOKENIZER_DIR)}: {tokenizer.n_vocab} token ids, more "
+                        f"than the model's vocab_size {cfg.vocab_size}; the checkpoint is inconsistent")
     meta["path"] = str(ckpt)
     return model, tokenizer, meta
 
@@ -386,6 +381,24 @@ def check_weight_shapes(ckpt: Path, cfg: ModelConfig, head: dict) -> None:
         diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))[:3]
         shown = ", ".join(f"{k}: file {got.get(k)}, model.json {want.get(k)}" for k in diff)
         raise UserError(f"{ckpt}: model.safetensors does not match the architecture in model.json ({shown})")
+
+
+def checkpoint_tokenizer(ckpt: Path, meta: dict) -> Any:
+    """The tokenizer model.json's `tokenizer` entry names ({"folder", "kind": "tiktoken" | "hf"}), or None."""
+    tok = meta.get("tokenizer")
+    if not isinstance(tok, dict) or not (ckpt / tok.get("folder", TOKENIZER_DIR)).is_dir():
+        return None
+    from core.tokenizer import load_tokenizer
+
+    return load_tokenizer(ckpt / tok.get("folder", TOKENIZER_DIR), tok.get("kind"), tok.get("name"))
+
+
+def require_tokenizer(tokenizer: Any, meta: dict, purpose: str) -> Any:
+    """`tokenizer`, or a UserError naming the checkpoint that has none (it cannot `purpose`)."""
+    if tokenizer is None:
+        raise UserError(f"{meta.get('path', 'the checkpoint')}: has no tokenizer (model.json names none), so it cannot "
+                        f"{purpose}; import the model with its tokenizer files, or save checkpoints with one")
+    return tokenizer
 
 
 def load_trainer_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -432,12 +445,7 @@ def load_adapter_model(ckpt: Any, meta: dict, *, device: Any = "cpu", dtype: tor
     merge_lora(model)
     model.to(device=device, dtype=dtype)
     model.eval()
-    tokenizer = base_tok
-    tok = meta.get("tokenizer")
-    if tok and (ckpt / tok.get("folder", TOKENIZER_DIR)).is_dir():
-        from core.tokenizer import Tokenizer
-
-        tokenizer = Tokenizer.load(ckpt / tok.get("folder", TOKENIZER_DIR))
+    tokenizer = checkpoint_tokenizer(ckpt, meta) or base_tok
     meta = {**meta, "path": str(ckpt), "merged_from_adapter": True}
     return model, tokenizer, meta
 

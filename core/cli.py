@@ -354,23 +354,25 @@ def cmd_tokenizer_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from core.checkpoint import load_model
+    from core.checkpoint import load_model, require_tokenizer
     from core.generate import generate_text, sampling_options
     from core.sampling import check_sampling
+    from core.tokenizer.chat import prompt_ids
     sampling = check_sampling({"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
                                "max_new_tokens": args.max_new_tokens, "seed": args.seed or 0}, "llmlab generate")
     model, tok, meta = load_model(args.checkpoint)
-    if tok is None:
-        raise UserError(f"{meta['path']}: the checkpoint has no tokenizer, so it cannot turn text into ids")
+    tok = require_tokenizer(tok, meta, "generate text")
     head = (meta.get("head") or {}).get("kind", "lm")
     if head != "lm":
         raise UserError(f"{meta['path']}: a {head} checkpoint predicts labels, not text; "
                         f"use `llmlab eval` on it, or generate with a pretrained or instruction-tuned model")
-    prompt = args.prompt or [tok.eot_id]  # no prompt: a sample from the start of a document
-    sys.stdout.write(args.prompt)
-    sys.stdout.flush()
+    ids, stop_ids = prompt_ids(tok, args.prompt, chat=args.chat, system=args.system)
+    ids = ids or [tok.eot_id]  # no prompt: a sample from the start of a document
+    if not args.chat:
+        sys.stdout.write(args.prompt)
+        sys.stdout.flush()
     options = {**sampling_options(sampling), "seed": args.seed}  # --seed 0 is the seed 0, not "random"
-    for piece in generate_text(model, tok, prompt, **options):
+    for piece in generate_text(model, tok, ids, stop_ids=stop_ids, **options):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -516,7 +518,9 @@ def _runs_args(p: argparse.ArgumentParser) -> None:
 
 def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="checkpoint folder, run folder or run:PRESET:STAGE")
-    p.add_argument("prompt", help="text to continue")
+    p.add_argument("prompt", help="text to continue (with --chat: a user message to answer)")
+    p.add_argument("--chat", action="store_true", help="render the prompt as one user turn through the model's chat template")
+    p.add_argument("--system", default="", metavar="TEXT", help="a system message before the user turn (with --chat)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=50)

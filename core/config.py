@@ -88,7 +88,8 @@ class DataConfig:
 
 @dataclass
 class TokenizerConfig:
-    kind: str = opt("bpe", "train a byte-level BPE on the corpus, or use an existing tiktoken encoding", choices=("bpe", "tiktoken"))
+    kind: str = opt("bpe", "train a byte-level BPE on the corpus, use an existing tiktoken encoding, or (finetune, "
+                    "the default there) the base model's own", choices=("bpe", "tiktoken", "model"))
     encoding: str = opt("gpt2", "tiktoken encoding name or path to a saved tokenizer folder (kind = tiktoken)")
     vocab_size: int = opt(4096, "vocabulary size of a trained BPE, special tokens included", lo=256, hi=65536)
     pattern: str = opt(GPT4_SPLIT_PATTERN, "regex that splits text into pre-tokens before BPE")

@@ -89,21 +89,46 @@ def load_base(path: Path, preset: Preset) -> tuple[GPT, Any, dict]:
         model, tokenizer, meta = load_model(path)
     except UserError as e:
         raise UserError(f"finetune.base: {e}") from None
-    where = f"finetune.base: {path}"
-    if tokenizer is None:
-        from core.tokenizer import tokenizer_for
-
-        tokenizer = tokenizer_for(preset)
-    elif preset.tokenizer.kind == "tiktoken" and preset.tokenizer.encoding not in (tokenizer.name, str(path / "tokenizer")):
-        raise UserError(f"{where} was trained with tokenizer {tokenizer.name!r}, but the preset names "
-                        f"tokenizer.encoding = {preset.tokenizer.encoding!r}; remove the [tokenizer] section "
-                        f"(a checkpoint brings its own) or pick a base trained with that tokenizer")
+    tokenizer = base_tokenizer(path, tokenizer, preset)
     if tokenizer.n_vocab > model.config.vocab_size:
-        raise UserError(f"{where}: the tokenizer {tokenizer.name!r} has {tokenizer.n_vocab} ids but the model's "
-                        f"vocabulary is {model.config.vocab_size}; they do not belong together")
+        raise UserError(f"finetune.base: {path}: the tokenizer {tokenizer.name!r} has {tokenizer.n_vocab} ids but the "
+                        f"model's vocabulary is {model.config.vocab_size}; they do not belong together")
     set_dropout(model, preset.model.dropout)
     model.train()
     return model, tokenizer, meta
+
+
+def base_tokenizer(path: Path, own: Any, preset: Preset) -> Any:
+    """The base's own tokenizer, unless the preset names another: then they must be the same one
+    (a model fed another tokenizer's ids learns nothing), or it is refused with both names."""
+    from core.tokenizer.cache import trained_name, uses_model_tokenizer
+
+    where = f"finetune.base: {path}"
+    if uses_model_tokenizer(preset):
+        if own is None:
+            raise UserError(f"{where} has no tokenizer (model.json names none), so it cannot be finetuned on text; "
+                            "import it with its tokenizer, or name one in [tokenizer] (kind, encoding)")
+        return own
+    t = preset.tokenizer
+    if t.kind == "tiktoken":
+        from core.tokenizer import get_tokenizer
+
+        named = get_tokenizer(t.encoding, t.chat_template)
+        wanted, same = f"tokenizer.encoding = {t.encoding!r} ({named.name})", own is not None and (
+            named.fingerprint == getattr(own, "fingerprint", None) or t.encoding == own.name)
+    else:
+        named, wanted = None, f"tokenizer.kind = \"bpe\" ({trained_name(preset)})"
+        same = own is not None and own.name == trained_name(preset)
+    if own is None:
+        if named is None:
+            from core.tokenizer import tokenizer_for
+
+            named = tokenizer_for(preset)
+        return named  # the preset names it explicitly: not a silent swap
+    if not same:
+        raise UserError(f"{where} was trained with tokenizer {own.name!r} (its own), but the preset names {wanted}; remove "
+                        f"the [tokenizer] section or set tokenizer.kind = \"model\" to finetune with the model's own")
+    return own
 
 
 def set_dropout(model: GPT, p: float) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from core.errors import Stopped
 from core.runs import Logger, write_report
 from core.tokenizer.cache import documents, tokenizer_dir, tokenizer_for
-from core.tokenizer.encodings import META_FILE
+from core.tokenizer.encodings import is_saved_tokenizer
 from core.tokenizer.inspect import DEFAULT_COMPARED, compression_table, format_compression_table
 
 SAMPLE_BYTES = 1_000_000  # corpus sample for the compression table
@@ -36,7 +36,7 @@ def run(preset: Any, run_dir: Path, log: Logger, stop: threading.Event) -> None:
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     t = preset.tokenizer
-    cached = t.kind == "bpe" and (tokenizer_dir(preset) / META_FILE).is_file()
+    cached = t.kind == "bpe" and is_saved_tokenizer(tokenizer_dir(preset))
     if cached:
         log.log({"kind": "log", "level": "info", "message": f"using the cached tokenizer {tokenizer_dir(preset)}"})
     try:

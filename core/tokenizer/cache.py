@@ -18,8 +18,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from core.errors import UserError
 from core.runs import workspace
-from core.tokenizer.encodings import META_FILE, Tokenizer, get_tokenizer
+from core.tokenizer.encodings import Tokenizer, get_tokenizer, is_saved_tokenizer
 from core.tokenizer.train import check_vocab_size, train_bpe
 
 KEY_VERSION = 1           # bump when training changes what a key produces
@@ -54,20 +55,36 @@ def _expected_bytes(preset) -> int:
     return min(limits)
 
 
+def trained_name(preset) -> str:
+    """The name a preset's trained BPE gets (known before it is trained: the key is in it)."""
+    return f"bpe{preset.tokenizer.vocab_size}-{tokenizer_key(preset)[:8]}"
+
+
+def uses_model_tokenizer(preset) -> bool:
+    """Whether a finetune takes the base model's own tokenizer: kind = "model", or a [tokenizer]
+    section left at its defaults (a finetune that names no tokenizer means the model's)."""
+    from core.config import TokenizerConfig
+
+    return preset.tokenizer.kind == "model" or preset.tokenizer == TokenizerConfig()
+
+
 def tokenizer_for(preset, log=None, stop: threading.Event | None = None) -> Tokenizer:
     """The preset's tokenizer; for kind = "bpe" trained from core.data.iter_documents(preset) on
     first use and cached. Raises core.errors.Stopped when `stop` is set during training."""
     t = preset.tokenizer
+    if t.kind == "model":
+        raise UserError('tokenizer.kind = "model" means a base model\'s own tokenizer (finetuning); this stage '
+                        'needs one of its own: set tokenizer.kind = "bpe" or "tiktoken"')
     if t.kind == "tiktoken":
         return get_tokenizer(t.encoding, t.chat_template)
     check_vocab_size(t.vocab_size, t.chat_template)
     folder = tokenizer_dir(preset)
-    if (folder / META_FILE).is_file():
+    if is_saved_tokenizer(folder):
         return Tokenizer.load(folder)
     if folder.exists():  # not written by save_atomic (which renames only complete folders): stale
         shutil.rmtree(folder)
     tok = train_bpe(documents(preset), t.vocab_size, t.pattern, chat_template=t.chat_template,
-                    name=f"bpe{t.vocab_size}-{folder.name[:8]}", max_bytes=t.train_max_bytes, log=log,
+                    name=trained_name(preset), max_bytes=t.train_max_bytes, log=log,
                     stop=stop, total_bytes=_expected_bytes(preset))
     save_atomic(tok, folder)
     if log is not None:
@@ -85,7 +102,7 @@ def save_atomic(tok: Tokenizer, folder: Path) -> Path:
         try:
             os.rename(tmp, folder)
         except OSError:
-            if not (folder / META_FILE).is_file():
+            if not is_saved_tokenizer(folder):
                 raise
     finally:
         if tmp.exists():

@@ -15,6 +15,7 @@ gets the characters, not the control token.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import tiktoken
 
@@ -30,6 +31,19 @@ def chat_special_tokens(name: str) -> tuple[str, ...]:
     if name not in CHAT_TEMPLATES:
         raise UserError(f"tokenizer.chat_template: unknown template {name!r}; known: {', '.join(CHAT_TEMPLATES)}")
     return CHAT_TEMPLATES[name]
+
+
+def prompt_ids(tokenizer: Any, text: str, *, chat: bool = False, system: str = "") -> tuple[list[int], list[int] | None]:
+    """(ids, stop ids) that prompt a model: `text` as a document (BOS first where the tokenizer adds
+    one; special tokens spelled in it count), or with `chat` as one user turn (after a `system`
+    turn) through the tokenizer's chat template, stopping at its end of turn."""
+    if not chat:
+        if system:
+            raise UserError("--system sets the system turn of a chat prompt; add --chat")
+        return tokenizer.encode(text, allowed_special="all", add_special_tokens=True), None
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+    ids, _ = tokenizer.chat.render(messages, add_generation_prompt=True)
+    return list(ids), list(tokenizer.chat.stop_ids)
 
 
 class ChatTemplate:

@@ -2,8 +2,9 @@
 
 Every tokenizer in llmlab is a `tiktoken.Encoding` (fast, exact, thread-parallel batch encoding)
 wrapped in `Tokenizer`, which adds the chat template's special tokens, save/load of a
-self-contained folder (`tokenizer.tiktoken` rank file + `tokenizer.json`), and a fingerprint that
-data shards and checkpoints use to know which tokenizer produced their ids.
+self-contained folder (`tokenizer.tiktoken` rank file + `llmlab_tokenizer.json`), and a fingerprint
+that data shards and checkpoints use to know which tokenizer produced their ids. Real models'
+Hugging Face tokenizers are `core.tokenizer.hf.HFTokenizer`; `load_tokenizer` reads either kind.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import socket
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import tiktoken
@@ -27,7 +28,8 @@ from core.tokenizer.chat import ChatTemplate, chat_special_tokens
 
 ENDOFTEXT = "<|endoftext|>"
 RANK_FILE = "tokenizer.tiktoken"
-META_FILE = "tokenizer.json"
+META_FILE = "llmlab_tokenizer.json"
+OLD_META_FILE = "tokenizer.json"  # the name before real models' tokenizer.json shared folders; still read
 FORMAT_VERSION = 1
 RANK_FILE_MAX_BYTES = 1 << 30
 
@@ -86,7 +88,10 @@ class Tokenizer:
             self._ranks = dict(self.enc._mergeable_ranks)
         return self._ranks
 
-    def encode(self, text: str, allowed_special: Literal["all"] | Iterable[str] = ()) -> list[int]:
+    def encode(self, text: str, allowed_special: Literal["all"] | Iterable[str] = (),
+               add_special_tokens: bool = False) -> list[int]:
+        """Ids of `text`. `add_special_tokens` is for the interface of HFTokenizer (which may add a
+        BOS there); our documents start with <|endoftext|> where the caller puts it."""
         allowed = allowed_special if allowed_special == "all" else set(allowed_special)
         if not allowed:
             return self.enc.encode_ordinary(text)
@@ -122,7 +127,7 @@ class Tokenizer:
     # ---------------------------------------------------------------------------- save/load
     def save(self, folder: str | Path) -> Path:
         """Write `tokenizer.tiktoken` (base64 token + rank per line, as tiktoken reads it) and
-        `tokenizer.json`; the folder then loads offline with `Tokenizer.load` or `get_tokenizer`."""
+        `llmlab_tokenizer.json`; the folder then loads offline with `Tokenizer.load` or `get_tokenizer`."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         lines = [f"{base64.b64encode(tok).decode()} {rank}\n"
@@ -143,7 +148,7 @@ class Tokenizer:
     @classmethod
     def load(cls, folder: str | Path) -> Tokenizer:
         folder = Path(folder)
-        meta_path, rank_path = folder / META_FILE, folder / RANK_FILE
+        meta_path, rank_path = meta_file(folder), folder / RANK_FILE
         for p in (meta_path, rank_path):
             if not p.is_file():
                 raise UserError(f"{folder}: not a saved tokenizer ({p.name} is missing); "
@@ -158,6 +163,33 @@ class Tokenizer:
         except ValueError as e:  # the pattern does not compile
             raise FileFormatError(meta_path, "pattern", f"not a regular expression tiktoken accepts ({e})") from None
         return cls(enc, meta["name"], meta.get("chat_template", "chatml"), mergeable_ranks=ranks)
+
+
+def meta_file(folder: Path) -> Path:
+    """Our metadata file in a saved tokenizer folder: llmlab_tokenizer.json, or tokenizer.json of old saves."""
+    old = folder / OLD_META_FILE
+    if not (folder / META_FILE).is_file() and old.is_file() and (folder / RANK_FILE).is_file():
+        return old
+    return folder / META_FILE
+
+
+def is_saved_tokenizer(folder: Path) -> bool:
+    """Whether `folder` holds a complete tokenizer save (ours, old or new name)."""
+    return meta_file(folder).is_file() and (folder / RANK_FILE).is_file()
+
+
+def load_tokenizer(folder: str | Path, kind: str | None = None, name: str | None = None) -> Any:
+    """The tokenizer saved in `folder`: a Hugging Face one (kind "hf", or a tokenizer.json of that
+    format) as HFTokenizer, else our tiktoken save."""
+    from core.tokenizer.hf import HFTokenizer, is_hf_folder
+
+    folder = Path(folder)
+    if kind == "hf" or (kind is None and not (folder / RANK_FILE).is_file() and is_hf_folder(folder)):
+        return HFTokenizer.load(folder, name)
+    if kind is None and not (folder / RANK_FILE).is_file() and not meta_file(folder).is_file():
+        raise UserError(f"{folder}: not a tokenizer folder: it holds neither ours ({RANK_FILE} and {META_FILE}) "
+                        "nor a Hugging Face tokenizer.json")
+    return Tokenizer.load(folder)
 
 
 def read_rank_file(path: Path) -> dict[bytes, int]:
@@ -223,7 +255,7 @@ def _offline_error(name: str, missing: list[str], reason: str) -> EncodingUnavai
         "Run once with network access, or download these files on another machine and put them at "
         f"(set TIKTOKEN_CACHE_DIR to choose the folder):\n{where}\n"
         "or set tokenizer.encoding to a saved tokenizer folder (one holding tokenizer.tiktoken and "
-        "tokenizer.json, written by Tokenizer.save).", reason)
+        f"{META_FILE}, written by Tokenizer.save).", reason)
 
 
 def _reachable(url: str) -> str | None:
@@ -267,10 +299,10 @@ def get_tokenizer(name_or_path: str | Path, chat_template: str = "chatml") -> To
         return Tokenizer(load_builtin(s), s, chat_template)
     p = Path(s).expanduser()
     if p.is_dir():
-        return Tokenizer.load(p)
+        return load_tokenizer(p)
     if p.exists():
         raise UserError(f"{s}: is a file; tokenizer.encoding takes a built-in name or a saved tokenizer "
-                        f"folder (holding {RANK_FILE} and {META_FILE})")
+                        f"folder (holding {RANK_FILE} and {META_FILE}, or a Hugging Face tokenizer.json)")
     if "/" in s or os.sep in s or s.startswith("."):
         raise UserError(f"{s}: no such tokenizer folder")
     hint = difflib.get_close_matches(s, BUILTIN_ENCODINGS, n=1)

@@ -1,15 +1,16 @@
 """Look inside a tokenizer: spans of a text, statistics, the vocabulary and its merges, comparisons.
 
 Everything returns plain data (dataclasses) that the TUI's token view and the CLI render; nothing
-here prints. Works for any `Tokenizer` (built-in or trained).
+here prints. Works for any tokenizer (built-in, trained, or a real model's HFTokenizer).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from core.errors import UserError
 from core.tokenizer.encodings import EncodingUnavailable, Tokenizer, get_tokenizer
@@ -50,6 +51,10 @@ def printable(b: bytes) -> str:
 
 def spans(tok: Tokenizer, text: str, allowed_special: Literal["all"] | Iterable[str] = ()) -> list[Span]:
     """Tokenize `text` and say, for every token, which bytes and characters it covers."""
+    if hasattr(tok, "encode_with_char_offsets"):  # a real model's tokenizer knows its own offsets (SentencePiece
+        # adds a prefix space that is in no character of the text)
+        return [Span(t, tok.token_bytes(t), printable(tok.token_bytes(t)), a, b, _partial(tok.token_bytes(t)),
+                     tok.is_special(t)) for t, (a, b) in zip(*tok.encode_with_char_offsets(text, allowed_special))]
     ids = tok.encode(text, allowed_special=allowed_special)
     # char index of each UTF-8 byte of the text, to map byte offsets back to characters
     byte_to_char: list[int] = []
@@ -63,13 +68,17 @@ def spans(tok: Tokenizer, text: str, allowed_special: Literal["all"] | Iterable[
         pos = end_b
         start = byte_to_char[start_b] if start_b < len(byte_to_char) else len(text)
         end = byte_to_char[end_b - 1] + 1 if b else start
-        try:
-            b.decode("utf-8")
-            partial = False
-        except UnicodeDecodeError:
-            partial = True
-        out.append(Span(t, b, printable(b), start, end, partial, tok.is_special(t)))
+        out.append(Span(t, b, printable(b), start, end, _partial(b), tok.is_special(t)))
     return out
+
+
+def _partial(b: bytes) -> bool:
+    """Whether a token holds only part of a character's UTF-8 bytes."""
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -171,10 +180,14 @@ class Comparison:
     stats: tuple[TokenStats, TokenStats]
 
 
+def _as_tokenizer(t: Any) -> Any:
+    """A tokenizer object as it is; a name or folder through get_tokenizer (ours and HF ones alike)."""
+    return get_tokenizer(os.fspath(t)) if isinstance(t, (str, os.PathLike)) else t
+
+
 def compare(text: str, a: Tokenizer | str, b: Tokenizer | str) -> Comparison:
     """Two tokenizers on the same text, side by side."""
-    ta = a if isinstance(a, Tokenizer) else get_tokenizer(a)
-    tb = b if isinstance(b, Tokenizer) else get_tokenizer(b)
+    ta, tb = _as_tokenizer(a), _as_tokenizer(b)
     return Comparison(text, (ta.name, tb.name), (spans(ta, text), spans(tb, text)), (stats(ta, text), stats(tb, text)))
 
 
@@ -207,12 +220,12 @@ def compression_table(texts: Sequence[str], encodings: Sequence[Tokenizer | str]
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     rows: list[CompressionRow] = []
     counts: dict[str, int] = {}
-    names = [e.name if isinstance(e, Tokenizer) else str(e) for e in encodings]
+    names = [str(e) if isinstance(e, (str, os.PathLike)) else e.name for e in encodings]
     refs = [r for r in ("gpt2", "cl100k_base") if r not in names]
     for e in [*encodings, *refs]:
-        name = e.name if isinstance(e, Tokenizer) else str(e)
+        name = str(e) if isinstance(e, (str, os.PathLike)) else e.name
         try:
-            tok = e if isinstance(e, Tokenizer) else get_tokenizer(e)
+            tok = _as_tokenizer(e)
         except EncodingUnavailable as err:
             rows.append(CompressionRow(name, False, f"files not available offline ({err.reason})"))
             continue

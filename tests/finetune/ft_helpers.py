@@ -42,5 +42,5 @@ def make_preset(method: str, base, data, **over):
             sub, _, leaf = name.partition("__")
             doc[section].setdefault(sub, {})[leaf] = value
         else:
-            doc[section][name] = value
+            doc.setdefault(section, {})[name] = value
     return config.from_dict(doc, "<test>")

@@ -70,8 +70,8 @@ def test_save_and_load_round_trip(gpt2_cache, tmp_path):
 
 def test_damaged_saved_tokenizers_are_user_errors(trained, tmp_path):
     folder = trained.save(tmp_path / "tok")
-    (folder / "tokenizer.json").unlink()
-    with pytest.raises(UserError, match="tokenizer.json is missing"):
+    (folder / "llmlab_tokenizer.json").unlink()
+    with pytest.raises(UserError, match="llmlab_tokenizer.json is missing"):
         Tokenizer.load(folder)
     trained.save(folder)
     with open(folder / "tokenizer.tiktoken", "a") as f:
@@ -80,11 +80,19 @@ def test_damaged_saved_tokenizers_are_user_errors(trained, tmp_path):
         Tokenizer.load(folder)
     (folder / "tokenizer.tiktoken").write_text("")
     trained.save(folder)
-    (folder / "tokenizer.json").write_text("{")
+    (folder / "llmlab_tokenizer.json").write_text("{")
     with pytest.raises(UserError, match="not valid JSON"):
         get_tokenizer(folder)
     with pytest.raises(UserError, match="is a file"):
-        get_tokenizer(folder / "tokenizer.json")
+        get_tokenizer(folder / "llmlab_tokenizer.json")
+
+
+def test_folders_saved_under_the_old_metadata_name_still_load(trained, tmp_path):
+    """Before real models' tokenizer.json could share a folder, our metadata file had that name."""
+    folder = trained.save(tmp_path / "tok")
+    (folder / "llmlab_tokenizer.json").rename(folder / "tokenizer.json")
+    back = get_tokenizer(folder)
+    assert isinstance(back, Tokenizer) and back.fingerprint == trained.fingerprint
 
 
 def test_tokenizers_pickle_for_worker_processes(trained):

@@ -56,7 +56,7 @@ def test_trains_once_then_loads_from_the_cache(workspace, corpus_file, documents
     tok = tokenizer_for(preset, log)
     folder = workspace / "tokenizers" / tokenizer_key(preset)
     assert tokenizer_dir(preset) == folder
-    assert sorted(p.name for p in folder.iterdir()) == ["tokenizer.json", "tokenizer.tiktoken"]
+    assert sorted(p.name for p in folder.iterdir()) == ["llmlab_tokenizer.json", "tokenizer.tiktoken"]
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary folders left
     assert tok.n_vocab == 400 and tok.chat_template == "chatml"
     progress = [e for e in log.events if e["kind"] == "progress"]

@@ -78,16 +78,17 @@ def method_preset(method: str, current: config.Preset) -> config.Preset:
 
 def base_tokenizer(spec: str, preset: config.Preset, root: Path | None = None) -> tuple[Any, int]:
     """(tokenizer, context length) of the base model, read from its checkpoint (no weights)."""
-    from core.tokenizer import Tokenizer, get_tokenizer
+    from core.tokenizer import get_tokenizer, load_tokenizer
 
     if spec in GPT2_NAMES:
         return get_tokenizer("gpt2", preset.tokenizer.chat_template), 1024
     ckpt = core_lookup.resolve_checkpoint(spec, root=root)
     meta = read_meta(ckpt) or {}
     ctx = int((meta.get("architecture") or {}).get("context_length") or preset.model.context_length)
-    folder = ckpt / ((meta.get("tokenizer") or {}).get("folder") or "tokenizer")
-    if folder.is_dir():
-        return Tokenizer.load(folder), ctx
+    entry = meta.get("tokenizer") or {}
+    folder = ckpt / (entry.get("folder") or "tokenizer")
+    if folder.is_dir():  # ours or a real model's (kind "hf")
+        return load_tokenizer(folder, entry.get("kind"), entry.get("name")), ctx
     from tui.screens.shared import preset_tokenizer
 
     tok, note = preset_tokenizer(preset)
