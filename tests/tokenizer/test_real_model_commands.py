@@ -62,7 +62,7 @@ def test_chat_prompts_through_the_models_template(real):
 
 
 def test_chat_repl_and_report_run(real, capsys):
-    from core.chat import chat_repl
+    from core.cli_chat import chat_repl
     from core.cli import main
 
     out = io.StringIO()
