@@ -8,7 +8,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-_cache = Path(__file__).resolve().parent.parent.parent / "shared" / "tiktoken-cache"
+_cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or Path(__file__).resolve().parent.parent.parent / "shared" / "tiktoken-cache")
 if _cache.is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(_cache))
 

@@ -22,7 +22,7 @@ def test_measures():
 
 def test_each_rule_removes_what_it_should_and_reports_it():
     cfg = FilterConfig(min_chars=10, max_chars=60, min_words=3, max_non_letter_frac=0.3,
-                       max_repeated_line_frac=0.3, dedup_exact=False)
+                       max_repeated_line_frac=0.3, repeated_line_min_chars=0, dedup_exact=False)
     docs = {"ok": "a fine sentence with words", "min_chars": "tiny", "max_chars": "long " * 20,
             "min_words": "onlytwo words!", "max_non_letter_frac": "$$$ ### 123 456 789 !!! ok",
             "max_repeated_line_frac": "menu item\nmenu item\nmenu item\nreal text", "empty": "   \n "}
