@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.data.report import filter_lines, source_lines, token_line
 from core.data.shards import Stopped, prepare_shards, read_meta
 from core.data.stats import shard_stats
 
@@ -46,10 +47,12 @@ def run(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
         log.log({"kind": "log", "level": "warning",
                  "message": f"replaced {src['bad_utf8']} byte sequences that are not UTF-8 "
                             f"(in {', '.join(src['bad_utf8_files'][:3])})"})
-    if src["exhausted"]:
-        log.log({"kind": "log", "level": "info",
-                 "message": f"the mixture stopped when {src['exhausted']} ran out; realised shares: "
-                            + ", ".join(f"{s['source']} {s['share_chars']:.1%}" for s in src["sources"])})
+    if src.get("exhausted"):
+        log.log({"kind": "log", "level": "info", "message": f"the mixture stopped when {src['exhausted']} ran out"})
+    unread = src.get("left_unread", [])
+    log.log({"kind": "log", "level": "warning" if unread else "info", "message": "\n".join(source_lines(src))})
+    names = [s["source"] for s in src["sources"]]
+    log.log({"kind": "log", "level": "info", "message": "\n".join(filter_lines(flt, names))})
     stats = shard_stats(meta, preset.model.context_length, tokenizer)
     _write_json(run_dir / "filter_report.json", {"source": what, **flt, "sources": src})
     _write_json(run_dir / "stats.json", stats)
@@ -61,10 +64,9 @@ def run(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
         "filtered": {"docs_in": flt["docs_in"], "docs_removed": flt["docs_removed"],
                      "chars_removed": flt["chars_removed"],
                      "by_rule": {r: v["docs"] for r, v in flt["rules"].items()}},
-        "sources": src["sources"], "bad_utf8": src["bad_utf8"],
+        "shard_tokens": meta["train_tokens"] + meta["val_tokens"], "eot_tokens": stats["docs"],
+        "sources": src["sources"], "source_tokens": meta.get("source_tokens"), "bad_utf8": src["bad_utf8"],
         "seconds": round(time.time() - t0, 3), "tokenize_seconds": meta["seconds"],
     }
     _write_json(run_dir / "report.json", report)
-    log.log({"kind": "log", "level": "info",
-             "message": f"{stats['docs']:,} documents, {stats['tokens']:,} tokens "
-                        f"({meta['train_tokens']:,} train / {meta['val_tokens']:,} val) in {folder}"})
+    log.log({"kind": "log", "level": "info", "message": f"{token_line(meta)} in {folder}"})
