@@ -73,6 +73,22 @@ class Documents:
             if not is_val:
                 yield text
 
+    def held_out(self, bytes_per_source: int = 300_000) -> dict[str, list[str]]:
+        """Validation documents of each source, up to `bytes_per_source` each: text no tokenizer
+        trained on, for honest measurements. Reading stops once every source has its share."""
+        names = self.source_names()
+        out: dict[str, list[str]] = {n: [] for n in names}
+        size = [0] * len(names)
+        it = self.tagged()
+        for text, src, is_val in it:
+            if is_val and size[src] < bytes_per_source:
+                out[names[src]].append(text)
+                size[src] += len(text.encode("utf-8"))
+                if min(size) >= bytes_per_source:
+                    it.close()
+                    break
+        return out
+
     # ------------------------------------------------------------------------------ reports
     def source_report(self) -> dict:
         used = sum(a.bytes_used for a in self.accounts)

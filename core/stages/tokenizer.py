@@ -1,5 +1,7 @@
 """Stage `tokenizer`: train the preset's BPE (unless cached) or load its encoding, save it into the
-run, and report its compression against GPT-2 and GPT-4 on a sample of the corpus.
+run, and report its compression against GPT-2, GPT-4 and GPT-4o on held-out text: the validation
+documents of every source (the tokenizer never trained on them), per source and overall, with
+fertility (tokens per word) and the share of byte fallbacks.
 """
 
 from __future__ import annotations
@@ -9,22 +11,19 @@ import threading
 import time
 from pathlib import Path
 
-from core.tokenizer.cache import documents, tokenizer_dir, tokenizer_for
+from core.tokenizer.cache import tokenizer_dir, tokenizer_for
 from core.tokenizer.encodings import META_FILE
-from core.tokenizer.inspect import DEFAULT_COMPARED, compression_table, format_compression_table
+from core.tokenizer.inspect import DEFAULT_COMPARED, compression_by_source, format_compression_table
 from core.tokenizer.train import TrainingStopped
 
-SAMPLE_BYTES = 1_000_000  # corpus sample for the compression table
+SAMPLE_BYTES = 300_000  # held-out text per source for the compression table
 
 
-def _sample(preset, max_bytes: int = SAMPLE_BYTES) -> list[str]:
-    out, n = [], 0
-    for doc in documents(preset):
-        out.append(doc)
-        n += len(doc.encode("utf-8"))
-        if n >= max_bytes:
-            break
-    return out
+def held_out(preset, bytes_per_source: int = SAMPLE_BYTES) -> dict[str, list[str]]:
+    """Validation documents of every source of the preset's corpus (never training text)."""
+    from core.data import Documents
+
+    return Documents(preset.data).held_out(bytes_per_source)
 
 
 def run(preset, run_dir: Path, log, stop: threading.Event) -> None:
@@ -48,11 +47,18 @@ def run(preset, run_dir: Path, log, stop: threading.Event) -> None:
     saved = None
     if t.kind == "bpe" or Path(t.encoding).is_dir():
         saved = tok.save(run_dir / "tokenizer")
-    texts = _sample(preset)
-    rows = compression_table(texts, [tok, *[e for e in DEFAULT_COMPARED if e != tok.name]])
-    table = format_compression_table(rows)
-    log.log({"kind": "log", "level": "info",
-             "message": f"compression on {sum(len(x.encode()) for x in texts):,} bytes of the corpus:\n{table}"})
+    texts = held_out(preset)
+    tables = compression_by_source(texts, [tok, *[e for e in DEFAULT_COMPARED if e != tok.name]])
+    sizes = {name: sum(len(x.encode("utf-8")) for x in docs) for name, docs in texts.items()}
+    for name, rows in tables.items():
+        n = sum(sizes.values()) if name == "all sources" else sizes[name]
+        log.log({"kind": "log", "level": "info", "message": f"compression on {n:,} bytes of held-out text "
+                 f"({name}):\n{format_compression_table(rows)}"})
+    for name, docs in texts.items():
+        if not docs:
+            log.log({"kind": "log", "level": "warning",
+                     "message": f"{name}: no held-out documents (fewer than 1 / data.val_fraction kept); not measured"})
+    overall = tables.get("all sources") or next(iter(tables.values()), [])
     report = {
         "tokenizer": {
             "name": tok.name,
@@ -67,7 +73,10 @@ def run(preset, run_dir: Path, log, stop: threading.Event) -> None:
             "trained": t.kind == "bpe" and not cached,
             "seconds": round(seconds, 3),
         },
-        "sample_bytes": sum(len(x.encode("utf-8")) for x in texts),
-        "compression": [r.to_dict() for r in rows],
+        "sample": "held-out validation documents of each source",
+        "sample_bytes": sum(sizes.values()),
+        "sample_bytes_by_source": sizes,
+        "compression": [r.to_dict() for r in overall],
+        "compression_by_source": {name: [r.to_dict() for r in rows] for name, rows in tables.items()},
     }
     (run_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")

@@ -22,7 +22,7 @@ from core.runs import workspace
 from core.tokenizer.encodings import META_FILE, Tokenizer, get_tokenizer
 from core.tokenizer.train import check_vocab_size, train_bpe
 
-KEY_VERSION = 1           # bump when training changes what a key produces
+KEY_VERSION = 2           # bump when training changes what a key produces (2: validation text held out)
 
 
 def tokenizer_key(preset) -> str:
@@ -40,8 +40,9 @@ def tokenizer_dir(preset) -> Path:
 
 
 def documents(preset) -> Iterator[str]:
-    from core.data import iter_documents  # imported late: core.data imports the tokenizer too
-    return iter_documents(preset)
+    """The training documents of the preset's corpus: the validation split is never trained on."""
+    from core.data import Documents  # imported late: core.data imports the tokenizer too
+    return Documents(preset.data).train_texts()
 
 
 def _expected_bytes(preset) -> int:
@@ -55,7 +56,7 @@ def _expected_bytes(preset) -> int:
 
 
 def tokenizer_for(preset, log=None, stop: threading.Event | None = None) -> Tokenizer:
-    """The preset's tokenizer; for kind = "bpe" trained from core.data.iter_documents(preset) on
+    """The preset's tokenizer; for kind = "bpe" trained on the corpus's training documents on
     first use and cached. Raises TrainingStopped when `stop` is set during training."""
     t = preset.tokenizer
     if t.kind == "tiktoken":
