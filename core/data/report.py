@@ -69,3 +69,27 @@ def token_line(meta: dict) -> str:
     total = meta["train_tokens"] + meta["val_tokens"]
     return (f"{docs:,} documents: {total - docs:,} text tokens + {docs:,} end-of-text = {total:,} tokens in the "
             f"shards ({meta['train_tokens']:,} train / {meta['val_tokens']:,} val)")
+
+
+def quality_lines(quality: dict) -> list[str]:
+    """Per source and overall: languages, lengths, distinct n-grams, vocabulary growth, near-duplicate
+    clusters and relevance (when a reference is set)."""
+    rows = dict(quality.get("sources", {}))
+    if "overall" in quality:
+        rows["all sources"] = quality["overall"]
+    lines = [f"quality and diversity (a sample of up to {quality.get('sample_docs_per_source', 0):,} documents per source):"]
+    for name, q in rows.items():
+        langs = ", ".join(f"{k} {v:.0%}" for k, v in q.get("languages", {}).items()) or "-"
+        ln = q.get("length", {})
+        g = q.get("vocab_growth", {})
+        growth = f"; distinct words after {'/'.join(f'{int(k):,}' for k in g)} words: {'/'.join(f'{v:,}' for v in g.values())}"
+        line = (f"  {name}: {langs}; chars p10/p50/p90 {ln.get('p10_chars', 0):,}/{ln.get('p50_chars', 0):,}/"
+                f"{ln.get('p90_chars', 0):,}; distinct 1/2/3-grams {q.get('distinct_1', 0):.2f}/"
+                f"{q.get('distinct_2', 0):.2f}/{q.get('distinct_3', 0):.2f}{growth if g else ''}")
+        nd = q.get("near_duplicates")
+        if nd and nd.get("clusters"):
+            line += f"; near-duplicate clusters {nd['clusters']:,} ({nd['share_in_clusters']:.1%} of documents)"
+        if "relevance" in q:
+            line += f"; relevance {q['relevance']:.3f}"
+        lines.append(line)
+    return lines

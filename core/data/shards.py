@@ -202,6 +202,7 @@ def prepare_shards(preset: Any, tokenizer: Any, log: Any = None, stop: threading
 
     `tokenizer` is anything with .enc (a tiktoken.Encoding), .eot_id, .n_vocab and .name."""
     from core.data.documents import Documents
+    from core.data.quality import QualitySampler, quality_report, read_reference
 
     data = preset.data
     key = shard_key(data, tokenizer)
@@ -217,7 +218,9 @@ def prepare_shards(preset: Any, tokenizer: Any, log: Any = None, stop: threading
     tmp.mkdir()
     try:
         docs = Documents(data, count_tokens=lambda text: len(tokenizer.enc.encode_ordinary(text)) + 1)
-        stats = write_shards(docs.tagged(), tmp, tokenizer, n_sources=len(docs.source_names()),
+        reference = read_reference(data.relevance_reference) if data.relevance_reference else None
+        sampler = QualitySampler(len(docs.source_names()), data.seed)
+        stats = write_shards(sampler.observe(docs.tagged()), tmp, tokenizer, n_sources=len(docs.source_names()),
                              num_proc=data.num_proc, log=log, stop=stop, total_bytes=docs.total_bytes())
         ctx = preset.model.context_length
         if stats["train_tokens"] + stats["val_tokens"] < ctx + 1:
@@ -233,7 +236,8 @@ def prepare_shards(preset: Any, tokenizer: Any, log: Any = None, stop: threading
         meta = {"format": SHARD_FORMAT, "key": key, "created": datetime.datetime.now().isoformat(timespec="seconds"),
                 "tokenizer": tokenizer_identity(tokenizer), "dtype": dtype_for(tokenizer.n_vocab).name,
                 "separator": "eot before each document", "data": to_dict(data), **stats,
-                "source_report": docs.source_report(), "filter_report": docs.filter_report()}
+                "source_report": docs.source_report(), "filter_report": docs.filter_report(),
+                "quality": quality_report(sampler, docs.source_names(), docs.filter_report(), reference)}
         with open(tmp / "meta.json", "w") as f:
             json.dump(meta, f, indent=1)
             f.flush()

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.data.report import filter_lines, source_lines, token_line
+from core.data.quality import read_reference
+from core.data.report import filter_lines, quality_lines, source_lines, token_line
 from core.data.shards import Stopped, prepare_shards, read_meta
 from core.data.stats import shard_stats
 
@@ -34,6 +35,8 @@ def run(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
     d = preset.data
     what = " + ".join(f"{s.source} ({s.weight:g})" for s in d.mixture) if d.mixture else d.source
     log.log({"kind": "log", "level": "info", "message": f"data: {what}"})
+    if d.relevance_reference:
+        read_reference(d.relevance_reference)  # an unreadable reference fails before any work
     try:
         tokenizer = tokenizer_for(preset, log, stop)
         if stop.is_set():
@@ -53,6 +56,8 @@ def run(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
     log.log({"kind": "log", "level": "warning" if unread else "info", "message": "\n".join(source_lines(src))})
     names = [s["source"] for s in src["sources"]]
     log.log({"kind": "log", "level": "info", "message": "\n".join(filter_lines(flt, names))})
+    if meta.get("quality"):
+        log.log({"kind": "log", "level": "info", "message": "\n".join(quality_lines(meta["quality"]))})
     stats = shard_stats(meta, preset.model.context_length, tokenizer)
     _write_json(run_dir / "filter_report.json", {"source": what, **flt, "sources": src})
     _write_json(run_dir / "stats.json", stats)
@@ -66,6 +71,7 @@ def run(preset: Any, run_dir: Path, log: Any, stop: threading.Event) -> None:
                      "by_rule": {r: v["docs"] for r, v in flt["rules"].items()}},
         "shard_tokens": meta["train_tokens"] + meta["val_tokens"], "eot_tokens": stats["docs"],
         "sources": src["sources"], "source_tokens": meta.get("source_tokens"), "bad_utf8": src["bad_utf8"],
+        "quality": meta.get("quality"),
         "seconds": round(time.time() - t0, 3), "tokenize_seconds": meta["seconds"],
     }
     _write_json(run_dir / "report.json", report)

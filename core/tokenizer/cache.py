@@ -29,6 +29,7 @@ def tokenizer_key(preset) -> str:
     """Hash of what decides a trained tokenizer: the corpus definition and the BPE settings."""
     data = dataclasses.asdict(preset.data)
     data.pop("num_proc", None)  # how fast shards are written, not what the corpus is
+    data.pop("relevance_reference", None)  # what the report compares the corpus with
     t = preset.tokenizer
     spec = {"v": KEY_VERSION, "data": data, "vocab_size": t.vocab_size, "pattern": t.pattern,
             "chat_template": t.chat_template, "train_max_bytes": t.train_max_bytes}
