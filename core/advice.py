@@ -49,6 +49,7 @@ class Facts:
     doc_tokens: Sequence[int] | None = None  # token length of (a sample of) documents
     finetune_examples: int | None = None
     class_counts: dict[str, int] | None = None
+    origin: str = ""  # where the corpus facts come from (prepared shards, a scan), for display
 
 
 # ----------------------------------------------------------------------------------- helpers

@@ -46,6 +46,23 @@ def documents(preset) -> Iterator[str]:
     return Documents(preset.data).train_texts()
 
 
+def ready_tokenizer(preset) -> tuple[Tokenizer | None, str]:
+    """(tokenizer or None, note) without training: the preset's encoding, or its trained BPE if
+    cached. Training is long work that belongs to a run, so an untrained BPE is None with a note."""
+    from core.errors import UserError
+
+    t = preset.tokenizer
+    if t.kind == "tiktoken":
+        try:
+            return get_tokenizer(t.encoding, t.chat_template), t.encoding
+        except UserError as e:
+            return None, str(e)
+    folder = tokenizer_dir(preset)
+    if (folder / META_FILE).is_file():
+        return Tokenizer.load(folder), f"BPE {t.vocab_size} ({folder.name})"
+    return None, f"the preset's BPE ({t.vocab_size}) is not trained yet: train it as a run (Tokenizer screen, T)"
+
+
 def _expected_bytes(preset) -> int:
     """A guess of how many bytes training will read, for the progress bar's total."""
     limits = [preset.tokenizer.train_max_bytes]
