@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -129,6 +130,7 @@ class DocumentFilter:
         self._kept_of: dict[int, int] = {}
         self._seen = HashSet64()  # exact dedup: 8 bytes of hash per kept document
         self._lsh = None
+        self._perms = None
         if cfg.dedup_near:
             from datasketch import MinHashLSH
 
@@ -175,7 +177,13 @@ class DocumentFilter:
     def _minhash(self, norm: str):
         from datasketch import MinHash
 
-        mh = MinHash(num_perm=self.cfg.minhash_perm, seed=self.seed)
+        if self._perms is None:  # drawing the permutations per document was half of near dedup's time
+            first = MinHash(num_perm=self.cfg.minhash_perm, seed=self.seed)
+            self._perms = (first.permutations, getattr(first, "scheme", None))
+        # crc32 instead of datasketch's default sha1: ~4x faster per shingle, still stable across processes
+        perms, scheme = self._perms
+        extra = {"scheme": scheme} if scheme else {}
+        mh = MinHash(num_perm=self.cfg.minhash_perm, seed=self.seed, hashfunc=zlib.crc32, permutations=perms, **extra)
         mh.update_batch([s.encode() for s in shingles(norm, self.cfg.shingle, self.cfg.shingle_size)])
         return mh
 

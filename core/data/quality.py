@@ -106,11 +106,16 @@ def diversity(sample: list[str]) -> dict:
     return out
 
 
-def languages(sample: list[str], top: int = 3) -> dict[str, float]:
-    if not sample:
-        return {}
-    counts = Counter(language(t) for t in sample)
-    return {k: round(v / len(sample), 4) for k, v in counts.most_common(top)}
+LANGUAGE_DOCS = 200  # per source: language shares to ~3 points at a fraction of a second
+
+
+def language_counts(sample: list[str]) -> Counter:
+    return Counter(language(t) for t in sample[:LANGUAGE_DOCS])
+
+
+def shares(counts: Counter, top: int = 3) -> dict[str, float]:
+    n = sum(counts.values())
+    return {k: round(v / n, 4) for k, v in counts.most_common(top)} if n else {}
 
 
 # ----------------------------------------------------------------------------------- relevance
@@ -162,8 +167,8 @@ class Relevance:
 # -------------------------------------------------------------------------------------- report
 
 
-def _row(sample: list[str], lengths: list[int], rel: Relevance | None) -> dict:
-    row = {"length": length_summary(lengths), "languages": languages(sample), **diversity(sample)}
+def _row(sample: list[str], lengths: list[int], rel: Relevance | None, langs: Counter) -> dict:
+    row = {"length": length_summary(lengths), "languages": shares(langs), **diversity(sample)}
     if rel is not None and sample:
         row["relevance"] = round(float(np.mean([rel.score(t) for t in sample])), 4)
     return row
@@ -177,8 +182,12 @@ def quality_report(sampler: QualitySampler, names: list[str], filter_report: dic
     rel = Relevance(reference, everything) if reference else None
     clusters = filter_report.get("near_clusters", {})
     out: dict = {"sample_docs_per_source": sampler.k, "sources": {}}
+    total_langs: Counter = Counter()
     for i, name in enumerate(names):
-        row = _row(sampler.samples[i], sampler.lengths[i], rel)
+        langs = language_counts(sampler.samples[i])
+        # overall language shares weight each source by its documents, not by its sample
+        total_langs.update({k: v * sampler.seen[i] / max(1, sum(langs.values())) for k, v in langs.items()})
+        row = _row(sampler.samples[i], sampler.lengths[i], rel, langs)
         c = clusters.get(str(i), {"clusters": 0, "docs": 0, "sizes": {}})
         read = sampler.seen[i] + c["docs"] - c["clusters"]  # kept documents + their removed near duplicates
         row["near_duplicates"] = {**c, "share_in_clusters": round(c["docs"] / read, 4) if read else 0.0}
@@ -187,7 +196,7 @@ def quality_report(sampler: QualitySampler, names: list[str], filter_report: dic
         rng = random.Random(0)  # overall diversity over an equal mix, so no source's size decides it
         mixed = everything[:]
         rng.shuffle(mixed)
-        out["overall"] = _row(mixed, [n for ls in sampler.lengths for n in ls], rel)
+        out["overall"] = _row(mixed, [n for ls in sampler.lengths for n in ls], rel, total_langs)
     return out
 
 
