@@ -1,7 +1,8 @@
-"""Stage `tokenizer`: train the preset's BPE (unless cached) or load its encoding, save it into the
-run, and report its compression against GPT-2, GPT-4 and GPT-4o on held-out text: the validation
-documents of every source (the tokenizer never trained on them), per source and overall, with
-fertility (tokens per word) and the share of byte fallbacks.
+"""Stage `tokenizer`: train the preset's BPE (unless cached) or load its encoding, and report its compression on held-out text.
+
+The encoding is saved into the run; the compression table (bytes per token, tokens per word, byte
+fallbacks, against GPT-2, GPT-4 and GPT-4o) is measured on the validation documents of every source,
+which the tokenizer never trained on, per source and overall.
 """
 
 from __future__ import annotations
