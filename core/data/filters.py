@@ -3,7 +3,7 @@
 The second step of the data stage, between reading and tokenizing. Heuristic rules in the spirit
 of the C4/Gopher filters (length, words, share of non-letters, repeated lines; markup and code
 measured apart, core/data/markup.py), exact deduplication by a hash of the normalised text, and
-near-duplicate removal with MinHash LSH (datasketch) over word or character n-grams. One filter
+near-duplicate removal with MinHash LSH (core/data/neardup.py) over word or character n-grams. One filter
 serves every source of a mixture: thresholds may differ per source, deduplication is corpus-wide.
 `keep(text, source, cfg)` decides one document; `report()` is plain data for the filter report
 (documents and characters removed per rule, per source, a few examples each, near-duplicate clusters).
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-import zlib
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from core.config import FilterConfig
 from core.data.markup import prose_lines
+from core.data.neardup import NearDuplicates
 from core.errors import UserError
 
 EXAMPLES_PER_RULE = 3
@@ -126,15 +127,10 @@ class DocumentFilter:
         self.counts = {r: RuleCount() for r in RULES}
         self.by_source: dict[int, dict[str, list[int]]] = {}  # source -> rule -> [docs, chars]
         self.docs_in = self.chars_in = self.docs_kept = self.chars_kept = 0
-        self.clusters: dict[str, int] = {}  # kept document "source:n" -> near duplicates removed for it
-        self._kept_of: dict[int, int] = {}
+        self.clusters: dict[int, int] = {}  # near-dedup document number -> near duplicates removed for it
         self._seen = HashSet64()  # exact dedup: 8 bytes of hash per kept document
-        self._lsh = None
-        self._perms = None
-        if cfg.dedup_near:
-            from datasketch import MinHashLSH
-
-            self._lsh = MinHashLSH(threshold=cfg.near_threshold, num_perm=cfg.minhash_perm)
+        self._near = NearDuplicates(cfg.near_threshold, cfg.minhash_perm, seed) if cfg.dedup_near else None
+        self._near_source = array("H")  # source of each document the near-dedup memory holds
 
     # ------------------------------------------------------------------------------- rules
     def first_failing_rule(self, text: str, cfg: FilterConfig | None = None, source: int = 0) -> str | None:
@@ -157,35 +153,19 @@ class DocumentFilter:
 
     def _duplicate(self, text: str, source: int) -> str | None:
         c = self.cfg
-        norm = normalise(text) if (c.dedup_exact or self._lsh is not None) else ""
+        norm = normalise(text) if (c.dedup_exact or self._near is not None) else ""
         if c.dedup_exact:
             h = int.from_bytes(hashlib.blake2b(norm.encode(), digest_size=8).digest(), "little")
             if h in self._seen:
                 return "dedup_exact"
             self._seen.add(h)
-        if self._lsh is not None:
-            mh = self._minhash(norm)
-            hits = self._lsh.query(mh)
-            if hits:
-                first = min(hits)
+        if self._near is not None:
+            first = self._near.match(s.encode() for s in shingles(norm, c.shingle, c.shingle_size))
+            if first is not None:
                 self.clusters[first] = self.clusters.get(first, 0) + 1
                 return "dedup_near"
-            n = self._kept_of.get(source, 0)
-            self._lsh.insert(f"{source}:{n}", mh)
+            self._near_source.append(source)
         return None
-
-    def _minhash(self, norm: str):
-        from datasketch import MinHash
-
-        if self._perms is None:  # drawing the permutations per document was half of near dedup's time
-            first = MinHash(num_perm=self.cfg.minhash_perm, seed=self.seed)
-            self._perms = (first.permutations, getattr(first, "scheme", None))
-        # crc32 instead of datasketch's default sha1: ~4x faster per shingle, still stable across processes
-        perms, scheme = self._perms
-        extra = {"scheme": scheme} if scheme else {}
-        mh = MinHash(num_perm=self.cfg.minhash_perm, seed=self.seed, hashfunc=zlib.crc32, permutations=perms, **extra)
-        mh.update_batch([s.encode() for s in shingles(norm, self.cfg.shingle, self.cfg.shingle_size)])
-        return mh
 
     # ------------------------------------------------------------------------------- stream
     def keep(self, text: str, source: int = 0, cfg: FilterConfig | None = None) -> bool:
@@ -196,7 +176,6 @@ class DocumentFilter:
         if rule is None:
             self.docs_kept += 1
             self.chars_kept += len(text)
-            self._kept_of[source] = self._kept_of.get(source, 0) + 1
             return True
         rc = self.counts[rule]
         rc.docs += 1
@@ -217,8 +196,8 @@ class DocumentFilter:
         """Near-duplicate clusters (a kept document and the ones removed as its near duplicates),
         per source of the kept document: how many, how many documents they hold, their sizes."""
         out: dict[int, dict] = {}
-        for key, removed in self.clusters.items():
-            src = int(key.split(":", 1)[0])
+        for first, removed in self.clusters.items():
+            src = self._near_source[first]
             row = out.setdefault(src, {"clusters": 0, "docs": 0, "sizes": {}})
             size = removed + 1
             row["clusters"] += 1
