@@ -49,7 +49,7 @@ def test_cli_bad_input_exits_2_with_the_message(workspace, tmp_path, gpt2_cache)
     (tmp_path / "bad.jsonl").write_text('{"body": "x"}\n')
     preset = tmp_path / "p.toml"
     preset.write_text(f'name = "p"\n[data]\nsource = "{tmp_path / "bad.jsonl"}"\n[tokenizer]\nkind = "tiktoken"\n')
-    env = {**os.environ, "LLMLAB_HOME": str(workspace)}
+    env = {**os.environ, "LLMLAB_HOME": str(workspace), "COLUMNS": "300"}  # no wrapping of the one-line message
     p = subprocess.run([sys.executable, "-m", "core.cli", "data", str(preset)], capture_output=True, text=True,
                        cwd=ROOT, env=env, timeout=120, stdin=subprocess.DEVNULL)
     assert p.returncode == 2, p.stdout + p.stderr
