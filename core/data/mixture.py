@@ -140,7 +140,7 @@ class SourceStream:
         for text in self._source:
             size = len(text.encode("utf-8"))
             if self.cfg.max_docs and a.docs_read >= self.cfg.max_docs or not self.limit.allows(size):
-                a.stopped_by = self.limit.hit or "max_docs"
+                a.stopped_by = self.limit.hit or "its max_docs"
                 a.docs_unread, a.bytes_unread = 1, size  # count_unread adds the rest
                 break
             a.docs_read += 1
