@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from core.config import Preset
 from core.model import stats as model_stats
+from core.tokenizer.encodings import TIKTOKEN_VOCAB
 
 LEVELS = ("ok", "warn", "bad")
 STAGES = ("data", "tokenizer", "model", "pretrain", "finetune", "eval", "chat")
@@ -24,8 +25,6 @@ CHINCHILLA_TOKENS_PER_PARAM = 20.0
 # English text through a GPT-2-like BPE: about 4 bytes per token; a small BPE gives fewer.
 BYTES_PER_TOKEN = 4.0
 SMALL_BPE_BYTES_PER_TOKEN = 3.0
-TIKTOKEN_VOCAB = {"gpt2": 50257, "r50k_base": 50257, "p50k_base": 50281, "cl100k_base": 100277,
-                  "o200k_base": 200019}
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,7 @@ class Facts:
     doc_tokens: Sequence[int] | None = None  # token length of (a sample of) documents
     finetune_examples: int | None = None
     class_counts: dict[str, int] | None = None
+    origin: str = ""  # where the corpus facts come from (prepared shards, a scan), for display
 
 
 # ----------------------------------------------------------------------------------- helpers

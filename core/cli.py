@@ -281,7 +281,11 @@ def cmd_presets(args: argparse.Namespace) -> int:
         from core.advice import advise
     except ImportError:
         return EXIT_OK
-    for f in advise(p):
+    from core.data.facts import corpus_facts
+
+    facts = corpus_facts(p)
+    out.print(f"  corpus facts: {facts.origin}")
+    for f in advise(p, facts):
         out.print(f"  [{ {'ok': 'green', 'warn': 'yellow', 'bad': 'red'}.get(f.level, '') }]{f.level}[/] {f.title}: {f.reason}")
     return EXIT_OK
 

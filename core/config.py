@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +52,22 @@ class FilterConfig:
     min_words: int = opt(0, "drop documents with fewer words than this", lo=0)
     dedup_exact: bool = opt(True, "remove exact duplicates (hash of the normalised text)")
     dedup_near: bool = opt(False, "remove near duplicates with MinHash LSH")
-    near_threshold: float = opt(0.8, "estimated Jaccard similarity above which two documents are near duplicates", lo=0, hi=1, lo_open=True)
-    minhash_perm: int = opt(64, "MinHash permutations (more: slower, more precise)", lo=16, hi=1024)
+    near_threshold: float = opt(0.55, "estimated Jaccard similarity (of the shingle sets) above which two documents are near duplicates", lo=0, hi=1, lo_open=True)
+    minhash_perm: int = opt(128, "MinHash permutations (more: slower, more precise)", lo=16, hi=1024)
+    shingle: str = opt("word", "near dedup compares sets of word n-grams or character n-grams", choices=("word", "char"))
+    shingle_size: int = opt(2, "n of the n-gram shingles of near dedup (words or characters)", lo=1, hi=64)
+    markup_aware: bool = opt(True, "non-letter share and repeated lines leave out code blocks and markup (reStructuredText, Markdown)")
+    repeated_line_min_chars: int = opt(20, "lines shorter than this (refrains, braces) never count as repeated", lo=0)
+
+
+@dataclass
+class SourceFilters:
+    """Thresholds of one mixture source; -1 keeps data.filters' value (dedup is always corpus-wide)."""
+    min_chars: int = opt(-1, "as data.filters.min_chars, for this source (-1 = data.filters' value)", lo=-1)
+    max_chars: int = opt(-1, "as data.filters.max_chars, for this source (-1 = data.filters' value)", lo=-1)
+    min_words: int = opt(-1, "as data.filters.min_words, for this source (-1 = data.filters' value)", lo=-1)
+    max_non_letter_frac: float = opt(-1.0, "as data.filters.max_non_letter_frac, for this source (-1 = data.filters' value)", lo=-1, hi=1)
+    max_repeated_line_frac: float = opt(-1.0, "as data.filters.max_repeated_line_frac, for this source (-1 = data.filters' value)", lo=-1, hi=1)
 
 
 @dataclass
@@ -63,6 +78,10 @@ class SourceConfig:
     split: str = opt("train", "hub dataset split")
     text_field: str = opt("text", "field holding the text in JSON/CSV/parquet/hub rows")
     max_docs: int = opt(0, "read at most this many documents from this source (0 = all)", lo=0)
+    txt_mode: str = opt("", "how this source's .txt files split into documents (empty = data.txt_mode)", choices=("", "file", "block", "line"))
+    separator: str = opt("", "regex of a line that ends a document in .txt files, e.g. ^%$ (fortune files); overrides txt_mode")
+    strip: str = opt("", "remove the header and footer of a known format from .txt files", choices=("", "gutenberg"))
+    filters: SourceFilters = opt(SourceFilters(), "filter thresholds for this source")
 
 
 @dataclass
@@ -74,9 +93,14 @@ class DataConfig:
     text_field: str = opt("text", "field holding the text in JSON/CSV/parquet/hub rows")
     label_field: str = opt("label", "field holding the class label in labelled sets")
     txt_mode: str = opt("file", "how a .txt file splits into documents", choices=("file", "block", "line"))
+    separator: str = opt("", "regex of a line that ends a document in .txt files, e.g. ^%$ (fortune files); overrides txt_mode")
+    strip: str = opt("", "remove the header and footer of a known format from .txt files", choices=("", "gutenberg"))
     max_docs: int = opt(0, "read at most this many documents (0 = all)", lo=0)
     max_bytes: int = opt(0, "read at most this many bytes of text (0 = all)", lo=0)
     mixture: list[SourceConfig] = opt([], "several weighted sources instead of `source` ([[data.mixture]] tables)")
+    mixture_end: str = opt("smallest", "a mixture ends when its first source runs out, when its last does (smaller sources repeat), or at budget_tokens", choices=("smallest", "largest", "budget"))
+    budget_tokens: int = opt(0, "tokens of a mixture with mixture_end = budget; each source gives weight x budget, repeating if short", lo=0)
+    relevance_reference: str = opt("", "a text file or glob the corpus should resemble: the data report scores each source's TF-IDF similarity to it")
     synthetic_mb: float = opt(4.0, "size of the embedded synthetic corpus in MB", lo=0, lo_open=True, hi=4096)
     seed: int = opt(1337, "seed for the synthetic world, the split and shuffling")
     val_fraction: float = opt(0.05, "share of documents held out for validation", lo=0, hi=1, lo_open=True, hi_open=True)
@@ -539,6 +563,16 @@ def validate(p: Preset, file: str) -> list[Problem]:
     for i, s in enumerate(p.data.mixture):
         if not s.source:
             out.append(Problem(file, f"data.mixture[{i}].source", "is empty"))
+    seps = [("data.separator", p.data.source, p.data.separator)]
+    seps += [(f"data.mixture[{i}].separator", s.source, s.separator) for i, s in enumerate(p.data.mixture)]
+    for key, source, sep in seps:
+        if sep:
+            try:
+                re.compile(sep)
+            except re.error as e:
+                out.append(Problem(file, key, f"{sep!r} (source {source}) is not a regular expression: {e}"))
+    if p.data.mixture_end == "budget" and p.data.mixture and not p.data.budget_tokens:
+        out.append(Problem(file, "data.budget_tokens", "mixture_end = \"budget\" needs a token budget (> 0)"))
     bad = [x for x in p.finetune.lora.targets if x not in ("attn", "mlp", "head")]
     if bad:
         out.append(Problem(file, "finetune.lora.targets", f"unknown target(s) {bad}; choose from attn, mlp, head"))

@@ -1,120 +1,114 @@
 """The corpus of a preset: its source (or weighted mixture of sources), read, limited and filtered.
 
 This is what the tokenizer trains on and what the shards hold. `Documents(preset.data)` is
-iterable any number of times (each pass re-reads the sources, so memory stays flat); after a pass,
-`source_report()` has the realised mixture proportions and `filter_report()` what each rule removed.
+iterable any number of times (each pass re-reads the sources, so memory stays flat); `tagged()`
+gives each document with its source and split (train or held-out validation, stratified by
+source: core/data/mixture.py). After a complete pass, `source_report()` has every source's account
+(read, removed, used, repeated, left unread) and `filter_report()` what each rule removed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 
-from core.config import DataConfig, SourceConfig
+from core.config import DataConfig
 from core.data.filters import DocumentFilter
-from core.data.sources import ReadCounts, iter_texts, source_bytes
+from core.data.mixture import Account, mix, sources_of
+from core.data.sources import ReadCounts, source_bytes
 
 
-@dataclass
-class _Member:
-    cfg: SourceConfig
-    share: float
-    docs: int = 0
-    chars: int = 0
-    scheduled: int = 0  # chars, counting an empty document as 1 so an empty source cannot stall the mix
+def estimated_tokens(text: str) -> int:
+    """A document's tokens before a tokenizer exists: ~4 UTF-8 bytes per token, plus its separator."""
+    return len(text.encode("utf-8")) // 4 + 1
 
 
 class Documents:
-    """Iterate the filtered documents of a DataConfig; reports describe the last complete pass."""
+    """Iterate the filtered documents of a DataConfig; reports describe the last complete pass.
 
-    def __init__(self, data: DataConfig):
+    `count_tokens` sizes documents for mixture_end = "budget" (the shards pass gives the
+    tokenizer's count; without one, ~4 bytes per token)."""
+
+    def __init__(self, data: DataConfig, count_tokens: Callable[[str], int] | None = None):
         self.data = data
+        self.count_tokens = count_tokens or estimated_tokens
         self.counts = ReadCounts()
         self.filter = DocumentFilter(data.filters, data.seed)
-        self.members: list[_Member] = []
-        self.exhausted: str | None = None
-        self.limited_by: str | None = None
-        self.chars_read = 0
+        self.accounts: list[Account] = []
+        self.complete = False
 
     @property
     def name(self) -> str:
         d = self.data
         return " + ".join(s.source for s in d.mixture) if d.mixture else d.source
 
+    def source_names(self) -> list[str]:
+        return [s.source for s in sources_of(self.data)]
+
     def total_bytes(self) -> int | None:
-        """Bytes the pass will read, when known up front (for progress), capped by max_bytes."""
+        """Bytes the pass will read, when known up front (for progress), capped by max_bytes. A
+        mixture's end depends on its sources' contents, so its size is unknown up front."""
         d = self.data
-        specs = [s.source for s in d.mixture] if d.mixture else [d.source]
-        sizes = [source_bytes(s, d.synthetic_mb) for s in specs]
-        total = None if None in sizes else sum(sizes)  # type: ignore[arg-type]
-        if d.mixture and total is not None:
-            total = None  # a mixture stops when its first source runs out: size unknown up front
+        total = None if d.mixture else source_bytes(d.source, d.synthetic_mb)
         if d.max_bytes:
             total = min(total, d.max_bytes) if total is not None else d.max_bytes
         return total
 
-    def _texts(self, s: SourceConfig) -> Iterator[str]:
-        d = self.data
-        it = iter_texts(s.source, text_field=s.text_field, hf_config=s.hf_config, split=s.split,
-                        streaming=d.streaming, txt_mode=d.txt_mode, seed=d.seed, synthetic_mb=d.synthetic_mb,
-                        counts=self.counts)
-        for i, text in enumerate(it):
-            if s.max_docs and i >= s.max_docs:
-                return
-            yield text
-
-    def _raw(self) -> Iterator[str]:
-        """Unfiltered documents: one source, or the weighted mixture, under max_docs and max_bytes."""
-        d = self.data
-        if d.mixture:
-            total_w = sum(s.weight for s in d.mixture)
-            self.members = [_Member(s, s.weight / total_w) for s in d.mixture]
-        else:
-            self.members = [_Member(SourceConfig(source=d.source, hf_config=d.hf_config, split=d.split,
-                                                 text_field=d.text_field), 1.0)]
-        iters = [self._texts(m.cfg) for m in self.members]
-        n_docs = n_bytes = 0
-        while True:
-            # deficit scheduling: take from the source furthest below its share of characters so far
-            i = min(range(len(self.members)), key=lambda k: (self.members[k].scheduled / self.members[k].share, k))
-            m = self.members[i]
-            text = next(iters[i], None)
-            if text is None:
-                self.exhausted = m.cfg.source if len(self.members) > 1 else None
-                return
-            if d.max_docs and n_docs >= d.max_docs:
-                self.limited_by = "max_docs"
-                return
-            size = len(text.encode("utf-8")) if d.max_bytes else len(text)
-            if d.max_bytes and n_bytes + size > d.max_bytes and n_docs:
-                self.limited_by = "max_bytes"
-                return
-            n_docs += 1
-            n_bytes += size
-            m.docs += 1
-            m.chars += len(text)
-            m.scheduled += len(text) or 1
-            self.chars_read += len(text)
-            yield text
-
-    def __iter__(self) -> Iterator[str]:
+    def tagged(self) -> Iterator[tuple[str, int, bool]]:
+        """(text, source index, is_val) for every document of one pass."""
         self.counts = ReadCounts()
         self.filter = DocumentFilter(self.data.filters, self.data.seed)
-        self.exhausted = self.limited_by = None
-        self.chars_read = 0
-        yield from self.filter.apply(self._raw())
+        self.accounts = []
+        self.complete = False
+        yield from mix(self.data, self.filter, self.counts, self.accounts, self.count_tokens)
         self.filter.check_not_empty(self.name)
+        self.complete = True
+
+    def __iter__(self) -> Iterator[str]:
+        for text, _, _ in self.tagged():
+            yield text
+
+    def train_texts(self) -> Iterator[str]:
+        """The training documents only (what a tokenizer may learn from)."""
+        for text, _, is_val in self.tagged():
+            if not is_val:
+                yield text
+
+    def held_out(self, bytes_per_source: int = 300_000) -> dict[str, list[str]]:
+        """Validation documents of each source, up to `bytes_per_source` each: text no tokenizer
+        trained on, for honest measurements. Reading stops once every source has its share."""
+        names = self.source_names()
+        out: dict[str, list[str]] = {n: [] for n in names}
+        size = [0] * len(names)
+        it = self.tagged()
+        for text, src, is_val in it:
+            if is_val and size[src] < bytes_per_source:
+                out[names[src]].append(text)
+                size[src] += len(text.encode("utf-8"))
+                if min(size) >= bytes_per_source:
+                    it.close()
+                    break
+        return out
 
     # ------------------------------------------------------------------------------ reports
     def source_report(self) -> dict:
-        total_chars = sum(m.chars for m in self.members) or 1
-        total_docs = sum(m.docs for m in self.members) or 1
+        used = sum(a.bytes_used for a in self.accounts)
+        total_chars = sum(a.measure for a in self.accounts) or 1
+        rows = []
+        for a in self.accounts:
+            row = a.to_dict(used)
+            row.update(docs=a.docs_used, share_docs=round(a.docs_used / max(1, sum(x.docs_used for x in self.accounts)), 6))
+            rows.append(row)
+        left = [a for a in self.accounts if a.docs_unread]
+        stopped = [a for a in self.accounts if a.stopped_by in ("max_docs", "max_bytes")]
         return {
-            "sources": [{"source": m.cfg.source, "weight": round(m.share, 6), "docs": m.docs, "chars": m.chars,
-                         "share_chars": round(m.chars / total_chars, 6), "share_docs": round(m.docs / total_docs, 6)}
-                        for m in self.members],
-            "exhausted": self.exhausted,
-            "limited_by": self.limited_by,
+            "sources": rows,
+            "mixture_end": self.data.mixture_end if len(self.accounts) > 1 else None,
+            "exhausted": next((a.source for a in self.accounts if a.finished), None) if left and len(self.accounts) > 1
+            else None,
+            "left_unread": [a.source for a in left],
+            "limited_by": stopped[0].stopped_by if stopped else None,
+            "scheduled_on": "tokens" if self.data.mixture_end == "budget" and len(self.accounts) > 1 else "chars",
+            "measure_total": total_chars,
             "bad_utf8": self.counts.bad_utf8,
             "bad_utf8_files": sorted(self.counts.bad_utf8_files)[:20],
         }

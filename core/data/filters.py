@@ -1,27 +1,33 @@
 """Quality filters and deduplication, with a report of what each rule removed.
 
 The second step of the data stage, between reading and tokenizing. Heuristic rules in the spirit
-of the C4/Gopher filters (length, words, share of non-letters, repeated lines), exact
-deduplication by a hash of the normalised text, and near-duplicate removal with MinHash LSH
-(datasketch). `DocumentFilter.apply(docs)` is a generator; its `report()` is plain data for the
-filter report (documents and characters removed per rule, a few examples each).
+of the C4/Gopher filters (length, words, share of non-letters, repeated lines; markup and code
+measured apart, core/data/markup.py), exact deduplication by a hash of the normalised text, and
+near-duplicate removal with MinHash LSH (core/data/neardup.py) over word or character n-grams. One filter
+serves every source of a mixture: thresholds may differ per source, deduplication is corpus-wide.
+`keep(text, source, cfg)` decides one document; `report()` is plain data for the filter report
+(documents and characters removed per rule, per source, a few examples each, near-duplicate clusters).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from core.config import FilterConfig
+from core.data.markup import prose_lines
+from core.data.neardup import NearDuplicates
 from core.errors import UserError
 
 EXAMPLES_PER_RULE = 3
 EXAMPLE_CHARS = 200
 _WORD = re.compile(r"\w+")
+_NON_LETTER = re.compile(r"[^\w\s]|[\d_]")  # neither a letter nor whitespace
 
 RULES = ("empty", "min_chars", "max_chars", "min_words", "max_non_letter_frac", "max_repeated_line_frac",
          "dedup_exact", "dedup_near")
@@ -32,20 +38,33 @@ def normalise(text: str) -> str:
     return " ".join(text.split()).lower()  # str.split is ~2x faster than a regex here
 
 
-def non_letter_frac(text: str) -> float:
-    """Share of characters that are neither letters nor whitespace (digits, symbols, markup)."""
+def non_letter_frac(text: str, markup_aware: bool = False) -> float:
+    """Share of characters that are neither letters nor whitespace (digits, symbols, markup); with
+    markup_aware, of the prose only (code blocks, inline literals and markup are left out)."""
+    if markup_aware:
+        text = "\n".join(prose_lines(text, True))
     if not text:
         return 0.0
-    other = sum(1 for ch in text if not (ch.isalpha() or ch.isspace()))
-    return other / len(text)
+    return _NON_LETTER.subn("", text)[1] / len(text)
 
 
-def repeated_line_frac(text: str) -> float:
-    """Share of non-empty lines that repeat an earlier line (boilerplate, spam, scraped menus)."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+def repeated_line_frac(text: str, markup_aware: bool = False, min_chars: int = 0) -> float:
+    """Share of non-empty lines that repeat an earlier line (boilerplate, spam, scraped menus).
+    Lines shorter than `min_chars` (refrains, closing braces) never count; with markup_aware, code
+    and markup lines are left out."""
+    lines = [ln.strip() for ln in prose_lines(text, markup_aware)]
+    lines = [ln for ln in lines if len(ln) >= min_chars] if min_chars else lines
     if len(lines) < 2:
         return 0.0
     return (len(lines) - len(set(lines))) / len(lines)
+
+
+def shingles(norm: str, kind: str = "word", size: int = 2) -> set[str]:
+    """The n-gram set MinHash compares: word n-grams, or character n-grams of the normalised text."""
+    if kind == "char":
+        return {norm[i:i + size] for i in range(max(1, len(norm) - size + 1))}
+    words = norm.split()
+    return {" ".join(words[i:i + size]) for i in range(max(1, len(words) - size + 1))}
 
 
 @dataclass
@@ -98,23 +117,24 @@ class HashSet64:
 
 
 class DocumentFilter:
-    """Applies the rules of one FilterConfig in a fixed order; the first rule that fires removes a document."""
+    """Applies the rules of one FilterConfig in a fixed order; the first rule that fires removes a
+    document. A source may bring its own thresholds (`keep(text, source, cfg)`); the exact and near
+    dedup memories are shared by all sources."""
 
     def __init__(self, cfg: FilterConfig, seed: int = 1337):
         self.cfg = cfg
         self.seed = seed
         self.counts = {r: RuleCount() for r in RULES}
+        self.by_source: dict[int, dict[str, list[int]]] = {}  # source -> rule -> [docs, chars]
         self.docs_in = self.chars_in = self.docs_kept = self.chars_kept = 0
+        self.clusters: dict[int, int] = {}  # near-dedup document number -> near duplicates removed for it
         self._seen = HashSet64()  # exact dedup: 8 bytes of hash per kept document
-        self._lsh = None
-        if cfg.dedup_near:
-            from datasketch import MinHashLSH
-
-            self._lsh = MinHashLSH(threshold=cfg.near_threshold, num_perm=cfg.minhash_perm)
+        self._near = NearDuplicates(cfg.near_threshold, cfg.minhash_perm, seed) if cfg.dedup_near else None
+        self._near_source = array("H")  # source of each document the near-dedup memory holds
 
     # ------------------------------------------------------------------------------- rules
-    def first_failing_rule(self, text: str) -> str | None:
-        c = self.cfg
+    def first_failing_rule(self, text: str, cfg: FilterConfig | None = None, source: int = 0) -> str | None:
+        c = cfg or self.cfg
         if not text.strip():
             return "empty"
         n = len(text)
@@ -124,49 +144,66 @@ class DocumentFilter:
             return "max_chars"
         if c.min_words and len(_WORD.findall(text)) < c.min_words:
             return "min_words"
-        if c.max_non_letter_frac < 1.0 and non_letter_frac(text) > c.max_non_letter_frac:
+        if c.max_non_letter_frac < 1.0 and non_letter_frac(text, c.markup_aware) > c.max_non_letter_frac:
             return "max_non_letter_frac"
-        if c.max_repeated_line_frac < 1.0 and repeated_line_frac(text) > c.max_repeated_line_frac:
+        if c.max_repeated_line_frac < 1.0 and \
+                repeated_line_frac(text, c.markup_aware, c.repeated_line_min_chars) > c.max_repeated_line_frac:
             return "max_repeated_line_frac"
-        norm = normalise(text) if (c.dedup_exact or self._lsh is not None) else ""
+        return self._duplicate(text, source)
+
+    def _duplicate(self, text: str, source: int) -> str | None:
+        c = self.cfg
+        norm = normalise(text) if (c.dedup_exact or self._near is not None) else ""
         if c.dedup_exact:
             h = int.from_bytes(hashlib.blake2b(norm.encode(), digest_size=8).digest(), "little")
             if h in self._seen:
                 return "dedup_exact"
             self._seen.add(h)
-        if self._lsh is not None:
-            mh = self._minhash(norm)
-            if self._lsh.query(mh):
+        if self._near is not None:
+            first = self._near.match(s.encode() for s in shingles(norm, c.shingle, c.shingle_size))
+            if first is not None:
+                self.clusters[first] = self.clusters.get(first, 0) + 1
                 return "dedup_near"
-            self._lsh.insert(str(self.docs_kept), mh)
+            self._near_source.append(source)
         return None
 
-    def _minhash(self, norm: str):
-        from datasketch import MinHash
-
-        words = norm.split()
-        # word 3-gram shingles: robust to small edits, and short texts still get several shingles
-        shingles = {" ".join(words[i:i + 3]) for i in range(max(1, len(words) - 2))}
-        mh = MinHash(num_perm=self.cfg.minhash_perm, seed=self.seed)
-        mh.update_batch([s.encode() for s in shingles])
-        return mh
-
     # ------------------------------------------------------------------------------- stream
+    def keep(self, text: str, source: int = 0, cfg: FilterConfig | None = None) -> bool:
+        """Decide one document of `source` (under that source's thresholds `cfg`) and count it."""
+        self.docs_in += 1
+        self.chars_in += len(text)
+        rule = self.first_failing_rule(text, cfg, source)
+        if rule is None:
+            self.docs_kept += 1
+            self.chars_kept += len(text)
+            return True
+        rc = self.counts[rule]
+        rc.docs += 1
+        rc.chars += len(text)
+        per = self.by_source.setdefault(source, {}).setdefault(rule, [0, 0])
+        per[0] += 1
+        per[1] += len(text)
+        if len(rc.examples) < EXAMPLES_PER_RULE and rule != "empty":
+            rc.examples.append(text[:EXAMPLE_CHARS])
+        return False
+
     def apply(self, docs: Iterable[str]) -> Iterator[str]:
         for text in docs:
-            self.docs_in += 1
-            self.chars_in += len(text)
-            rule = self.first_failing_rule(text)
-            if rule is None:
-                self.docs_kept += 1
-                self.chars_kept += len(text)
+            if self.keep(text):
                 yield text
-                continue
-            rc = self.counts[rule]
-            rc.docs += 1
-            rc.chars += len(text)
-            if len(rc.examples) < EXAMPLES_PER_RULE and rule != "empty":
-                rc.examples.append(text[:EXAMPLE_CHARS])
+
+    def cluster_report(self) -> dict:
+        """Near-duplicate clusters (a kept document and the ones removed as its near duplicates),
+        per source of the kept document: how many, how many documents they hold, their sizes."""
+        out: dict[int, dict] = {}
+        for first, removed in self.clusters.items():
+            src = self._near_source[first]
+            row = out.setdefault(src, {"clusters": 0, "docs": 0, "sizes": {}})
+            size = removed + 1
+            row["clusters"] += 1
+            row["docs"] += size
+            row["sizes"][str(size)] = row["sizes"].get(str(size), 0) + 1
+        return {str(k): v for k, v in sorted(out.items())}
 
     def report(self) -> dict:
         """Plain data: totals and, per rule that removed anything, documents, characters and examples."""
@@ -176,6 +213,9 @@ class DocumentFilter:
             "docs_removed": self.docs_in - self.docs_kept, "chars_removed": self.chars_in - self.chars_kept,
             "rules": {r: {"docs": c.docs, "chars": c.chars, "examples": c.examples}
                       for r, c in self.counts.items() if c.docs},
+            "by_source": {str(s): {r: {"docs": v[0], "chars": v[1]} for r, v in rules.items()}
+                          for s, rules in sorted(self.by_source.items())},
+            "near_clusters": self.cluster_report(),
         }
 
     def check_not_empty(self, source: str) -> None:

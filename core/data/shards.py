@@ -3,7 +3,8 @@
 The last step of the data stage and the first of pretraining. `prepare_shards` streams the
 filtered documents through a pool of tokenizer processes (bounded, in order) into flat arrays of
 token ids (uint16 below 65,536 ids, else uint32), each document preceded by the end-of-text token
-(as GPT-2, nanoGPT and llm.c do), the validation split taken by whole documents. Shards live in
+(as GPT-2, nanoGPT and llm.c do), the validation split taken by whole documents, stratified by
+source (`Documents.tagged`), with each source's token count in meta.json. Shards live in
 `workspace()/data/<key>/`, where key hashes (source, filters, tokenizer): an unchanged preset reuses
 them. They are written in a temporary folder that is renamed into place when complete, so nothing
 prepared is ever damaged. `TokenLoader` reads them through `np.memmap`: a corpus larger than RAM trains.
@@ -30,7 +31,7 @@ from core.errors import StageFailed, Stopped, UserError
 from core.runs import Logger
 from core.schemas import SHARD_META, read_json
 
-SHARD_FORMAT = 1
+SHARD_FORMAT = 2  # 2: the validation split is stratified by source
 CHUNK_CHARS = 1 << 20  # text per task sent to a tokenizer process: large enough that IPC is noise
 CHUNK_DOCS = 8192
 TOP_TOKENS = 50
@@ -131,35 +132,42 @@ def _encode_chunk(docs: list[str], is_val: np.ndarray) -> tuple[np.ndarray, np.n
     return np.array(train, dtype=dtype), np.array(val, dtype=dtype), lengths
 
 
-def _chunks(docs: Iterable[str], rng: np.random.Generator, val_fraction: float) -> Iterator[tuple[list[str], np.ndarray, int]]:
+Chunk = tuple[list[str], np.ndarray, np.ndarray, int]  # documents, is_val, source index, chars
+
+
+def _chunks(docs: Iterable[tuple[str, int, bool]]) -> Iterator[Chunk]:
     chunk: list[str] = []
+    flags: list[bool] = []
+    srcs: list[int] = []
     chars = 0
-    for doc in docs:
+    for doc, src, is_val in docs:
         chunk.append(doc)
+        flags.append(is_val)
+        srcs.append(src)
         chars += len(doc)
         if chars >= CHUNK_CHARS or len(chunk) >= CHUNK_DOCS:
-            yield chunk, rng.random(len(chunk)) < val_fraction, chars
-            chunk, chars = [], 0
+            yield chunk, np.array(flags, dtype=bool), np.array(srcs, dtype=np.int64), chars
+            chunk, flags, srcs, chars = [], [], [], 0
     if chunk:
-        yield chunk, rng.random(len(chunk)) < val_fraction, chars
+        yield chunk, np.array(flags, dtype=bool), np.array(srcs, dtype=np.int64), chars
 
 
-def _ordered_pool_map(chunks: Iterator[tuple[list[str], np.ndarray, int]], enc: Any, eot: int, dtype: np.dtype,
-                      num_proc: int, stop: threading.Event | None = None) -> Iterator[tuple[tuple[np.ndarray, np.ndarray, np.ndarray], int]]:
-    """(result, chars) per chunk, in order. Pool.imap reads its input without limit, which would pull the
+def _ordered_pool_map(chunks: Iterator[Chunk], enc: Any, eot: int, dtype: np.dtype, num_proc: int,
+                      stop: threading.Event | None = None) -> Iterator[tuple[tuple[np.ndarray, np.ndarray, np.ndarray], Chunk]]:
+    """(result, chunk) per chunk, in order. Pool.imap reads its input without limit, which would pull the
     whole corpus into memory when reading outpaces tokenizing; this keeps 2 tasks per process in flight."""
     if num_proc <= 1:
         _init_worker(enc, eot, dtype.str)
-        for docs, is_val, chars in chunks:
-            yield _encode_chunk_in_worker(docs, is_val), chars
+        for chunk in chunks:
+            yield _encode_chunk_in_worker(chunk[0], chunk[1]), chunk
         return
     # spawn, not fork: the stage may run beside threads (TUI workers, the stop watcher)
     ctx = mp.get_context("spawn")
     with ctx.Pool(num_proc, initializer=_init_worker, initargs=(enc, eot, dtype.str)) as pool:
         pending: deque = deque()
         pids = {p.pid for p in pool._pool}
-        for docs, is_val, chars in chunks:
-            pending.append((pool.apply_async(_encode_chunk_in_worker, (docs, is_val)), chars))
+        for chunk in chunks:
+            pending.append((pool.apply_async(_encode_chunk_in_worker, (chunk[0], chunk[1])), chunk))
             if len(pending) >= 2 * num_proc:
                 res, c = pending.popleft()
                 yield _result(res, pool, pids, stop), c
@@ -171,20 +179,21 @@ def _ordered_pool_map(chunks: Iterator[tuple[list[str], np.ndarray, int]], enc: 
 # ------------------------------------------------------------------------------------- writing
 
 
-def write_shards(docs: Iterable[str], folder: Path, tokenizer: Any, *, val_fraction: float = 0.05, seed: int = 1337,
+def write_shards(docs: Iterable[tuple[str, int, bool]], folder: Path, tokenizer: Any, *, n_sources: int = 1,
                  num_proc: int = 2, log: Logger | None = None, stop: threading.Event | None = None,
                  total_bytes: int | None = None) -> dict:
-    """Tokenize `docs` into folder/train.bin and folder/val.bin; returns the statistics for meta.json."""
+    """Tokenize (text, source index, is_val) documents into folder/train.bin and folder/val.bin;
+    returns the statistics for meta.json."""
     dtype = dtype_for(tokenizer.n_vocab)
-    rng = np.random.default_rng(seed)
+    per_source = np.zeros((n_sources, 2), dtype=np.int64)  # text tokens (train, val) of each source
     counts = np.zeros(tokenizer.n_vocab, dtype=np.int64)
     hist = np.zeros(len(LENGTH_EDGES) - 1, dtype=np.int64)
     n = {"train_tokens": 0, "val_tokens": 0, "train_docs": 0, "val_docs": 0, "chars": 0}
     last_event = 0.0
     t0 = time.time()
     with open(folder / "train.bin", "wb") as ftrain, open(folder / "val.bin", "wb") as fval:
-        chunks = _chunks(docs, rng, val_fraction)
-        for (train, val, lengths), chars in _ordered_pool_map(chunks, tokenizer.enc, tokenizer.eot_id, dtype, num_proc, stop):
+        for (train, val, lengths), (_, is_val, srcs, chars) in _ordered_pool_map(
+                _chunks(docs), tokenizer.enc, tokenizer.eot_id, dtype, num_proc, stop):
             if stop is not None and stop.is_set():
                 raise Stopped()
             train.tofile(ftrain)
@@ -198,6 +207,7 @@ def write_shards(docs: Iterable[str], folder: Path, tokenizer: Any, *, val_fract
             counts += np.bincount(train, minlength=len(counts))[: len(counts)]
             counts += np.bincount(val, minlength=len(counts))[: len(counts)]
             hist += np.histogram(lengths, bins=LENGTH_EDGES)[0]
+            np.add.at(per_source, (srcs, is_val.astype(np.int64)), lengths)
             now = time.time()
             if log is not None and now - last_event > 0.5:
                 last_event = now
@@ -211,6 +221,7 @@ def write_shards(docs: Iterable[str], folder: Path, tokenizer: Any, *, val_fract
     counts[tokenizer.eot_id] -= n["train_docs"] + n["val_docs"]  # the separators are not text
     top = np.argsort(-counts, kind="stable")[:TOP_TOKENS]
     return {**n, "seconds": round(time.time() - t0, 3),
+            "source_tokens": [{"train_tokens": int(t), "val_tokens": int(v)} for t, v in per_source],
             "doc_tokens_hist": {"edges": LENGTH_EDGES, "counts": hist.tolist()},
             "top_tokens": [[int(i), int(counts[i])] for i in top if counts[i] > 0]}
 
@@ -220,6 +231,7 @@ def prepare_shards(preset: Any, tokenizer: Any, log: Logger | None = None, stop:
 
     `tokenizer` is anything with .enc (a tiktoken.Encoding), .eot_id, .n_vocab and .name."""
     from core.data.documents import Documents
+    from core.data.quality import QualitySampler, quality_report, read_reference
 
     data = preset.data
     key = shard_key(data, tokenizer)
@@ -234,8 +246,10 @@ def prepare_shards(preset: Any, tokenizer: Any, log: Logger | None = None, stop:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        docs = Documents(data)
-        stats = write_shards(docs, tmp, tokenizer, val_fraction=data.val_fraction, seed=data.seed,
+        docs = Documents(data, count_tokens=lambda text: len(tokenizer.enc.encode_ordinary(text)) + 1)
+        reference = read_reference(data.relevance_reference) if data.relevance_reference else None
+        sampler = QualitySampler(len(docs.source_names()), data.seed)
+        stats = write_shards(sampler.observe(docs.tagged()), tmp, tokenizer, n_sources=len(docs.source_names()),
                              num_proc=data.num_proc, log=log, stop=stop, total_bytes=docs.total_bytes())
         ctx = preset.model.context_length
         if stats["train_tokens"] + stats["val_tokens"] < ctx + 1:
@@ -251,7 +265,8 @@ def prepare_shards(preset: Any, tokenizer: Any, log: Logger | None = None, stop:
         meta = {"format": SHARD_FORMAT, "key": key, "created": datetime.datetime.now().isoformat(timespec="seconds"),
                 "tokenizer": tokenizer_identity(tokenizer), "dtype": dtype_for(tokenizer.n_vocab).name,
                 "separator": "eot before each document", "data": to_dict(data), **stats,
-                "source_report": docs.source_report(), "filter_report": docs.filter_report()}
+                "source_report": docs.source_report(), "filter_report": docs.filter_report(),
+                "quality": quality_report(sampler, docs.source_names(), docs.filter_report(), reference)}
         with open(tmp / "meta.json", "w") as f:
             json.dump(meta, f, indent=1)
             f.flush()

@@ -1,7 +1,8 @@
-"""The tokenizer stage (`llmlab tokenizer PRESET`): train or load the tokenizer, save it, report compression.
+"""Stage `tokenizer`: train the preset's BPE (unless cached) or load its encoding, and report its compression on held-out text.
 
-The preset's BPE is trained unless cached (or its tiktoken encoding loaded), saved into the run, and
-its compression reported against GPT-2 and GPT-4 on a sample of the corpus.
+The encoding is saved into the run; the compression table (bytes per token, tokens per word, byte
+fallbacks, against GPT-2, GPT-4 and GPT-4o) is measured on the validation documents of every source,
+which the tokenizer never trained on, per source and overall.
 """
 
 from __future__ import annotations
@@ -13,21 +14,18 @@ from typing import Any
 
 from core.errors import Stopped
 from core.runs import Logger, write_report
-from core.tokenizer.cache import documents, tokenizer_dir, tokenizer_for
+from core.tokenizer.cache import tokenizer_dir, tokenizer_for
 from core.tokenizer.encodings import is_saved_tokenizer
-from core.tokenizer.inspect import DEFAULT_COMPARED, compression_table, format_compression_table
+from core.tokenizer.inspect import DEFAULT_COMPARED, compression_by_source, format_compression_table
 
-SAMPLE_BYTES = 1_000_000  # corpus sample for the compression table
+SAMPLE_BYTES = 300_000  # held-out text per source for the compression table
 
 
-def _sample(preset, max_bytes: int = SAMPLE_BYTES) -> list[str]:
-    out, n = [], 0
-    for doc in documents(preset):
-        out.append(doc)
-        n += len(doc.encode("utf-8"))
-        if n >= max_bytes:
-            break
-    return out
+def held_out(preset, bytes_per_source: int = SAMPLE_BYTES) -> dict[str, list[str]]:
+    """Validation documents of every source of the preset's corpus (never training text)."""
+    from core.data import Documents
+
+    return Documents(preset.data).held_out(bytes_per_source)
 
 
 def run(preset: Any, run_dir: Path, log: Logger, stop: threading.Event) -> None:
@@ -51,11 +49,18 @@ def run(preset: Any, run_dir: Path, log: Logger, stop: threading.Event) -> None:
     saved = None
     if t.kind == "bpe" or Path(t.encoding).is_dir():
         saved = tok.save(run_dir / "tokenizer")
-    texts = _sample(preset)
-    rows = compression_table(texts, [tok, *[e for e in DEFAULT_COMPARED if e != tok.name]])
-    table = format_compression_table(rows)
-    log.log({"kind": "log", "level": "info",
-             "message": f"compression on {sum(len(x.encode()) for x in texts):,} bytes of the corpus:\n{table}"})
+    texts = held_out(preset)
+    tables = compression_by_source(texts, [tok, *[e for e in DEFAULT_COMPARED if e != tok.name]])
+    sizes = {name: sum(len(x.encode("utf-8")) for x in docs) for name, docs in texts.items()}
+    for name, rows in tables.items():
+        n = sum(sizes.values()) if name == "all sources" else sizes[name]
+        log.log({"kind": "log", "level": "info", "message": f"compression on {n:,} bytes of held-out text "
+                 f"({name}):\n{format_compression_table(rows)}"})
+    for name, docs in texts.items():
+        if not docs:
+            log.log({"kind": "log", "level": "warning",
+                     "message": f"{name}: no held-out documents (fewer than 1 / data.val_fraction kept); not measured"})
+    overall = tables.get("all sources") or next(iter(tables.values()), [])
     report = {
         "tokenizer": {
             "name": tok.name,
@@ -70,7 +75,10 @@ def run(preset: Any, run_dir: Path, log: Logger, stop: threading.Event) -> None:
             "trained": t.kind == "bpe" and not cached,
             "seconds": round(seconds, 3),
         },
-        "sample_bytes": sum(len(x.encode("utf-8")) for x in texts),
-        "compression": [r.to_dict() for r in rows],
+        "sample": "held-out validation documents of each source",
+        "sample_bytes": sum(sizes.values()),
+        "sample_bytes_by_source": sizes,
+        "compression": [r.to_dict() for r in overall],
+        "compression_by_source": {name: [r.to_dict() for r in rows] for name, rows in tables.items()},
     }
     write_report(run_dir, report)

@@ -23,13 +23,14 @@ from core.runs import workspace
 from core.tokenizer.encodings import Tokenizer, get_tokenizer, is_saved_tokenizer
 from core.tokenizer.train import check_vocab_size, train_bpe
 
-KEY_VERSION = 1           # bump when training changes what a key produces
+KEY_VERSION = 2           # bump when training changes what a key produces (2: validation text held out)
 
 
 def tokenizer_key(preset) -> str:
     """Hash of what decides a trained tokenizer: the corpus definition and the BPE settings."""
     data = dataclasses.asdict(preset.data)
     data.pop("num_proc", None)  # how fast shards are written, not what the corpus is
+    data.pop("relevance_reference", None)  # what the report compares the corpus with
     t = preset.tokenizer
     spec = {"v": KEY_VERSION, "data": data, "vocab_size": t.vocab_size, "pattern": t.pattern,
             "chat_template": t.chat_template, "train_max_bytes": t.train_max_bytes}
@@ -41,8 +42,28 @@ def tokenizer_dir(preset) -> Path:
 
 
 def documents(preset) -> Iterator[str]:
-    from core.data import iter_documents  # imported late: core.data imports the tokenizer too
-    return iter_documents(preset)
+    """The training documents of the preset's corpus: the validation split is never trained on."""
+    from core.data import Documents  # imported late: core.data imports the tokenizer too
+    return Documents(preset.data).train_texts()
+
+
+def ready_tokenizer(preset) -> tuple[Tokenizer | None, str]:
+    """(tokenizer or None, note) without training: the preset's encoding, or its trained BPE if
+    cached. Training is long work that belongs to a run, so an untrained BPE is None with a note."""
+    from core.errors import UserError
+
+    t = preset.tokenizer
+    if t.kind == "model":
+        return None, "this preset finetunes with its base model's own tokenizer (tokenizer.kind = \"model\")"
+    if t.kind == "tiktoken":
+        try:
+            return get_tokenizer(t.encoding, t.chat_template), t.encoding
+        except UserError as e:
+            return None, str(e)
+    folder = tokenizer_dir(preset)
+    if is_saved_tokenizer(folder):
+        return Tokenizer.load(folder), f"BPE {t.vocab_size} ({folder.name})"
+    return None, f"the preset's BPE ({t.vocab_size}) is not trained yet: train it as a run (Tokenizer screen, T)"
 
 
 def _expected_bytes(preset) -> int:
@@ -69,7 +90,7 @@ def uses_model_tokenizer(preset) -> bool:
 
 
 def tokenizer_for(preset, log=None, stop: threading.Event | None = None) -> Tokenizer:
-    """The preset's tokenizer; for kind = "bpe" trained from core.data.iter_documents(preset) on
+    """The preset's tokenizer; for kind = "bpe" trained on the corpus's training documents on
     first use and cached. Raises core.errors.Stopped when `stop` is set during training."""
     t = preset.tokenizer
     if t.kind == "model":

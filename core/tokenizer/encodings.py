@@ -44,6 +44,10 @@ BUILTIN_FILES: dict[str, tuple[str, ...]] = {
     "o200k_base": (f"{_BLOB}/encodings/o200k_base.tiktoken",),
 }
 BUILTIN_ENCODINGS: tuple[str, ...] = tuple(BUILTIN_FILES)
+# ids of each built-in as tiktoken ships it (<|endoftext|> included; p50k_base has unused ids);
+# Tokenizer adds the chat template's special tokens after them (gpt2 + chatml: 50,259 ids)
+TIKTOKEN_VOCAB = {"gpt2": 50257, "r50k_base": 50257, "p50k_base": 50281, "cl100k_base": 100277,
+                  "o200k_base": 200019}
 _FETCH_TIMEOUT_S = 5.0
 
 

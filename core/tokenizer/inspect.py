@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from core.errors import UserError
-from core.tokenizer.encodings import EncodingUnavailable, Tokenizer, get_tokenizer
+from core.tokenizer.encodings import TIKTOKEN_VOCAB, EncodingUnavailable, Tokenizer, get_tokenizer
 
 _WORD = re.compile(r"\S+")
 
@@ -194,7 +194,9 @@ def compare(text: str, a: Tokenizer | str, b: Tokenizer | str) -> Comparison:
 @dataclass
 class CompressionRow:
     """One encoding over a sample. `vs_gpt2`/`vs_gpt4` = that encoding's token count divided by this
-    one's (above 1: this one needs fewer tokens); None when the reference is unavailable."""
+    one's (above 1: this one needs fewer tokens); None when the reference is unavailable.
+    `tokens_per_word` is the fertility (whitespace-separated words); `byte_fallback_share` the share
+    of tokens that hold part of a character's UTF-8 bytes (the text had no merge for that character)."""
     name: str
     available: bool
     error: str = ""
@@ -204,6 +206,8 @@ class CompressionRow:
     bytes_per_token: float = 0.0
     vs_gpt2: float | None = None
     vs_gpt4: float | None = None
+    tokens_per_word: float = 0.0
+    byte_fallback_share: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -218,6 +222,7 @@ def compression_table(texts: Sequence[str], encodings: Sequence[Tokenizer | str]
     that cannot be loaded (offline) is a row with available=False and the reason, not a failure.
     GPT-2 and GPT-4 (cl100k_base) are measured as references even when not listed."""
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    n_words = sum(len(_WORD.findall(t)) for t in texts)
     rows: list[CompressionRow] = []
     counts: dict[str, int] = {}
     names = [str(e) if isinstance(e, (str, os.PathLike)) else e.name for e in encodings]
@@ -229,9 +234,13 @@ def compression_table(texts: Sequence[str], encodings: Sequence[Tokenizer | str]
         except EncodingUnavailable as err:
             rows.append(CompressionRow(name, False, f"files not available offline ({err.reason})"))
             continue
-        n = sum(len(ids) for ids in tok.encode_batch(list(texts)))
+        encoded = tok.encode_batch(list(texts))
+        n = sum(len(ids) for ids in encoded)
         counts[name] = n
-        rows.append(CompressionRow(name, True, "", tok.n_vocab, n, n_bytes, n_bytes / n if n else 0.0))
+        partial = _partial_tokens(tok, encoded)
+        rows.append(CompressionRow(name, True, "", tok.n_vocab, n, n_bytes, n_bytes / n if n else 0.0,
+                                   tokens_per_word=n / n_words if n_words else 0.0,
+                                   byte_fallback_share=partial / n if n else 0.0))
     for row in rows:
         if row.available and row.n_tokens:
             row.vs_gpt2 = counts["gpt2"] / row.n_tokens if "gpt2" in counts else None
@@ -240,18 +249,57 @@ def compression_table(texts: Sequence[str], encodings: Sequence[Tokenizer | str]
     return [r for r in rows if r.name in listed] + [r for r in rows if r.name not in listed and r.available]
 
 
+def _partial_tokens(tok: Tokenizer, encoded: Sequence[Sequence[int]]) -> int:
+    """Tokens whose bytes are not whole UTF-8 characters: byte fallbacks of characters without a merge."""
+    partial: dict[int, bool] = {}
+    n = 0
+    for ids in encoded:
+        for t in ids:
+            p = partial.get(t)
+            if p is None:
+                try:
+                    tok.token_bytes(t).decode("utf-8")
+                    p = False
+                except (UnicodeDecodeError, KeyError):
+                    p = True
+                partial[t] = p
+            n += p
+    return n
+
+
+def compression_by_source(texts: dict[str, Sequence[str]], encodings: Sequence[Tokenizer | str] = DEFAULT_COMPARED,
+                          ) -> dict[str, list[CompressionRow]]:
+    """`compression_table` per source and over all of them ("all sources"); a source without text is left out."""
+    out = {name: compression_table(t, encodings) for name, t in texts.items() if t}
+    if len(out) > 1:
+        out["all sources"] = compression_table([x for t in texts.values() for x in t], encodings)
+    return out
+
+
+def vocab_note(row: CompressionRow) -> str:
+    """Why an encoding has the ids it has: tiktoken's ranks plus the special tokens llmlab adds."""
+    base = TIKTOKEN_VOCAB.get(row.name)
+    if base and row.n_vocab > base:
+        return f"{base:,} ids as tiktoken ships it (<|endoftext|> included) + {row.n_vocab - base} chat special tokens added by llmlab"
+    return ""
+
+
 def format_compression_table(rows: Sequence[CompressionRow]) -> str:
     """A plain-text table of `compression_table` rows for the CLI."""
-    head = f"{'encoding':<24} {'vocab':>7} {'tokens':>10} {'bytes/token':>11} {'vs gpt2':>8} {'vs gpt4':>8}"
+    head = (f"{'encoding':<24} {'vocab':>7} {'tokens':>10} {'bytes/token':>11} {'vs gpt2':>8} {'vs gpt4':>8} "
+            f"{'tok/word':>8} {'fallback':>8}")
     lines = [head, "-" * len(head)]
     fmt = lambda x: f"{x:.3f}" if x is not None else "-"  # noqa: E731
+    notes = []
     for r in rows:
         if not r.available:
             lines.append(f"{r.name:<24} unavailable: {r.error}")
             continue
         lines.append(f"{r.name:<24} {r.n_vocab:>7} {r.n_tokens:>10,} {r.bytes_per_token:>11.3f} "
-                     f"{fmt(r.vs_gpt2):>8} {fmt(r.vs_gpt4):>8}")
-    return "\n".join(lines)
+                     f"{fmt(r.vs_gpt2):>8} {fmt(r.vs_gpt4):>8} {r.tokens_per_word:>8.3f} {r.byte_fallback_share:>8.2%}")
+        if vocab_note(r):
+            notes.append(f"{r.name}: {vocab_note(r)}")
+    return "\n".join(lines + notes)
 
 
 _COLOURS = (41, 42, 43, 44, 45, 46)  # ANSI background colours, cycled per token

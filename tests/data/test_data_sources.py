@@ -131,7 +131,7 @@ def test_mixture_follows_the_weights_and_reports_the_realised_shares(tmp_path):
     rep = docs.source_report()
     a, b = rep["sources"]
     assert a["docs"] == 300 and rep["exhausted"] == str(tmp_path / "a.txt")  # a runs out first: 30,000 chars
-    assert abs(a["share_chars"] - 0.75) < 0.01 and abs(b["share_chars"] - 0.25) < 0.01
+    assert abs(a["share_bytes"] - 0.75) < 0.01 and abs(b["share_bytes"] - 0.25) < 0.01
     assert a["weight"] == 0.75 and len(out) == a["docs"] + b["docs"]
 
 

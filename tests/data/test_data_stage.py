@@ -34,7 +34,7 @@ def test_stage_writes_shards_and_reports(workspace, gpt2_cache):
     shards = Path(report["shards"])
     n = len(np.fromfile(shards / "train.bin", dtype=np.uint16)) + len(np.fromfile(shards / "val.bin", dtype=np.uint16))
     assert report["train_tokens"] + report["val_tokens"] == n and report["tokens"] == n - report["docs"]
-    assert report["docs"] == flt["docs_kept"] == stats["docs"] > 300 and flt["sources"]["sources"][0]["share_chars"] == 1
+    assert report["docs"] == flt["docs_kept"] == stats["docs"] > 300 and flt["sources"]["sources"][0]["share_bytes"] == 1
     assert sum(b["docs"] for b in stats["length_histogram"]) == stats["docs"] and stats["truncated_share"] > 0
     assert stats["top_tokens"][0]["text"] == "." and stats["context_length"] == 64
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]

@@ -21,6 +21,8 @@ from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
 
 from core import runs as core_runs
 from core.advice import Facts
+from core.data.facts import corpus_facts
+from core.data.quality import Relevance, read_reference, row_measures
 from core.errors import UserError
 from tui.widgets.tables import fill_table
 from tui.feed import RunFeed
@@ -29,6 +31,7 @@ from tui.screens.base import StageScreen
 from tui.screens.live_run import ProgressLine, follow, launch_run, new_events
 from tui.screens.shared import preset_tokenizer
 from tui.widgets.advice_panel import AdvicePanel
+from tui.widgets.data_report import DataReport
 from tui.widgets.histogram import Histogram
 
 PAGE = 100
@@ -47,6 +50,9 @@ class RowsLoaded(Message):
     stats: dict
     filter_report: dict | None
     note: str = ""
+    report: dict | None = None  # the prepared shards' source, filter and quality reports
+    measures: list[dict] | None = None  # per row: the numbers rows sort by (core.data.quality.row_measures)
+    facts: Facts | None = None
 
 
 def read_source(preset, source: str, max_rows: int = MAX_ROWS) -> RowsLoaded:
@@ -65,16 +71,27 @@ def read_source(preset, source: str, max_rows: int = MAX_ROWS) -> RowsLoaded:
         rows.append({"text": text})
         if len(rows) >= max_rows:
             break
-    stats = None
+    stats, report, flt = None, None, docs.filter.report()
     if tok is not None and source == preset.data.source:
         folder = core_runs.workspace() / "data" / core_data.shard_key(data, tok)
         if (folder / "meta.json").exists():
-            stats = core_data.shard_stats(core_data.read_meta(folder), ctx, tok)
+            meta = core_data.read_meta(folder)
+            stats = core_data.shard_stats(meta, ctx, tok)
             stats["from"] = "prepared shards"
+            report = {k: meta.get(k) for k in ("source_report", "filter_report", "quality")}
+            flt = meta["filter_report"]  # the run's counts, not those of the rows browsed
     if stats is None:
         stats = core_data.text_stats((r["text"] for r in rows), tok, ctx, max_docs=max_rows)
         stats["from"] = f"the first {len(rows):,} documents"
-    return RowsLoaded(source, "corpus", rows, stats, docs.filter.report(), note)
+    rel = None
+    if data.relevance_reference:
+        try:
+            rel = Relevance(read_reference(data.relevance_reference), [r["text"] for r in rows[:1000]])
+        except UserError as e:
+            note = f"{note}; {e}" if note else str(e)
+    measures = [row_measures(r["text"], rel) for r in rows]
+    facts = corpus_facts(preset) if source == preset.data.source else None
+    return RowsLoaded(source, "corpus", rows, stats, flt, note, report, measures, facts)
 
 
 def stats_text(msg: RowsLoaded) -> str:
@@ -103,7 +120,8 @@ def stats_text(msg: RowsLoaded) -> str:
         lines.append(f"[dim]{escape(msg.note)}[/]")
     fr = msg.filter_report
     if fr:
-        lines.append(f"filters: {fr.get('docs_removed', 0):,} of {fr.get('docs_in', 0):,} documents removed")
+        scope = "the prepared run" if msg.report else f"the first {len(msg.rows):,} rows read"
+        lines.append(f"filters ({scope}): {fr.get('docs_removed', 0):,} of {fr.get('docs_in', 0):,} documents removed")
         for rule, v in fr.get("rules", {}).items():
             lines.append(f"  {rule}: {v['docs']:,} docs, {v['chars']:,} chars")
     return "\n".join(lines)
@@ -117,10 +135,16 @@ finetuning/evaluation set) or type one (`embedded:NAME`, `hf:NAME`, a file or gl
 Rows show in the table (**[** and **]** page, **/** searches); the highlighted row's full text is on
 the right, with the statistics: documents, tokens, the length histogram against the context length
 and the share truncated, what the filters removed, and the class balance of labelled sets.
+**v** shows the data report instead of the row text: per source what was read, removed, used,
+repeated and left unread, the filter report with examples, and languages, lengths, diversity,
+near-duplicate clusters and relevance (from the prepared shards; before them, of the rows read).
+**o** sorts the rows by length, words, non-letter share, distinct-word share or relevance.
 **s** prepares the token shards as a run (it trains the tokenizer first when needed)."""
 
     BINDINGS = [
         Binding("s", "prepare", "prepare shards"),
+        Binding("v", "toggle_report", "report"),
+        Binding("o", "sort", "sort"),
         Binding("slash", "search", "search", key_display="/"),
         Binding("left_square_bracket", "page(-1)", "prev page", key_display="["),
         Binding("right_square_bracket", "page(1)", "next page", key_display="]"),
@@ -138,6 +162,7 @@ and the share truncated, what the filters removed, and the class balance of labe
             with Vertical(id="data-right"):
                 with VerticalScroll(id="data-text-box"):
                     yield Static("", id="data-text")
+                yield DataReport(id="data-report")
                 yield Histogram("document length (tokens)", id="data-hist")
                 yield Static("", id="data-stats")
         with Horizontal(id="data-run"):
@@ -149,6 +174,8 @@ and the share truncated, what the filters removed, and the class balance of labe
         self.loaded: RowsLoaded | None = None
         self.shown_rows: list[dict] = []
         self.page = 0
+        self.sort_key = ""
+        self.query_one(DataReport).display = False
         self.feed: RunFeed | None = None
         self.progress = ProgressLine(self.query_one("#data-run-status", Label),
                                      self.query_one("#data-progress", ProgressBar), logs=True)
@@ -216,12 +243,16 @@ and the share truncated, what the filters removed, and the class balance of labe
                           f"documents by length (x context {s.get('context_length')})")
         else:
             hist.set_bars([], [], "document length: no tokenizer yet")
-        doc_tokens = None
-        facts = Facts(doc_tokens=doc_tokens, corpus_tokens=s.get("train_tokens"), val_tokens=s.get("val_tokens"))
+        facts = message.facts or Facts(corpus_tokens=s.get("train_tokens"), val_tokens=s.get("val_tokens"))
         self.query_one(AdvicePanel).update_for(self.app.preset, facts)
+        self.query_one(DataReport).show(message.report, message.filter_report, len(message.rows))
 
     def apply_search(self, query: str) -> None:
         rows = self.loaded.rows if self.loaded else []
+        if self.loaded is not None and self.loaded.measures and self.sort_key:
+            key = self.sort_key
+            rows = [dict(r, **{key: m.get(key, 0)}) for r, m in zip(rows, self.loaded.measures)]
+            rows.sort(key=lambda r: r[key], reverse=True)
         q = query.strip().lower()
         # the search filters the rows already read (display only; nothing is recomputed)
         self.shown_rows = [r for r in rows if q in " ".join(str(v) for v in r.values()).lower()] if q else rows
@@ -239,7 +270,8 @@ and the share truncated, what the filters removed, and the class balance of labe
         n = len(self.shown_rows)
         pages = max(1, -(-n // PAGE))
         src = self.loaded.source if self.loaded else ""
-        self.query_one("#data-page", Label).update(f"{src}: {n:,} rows, page {self.page + 1}/{pages}")
+        order = f", sorted by {self.sort_key} (o)" if self.sort_key else ""
+        self.query_one("#data-page", Label).update(f"{src}: {n:,} rows, page {self.page + 1}/{pages}{order}")
         if rows:
             self.show_row(self.page * PAGE)
 
@@ -260,6 +292,17 @@ and the share truncated, what the filters removed, and the class balance of labe
 
     def action_search(self) -> None:
         self.query_one("#data-search", Input).focus()
+
+    def action_toggle_report(self) -> None:
+        report = self.query_one(DataReport)
+        report.display = not report.display
+        self.query_one("#data-text-box").display = not report.display
+
+    def action_sort(self) -> None:
+        """Cycle the row order: as read, then by each measure, largest first."""
+        keys = ["", *((self.loaded.measures or [{}])[0].keys() if self.loaded and self.loaded.measures else [])]
+        self.sort_key = keys[(keys.index(self.sort_key) + 1) % len(keys)] if self.sort_key in keys else ""
+        self.apply_search(self.query_one("#data-search", Input).value)
 
 
     # ------------------------------------------------------------------ shards as a run

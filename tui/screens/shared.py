@@ -4,28 +4,13 @@ a stage run's progress as a label, and a metric as text (a dash where it is miss
 from __future__ import annotations
 
 from core.config import Preset
-from core.errors import UserError
 
 
 def preset_tokenizer(preset: Preset):
-    """(tokenizer or None, note): the preset's encoding, or its trained BPE if cached. Training is
-    long work that belongs to a run, so an untrained BPE returns None and says how to train it."""
-    from core.tokenizer import Tokenizer, get_tokenizer
-    from core.tokenizer.encodings import is_saved_tokenizer
-    from core.tokenizer.cache import tokenizer_dir
+    """(tokenizer or None, note): the preset's encoding, or its trained BPE if cached (never trains)."""
+    from core.tokenizer.cache import ready_tokenizer
 
-    t = preset.tokenizer
-    if t.kind == "model":
-        return None, "this preset finetunes with its base model's own tokenizer (tokenizer.kind = \"model\")"
-    if t.kind == "tiktoken":
-        try:
-            return get_tokenizer(t.encoding, t.chat_template), t.encoding
-        except UserError as e:
-            return None, str(e)
-    folder = tokenizer_dir(preset)
-    if is_saved_tokenizer(folder):
-        return Tokenizer.load(folder), f"BPE {t.vocab_size} ({folder.name})"
-    return None, f"the preset's BPE ({t.vocab_size}) is not trained yet: train it as a run (Tokenizer screen, T)"
+    return ready_tokenizer(preset)
 
 
 def progress_of(ev: dict) -> tuple[float | None, str]:

@@ -245,16 +245,13 @@ corpus sample), Chat template (the tokens that carry loss are bright, the rest d
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="tok-compression")
     def compression_worker(self) -> None:
-        from core.data import iter_documents
+        from core.data import Documents
         from core.tokenizer import compression_table
         preset = self.app.preset
         try:
-            texts, n = [], 0
-            for doc in iter_documents(preset):
-                texts.append(doc)
-                n += len(doc)
-                if n > 200_000:
-                    break
+            # held-out validation text of every source: never what the tokenizer trained on
+            texts = [t for docs in Documents(preset.data).held_out(200_000).values() for t in docs]
+            n = sum(len(t) for t in texts)
             encs = [self.tok] if self.tok is not None else []
             rows = compression_table(texts, [*encs, "gpt2", "cl100k_base", "o200k_base"])
         except UserError as e:
@@ -264,7 +261,7 @@ corpus sample), Chat template (the tokens that carry loss are bright, the rest d
         out = [(r.name, f"{r.n_vocab:,}", f"{r.n_tokens:,}", f"{r.bytes_per_token:.3f}", fmt(r.vs_gpt2), fmt(r.vs_gpt4))
                if r.available else (r.name, "-", "-", "-", "-", r.error[:40]) for r in rows]
         self.post_message(TableReady("compression-table", ["encoding", "vocab", "tokens", "bytes/token", "vs gpt2",
-                                                           "vs gpt4"], out, f"over {n:,} characters of the corpus"))
+                                                           "vs gpt4"], out, f"over {n:,} characters of held-out text (the validation split)"))
 
     def on_table_ready(self, message: TableReady) -> None:
         fill_table(self.query_one(f"#{message.table_id}", DataTable), message.columns, message.rows)

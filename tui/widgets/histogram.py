@@ -3,9 +3,22 @@ optional vertical marker (the context length)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from textual_plotext import PlotextPlot
+
+
+def integer_ticks(top: float, n: int = 4) -> list[int]:
+    """Whole-number axis ticks from 0 past `top`, at most n steps of 1, 2, 5, 10, 20, 50, ...
+    (counts are never fractional, so the axis should not say 2.5 documents)."""
+    k = 0
+    while True:
+        for m in (1, 2, 5):
+            step = m * 10**k
+            if top / step <= n:
+                return list(range(0, math.ceil(top / step) * step + 1, step))
+        k += 1
 
 
 class Histogram(PlotextPlot):
@@ -41,6 +54,9 @@ class Histogram(PlotextPlot):
         plt.title(self.title if self.counts else f"{self.title}: no data")
         if self.counts:
             plt.bar(self.labels, self.counts, color="cyan", marker="hd")
+            if all(float(c).is_integer() for c in self.counts):
+                ticks = integer_ticks(max(self.counts))
+                plt.yticks(ticks, [f"{t:,}" for t in ticks])
             if self.marker is not None:
                 plt.vline(self.marker, color="red")
         self.refresh()
