@@ -18,10 +18,12 @@ from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.reactive import var
+from textual.worker import Worker, WorkerState
 
 from core import config
 from core import runs as core_runs
 from core.advice import advise, worst
+from tui import failures
 from tui.messages import PresetChanged, PresetSaved, RunsListed
 from tui.screens import MODE_SCREENS
 from tui.screens.dialogs import HelpScreen, PresetEditor, PresetPicker
@@ -49,13 +51,17 @@ class WorkbenchCommands(Provider):
                                 partial(app.run_screen_action, mode, b.action)))
         return out
 
+    def commands_safe(self) -> list[tuple[str, str, Callable]]:
+        app: Workbench = self.app  # type: ignore[assignment]
+        return [(title, help_text, partial(app.call_safely, title, cb)) for title, help_text, cb in self.commands()]
+
     async def discover(self) -> Hits:
-        for title, help_text, cb in self.commands():
+        for title, help_text, cb in self.commands_safe():
             yield DiscoveryHit(title, cb, help=help_text)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for title, help_text, cb in self.commands():
+        for title, help_text, cb in self.commands_safe():
             score = matcher.match(title)
             if score > 0:
                 yield Hit(score, matcher.highlight(title), cb, help=help_text)
@@ -74,6 +80,7 @@ class Workbench(App[int]):
         *(Binding(f"alt+{i}", f"switch_mode('{m}')", m.capitalize(), show=False, priority=True)
           for i, m in enumerate(MODES, 1)),
         Binding("question_mark", "help", "help", key_display="?", show=False),
+        Binding("f1", "help", "help", show=False),  # works while a text field has focus
         Binding("p", "pick_preset", "preset"),
         Binding("e", "edit_preset", "edit preset"),
         Binding("q", "quit", "quit"),
@@ -113,6 +120,30 @@ class Workbench(App[int]):
     def live_run(self, stage: str) -> str | None:
         """The newest live run of `stage` found at start, if any."""
         return next((r["name"] for r in self.live_runs if r["stage"] == stage), None)
+
+    # ------------------------------------------------------------------ no key ends the app
+    async def run_action(self, action, default_namespace=None, namespaces=None) -> bool:  # type: ignore[override]
+        """Every key, footer click and palette entry runs an action through here: an exception
+        becomes a notification (detail in logs/tui.log) instead of ending the app."""
+        try:
+            return await super().run_action(action, default_namespace, namespaces)
+        except Exception as e:  # noqa: BLE001 - the point is that nothing escapes
+            self.report_failure(f"action {action if isinstance(action, str) else action[1]}", e)
+            return True
+
+    def call_safely(self, what: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001
+            self.report_failure(what, e)
+
+    def report_failure(self, what: str, error: BaseException) -> None:
+        self.notify(failures.report(what, error), title=f"{what} failed", severity="error", timeout=10,
+                    markup=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            self.report_failure(f"{event.worker.name or event.worker.group} (background work)", event.worker.error)
 
     # -------------------------------------------------------------------------- presets
     def preset_choices(self) -> list[tuple[str, str]]:

@@ -10,11 +10,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container
 from textual.screen import Screen
-from textual.widgets import Footer
 
 from core import config
 from tui.messages import WorkFailed
 from tui.widgets.mode_bar import ModeBar
+from tui.widgets.priority_footer import PriorityFooter
 
 
 class StageScreen(Screen):
@@ -30,7 +30,7 @@ class StageScreen(Screen):
         yield ModeBar(self.MODE)
         with Container(id="body", classes=f"{self.MODE}-body"):
             yield from self.compose_body()
-        yield Footer(compact=True)
+        yield PriorityFooter()
 
     def compose_body(self) -> ComposeResult:
         yield from ()

@@ -122,8 +122,8 @@ The system prompt and the sampling fields (temperature, top-k, top-p, max tokens
 apply to the next message; **tab** moves between them. Long conversations drop their oldest turns
 to fit `chat.max_history_tokens` (or the model's context).
 
-**ctrl+o** picks the model, **ctrl+b** compares two models (the second answers the same messages
-side by side; ctrl+b again closes it), **ctrl+t** shows the prompt with the chat template applied,
+**ctrl+o** picks the model, **ctrl+g** compares two models (the second answers the same messages
+side by side; ctrl+g again closes it), **ctrl+t** shows the prompt with the chat template applied,
 **ctrl+n** starts a new conversation (system prompt and sampling back to the preset's),
 **ctrl+l** clears the history only, **ctrl+s** saves the conversation as JSONL."""
 
@@ -131,7 +131,7 @@ side by side; ctrl+b again closes it), **ctrl+t** shows the prompt with the chat
         Binding("escape", "stop", "stop reply"),
         Binding("i,enter", "focus_message", "message", key_display="i"),
         Binding("ctrl+o", "pick_model", "model"),
-        Binding("ctrl+b", "compare", "compare"),
+        Binding("ctrl+g", "compare", "compare"),
         Binding("ctrl+t", "template", "template"),
         Binding("ctrl+n", "new", "new"),
         Binding("ctrl+l", "clear", "clear"),

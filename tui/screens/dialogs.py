@@ -88,13 +88,13 @@ SECTIONS = ("preset", "data", "tokenizer", "model", "train", "finetune", "eval",
 
 class PresetEditor(ModalScreen[config.Preset | None]):
     """The preset one section at a time (a whole preset is several hundred widgets: slow to draw);
-    problems show beside their fields, and a section with problems cannot be left. ctrl+a applies,
+    problems show beside their fields, and a section with problems cannot be left. ctrl+g applies (ctrl+a is GNU screen's prefix),
     ctrl+s saves as TOML and applies, esc discards."""
 
     BINDINGS = [
         Binding("escape", "dismiss(None)", "discard"),
         Binding("ctrl+s", "save", "save as TOML"),
-        Binding("ctrl+a", "apply", "apply"),
+        Binding("ctrl+g", "apply", "apply"),
     ]
 
     def __init__(self, preset: config.Preset, save_dir: Path, sections: list[str] | None = None) -> None:
@@ -105,7 +105,7 @@ class PresetEditor(ModalScreen[config.Preset | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="editor-box"):
-            yield Label(f"[b]Edit preset {self.preset.name}[/]  ctrl+a apply, ctrl+s save as TOML, esc discard")
+            yield Label(f"[b]Edit preset {self.preset.name}[/]  ctrl+g apply, ctrl+s save as TOML, esc discard")
             with Horizontal(id="editor-main"):
                 yield OptionList(*[Option(s, id=s) for s in self.sections], id="editor-sections")
                 yield PresetForm(self.preset, [self.section], id="editor-form")

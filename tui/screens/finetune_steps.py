@@ -4,7 +4,7 @@ method -> base model -> dataset -> what to train -> hyperparameters -> review. E
 preset built so far and dismisses with (action, preset), action being "next", "back" or "launch"
 (None cancels); the Finetune screen chains them. Every edit goes through `core.config` (apply the
 value, validate the whole preset), so what the review shows is exactly what `core.runs.launch`
-runs. Keys on every step: ctrl+n next (or launch on the review), ctrl+b back, esc cancel.
+runs. Keys on every step: ctrl+n next (or launch on the review), ctrl+r back, esc cancel.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ class WizardStep(ModalScreen[tuple[str, config.Preset] | None]):
     NEXT_LABEL = "Next"
     BINDINGS = [
         Binding("escape", "cancel", "cancel"),
-        Binding("ctrl+b", "back", "back"),
+        Binding("ctrl+r", "back", "back"),
         Binding("ctrl+n", "next", "next"),
     ]
     DEFAULT_CSS = """
@@ -228,7 +228,7 @@ class WizardStep(ModalScreen[tuple[str, config.Preset] | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="wizard-box"):
             yield Label(f"[b]Finetune[/]  step {self.INDEX + 1} of {len(STEP_TITLES)}: [b]{STEP_TITLES[self.INDEX]}[/]"
-                        "   ctrl+n next, ctrl+b back, esc cancel", id="wizard-title")
+                        "   ctrl+n next, ctrl+r back, esc cancel", id="wizard-title")
             yield Label(self.trail(), id="wizard-trail")
             with Vertical(id="wizard-body"):
                 yield from self.compose_step()

@@ -151,7 +151,8 @@ A vocabulary size of 0 takes the tokenizer's."""
             self.show_numbers(self.app.preset)
 
     def action_focus_form(self) -> None:
-        self.query_one(PresetForm).focus_next()
+        """Put the cursor in the first architecture field (tab moves on from there)."""
+        self.query_one(PresetForm).focus_first()
 
     def action_focus_tree(self) -> None:
         """Swap the numbers for the layer tree (and back): both do not fit a small terminal."""

@@ -149,6 +149,12 @@ class PresetForm(VerticalScroll):
                     yield Label(spec.doc, classes="doc", markup=False)
                 yield Label("", classes="problem", id=_dom_id(spec.key) + "-problem", markup=False)
 
+    def focus_first(self) -> None:
+        """Focus the first field of the form (the form itself takes no typing)."""
+        first = next((w for w in self.query("Input, Select") if w.focusable), None)
+        if first is not None:
+            first.focus()
+
     # ------------------------------------------------------------------------- values
     def values(self) -> dict[str, typing.Any]:
         out = {}
