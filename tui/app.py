@@ -142,6 +142,8 @@ class Workbench(App[int]):
                     markup=False)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A worker that raised (its state message does not bubble: screens and modals that run
+        workers forward theirs here)."""
         if event.state == WorkerState.ERROR and event.worker.error is not None:
             self.report_failure(f"{event.worker.name or event.worker.group} (background work)", event.worker.error)
 

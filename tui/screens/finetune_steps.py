@@ -22,6 +22,7 @@ from textual.screen import ModalScreen
 from textual.widgets import (Button, Checkbox, DataTable, Input, Label, OptionList, RadioButton, RadioSet, Select,
                              Static, TextArea)
 from textual.widgets.option_list import Option
+from textual.worker import Worker
 
 from core import config
 from core import runs as core_runs
@@ -240,6 +241,9 @@ class WizardStep(ModalScreen[tuple[str, config.Preset] | None]):
 
     def compose_step(self) -> ComposeResult:
         yield from ()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        self.app.on_worker_state_changed(event)  # a worker that raised becomes a notification
 
     def trail(self) -> str:
         ft = self.preset.finetune
