@@ -229,6 +229,8 @@ class ChatConfig:
 class Preset:
     name: str = opt("", "preset name (defaults to the file name)")
     description: str = opt("", "one line shown in `llmlab presets list`")
+    accepted: list[str] = opt([], "rules of thumb this preset breaks on purpose, as \"KEY: one-line reason\" "
+                              "(the advice panel shows the reason instead of the warning)")
     data: DataConfig = opt(DataConfig(), "corpus, filters and shards")
     tokenizer: TokenizerConfig = opt(TokenizerConfig(), "tokenizer")
     model: ModelConfig = opt(ModelConfig(), "architecture")
@@ -506,6 +508,12 @@ def validate(p: Preset, file: str) -> list[Problem]:
     bad = [x for x in p.finetune.lora.targets if x not in ("attn", "mlp", "head")]
     if bad:
         out.append(Problem(file, "finetune.lora.targets", f"unknown target(s) {bad}; choose from attn, mlp, head"))
+    leaf_keys = {row[0] for row in schema_rows(Preset)}
+    for i, entry in enumerate(p.accepted):
+        key, sep, reason = entry.partition(":")
+        if not sep or not reason.strip() or key.strip() not in leaf_keys:
+            out.append(Problem(file, f"accepted[{i}]", f"{entry!r}: expected \"KEY: reason\" with KEY a preset "
+                               "field, e.g. \"train.lr: tiny model, a higher lr on purpose\""))
     bad = [x for x in p.eval.tasks if x not in EVAL_TASKS]
     if bad:
         out.append(Problem(file, "eval.tasks", f"unknown task(s) {bad}; choose from {', '.join(EVAL_TASKS)}"))

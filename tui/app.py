@@ -24,6 +24,7 @@ from core import config
 from core import runs as core_runs
 from core.advice import advise, worst
 from tui import failures
+from tui.text import plain
 from tui.messages import PresetChanged, PresetSaved, RunsListed
 from tui.screens import MODE_SCREENS
 from tui.screens.dialogs import HelpScreen, PresetEditor, PresetPicker
@@ -131,6 +132,11 @@ class Workbench(App[int]):
             self.report_failure(f"action {action if isinstance(action, str) else action[1]}", e)
             return True
 
+    def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
+               markup: bool = False) -> None:  # type: ignore[override]
+        """Notifications carry run, file and preset names: text, never markup."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+
     def call_safely(self, what: str, fn: Callable[[], object]) -> None:
         try:
             fn()
@@ -138,8 +144,7 @@ class Workbench(App[int]):
             self.report_failure(what, e)
 
     def report_failure(self, what: str, error: BaseException) -> None:
-        self.notify(failures.report(what, error), title=f"{what} failed", severity="error", timeout=10,
-                    markup=False)
+        self.notify(failures.report(what, error), title=f"{what} failed", severity="error", timeout=10)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """A worker that raised (its state message does not bubble: screens and modals that run
@@ -163,7 +168,7 @@ class Workbench(App[int]):
         level = worst(advise(self.preset))
         mark = {"ok": "[green]\u2713[/]", "warn": "[yellow]![/]", "bad": "[red]\u2717[/]"}[level]
         src = self.preset_source if "/" not in self.preset_source else Path(self.preset_source).name
-        return f"preset [b]{self.preset.name}[/] ({src}) {mark}"
+        return f"preset [b]{plain(self.preset.name)}[/] ({plain(src)}) {mark}"
 
     def load_preset(self, spec: str) -> bool:
         try:

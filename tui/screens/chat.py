@@ -25,6 +25,7 @@ from textual.widgets import Input, Label, Static, TextArea
 
 from core.chat import Conversation, Sampling
 from core.errors import UserError
+from tui.text import plain
 from tui.screens.base import StageScreen
 from tui.widgets.chat_log import ChatLog
 from tui.widgets.lineage import short_path
@@ -86,7 +87,7 @@ class TemplateScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"[b]{self.title_text}[/]  (esc closes)")
+            yield Label(f"[b]{plain(self.title_text)}[/]  (esc closes)")
             yield TextArea(self.text, read_only=True, soft_wrap=True, show_line_numbers=False, id="template-text")
 
 
@@ -103,7 +104,7 @@ class SavePathScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"[b]{self.title_text}[/]  (enter saves, esc cancels)")
+            yield Label(f"[b]{plain(self.title_text)}[/]  (enter saves, esc cancels)")
             yield Input(self.default, id="save-path")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -239,7 +240,7 @@ side by side; ctrl+g again closes it), **ctrl+t** shows the prompt with the chat
             if message.pane == "b":
                 self.compare = True
                 self.query_one("#chat-pane-b").display = True
-                self.query_one("#chat-title-b", Label).update(f"[b]B[/] {short_path(message.spec)}")
+                self.query_one("#chat-title-b", Label).update(f"[b]B[/] {plain(short_path(message.spec))}")
         self._show_header()
 
     def _show_header(self) -> None:
@@ -251,7 +252,7 @@ side by side; ctrl+g again closes it), **ctrl+t** shows the prompt with the chat
             if p.conv is None:
                 return "none (ctrl+o)"
             tpl = p.conv.tokenizer.chat_template if hasattr(p.conv.tokenizer, "chat_template") else "?"
-            return f"{short_path(p.spec)} [dim](ctx {p.conv.context_length}, {tpl})[/]"
+            return f"{plain(short_path(p.spec))} [dim](ctx {p.conv.context_length}, {plain(tpl)})[/]"
 
         text = f"[b]{'A ' if self.compare else ''}model[/] {name(a)}"
         if self.compare:
@@ -273,6 +274,7 @@ side by side; ctrl+g again closes it), **ctrl+t** shows the prompt with the chat
             self.query_one("#chat-pane-b").display = False
             self.query_one("#chat-log-b", ChatLog).clear_log()
             self._show_header()
+            self._show_status()  # B's tokens/s leave with it
             return
 
         def done(spec: str | None) -> None:
@@ -300,7 +302,7 @@ side by side; ctrl+g again closes it), **ctrl+t** shows the prompt with the chat
                 s.check()
             except UserError as e:
                 problem, s = str(e).removeprefix("sampling: "), None
-        self.query_one("#chat-problem", Static).update(f"[red]{problem}[/]" if problem else "")
+        self.query_one("#chat-problem", Static).update(f"[red]{plain(problem)}[/]" if problem else "")
         return s
 
     def active_panes(self) -> list[Pane]:

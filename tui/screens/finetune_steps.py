@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
+from tui.text import plain as escape  # the one escaping helper (tui/text.py)
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -411,7 +411,7 @@ class DataStep(WizardStep):
         self.problem("")
         cols = preview_columns(preset.finetune.method)
         fill_table(self.query_one("#wizard-rows", DataTable), cols,
-                   [[escape(str(r.get("label_name", r.get(c, "")) if c == "label" else r.get(c, "")))[:60] for c in cols]
+                   [[str(r.get("label_name", r.get(c, "")) if c == "label" else r.get(c, ""))[:60] for c in cols]
                     for r in records])
         self.query_one("#wizard-balance", Static).update(balance_text(stats))
         if records:

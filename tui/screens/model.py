@@ -120,9 +120,17 @@ A vocabulary size of 0 takes the tokenizer's."""
                 yield tree
         yield AdvicePanel("model", id="advice")
 
+    def on_mount(self) -> None:
+        # presets this form produced: their echo through the app must never rebuild the form, or a
+        # key typed meanwhile is lost (the form would be redrawn from an older preset)
+        self.typed: list[Preset] = []
+        super().on_mount()
+
     def preset_changed(self, preset: Preset) -> None:
         form = self.query_one(PresetForm)
-        if form.preset != preset:  # changed elsewhere (picker, editor): show its values
+        if preset in self.typed:
+            self.typed = self.typed[self.typed.index(preset) + 1:]
+        elif form.preset != preset:  # changed elsewhere (picker, editor): show its values
             form.remove()
             new = PresetForm(preset, ["model"], show_docs=False, id="model-form")
             self.query_one("#model-left", Vertical).mount(new, before=0)
@@ -135,11 +143,14 @@ A vocabulary size of 0 takes the tokenizer's."""
             batch = preset.train.micro_batch_size
         dtype = str(self.query_one("#model-dtype", Select).value)
         self.query_one("#model-stats", Static).update(stats_table(preset, batch, dtype))
-        fill_tree(self.query_one("#model-tree", Tree), preset)
+        tree = self.query_one("#model-tree", Tree)
+        if tree.display:  # rebuilt only while shown: typing in a field stays cheap
+            fill_tree(tree, preset)
         self.query_one(AdvicePanel).update_for(preset)
 
     def on_preset_form_changed(self, message: PresetForm.Changed) -> None:
         if message.preset is not None and message.preset != self.app.preset:
+            self.typed = [*self.typed[-15:], message.preset]
             self.app.set_preset(message.preset, "<edited>")
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -159,4 +170,5 @@ A vocabulary size of 0 takes the tokenizer's."""
         tree, table = self.query_one(Tree), self.query_one("#model-stats", Static)
         tree.display, table.display = not tree.display, tree.display
         if tree.display:
+            fill_tree(tree, self.app.preset)
             tree.focus()

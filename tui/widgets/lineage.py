@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rich.markup import escape
+from tui.text import plain as escape  # the one escaping helper (tui/text.py)
 from textual.widgets import Static
 
 GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")

@@ -18,6 +18,7 @@ from textual.message import Message
 from textual.widgets import Input, Label, Select, Static, Switch
 
 from core import config
+from tui.text import plain
 
 try:
     import tomllib
@@ -138,7 +139,7 @@ class PresetForm(VerticalScroll):
                 with Horizontal(classes="row"):
                     yield Label(spec.key.rsplit(".", 1)[-1], classes="key")
                     if spec.choices:
-                        yield Select([(str(c), c) for c in spec.choices], value=value, allow_blank=False,
+                        yield Select([(plain(c), c) for c in spec.choices], value=value, allow_blank=False,
                                      id=_dom_id(spec.key), compact=True)
                     elif spec.type is bool:  # a select: a compact Switch does not draw in one line
                         yield Select([("true", True), ("false", False)], value=bool(value), allow_blank=False,
