@@ -8,6 +8,7 @@ Keys: 1-8 (or alt+1-8 from a text field) switch stage, ? help, ctrl+p every acti
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -30,6 +31,9 @@ from tui.screens import MODE_SCREENS
 from tui.screens.dialogs import HelpScreen, PresetEditor, PresetPicker
 from tui.widgets.mode_bar import MODES
 from tui.widgets.run_picker import run_rows
+
+
+ANSI_THEME = "ansi-dark"  # the terminal's own 16 colours
 
 
 class WorkbenchCommands(Provider):
@@ -75,6 +79,9 @@ class Workbench(App[int]):
     CSS_PATH = "styles/app.tcss"
     MODES = {m: cls for m, cls in MODE_SCREENS.items()}  # noqa: RUF012
     COMMANDS = App.COMMANDS | {WorkbenchCommands}
+    # screens get -narrow/-wide and -short/-tall: app.tcss gives 80x24 its compact layout
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]  # noqa: RUF012
     BINDINGS = [
         *(Binding(str(i), f"switch_mode('{m}')", m.capitalize(), show=False) for i, m in enumerate(MODES, 1)),
         # alt+N works while a text field has focus (and is what esc-then-N becomes in a fast terminal)
@@ -92,8 +99,9 @@ class Workbench(App[int]):
 
     def __init__(self, preset: config.Preset, preset_source: str, *, runs_root: Path | None = None,
                  presets: Sequence[str | Path] = (), clock: Callable[[], float] = time.time,
-                 workdir: Path | None = None, mode: str = "data", poll_s: float = 0.5) -> None:
-        super().__init__()
+                 workdir: Path | None = None, mode: str = "data", poll_s: float = 0.5,
+                 ansi_color: bool | None = None) -> None:
+        super().__init__(ansi_color=ansi_color)
         self.runs_root = runs_root
         self.extra_presets = [str(p) for p in presets]
         self.clock = clock
@@ -223,15 +231,28 @@ class Workbench(App[int]):
 
 def make_app(runs_root: Path | None = None, presets: Sequence[str | Path] = (),
              clock: Callable[[], float] = time.time, preset: str | config.Preset = "tiny",
-             workdir: Path | None = None, mode: str = "data", poll_s: float = 0.5) -> Workbench:
+             workdir: Path | None = None, mode: str = "data", poll_s: float = 0.5,
+             ansi_color: bool | None = None) -> Workbench:
     """The workbench with its dependencies: where runs live, extra preset files, the clock for
-    "3m ago" labels, the starting preset (a name, a path, or a Preset) and the first mode."""
+    "3m ago" labels, the starting preset (a name, a path, or a Preset) and the first mode;
+    `ansi_color` draws in the terminal's own 16 colours (the ansi-dark theme)."""
     if isinstance(preset, config.Preset):
         p, source = preset, preset.name
     else:
         p, source = config.load(preset), str(preset)
-    return Workbench(p, source, runs_root=runs_root, presets=presets, clock=clock, workdir=workdir, mode=mode,
-                     poll_s=poll_s)
+    app = Workbench(p, source, runs_root=runs_root, presets=presets, clock=clock, workdir=workdir, mode=mode,
+                    poll_s=poll_s, ansi_color=ansi_color)
+    if ansi_color:
+        app.theme = ANSI_THEME
+    return app
+
+
+def few_colour_terminal() -> bool:
+    """A terminal of 16 colours (TERM=screen, linux) or NO_COLOR: draw in its own ANSI colours,
+    which it shows as designed, rather than truecolor squeezed into 16."""
+    from rich.console import Console
+
+    return "NO_COLOR" in os.environ or Console().color_system in ("standard", "windows", None)
 
 
 def main(preset: str = "tiny") -> int:
@@ -239,6 +260,6 @@ def main(preset: str = "tiny") -> int:
     is live, so a reconnecting user sees it at once."""
     live = run_rows(None, live_only=True)
     mode = "pretrain" if any(r["stage"] == "pretrain" for r in live) else "data"
-    app = make_app(preset=preset, mode=mode)
+    app = make_app(preset=preset, mode=mode, ansi_color=few_colour_terminal() or None)
     app.run()
     return app.return_code or 0

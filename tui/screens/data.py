@@ -258,7 +258,8 @@ and the share truncated, what the filters removed, and the class balance of labe
         src = self.loaded.source if self.loaded else ""
         read = len(self.loaded.rows) if self.loaded else 0
         # the table holds the rows read (at most MAX_ROWS), the statistics may cover the whole corpus
-        what = f"{n:,} rows" if read < MAX_ROWS else f"{n:,} of the first {read:,} rows read"
+        what = (f"{n:,} rows" if read < MAX_ROWS else f"the first {read:,} rows" if n == read
+                else f"{n:,} of the first {read:,} rows")
         self.query_one("#data-page", Label).update(f"{plain(src)}: {what}, page {self.page + 1}/{pages}")
         if rows:
             self.show_row(self.page * PAGE)

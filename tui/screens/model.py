@@ -44,7 +44,10 @@ def model_config(preset: Preset):
     return dataclasses.replace(preset.model, vocab_size=advice.vocab_size(preset))
 
 
-def stats_table(preset: Preset, batch_size: int, dtype: str) -> Table:
+def stats_table(preset: Preset, batch_size: int, dtype: str, compact: bool = False) -> Table:
+    """Parameters, memory and compute of the preset's model; `compact` fits 17 rows (80x24)."""
+    if compact:
+        return compact_stats_table(preset, batch_size, dtype)
     cfg = model_config(preset)
     s = stats.summary(cfg, batch_size=batch_size, dtype=dtype)
     p, m = s["params"], s["memory"]
@@ -72,6 +75,30 @@ def stats_table(preset: Preset, batch_size: int, dtype: str) -> Table:
     t.add_row("KV cache, full context", human_bytes(s["kv_cache_bytes_per_token"] * cfg.context_length))
     t.add_row("head size / kv heads", f"{s['head_dim']} / {s['kv_heads']}")
     t.add_row("MLP hidden", str(s["mlp_hidden"]))
+    return t
+
+
+def compact_stats_table(preset: Preset, batch_size: int, dtype: str) -> Table:
+    """The same numbers as stats_table in fewer rows: no blank rows, related values on one row."""
+    cfg = model_config(preset)
+    s = stats.summary(cfg, batch_size=batch_size, dtype=dtype)
+    p, m = s["params"], s["memory"]
+    t = Table(show_header=False, box=None, pad_edge=False, expand=True)
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    total = p["total"] or 1
+    for name, key in (("token embedding", "embeddings"), ("positions", "positions"), ("attention", "attention"),
+                      ("MLP", "mlp"), ("norms", "norms"), ("output head", "head")):
+        t.add_row(name, f"{human(p[key])} {100 * p[key] / total:4.1f}%")
+    t.add_row("total params", human(p["total"]), style="bold")
+    t.add_row("non-emb / untied", f"{human(p['non_embedding'])} / {human(p['total_untied'])}")
+    t.add_row(f"memory b{batch_size} {dtype}", human_bytes(m["total"]), style="bold")
+    t.add_row("weights / grads", f"{human_bytes(m['weights'])} / {human_bytes(m['grads'])}")
+    t.add_row("AdamW / activ.", f"{human_bytes(m['optimizer'])} / {human_bytes(m['activations'])}")
+    t.add_row("FLOPs per token", human(s["flops_per_token"]))
+    t.add_row("KV cache/token", human_bytes(s["kv_cache_bytes_per_token"]))
+    t.add_row("KV cache, context", human_bytes(s["kv_cache_bytes_per_token"] * cfg.context_length))
+    t.add_row("head / kv / MLP", f"{s['head_dim']} / {s['kv_heads']} / {s['mlp_hidden']}")
     return t
 
 
@@ -142,11 +169,15 @@ A vocabulary size of 0 takes the tokenizer's."""
         except ValueError:
             batch = preset.train.micro_batch_size
         dtype = str(self.query_one("#model-dtype", Select).value)
-        self.query_one("#model-stats", Static).update(stats_table(preset, batch, dtype))
+        compact = self.app.size.height < 32  # the -short breakpoint: 17 rows instead of 26
+        self.query_one("#model-stats", Static).update(stats_table(preset, batch, dtype, compact))
         tree = self.query_one("#model-tree", Tree)
         if tree.display:  # rebuilt only while shown: typing in a field stays cheap
             fill_tree(tree, preset)
         self.query_one(AdvicePanel).update_for(preset)
+
+    def on_resize(self) -> None:
+        self.show_numbers(self.app.preset)
 
     def on_preset_form_changed(self, message: PresetForm.Changed) -> None:
         if message.preset is not None and message.preset != self.app.preset:

@@ -100,10 +100,10 @@ class PresetForm(VerticalScroll):
     PresetForm .key { width: 26; padding: 0 1 0 0; }
     PresetForm .row Input, PresetForm .row Select { width: 1fr; }
     PresetForm .row Switch { width: 8; height: 1; border: none; padding: 0; }
-    PresetForm .doc { color: $text-muted; padding-left: 26; height: auto; }
-    PresetForm .problem { color: $text-error; padding-left: 26; height: auto; display: none; }
+    PresetForm .doc { color: $text-muted; padding-left: 26; height: auto; width: 100%; }
+    PresetForm .problem { color: $text-error; padding-left: 26; height: auto; width: 100%; display: none; }
     PresetForm .problem.-shown { display: block; }
-    PresetForm #form-problems { color: $text-error; height: auto; }
+    PresetForm #form-problems { color: $text-error; height: auto; width: 100%; }
     """
 
     @dataclass
