@@ -80,3 +80,23 @@ async def test_the_runs_list_follows_status_json(make, lab):
         status = json.loads((root / name / "status.json").read_text())
         (root / name / "status.json").write_text(json.dumps({**status, "state": "finished"}))
         await wait_for(pilot, lambda: "finished" in screen_text(app) and "running" not in screen_text(app), 10)
+
+
+async def test_a_burst_typed_into_a_model_field_loses_no_key(make):
+    """Keys queued faster than the app handles them (a fast typist on a busy box): every digit lands,
+    in order, in the field typed into, and the preset follows."""
+    from textual import events
+
+    app = make(mode="model")
+    async with app.run_test(size=(80, 24)) as pilot:
+        field = app.screen.query_one("#f-model--n_embd", Input)
+        field.focus()
+        await pilot.pause()
+        for value in ("96", "160", "64"):
+            for key in ("ctrl+u", *value):
+                ev = events.Key(key, key if len(key) == 1 else None)
+                ev.set_sender(app)
+                app._driver.send_message(ev)
+            await pilot.pause(0.3)
+            assert app.screen.query_one("#f-model--n_embd", Input).value == value
+            assert app.preset.model.n_embd == int(value)

@@ -187,7 +187,7 @@ classifier) as a run; the report reloads when it ends. **x** exports the report 
                 yield Label("[b]Lineage[/]", classes="ev-section")
                 yield LineageView("", id="ev-lineage")
                 yield Static("", id="ev-tables")
-                yield Label("[b]Scores[/] [dim](\u2502 chance, majority or tie; \u2500 95% interval)[/]",
+                yield Static("[b]Scores[/] [dim](\u2502 chance, majority or tie; \u2500 95% interval)[/]",
                             classes="ev-section", id="ev-scores-title")
                 yield ScoreBars("", id="ev-scores")
                 yield ConfusionMatrix("", id="ev-confusion")
@@ -243,7 +243,8 @@ classifier) as a run; the report reloads when it ends. **x** exports the report 
             return
         self.card = card = message.card
         n_eval = len(card.get("evaluations") or [])
-        self._header(f"{len(card.get('lineage') or [])} stages, {n_eval} evaluation{'s' * (n_eval != 1)}")
+        n_stages = len(card.get("lineage") or [])
+        self._header(f"{n_stages} stage{'s' * (n_stages != 1)}, {n_eval} evaluation{'s' * (n_eval != 1)}")
         self.query_one(LineageView).show(card_chain(card))
         self.query_one("#ev-tables", Static).update(evaluations_renderable(card))
         scores = scores_of(card)

@@ -20,6 +20,7 @@ from core.config import Preset
 from core.model import stats
 from tui.screens.base import StageScreen
 from tui.widgets.advice_panel import AdvicePanel
+from tui.widgets.field_input import FieldInput
 from tui.widgets.preset_form import PresetForm
 
 DTYPES = ("bfloat16", "float16", "float32")
@@ -138,7 +139,7 @@ A vocabulary size of 0 takes the tokenizer's."""
                 yield PresetForm(self.app.preset, ["model"], show_docs=False, id="model-form")
                 with Horizontal(id="model-knobs"):
                     yield Label("batch ")
-                    yield Input(str(self.app.preset.train.micro_batch_size), id="model-batch", type="integer")
+                    yield FieldInput(str(self.app.preset.train.micro_batch_size), id="model-batch", type="integer")
                     yield Select([(d, d) for d in DTYPES], value="bfloat16", allow_blank=False, id="model-dtype")
             with Vertical(id="model-right"):
                 yield Static("", id="model-stats")

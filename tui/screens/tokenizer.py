@@ -238,7 +238,8 @@ corpus sample), Chat template (the tokens that carry loss are bright, the rest d
     def vocab_worker(self, tok, start: int, query: str) -> None:
         from core.tokenizer import find_tokens, vocab_page
         entries = find_tokens(tok, query, limit=VOCAB_PAGE) if query else vocab_page(tok, start, VOCAB_PAGE)
-        rows = [(str(e.id), repr(e.text), "" if e.rank is None else str(e.rank),
+        # e.text is already printable (escapes spelled out): repr would double every backslash
+        rows = [(str(e.id), f"'{e.text}'", "" if e.rank is None else str(e.rank),
                  "" if not e.parents else f"{e.parents[0]} + {e.parents[1]}", "special" if e.special else "")
                 for e in entries]
         note = (f"{len(rows)} tokens containing {query!r}" if query

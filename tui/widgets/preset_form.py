@@ -19,6 +19,7 @@ from textual.widgets import Input, Label, Select, Static, Switch
 
 from core import config
 from tui.text import plain
+from tui.widgets.field_input import FieldInput
 
 try:
     import tomllib
@@ -145,7 +146,7 @@ class PresetForm(VerticalScroll):
                         yield Select([("true", True), ("false", False)], value=bool(value), allow_blank=False,
                                      id=_dom_id(spec.key), compact=True)
                     else:
-                        yield Input(to_text(value), id=_dom_id(spec.key), compact=True)
+                        yield FieldInput(to_text(value), id=_dom_id(spec.key), compact=True)
                 if self.show_docs:
                     yield Label(spec.doc, classes="doc", markup=False)
                 yield Label("", classes="problem", id=_dom_id(spec.key) + "-problem", markup=False)
