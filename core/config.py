@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import typing
 from dataclasses import dataclass, field
@@ -508,7 +509,7 @@ def validate(p: Preset, file: str) -> list[Problem]:
     bad = [x for x in p.finetune.lora.targets if x not in ("attn", "mlp", "head")]
     if bad:
         out.append(Problem(file, "finetune.lora.targets", f"unknown target(s) {bad}; choose from attn, mlp, head"))
-    leaf_keys = {row[0] for row in schema_rows(Preset)}
+    leaf_keys = preset_keys()
     for i, entry in enumerate(p.accepted):
         key, sep, reason = entry.partition(":")
         if not sep or not reason.strip() or key.strip() not in leaf_keys:
@@ -518,6 +519,12 @@ def validate(p: Preset, file: str) -> list[Problem]:
     if bad:
         out.append(Problem(file, "eval.tasks", f"unknown task(s) {bad}; choose from {', '.join(EVAL_TASKS)}"))
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def preset_keys() -> frozenset[str]:
+    """Every leaf key of the schema, dotted (computed once: validation runs on every keystroke)."""
+    return frozenset(row[0] for row in schema_rows(Preset))
 
 
 EVAL_TASKS = ("perplexity", "classify", "choice", "judge", "pairwise")

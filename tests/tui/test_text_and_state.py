@@ -100,3 +100,23 @@ async def test_a_burst_typed_into_a_model_field_loses_no_key(make):
             await pilot.pause(0.3)
             assert app.screen.query_one("#f-model--n_embd", Input).value == value
             assert app.preset.model.n_embd == int(value)
+
+
+async def test_while_a_field_has_focus_the_footer_shows_only_keys_that_work_there(make):
+    from tui.widgets.priority_footer import PriorityFooter
+
+    app = make(mode="model")
+    async with app.run_test(size=(80, 24)) as pilot:
+        footer = app.screen.query_one(PriorityFooter)
+        await pilot.pause(0.2)
+        idle = {b.key for b, _ in footer.shown_bindings()}
+        assert {"f", "question_mark", "q"} <= idle
+        await pilot.press("f")  # the fields key: the cursor goes into the first field
+        await pilot.pause(0.2)
+        assert isinstance(app.focused, Input)
+        typing = {b.key for b, _ in footer.shown_bindings()}
+        assert not typing & {"f", "T", "question_mark", "q", "p", "e"}
+        assert {"f1", "ctrl+q"} <= typing
+        await pilot.press("f1")
+        await pilot.pause(0.2)
+        assert type(app.screen).__name__ == "HelpScreen"

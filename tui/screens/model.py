@@ -24,6 +24,7 @@ from tui.widgets.field_input import FieldInput
 from tui.widgets.preset_form import PresetForm
 
 DTYPES = ("bfloat16", "float16", "float32")
+APPLY_AFTER_S = 0.12  # a typed architecture becomes the app's preset once the keys rest this long
 
 
 def human(n: float, unit: str = "") -> str:
@@ -152,6 +153,7 @@ A vocabulary size of 0 takes the tokenizer's."""
         # presets this form produced: their echo through the app must never rebuild the form, or a
         # key typed meanwhile is lost (the form would be redrawn from an older preset)
         self.typed: list[Preset] = []
+        self.pending: Preset | None = None
         super().on_mount()
 
     def preset_changed(self, preset: Preset) -> None:
@@ -182,8 +184,18 @@ A vocabulary size of 0 takes the tokenizer's."""
 
     def on_preset_form_changed(self, message: PresetForm.Changed) -> None:
         if message.preset is not None and message.preset != self.app.preset:
-            self.typed = [*self.typed[-15:], message.preset]
-            self.app.set_preset(message.preset, "<edited>")
+            # the field shows its check at once; the app (every screen's numbers and advice) follows
+            # once the typing rests, so a burst of keys costs one update, not one per key
+            self.pending = message.preset
+            if getattr(self, "apply_timer", None) is not None:
+                self.apply_timer.stop()
+            self.apply_timer = self.set_timer(APPLY_AFTER_S, self._apply_typed)
+
+    def _apply_typed(self) -> None:
+        self.apply_timer = None
+        if self.pending is not None and self.pending != self.app.preset:
+            self.typed = [*self.typed[-15:], self.pending]
+            self.app.set_preset(self.pending, "<edited>")
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "model-batch":
