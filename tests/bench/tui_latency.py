@@ -42,14 +42,18 @@ def send(app, key: str) -> None:
     app._driver.send_message(ev)
 
 
+CPU_MS: list[float] = []  # the app's own CPU per timed key (all threads): what a key costs on an idle core
+
+
 async def timed(pilot, key: str, shown, out: list[float], timeout: float = 60.0) -> None:
     """Send `key`; wait until `shown()` is true and the screen has caught up; record the ms."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     send(pilot.app, key)
     while not shown() and time.perf_counter() - t0 < timeout:
         await asyncio.sleep(0.001)
     await pilot._wait_for_screen()
     out.append(1000 * (time.perf_counter() - t0))
+    CPU_MS.append(1000 * (time.process_time() - c0))
 
 
 async def burst(pilot, keys: list[str]) -> None:
@@ -118,6 +122,7 @@ async def phase(runs_root: Path, n_keys: int) -> dict:
     app = make_app(runs_root=runs_root, mode="model", poll_s=0.5)
     lat_editor: list[float] = []
     lat_model: list[float] = []
+    CPU_MS.clear()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause(1.0)
         per = max(1, n_keys // 4)
@@ -134,7 +139,8 @@ async def phase(runs_root: Path, n_keys: int) -> dict:
     return {"keys": k1 + k2 + k3, "wrong": w1 + w2 + w3,
             "editor_p50_ms": statistics.median(lat_editor), "editor_p99_ms": pct(lat_editor, 0.99),
             "model_p50_ms": statistics.median(lat_model), "model_p99_ms": pct(lat_model, 0.99),
-            "p50_ms": statistics.median(both), "p99_ms": pct(both, 0.99), "max_ms": max(both)}
+            "p50_ms": statistics.median(both), "p99_ms": pct(both, 0.99), "max_ms": max(both),
+            "cpu_per_key_p50_ms": statistics.median(CPU_MS), "load_avg_1m": os.getloadavg()[0]}
 
 
 def start_training(runs_root: Path):
@@ -172,10 +178,11 @@ def main() -> None:
         core_runs.stop(handle.run, signal_too=True)
         handle.process.wait(timeout=120)
     print(f"{'phase':<38} {'keys':>5} {'wrong':>5} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-          f"{'editor p99':>10} {'model p99':>9}")
+          f"{'editor p99':>10} {'model p99':>9} {'cpu/key':>7} {'load':>5}")
     for name, r in rows.items():
         print(f"{name:<38} {r['keys']:>5} {r['wrong']:>5} {r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['max_ms']:>7.1f} "
-              f"{r['editor_p99_ms']:>10.1f} {r['model_p99_ms']:>9.1f}")
+              f"{r['editor_p99_ms']:>10.1f} {r['model_p99_ms']:>9.1f} {r['cpu_per_key_p50_ms']:>7.1f} "
+              f"{r['load_avg_1m']:>5.1f}")
     print(json.dumps({"bench": "tui_latency", "cpus": os.cpu_count(), "phases": rows}))
 
 

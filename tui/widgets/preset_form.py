@@ -2,7 +2,8 @@
 
 Every leaf field of `core.config`'s schema gets a row: its key, an input (a select for fields with
 choices, a switch for booleans), its one-line doc, and a problem line that shows what
-`core.config.from_dict` reports for that key. The form validates through core on every change and
+`core.config.from_dict` reports for that key. The form validates through core once typing rests
+(CHECK_AFTER_S: a character shows at once, a burst costs one validation) and on every choice, and
 posts `PresetForm.Changed` with the new preset, or None and the problems.
 """
 
@@ -84,6 +85,9 @@ def parse_text(spec: FieldSpec, text: str) -> typing.Any:
         return tomllib.loads(f"v = {text.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+CHECK_AFTER_S = 0.08  # typing that rests this long is validated (one check per burst of keys)
 
 
 def _dom_id(key: str) -> str:
@@ -175,6 +179,7 @@ class PresetForm(VerticalScroll):
         w = self.query_one("#" + _dom_id(key))
         if isinstance(w, Input):
             w.value = to_text(value) if not isinstance(value, str) else value
+            self._changed()  # at once, as a paste would be: no typing to wait for
         else:
             w.value = value
 
@@ -210,6 +215,12 @@ class PresetForm(VerticalScroll):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
+        if getattr(self, "check_timer", None) is not None:
+            self.check_timer.stop()
+        self.check_timer = self.set_timer(CHECK_AFTER_S, self._typing_rested)
+
+    def _typing_rested(self) -> None:
+        self.check_timer = None
         self._changed()
 
     def on_switch_changed(self, event: Switch.Changed) -> None:
