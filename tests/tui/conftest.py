@@ -91,8 +91,16 @@ def make(lab):
 
 
 async def settle(pilot, seconds: float = 0.2) -> None:
-    """Let workers finish and the screen catch up."""
-    await pilot.app.workers.wait_for_complete()
+    """Let workers finish and the screen catch up (an exclusive worker that a newer one replaced is
+    cancelled, which is how it should end: not a failure)."""
+    from textual.worker import WorkerCancelled
+
+    while True:
+        try:
+            await pilot.app.workers.wait_for_complete()
+            break
+        except WorkerCancelled:
+            continue
     await pilot.pause(seconds)
 
 
