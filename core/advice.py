@@ -2,7 +2,9 @@
 
 Each rule looks at a preset (and, where known, facts about its corpus and finetuning set) and
 returns a `Finding`: a level (ok, warn, bad), a title, a one-line reason and the numbers behind
-it. `llmlab presets check` prints them; every TUI stage screen shows the findings of its stage.
+it, plus what to change (`fix`) and whether it matters for this preset: a rule of a stage the
+preset does not run does not apply, and a preset may accept a rule with a one-line reason
+(`accepted = ["train.lr: ..."]`), shown instead of the warning. `llmlab presets check` prints them; every TUI stage screen shows the findings of its stage.
 Nothing here reads data or builds a model: the caller passes what it knows in `Facts`, and the
 rest is estimated from the preset and labelled as an estimate.
 """
@@ -37,6 +39,14 @@ class Finding:
     stage: str = ""
     key: str = ""  # the preset field this is about (dotted), for showing it beside the field
     numbers: dict = field(default_factory=dict)
+    fix: str = ""  # what to change, with the number, when the level is warn or bad
+    accepted: str = ""  # the preset's reason for breaking this rule on purpose
+    not_applicable: str = ""  # why the rule does not matter for this preset (e.g. it does not pretrain)
+
+    @property
+    def matters(self) -> bool:
+        """A warning to act on: not accepted by the preset, and about a stage the preset runs."""
+        return self.level != "ok" and not self.accepted and not self.not_applicable
 
 
 @dataclass
@@ -139,12 +149,14 @@ def tokens_per_parameter(p: Preset, facts: Facts) -> Finding | None:
     nums = {"params": n, "training_tokens": tokens, "tokens_per_param": round(ratio, 2),
             "compute_optimal": CHINCHILLA_TOKENS_PER_PARAM}
     base = f"{_fmt(tokens)} tokens for {_fmt(n)} parameters = {ratio:.3g} per parameter (compute-optimal ~20)"
+    steps = math.ceil(CHINCHILLA_TOKENS_PER_PARAM * n / max(1, p.tokens_per_step()))
+    fix = f"train.max_steps = {steps:,} (20 tokens per parameter), or fewer model.n_layer / n_embd"
     if ratio < 2:
         return Finding("bad", "Tokens per parameter", base + ": far too few, the model stays undertrained",
-                       key="train.max_steps", numbers=nums)
+                       key="train.max_steps", numbers=nums, fix=fix)
     if ratio < 10:
         return Finding("warn", "Tokens per parameter", base + ": train longer or use a smaller model",
-                       key="train.max_steps", numbers=nums)
+                       key="train.max_steps", numbers=nums, fix=fix)
     extra = "" if ratio <= 100 else "; past compute-optimal, fine for a model meant to be cheap to run"
     return Finding("ok", "Tokens per parameter", base + extra, key="train.max_steps", numbers=nums)
 
@@ -158,12 +170,13 @@ def epochs_over_corpus(p: Preset, facts: Facts) -> Finding | None:
     ep = tokens / ct
     nums = {"training_tokens": tokens, "corpus_tokens": ct, "epochs": round(ep, 2), "estimated": est}
     base = f"{ep:.2g} passes over {'~' if est else ''}{_fmt(ct)} corpus tokens"
+    fix = f"a corpus about {ep / 4:.2g}x larger (data.synthetic_mb or more sources), or fewer train.max_steps"
     if ep > 16:
         return Finding("bad", "Repeated data", base + ": beyond ~16 epochs more repeats add almost nothing",
-                       key="data.synthetic_mb", numbers=nums)
+                       key="data.synthetic_mb", numbers=nums, fix=fix)
     if ep > 4:
         return Finding("warn", "Repeated data", base + ": up to ~4 epochs are nearly as good as fresh data",
-                       key="data.synthetic_mb", numbers=nums)
+                       key="data.synthetic_mb", numbers=nums, fix=fix)
     return Finding("ok", "Repeated data", base, key="data.synthetic_mb", numbers=nums)
 
 
@@ -182,15 +195,16 @@ def pretrain_learning_rate(p: Preset, facts: Facts) -> Finding | None:
     lo, hi = _lr_range(n)
     nums = {"lr": lr, "usual_min": lo, "usual_max": hi, "params": n}
     base = f"lr {lr:g}; pretraining at {_fmt(n)} parameters usually uses {lo:g} to {hi:g}"
+    fix = f"train.lr between {lo:g} and {hi:g} (train.min_lr about a tenth of it)"
     if lr > 5 * hi:
-        return Finding("bad", "Pretraining learning rate", base + ": expect divergence", key="train.lr", numbers=nums)
+        return Finding("bad", "Pretraining learning rate", base + ": expect divergence", key="train.lr", numbers=nums, fix=fix)
     if lr > hi:
-        return Finding("warn", "Pretraining learning rate", base + ": risk of loss spikes", key="train.lr", numbers=nums)
+        return Finding("warn", "Pretraining learning rate", base + ": risk of loss spikes", key="train.lr", numbers=nums, fix=fix)
     if lr < lo / 10:
         return Finding("warn", "Pretraining learning rate", base + ": that is a finetuning rate, training will crawl",
-                       key="train.lr", numbers=nums)
+                       key="train.lr", numbers=nums, fix=fix)
     if lr < lo:
-        return Finding("warn", "Pretraining learning rate", base + ": on the low side", key="train.lr", numbers=nums)
+        return Finding("warn", "Pretraining learning rate", base + ": on the low side", key="train.lr", numbers=nums, fix=fix)
     return Finding("ok", "Pretraining learning rate", base, key="train.lr", numbers=nums)
 
 
@@ -202,12 +216,13 @@ def warmup(p: Preset, facts: Facts) -> Finding | None:
     share = t.warmup_steps / t.max_steps
     nums = {"warmup_steps": t.warmup_steps, "max_steps": t.max_steps, "share": round(share, 4)}
     base = f"{t.warmup_steps} warmup steps = {share:.1%} of {t.max_steps}"
+    fix = f"train.warmup_steps = {max(1, t.max_steps // 50):,} (2% of the steps)"
     if t.warmup_steps == 0:
         return Finding("warn", "Warmup", "no warmup: Adam's early updates are large; use ~1-5% of the steps",
-                       key="train.warmup_steps", numbers=nums)
+                       key="train.warmup_steps", numbers=nums, fix=fix)
     if share > 0.3:
         return Finding("warn", "Warmup", base + ": most of the run at a reduced rate; ~1-10% is usual",
-                       key="train.warmup_steps", numbers=nums)
+                       key="train.warmup_steps", numbers=nums, fix=fix)
     return Finding("ok", "Warmup", base, key="train.warmup_steps", numbers=nums)
 
 
@@ -218,7 +233,7 @@ def min_learning_rate(p: Preset, facts: Facts) -> Finding | None:
     nums = {"lr": t.lr, "min_lr": t.min_lr, "ratio": round(share, 4)}
     if share > 0.5:
         return Finding("warn", "Cosine floor", f"min_lr is {share:.0%} of lr: the decay barely anneals; ~10% is usual",
-                       key="train.min_lr", numbers=nums)
+                       key="train.min_lr", numbers=nums, fix=f"train.min_lr = {t.lr / 10:g}")
     return Finding("ok", "Cosine floor", f"min_lr is {share:.0%} of lr (about 10% is usual)", key="train.min_lr",
                    numbers=nums)
 
@@ -232,10 +247,10 @@ def batch_tokens(p: Preset, facts: Facts) -> Finding | None:
     base = f"{_fmt(b)} tokens per step ({p.train.micro_batch_size} x {p.model.context_length} x {p.grad_accum_steps()} accum{procs})"
     if b < 1024:
         return Finding("warn", "Batch size in tokens", base + ": very noisy gradients; aim for 4k+ on a small model",
-                       key="train.batch_tokens", numbers=nums)
+                       key="train.batch_tokens", numbers=nums, fix="train.batch_tokens = 4096 (accumulates micro-batches)")
     if b > 4_000_000:
         return Finding("warn", "Batch size in tokens", base + ": beyond the critical batch of small models (0.5-4M)",
-                       key="train.batch_tokens", numbers=nums)
+                       key="train.batch_tokens", numbers=nums, fix="train.batch_tokens = 1048576")
     return Finding("ok", "Batch size in tokens", base, key="train.batch_tokens", numbers=nums)
 
 
@@ -248,7 +263,8 @@ def evaluation_cadence(p: Preset, facts: Facts) -> Finding | None:
     nums = {"eval_every": t.eval_every, "max_steps": t.max_steps, "validations": n}
     if n < 3:
         return Finding("warn", "Validation cadence", f"only {n} validations in {t.max_steps} steps: set eval_every "
-                       f"to ~{max(1, t.max_steps // 10)} to see the curve", key="train.eval_every", numbers=nums)
+                       f"to ~{max(1, t.max_steps // 10)} to see the curve", key="train.eval_every", numbers=nums,
+                       fix=f"train.eval_every = {max(1, t.max_steps // 10):,}")
     return Finding("ok", "Validation cadence", f"{n} validations in {t.max_steps} steps", key="train.eval_every",
                    numbers=nums)
 
@@ -284,11 +300,14 @@ def validation_split(p: Preset, facts: Facts) -> Finding | None:
     nums = {"val_tokens": val, "val_fraction": vf, "tokens_per_validation": need, "estimated": facts.val_tokens is None}
     base = f"{'~' if facts.val_tokens is None else ''}{_fmt(val)} validation tokens ({vf:.1%}); one validation reads {_fmt(need)}"
     if val < need:
+        per_batch = p.train.micro_batch_size * p.model.context_length
+        fix = (f"train.eval_batches = {max(1, val // per_batch)} (or data.val_fraction = "
+               f"{min(0.2, vf * need / max(val, 1)):.2g}); repeated windows only make the val loss less precise")
         return Finding("warn", "Validation split", base + ": windows repeat, raise data.val_fraction or lower "
-                       "train.eval_batches", key="data.val_fraction", numbers=nums)
+                       "train.eval_batches", key="data.val_fraction", numbers=nums, fix=fix)
     if vf > 0.2:
         return Finding("warn", "Validation split", base + ": more than 20% held out wastes training data",
-                       key="data.val_fraction", numbers=nums)
+                       key="data.val_fraction", numbers=nums, fix="data.val_fraction = 0.05")
     return Finding("ok", "Validation split", base, key="data.val_fraction", numbers=nums)
 
 
@@ -360,11 +379,12 @@ def finetune_learning_rate(p: Preset, facts: Facts) -> Finding | None:
     if p.finetune.trainable == "head":
         return Finding("ok", "Finetuning learning rate", f"lr {lr:g}; training only the head tolerates high rates",
                        key="train.lr", numbers=nums)
+    fix = f"train.lr between {lo:g} and {hi:g}"
     if lr > 10 * hi:
         return Finding("bad", "Finetuning learning rate", base + ": a pretraining rate, it erases what the model knows",
-                       key="train.lr", numbers=nums)
+                       key="train.lr", numbers=nums, fix=fix)
     if lr > hi or lr < lo:
-        return Finding("warn", "Finetuning learning rate", base, key="train.lr", numbers=nums)
+        return Finding("warn", "Finetuning learning rate", base, key="train.lr", numbers=nums, fix=fix)
     return Finding("ok", "Finetuning learning rate", base, key="train.lr", numbers=nums)
 
 
@@ -465,25 +485,58 @@ def advise(preset: Preset, facts: Facts | None = None, stage: str | None = None)
     the caller, the order here is the lifecycle order of the rules."""
     facts = facts or Facts()
     stages = [stage] if stage is not None else relevant_stages(preset)
+    accepted = accepted_reasons(preset)
     out = []
     for st, fn in RULES:
         if st not in stages:
             continue
         f = fn(preset, facts)
         if f is not None:
-            out.append(f if f.stage else _with_stage(f, st))
+            out.append(_judged(f if f.stage else _with_stage(f, st), preset, accepted))
     return out
+
+
+def accepted_reasons(preset: Preset) -> dict[str, str]:
+    """The preset's `accepted` entries ("KEY: reason") as key -> reason."""
+    out = {}
+    for entry in getattr(preset, "accepted", []) or []:
+        key, _, reason = entry.partition(":")
+        out[key.strip()] = reason.strip()
+    return out
+
+
+def _judged(f: Finding, preset: Preset, accepted: dict[str, str]) -> Finding:
+    """Whether `f` matters for this preset: accepted by it, or about a stage it does not run."""
+    import dataclasses
+
+    if f.level == "ok":
+        return f
+    if f.key in accepted:
+        return dataclasses.replace(f, accepted=accepted[f.key])
+    if f.stage in ("pretrain", "data") and finetunes(preset):
+        why = (f"this preset finetunes {preset.finetune.base or 'a model'}; it matters for the run that "
+               "pretrained the base")
+        return dataclasses.replace(f, not_applicable=why)
+    return f
 
 
 def relevant_stages(preset: Preset) -> list[str]:
-    """The stages a preset is for: finetuning only when its [finetune] section says something (the
-    train section is shared, so a pretraining preset would otherwise be judged by finetuning rates)."""
-    from core.config import FinetuneConfig
-
+    """The stages a preset is for: finetuning only when its [finetune] section says more than the
+    base model a later finetune would start from (the train section is shared, so a pretraining
+    preset would otherwise be judged by finetuning rates)."""
     out = [s for s in STAGES if s != "finetune"]
-    if preset.finetune != FinetuneConfig():
+    if finetunes(preset):
         out.insert(STAGES.index("finetune"), "finetune")
     return out
+
+
+def finetunes(preset: Preset) -> bool:
+    """Whether the preset is a finetuning preset (a method, set or schedule of its own)."""
+    import dataclasses
+
+    from core.config import FinetuneConfig
+
+    return dataclasses.replace(preset.finetune, base=FinetuneConfig().base) != FinetuneConfig()
 
 
 def _with_stage(f: Finding, stage: str) -> Finding:
@@ -493,5 +546,5 @@ def _with_stage(f: Finding, stage: str) -> Finding:
 
 
 def worst(findings: Sequence[Finding]) -> str:
-    """The worst level among findings ("ok" when there are none)."""
-    return max((f.level for f in findings), key=LEVELS.index, default="ok")
+    """The worst level among the findings that matter ("ok" when none does)."""
+    return max((f.level for f in findings if f.level == "ok" or f.matters), key=LEVELS.index, default="ok")

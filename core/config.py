@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import re
 import typing
@@ -271,6 +272,8 @@ class ServeConfig:
 class Preset:
     name: str = opt("", "preset name (defaults to the file name)")
     description: str = opt("", "one line shown in `llmlab presets list`")
+    accepted: list[str] = opt([], "rules of thumb this preset breaks on purpose, as \"KEY: one-line reason\" "
+                              "(the advice panel shows the reason instead of the warning)")
     data: DataConfig = opt(DataConfig(), "corpus, filters and shards")
     tokenizer: TokenizerConfig = opt(TokenizerConfig(), "tokenizer")
     model: ModelConfig = opt(ModelConfig(), "architecture")
@@ -576,10 +579,22 @@ def validate(p: Preset, file: str) -> list[Problem]:
     bad = [x for x in p.finetune.lora.targets if x not in ("attn", "mlp", "head")]
     if bad:
         out.append(Problem(file, "finetune.lora.targets", f"unknown target(s) {bad}; choose from attn, mlp, head"))
+    leaf_keys = preset_keys()
+    for i, entry in enumerate(p.accepted):
+        key, sep, reason = entry.partition(":")
+        if not sep or not reason.strip() or key.strip() not in leaf_keys:
+            out.append(Problem(file, f"accepted[{i}]", f"{entry!r}: expected \"KEY: reason\" with KEY a preset "
+                               "field, e.g. \"train.lr: tiny model, a higher lr on purpose\""))
     bad = [x for x in p.eval.tasks if x not in EVAL_TASKS]
     if bad:
         out.append(Problem(file, "eval.tasks", f"unknown task(s) {bad}; choose from {', '.join(EVAL_TASKS)}"))
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def preset_keys() -> frozenset[str]:
+    """Every leaf key of the schema, dotted (computed once: validation runs on every keystroke)."""
+    return frozenset(row[0] for row in schema_rows(Preset))
 
 
 EVAL_TASKS = ("perplexity", "classify", "choice", "judge", "pairwise")

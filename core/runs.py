@@ -460,6 +460,22 @@ class Handle:
         return self.process.wait(timeout)
 
 
+RUN_NICENESS = 10  # what a launched stage adds to the launcher's niceness
+
+
+def lower_priority(pid: int, by: int = RUN_NICENESS) -> None:
+    """Run `pid` below the launcher's scheduling priority, so that an interactive session (the
+    workbench over SSH, a shell) stays responsive on a busy box; its workers inherit it. Set from
+    outside right after the start (no preexec_fn: launch is called from threads); where the OS has
+    no priorities or refuses, the run simply keeps the launcher's."""
+    if not hasattr(os, "setpriority"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + by))
+    except OSError:
+        pass
+
+
 def _spawn(run: Run, extra_env: dict[str, str] | None = None) -> Handle:
     """Start `python -m core.cli _execute RUN_DIR` detached: own session, no terminal, stdin closed."""
     cmd = [sys.executable, "-m", "core.cli", "_execute", str(run.path)]
@@ -471,6 +487,7 @@ def _spawn(run: Run, extra_env: dict[str, str] | None = None) -> Handle:
     with open(run.path / "stderr.log", "ab") as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
                                 start_new_session=True, cwd=os.getcwd(), env=env)
+    lower_priority(proc.pid)
     run.write_status(state="created", pid=proc.pid, error=None, error_kind=None)
     return Handle(run, proc)
 

@@ -8,6 +8,7 @@ Keys: 1-8 (or alt+1-8 from a text field) switch stage, ? help, ctrl+p every acti
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -18,15 +19,21 @@ from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.reactive import var
+from textual.worker import Worker, WorkerState
 
 from core import config
 from core import runs as core_runs
 from core.advice import advise, worst
+from tui import failures
+from tui.text import plain
 from tui.messages import PresetChanged, PresetSaved, RunsListed
 from tui.screens import MODE_SCREENS
 from tui.screens.dialogs import HelpScreen, PresetEditor, PresetPicker
 from tui.widgets.mode_bar import MODES
 from tui.widgets.run_picker import run_rows
+
+
+ANSI_THEME = "ansi-dark"  # the terminal's own 16 colours
 
 
 class WorkbenchCommands(Provider):
@@ -49,13 +56,17 @@ class WorkbenchCommands(Provider):
                                 partial(app.run_screen_action, mode, b.action)))
         return out
 
+    def commands_safe(self) -> list[tuple[str, str, Callable]]:
+        app: Workbench = self.app  # type: ignore[assignment]
+        return [(title, help_text, partial(app.call_safely, title, cb)) for title, help_text, cb in self.commands()]
+
     async def discover(self) -> Hits:
-        for title, help_text, cb in self.commands():
+        for title, help_text, cb in self.commands_safe():
             yield DiscoveryHit(title, cb, help=help_text)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for title, help_text, cb in self.commands():
+        for title, help_text, cb in self.commands_safe():
             score = matcher.match(title)
             if score > 0:
                 yield Hit(score, matcher.highlight(title), cb, help=help_text)
@@ -68,12 +79,16 @@ class Workbench(App[int]):
     CSS_PATH = "styles/app.tcss"
     MODES = {m: cls for m, cls in MODE_SCREENS.items()}  # noqa: RUF012
     COMMANDS = App.COMMANDS | {WorkbenchCommands}
+    # screens get -narrow/-wide and -short/-tall: app.tcss gives 80x24 its compact layout
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]  # noqa: RUF012
     BINDINGS = [
         *(Binding(str(i), f"switch_mode('{m}')", m.capitalize(), show=False) for i, m in enumerate(MODES, 1)),
         # alt+N works while a text field has focus (and is what esc-then-N becomes in a fast terminal)
         *(Binding(f"alt+{i}", f"switch_mode('{m}')", m.capitalize(), show=False, priority=True)
           for i, m in enumerate(MODES, 1)),
         Binding("question_mark", "help", "help", key_display="?", show=False),
+        Binding("f1", "help", "help", show=False),  # works while a text field has focus
         Binding("p", "pick_preset", "preset"),
         Binding("e", "edit_preset", "edit preset"),
         Binding("q", "quit", "quit"),
@@ -84,8 +99,9 @@ class Workbench(App[int]):
 
     def __init__(self, preset: config.Preset, preset_source: str, *, runs_root: Path | None = None,
                  presets: Sequence[str | Path] = (), clock: Callable[[], float] = time.time,
-                 workdir: Path | None = None, mode: str = "data", poll_s: float = 0.5) -> None:
-        super().__init__()
+                 workdir: Path | None = None, mode: str = "data", poll_s: float = 0.5,
+                 ansi_color: bool | None = None) -> None:
+        super().__init__(ansi_color=ansi_color)
         self.runs_root = runs_root
         self.extra_presets = [str(p) for p in presets]
         self.clock = clock
@@ -114,6 +130,36 @@ class Workbench(App[int]):
         """The newest live run of `stage` found at start, if any."""
         return next((r["name"] for r in self.live_runs if r["stage"] == stage), None)
 
+    # ------------------------------------------------------------------ no key ends the app
+    async def run_action(self, action, default_namespace=None, namespaces=None) -> bool:  # type: ignore[override]
+        """Every key, footer click and palette entry runs an action through here: an exception
+        becomes a notification (detail in logs/tui.log) instead of ending the app."""
+        try:
+            return await super().run_action(action, default_namespace, namespaces)
+        except Exception as e:  # noqa: BLE001 - the point is that nothing escapes
+            self.report_failure(f"action {action if isinstance(action, str) else action[1]}", e)
+            return True
+
+    def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
+               markup: bool = False) -> None:  # type: ignore[override]
+        """Notifications carry run, file and preset names: text, never markup."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+
+    def call_safely(self, what: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001
+            self.report_failure(what, e)
+
+    def report_failure(self, what: str, error: BaseException) -> None:
+        self.notify(failures.report(what, error), title=f"{what} failed", severity="error", timeout=10)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A worker that raised (its state message does not bubble: screens and modals that run
+        workers forward theirs here)."""
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            self.report_failure(f"{event.worker.name or event.worker.group} (background work)", event.worker.error)
+
     # -------------------------------------------------------------------------- presets
     def preset_choices(self) -> list[tuple[str, str]]:
         """(label, spec) of the built-in presets, the ones given to make_app, and *.toml in workdir."""
@@ -130,7 +176,7 @@ class Workbench(App[int]):
         level = worst(advise(self.preset))
         mark = {"ok": "[green]\u2713[/]", "warn": "[yellow]![/]", "bad": "[red]\u2717[/]"}[level]
         src = self.preset_source if "/" not in self.preset_source else Path(self.preset_source).name
-        return f"preset [b]{self.preset.name}[/] ({src}) {mark}"
+        return f"preset [b]{plain(self.preset.name)}[/] ({plain(src)}) {mark}"
 
     def load_preset(self, spec: str) -> bool:
         try:
@@ -185,15 +231,28 @@ class Workbench(App[int]):
 
 def make_app(runs_root: Path | None = None, presets: Sequence[str | Path] = (),
              clock: Callable[[], float] = time.time, preset: str | config.Preset = "tiny",
-             workdir: Path | None = None, mode: str = "data", poll_s: float = 0.5) -> Workbench:
+             workdir: Path | None = None, mode: str = "data", poll_s: float = 0.5,
+             ansi_color: bool | None = None) -> Workbench:
     """The workbench with its dependencies: where runs live, extra preset files, the clock for
-    "3m ago" labels, the starting preset (a name, a path, or a Preset) and the first mode."""
+    "3m ago" labels, the starting preset (a name, a path, or a Preset) and the first mode;
+    `ansi_color` draws in the terminal's own 16 colours (the ansi-dark theme)."""
     if isinstance(preset, config.Preset):
         p, source = preset, preset.name
     else:
         p, source = config.load(preset), str(preset)
-    return Workbench(p, source, runs_root=runs_root, presets=presets, clock=clock, workdir=workdir, mode=mode,
-                     poll_s=poll_s)
+    app = Workbench(p, source, runs_root=runs_root, presets=presets, clock=clock, workdir=workdir, mode=mode,
+                    poll_s=poll_s, ansi_color=ansi_color)
+    if ansi_color:
+        app.theme = ANSI_THEME
+    return app
+
+
+def few_colour_terminal() -> bool:
+    """A terminal of 16 colours (TERM=screen, linux) or NO_COLOR: draw in its own ANSI colours,
+    which it shows as designed, rather than truecolor squeezed into 16."""
+    from rich.console import Console
+
+    return "NO_COLOR" in os.environ or Console().color_system in ("standard", "windows", None)
 
 
 def main(preset: str = "tiny") -> int:
@@ -201,6 +260,6 @@ def main(preset: str = "tiny") -> int:
     is live, so a reconnecting user sees it at once."""
     live = run_rows(None, live_only=True)
     mode = "pretrain" if any(r["stage"] == "pretrain" for r in live) else "data"
-    app = make_app(preset=preset, mode=mode)
+    app = make_app(preset=preset, mode=mode, ansi_color=few_colour_terminal() or None)
     app.run()
     return app.return_code or 0

@@ -10,11 +10,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Container
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.worker import Worker
 
 from core import config
 from tui.messages import WorkFailed
 from tui.widgets.mode_bar import ModeBar
+from tui.widgets.priority_footer import PriorityFooter
 
 
 class StageScreen(Screen):
@@ -30,7 +31,7 @@ class StageScreen(Screen):
         yield ModeBar(self.MODE)
         with Container(id="body", classes=f"{self.MODE}-body"):
             yield from self.compose_body()
-        yield Footer(compact=True)
+        yield PriorityFooter()
 
     def compose_body(self) -> ComposeResult:
         yield from ()
@@ -51,6 +52,9 @@ class StageScreen(Screen):
 
     def action_leave_field(self) -> None:
         self.set_focus(None)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        self.app.on_worker_state_changed(event)  # a worker that raised becomes a notification
 
     def on_work_failed(self, message: WorkFailed) -> None:
         self.notify(message.message, title=message.what, severity="error", timeout=8)

@@ -28,6 +28,7 @@ from core.chat import Conversation, Sampling
 from core.sampling import check_sampling
 from core.errors import UserError
 from tui.messages import RunStarted
+from tui.text import plain
 from tui.screens.base import StageScreen
 from tui.widgets.chat_log import ChatLog
 from tui.widgets.lineage import short_path
@@ -89,7 +90,7 @@ class TemplateScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"[b]{self.title_text}[/]  (esc closes)")
+            yield Label(f"[b]{plain(self.title_text)}[/]  (esc closes)")
             yield TextArea(self.text, read_only=True, soft_wrap=True, show_line_numbers=False, id="template-text")
 
 
@@ -106,7 +107,7 @@ class SavePathScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"[b]{self.title_text}[/]  (enter saves, esc cancels)")
+            yield Label(f"[b]{plain(self.title_text)}[/]  (enter saves, esc cancels)")
             yield Input(self.default, id="save-path")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
@@ -125,8 +126,8 @@ The system prompt and the sampling fields (temperature, top-k, top-p, max tokens
 apply to the next message; **tab** moves between them. Long conversations drop their oldest turns
 to fit `chat.max_history_tokens` (or the model's context).
 
-**ctrl+o** picks the model, **ctrl+b** compares two models (the second answers the same messages
-side by side; ctrl+b again closes it), **ctrl+t** shows the prompt with the chat template applied,
+**ctrl+o** picks the model, **ctrl+g** compares two models (the second answers the same messages
+side by side; ctrl+g again closes it), **ctrl+t** shows the prompt with the chat template applied,
 **ctrl+n** starts a new conversation (system prompt and sampling back to the preset's),
 **ctrl+l** clears the history only, **ctrl+s** saves the conversation as JSONL, **ctrl+r** serves the
 model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; its URL shows above;
@@ -136,7 +137,7 @@ model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; i
         Binding("escape", "stop", "stop reply"),
         Binding("i,enter", "focus_message", "message", key_display="i"),
         Binding("ctrl+o", "pick_model", "model"),
-        Binding("ctrl+b", "compare", "compare"),
+        Binding("ctrl+g", "compare", "compare"),
         Binding("ctrl+t", "template", "template"),
         Binding("ctrl+n", "new", "new"),
         Binding("ctrl+l", "clear", "clear"),
@@ -254,7 +255,7 @@ model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; i
             if message.pane == "b":
                 self.compare = True
                 self.query_one("#chat-pane-b").display = True
-                self.query_one("#chat-title-b", Label).update(f"[b]B[/] {short_path(message.spec)}")
+                self.query_one("#chat-title-b", Label).update(f"[b]B[/] {plain(short_path(message.spec))}")
         self._show_header()
 
     def _show_header(self) -> None:
@@ -266,7 +267,7 @@ model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; i
             if p.conv is None:
                 return "none (ctrl+o)"
             tpl = p.conv.tokenizer.chat_template if hasattr(p.conv.tokenizer, "chat_template") else "?"
-            return f"{short_path(p.spec)} [dim](ctx {p.conv.context_length}, {tpl})[/]"
+            return f"{plain(short_path(p.spec))} [dim](ctx {p.conv.context_length}, {plain(tpl)})[/]"
 
         text = f"[b]{'A ' if self.compare else ''}model[/] {name(a)}"
         if self.compare:
@@ -290,6 +291,7 @@ model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; i
             self.query_one("#chat-pane-b").display = False
             self.query_one("#chat-log-b", ChatLog).clear_log()
             self._show_header()
+            self._show_status()  # B's tokens/s leave with it
             return
 
         def done(spec: str | None) -> None:
@@ -316,7 +318,7 @@ model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; i
                 s = Sampling.from_preset(check_sampling({**values, "stop": list(gen.stop), "seed": gen.seed}, "sampling"))
             except UserError as e:
                 problem = str(e).removeprefix("sampling: ")
-        self.query_one("#chat-problem", Static).update(f"[red]{problem}[/]" if problem else "")
+        self.query_one("#chat-problem", Static).update(f"[red]{plain(problem)}[/]" if problem else "")
         return s
 
     def active_panes(self) -> list[Pane]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -24,6 +23,7 @@ from core.advice import Facts
 from core.data.facts import corpus_facts
 from core.data.quality import Relevance, read_reference, row_measures
 from core.errors import UserError
+from tui.text import plain
 from tui.widgets.tables import fill_table
 from tui.feed import RunFeed
 from tui.messages import MetricsArrived, RunEnded, RunStarted, WorkFailed
@@ -115,9 +115,9 @@ def stats_text(msg: RowsLoaded) -> str:
         lines.append(f"context {s.get('context_length')}: [b]{s.get('truncated_share', 0):.1%}[/] of documents longer")
         top = s.get("top_tokens", [])[:8]
         if top:
-            lines.append("top tokens: " + "  ".join(escape(repr(t.get("text", t["id"]))) for t in top))
+            lines.append("top tokens: " + "  ".join(plain(repr(t.get("text", t["id"]))) for t in top))
     else:
-        lines.append(f"[dim]{escape(msg.note)}[/]")
+        lines.append(f"[dim]{plain(msg.note)}[/]")
     fr = msg.filter_report
     if fr:
         scope = "the prepared run" if msg.report else f"the first {len(msg.rows):,} rows read"
@@ -184,15 +184,32 @@ near-duplicate clusters and relevance (from the prepared shards; before them, of
 
     def preset_changed(self, preset) -> None:
         p = preset
+        self.query_one(AdvicePanel).update_for(preset)
+        # an edit elsewhere (a model field, the learning rate) must not re-read the corpus
+        key = (p.data, p.tokenizer, p.model.context_length, p.finetune.data, p.eval.choice_data)
+        if key == getattr(self, "data_key", None):
+            return
+        self.data_key = key
         choices = [p.data.source, *EMBEDDED_SETS, p.finetune.data, p.eval.choice_data]
         seen: list[str] = []
         for c in choices:
             if c and c not in seen:
                 seen.append(c)
         sel = self.query_one("#data-source", Select)
-        sel.set_options([(c + ("  (corpus)" if c == p.data.source else ""), c) for c in seen])
+        sel.set_options([(plain(c) + ("  (corpus)" if c == p.data.source else ""), c) for c in seen])
         sel.value = p.data.source
-        self.query_one(AdvicePanel).update_for(preset)
+
+    def on_screen_resume(self) -> None:
+        """Back on Data: statistics read before the tokenizer existed are read again (it may have been
+        trained meanwhile, here or from the CLI); a stat of one file, no reading on the UI thread."""
+        from core.tokenizer.cache import tokenizer_dir
+        from core.tokenizer.encodings import META_FILE
+
+        p = self.app.preset
+        loaded = getattr(self, "loaded", None)
+        if (loaded is not None and loaded.kind == "corpus" and "tokens" not in loaded.stats
+                and p.tokenizer.kind == "bpe" and (tokenizer_dir(p) / META_FILE).is_file()):
+            self.load(loaded.source)
 
     def _live_runs_changed(self, old, new) -> None:
         live = self.app.live_run("data")
@@ -215,7 +232,7 @@ near-duplicate clusters and relevance (from the prepared shards; before them, of
             self.apply_search(event.value)
 
     def load(self, source: str) -> None:
-        self.query_one("#data-page", Label).update(f"reading {source} ...")
+        self.query_one("#data-page", Label).update(f"reading {plain(source)} ...")
         self.read(source)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="data-read")
@@ -227,7 +244,7 @@ near-duplicate clusters and relevance (from the prepared shards; before them, of
 
     def on_work_failed(self, message: WorkFailed) -> None:
         super().on_work_failed(message)
-        self.query_one("#data-page", Label).update(f"[red]{escape(message.message)}[/]")
+        self.query_one("#data-page", Label).update(f"[red]{plain(message.message)}[/]")
 
     def on_rows_loaded(self, message: RowsLoaded) -> None:
         self.loaded = message
@@ -242,7 +259,7 @@ near-duplicate clusters and relevance (from the prepared shards; before them, of
             hist.set_bars([b["label"].replace(" ctx", "") for b in h], [b["docs"] for b in h],
                           f"documents by length (x context {s.get('context_length')})")
         else:
-            hist.set_bars([], [], "document length: no tokenizer yet")
+            hist.set_bars([], [], "document length: needs the preset's tokenizer (T on Tokenizer, or s)")
         facts = message.facts or Facts(corpus_tokens=s.get("train_tokens"), val_tokens=s.get("val_tokens"))
         self.query_one(AdvicePanel).update_for(self.app.preset, facts)
         self.query_one(DataReport).show(message.report, message.filter_report, len(message.rows))
@@ -271,14 +288,20 @@ near-duplicate clusters and relevance (from the prepared shards; before them, of
         pages = max(1, -(-n // PAGE))
         src = self.loaded.source if self.loaded else ""
         order = f", sorted by {self.sort_key} (o)" if self.sort_key else ""
-        self.query_one("#data-page", Label).update(f"{src}: {n:,} rows, page {self.page + 1}/{pages}{order}")
+        read = len(self.loaded.rows) if self.loaded else 0
+        # the table holds the rows read (at most MAX_ROWS), the statistics may cover the whole corpus
+        what = (f"{n:,} rows" if read < MAX_ROWS else f"the first {read:,} rows" if n == read
+                else f"{n:,} of the first {read:,} rows")
+        self.query_one("#data-page", Label).update(f"{plain(src)}: {what}, page {self.page + 1}/{pages}{order}")
         if rows:
             self.show_row(self.page * PAGE)
+        else:  # no hits: the preview must not keep showing the last row
+            self.query_one("#data-text", Static).update("[dim]no rows match[/]" if self.loaded else "")
 
     def show_row(self, index: int) -> None:
         if 0 <= index < len(self.shown_rows):
             r = self.shown_rows[index]
-            text = "\n".join(f"[b]{k}[/]: {escape(str(v))}" for k, v in r.items()) if len(r) > 1 else escape(r.get("text", ""))
+            text = "\n".join(f"[b]{k}[/]: {plain(str(v))}" for k, v in r.items()) if len(r) > 1 else plain(r.get("text", ""))
             self.query_one("#data-text", Static).update(text)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

@@ -14,6 +14,7 @@ from textual.widgets.option_list import Option
 
 from core import config
 from tui.widgets.advice_panel import findings_text
+from tui.text import plain
 from tui.widgets.preset_form import PresetForm
 
 
@@ -28,9 +29,9 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-box"):
-            yield Label(f"[b]{self.title_text}[/]  (esc closes)")
+            yield Label(f"[b]{plain(self.title_text)}[/]  (esc closes)")
             yield Markdown(self.help_md or "")
-            keys = "\n".join(f"  [b]{k:<10}[/] {d}" for k, d in self.keys)
+            keys = "\n".join(f"  [b]{plain(f'{k:<10}')}[/] {plain(d)}" for k, d in self.keys)
             yield Static("[b]Keys[/]\n" + keys)
             if self.findings:
                 yield Static("[b]Rules of thumb for the current preset[/]")
@@ -70,7 +71,7 @@ class PresetPicker(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="picker-box"):
             yield Label("[b]Preset[/]  (enter: switch, esc: cancel)")
-            yield OptionList(*[Option(label, id=spec) for label, spec in self.choices], id="preset-options")
+            yield OptionList(*[Option(plain(label), id=spec) for label, spec in self.choices], id="preset-options")
 
     def on_mount(self) -> None:
         ol = self.query_one(OptionList)
@@ -83,18 +84,19 @@ class PresetPicker(ModalScreen[str | None]):
         self.dismiss(event.option.id)
 
 
+SECTION_SETTLE_S = 0.15  # how long the section list must rest before the form is rebuilt
 SECTIONS = ("preset", "data", "tokenizer", "model", "train", "finetune", "eval", "generate", "chat")
 
 
 class PresetEditor(ModalScreen[config.Preset | None]):
     """The preset one section at a time (a whole preset is several hundred widgets: slow to draw);
-    problems show beside their fields, and a section with problems cannot be left. ctrl+a applies,
+    problems show beside their fields, and a section with problems cannot be left. ctrl+g applies (ctrl+a is GNU screen's prefix),
     ctrl+s saves as TOML and applies, esc discards."""
 
     BINDINGS = [
         Binding("escape", "dismiss(None)", "discard"),
         Binding("ctrl+s", "save", "save as TOML"),
-        Binding("ctrl+a", "apply", "apply"),
+        Binding("ctrl+g", "apply", "apply"),
     ]
 
     def __init__(self, preset: config.Preset, save_dir: Path, sections: list[str] | None = None) -> None:
@@ -105,7 +107,7 @@ class PresetEditor(ModalScreen[config.Preset | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="editor-box"):
-            yield Label(f"[b]Edit preset {self.preset.name}[/]  ctrl+a apply, ctrl+s save as TOML, esc discard")
+            yield Label(f"[b]Edit preset {plain(self.preset.name)}[/]  ctrl+g apply, ctrl+s save as TOML, esc discard")
             with Horizontal(id="editor-main"):
                 yield OptionList(*[Option(s, id=s) for s in self.sections], id="editor-sections")
                 yield PresetForm(self.preset, [self.section], id="editor-form")
@@ -124,8 +126,17 @@ class PresetEditor(ModalScreen[config.Preset | None]):
     def form(self) -> PresetForm:
         return self.query_one(PresetForm)
 
-    async def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
-        await self.show_section(str(event.option.id))
+    def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        # arrow keys only move the highlight; the form follows once they pause, so keys queued on a
+        # busy machine land on the section they were meant for, and only it is built
+        self.wanted = str(event.option.id)
+        if getattr(self, "switch_timer", None) is not None:
+            self.switch_timer.stop()
+        self.switch_timer = self.set_timer(SECTION_SETTLE_S, self._switch_to_wanted)
+
+    async def _switch_to_wanted(self) -> None:
+        self.switch_timer = None
+        await self.show_section(self.wanted)
 
     async def show_section(self, section: str) -> None:
         """Switch the form to another section, keeping what was typed (the section must be valid)."""
@@ -148,7 +159,9 @@ class PresetEditor(ModalScreen[config.Preset | None]):
         p = form.check()
         if p is None:
             n = len(form.problems)
-            self.query_one("#editor-status", Label).update(f"[red]{n} problem{'s' * (n != 1)}: fix the marked fields[/]")
+            why = f"{n} problem{'s' * (n != 1)}: {', '.join(sorted(form.problems))}"
+            self.query_one("#editor-status", Label).update(f"[red]{plain(why)}: fix the marked fields[/]")
+            self.notify(why, title="not applied", severity="warning", markup=False)
         else:
             self.query_one("#editor-status", Label).update("")
         return p
@@ -167,7 +180,7 @@ class PresetEditor(ModalScreen[config.Preset | None]):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(config.dump(p))
         except OSError as e:
-            self.query_one("#editor-status", Label).update(f"[red]cannot save {path}: {e.strerror}[/]")
+            self.query_one("#editor-status", Label).update(f"[red]cannot save {plain(path)}: {plain(e.strerror)}[/]")
             return
         self.app.preset_saved(path, p)
         self.dismiss(p)

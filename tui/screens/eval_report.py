@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Group
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from textual import work
@@ -27,6 +26,7 @@ from textual.widgets import Label, Static
 from core import config
 from core import runs as core_runs
 from core.errors import UserError
+from tui.text import plain
 from tui.feed import RunFeed
 from tui.messages import MetricsArrived, RunEnded, RunStarted
 from tui.screens.base import StageScreen
@@ -123,7 +123,7 @@ def held_out_text(card: dict) -> str:
         scores = [f"{k} {v:.3f}" for k, v in ho.items()
                   if isinstance(v, float) and k in ("accuracy", "macro_f1", "reward_accuracy", "reward_margin", "loss")]
         if scores:
-            lines.append(f"[b]{escape(st.get('run') or short_path(st['checkpoint']))}[/] held-out: {', '.join(scores)}")
+            lines.append(f"[b]{plain(st.get('run') or short_path(st['checkpoint']))}[/] held-out: {', '.join(scores)}")
     return "\n".join(lines)
 
 
@@ -131,11 +131,11 @@ def samples_text(card: dict) -> str:
     lines = []
     for ev in card.get("evaluations") or []:
         for s in ev.get("samples") or []:
-            lines.append(f"[b]{escape(ev['run'])}[/]  [i]{escape(str(s.get('prompt', '')))}[/i]{escape(str(s.get('text', '')))}")
+            lines.append(f"[b]{plain(ev['run'])}[/]  [i]{plain(str(s.get('prompt', '')))}[/i]{plain(str(s.get('text', '')))}")
     for st in card.get("lineage") or []:
         for s in (st.get("samples") or [])[-1:]:
-            lines.append(f"[b]{escape(st.get('run') or '')}[/] step {s.get('step')}  [i]{escape(str(s.get('prompt') or ''))}[/i]"
-                         f"{escape(str(s.get('text') or ''))}")
+            lines.append(f"[b]{plain(st.get('run') or '')}[/] step {s.get('step')}  [i]{plain(str(s.get('prompt') or ''))}[/i]"
+                         f"{plain(str(s.get('text') or ''))}")
     return "[b]Samples[/]\n" + "\n".join(lines) if lines else ""
 
 
@@ -187,7 +187,7 @@ classifier) as a run; the report reloads when it ends. **x** exports the report 
                 yield Label("[b]Lineage[/]", classes="ev-section")
                 yield LineageView("", id="ev-lineage")
                 yield Static("", id="ev-tables")
-                yield Label("[b]Scores[/] [dim](\u2502 chance, majority or tie; \u2500 95% interval)[/]",
+                yield Static("[b]Scores[/] [dim](\u2502 chance, majority or tie; \u2500 95% interval)[/]",
                             classes="ev-section", id="ev-scores-title")
                 yield ScoreBars("", id="ev-scores")
                 yield ConfusionMatrix("", id="ev-confusion")
@@ -221,7 +221,7 @@ classifier) as a run; the report reloads when it ends. **x** exports the report 
     # ------------------------------------------------------------------------------ the card
     def show_model(self, spec: str) -> None:
         self.spec = spec
-        self.query_one("#ev-header", Label).update(f"[b]model[/] {escape(short_path(spec))}  loading the report\u2026")
+        self.query_one("#ev-header", Label).update(f"[b]model[/] {plain(short_path(spec))}  loading the report\u2026")
         self.load_card(spec)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="eval-card")
@@ -239,11 +239,12 @@ classifier) as a run; the report reloads when it ends. **x** exports the report 
         if message.spec != self.spec:
             return
         if message.card is None:
-            self.query_one("#ev-header", Label).update(f"[red]{escape(message.error)}[/]")
+            self.query_one("#ev-header", Label).update(f"[red]{plain(message.error)}[/]")
             return
         self.card = card = message.card
         n_eval = len(card.get("evaluations") or [])
-        self._header(f"{len(card.get('lineage') or [])} stages, {n_eval} evaluation{'s' * (n_eval != 1)}")
+        n_stages = len(card.get("lineage") or [])
+        self._header(f"{n_stages} stage{'s' * (n_stages != 1)}, {n_eval} evaluation{'s' * (n_eval != 1)}")
         self.query_one(LineageView).show(card_chain(card))
         self.query_one("#ev-tables", Static).update(evaluations_renderable(card))
         scores = scores_of(card)
@@ -271,11 +272,11 @@ classifier) as a run; the report reloads when it ends. **x** exports the report 
                 chart.set_overlay(f"{i + 1} {st.get('stage') or ''} {st.get('preset_name') or ''}".strip(), events)
 
     def _header(self, extra: str = "") -> None:
-        text = f"[b]model[/] {escape(short_path(self.spec or ''))}"
+        text = f"[b]model[/] {plain(short_path(self.spec or ''))}"
         if extra:
-            text += f"  [dim]{escape(extra)}[/]"
+            text += f"  [dim]{plain(extra)}[/]"
         if self.eval_run:
-            text += f"  evaluating: {escape(self.eval_run)}"
+            text += f"  evaluating: {plain(self.eval_run)}"
         self.query_one("#ev-header", Label).update(text)
 
     def action_reload(self) -> None:

@@ -20,6 +20,7 @@ from core import config
 from core import lookup as core_lookup
 from core import runs as core_runs
 from core.errors import UserError
+from tui.text import plain
 from tui.messages import MetricsArrived, RunAttached
 from tui.screens.finetune_steps import STEPS, method_preset
 from tui.screens.live_run import LiveRunScreen, follow, launch_run, new_events, sample_markup, state_after
@@ -171,7 +172,7 @@ resumes the latest stopped finetuning run, **a** attaches to another run, **l** 
         return ((read_meta(ckpt) or {}).get("finetune") or {}).get("class_names") if ckpt else None
 
     def show_state(self) -> None:
-        text = (f"run [b]{self.run_name}[/]  {self.method}  {self.state}  ({self.points} points)"
+        text = (f"run [b]{plain(self.run_name)}[/]  {self.method}  {plain(self.state)}  ({self.points} points)"
                 if self.run_name else "no run: press n to finetune a model, a to attach to a run")
         if self.state in ("stopped", "crashed"):
             text += "  (r resumes)"

@@ -4,7 +4,7 @@ method -> base model -> dataset -> what to train -> hyperparameters -> review. E
 preset built so far and dismisses with (action, preset), action being "next", "back" or "launch"
 (None cancels); the Finetune screen chains them. Every edit goes through `core.config` (apply the
 value, validate the whole preset), so what the review shows is exactly what `core.runs.launch`
-runs. Keys on every step: ctrl+n next (or launch on the review), ctrl+b back, esc cancel.
+runs. Keys on every step: ctrl+n next (or launch on the review), ctrl+r back, esc cancel.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
+from tui.text import plain as escape  # the one escaping helper (tui/text.py)
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -22,6 +22,7 @@ from textual.screen import ModalScreen
 from textual.widgets import (Button, Checkbox, DataTable, Input, Label, OptionList, RadioButton, RadioSet, Select,
                              Static, TextArea)
 from textual.widgets.option_list import Option
+from textual.worker import Worker
 
 from core import config
 from core import lookup as core_lookup
@@ -161,7 +162,7 @@ class WizardStep(ModalScreen[tuple[str, config.Preset] | None]):
     NEXT_LABEL = "Next"
     BINDINGS = [
         Binding("escape", "cancel", "cancel"),
-        Binding("ctrl+b", "back", "back"),
+        Binding("ctrl+r", "back", "back"),
         Binding("ctrl+n", "next", "next"),
     ]
     DEFAULT_CSS = """
@@ -184,7 +185,7 @@ class WizardStep(ModalScreen[tuple[str, config.Preset] | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="wizard-box"):
             yield Label(f"[b]Finetune[/]  step {self.INDEX + 1} of {len(STEP_TITLES)}: [b]{STEP_TITLES[self.INDEX]}[/]"
-                        "   ctrl+n next, ctrl+b back, esc cancel", id="wizard-title")
+                        "   ctrl+n next, ctrl+r back, esc cancel", id="wizard-title")
             yield Label(self.trail(), id="wizard-trail")
             with Vertical(id="wizard-body"):
                 yield from self.compose_step()
@@ -196,6 +197,9 @@ class WizardStep(ModalScreen[tuple[str, config.Preset] | None]):
 
     def compose_step(self) -> ComposeResult:
         yield from ()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        self.app.on_worker_state_changed(event)  # a worker that raised becomes a notification
 
     def trail(self) -> str:
         ft = self.preset.finetune
@@ -363,7 +367,7 @@ class DataStep(WizardStep):
         self.problem("")
         cols = preview_columns(preset.finetune.method)
         fill_table(self.query_one("#wizard-rows", DataTable), cols,
-                   [[escape(str(r.get("label_name", r.get(c, "")) if c == "label" else r.get(c, "")))[:60] for c in cols]
+                   [[str(r.get("label_name", r.get(c, "")) if c == "label" else r.get(c, ""))[:60] for c in cols]
                     for r in records])
         self.query_one("#wizard-balance", Static).update(balance_text(stats))
         if records:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rich.markup import escape
 from textual.screen import Screen
 from textual.widgets import Label, ProgressBar
 from textual.worker import get_current_worker
 
 from core import runs as core_runs
 from core.errors import UserError
+from tui.text import plain
 from tui.feed import RunFeed, follow_run
 from tui.messages import MetricsArrived, RunEnded, RunStarted, WorkFailed
 from tui.screens.base import StageScreen
@@ -71,8 +71,8 @@ def state_after(ev: dict, state: str) -> str:
 
 def sample_markup(ev: dict) -> str:
     """A `sample` event as markup: the prompt in italics, then what the model wrote."""
-    return (f"[b]sample[/] (step {ev.get('step', '?')})\n[i]{escape(str(ev.get('prompt', '')))}[/i]"
-            f"{escape(str(ev.get('text', '')))}")
+    return (f"[b]sample[/] (step {ev.get('step', '?')})\n[i]{plain(str(ev.get('prompt', '')))}[/i]"
+            f"{plain(str(ev.get('text', '')))}")
 
 
 class LiveRunScreen(StageScreen):
@@ -153,12 +153,12 @@ class ProgressLine:
                 _, label = progress_of(ev)
                 if ev.get("total"):
                     self.bar.update(total=ev["total"], progress=ev.get("done", 0))
-                self.status.update(f"run {run_name}: {escape(label)}")
+                self.status.update(f"run {run_name}: {plain(label)}")
             elif ev.get("kind") == "log" and self.logs:
-                self.status.update(f"run {run_name}: {escape(str(ev.get('message', '')))[:80]}")
+                self.status.update(f"run {run_name}: {plain(str(ev.get('message', '')))[:80]}")
 
     def ended(self, message: RunEnded) -> None:
-        err = f": {escape(message.error)}" if message.error else ""
+        err = f": {plain(message.error)}" if message.error else ""
         self.status.update(f"run {message.run_name}: {message.state}{err}")
         if message.state == "finished":
             self.bar.update(total=1, progress=1)

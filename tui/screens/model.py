@@ -20,9 +20,11 @@ from core.config import Preset
 from core.model import stats
 from tui.screens.base import StageScreen
 from tui.widgets.advice_panel import AdvicePanel
+from tui.widgets.field_input import FieldInput
 from tui.widgets.preset_form import PresetForm
 
 DTYPES = ("bfloat16", "float16", "float32")
+APPLY_AFTER_S = 0.12  # a typed architecture becomes the app's preset once the keys rest this long
 
 
 def human(n: float, unit: str = "") -> str:
@@ -44,7 +46,10 @@ def model_config(preset: Preset):
     return dataclasses.replace(preset.model, vocab_size=advice.vocab_size(preset))
 
 
-def stats_table(preset: Preset, batch_size: int, dtype: str) -> Table:
+def stats_table(preset: Preset, batch_size: int, dtype: str, compact: bool = False) -> Table:
+    """Parameters, memory and compute of the preset's model; `compact` fits 17 rows (80x24)."""
+    if compact:
+        return compact_stats_table(preset, batch_size, dtype)
     cfg = model_config(preset)
     s = stats.summary(cfg, batch_size=batch_size, dtype=dtype)
     p, m = s["params"], s["memory"]
@@ -72,6 +77,30 @@ def stats_table(preset: Preset, batch_size: int, dtype: str) -> Table:
     t.add_row("KV cache, full context", human_bytes(s["kv_cache_bytes_per_token"] * cfg.context_length))
     t.add_row("head size / kv heads", f"{s['head_dim']} / {s['kv_heads']}")
     t.add_row("MLP hidden", str(s["mlp_hidden"]))
+    return t
+
+
+def compact_stats_table(preset: Preset, batch_size: int, dtype: str) -> Table:
+    """The same numbers as stats_table in fewer rows: no blank rows, related values on one row."""
+    cfg = model_config(preset)
+    s = stats.summary(cfg, batch_size=batch_size, dtype=dtype)
+    p, m = s["params"], s["memory"]
+    t = Table(show_header=False, box=None, pad_edge=False, expand=True)
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    total = p["total"] or 1
+    for name, key in (("token embedding", "embeddings"), ("positions", "positions"), ("attention", "attention"),
+                      ("MLP", "mlp"), ("norms", "norms"), ("output head", "head")):
+        t.add_row(name, f"{human(p[key])} {100 * p[key] / total:4.1f}%")
+    t.add_row("total params", human(p["total"]), style="bold")
+    t.add_row("non-emb / untied", f"{human(p['non_embedding'])} / {human(p['total_untied'])}")
+    t.add_row(f"memory b{batch_size} {dtype}", human_bytes(m["total"]), style="bold")
+    t.add_row("weights / grads", f"{human_bytes(m['weights'])} / {human_bytes(m['grads'])}")
+    t.add_row("AdamW / activ.", f"{human_bytes(m['optimizer'])} / {human_bytes(m['activations'])}")
+    t.add_row("FLOPs per token", human(s["flops_per_token"]))
+    t.add_row("KV cache/token", human_bytes(s["kv_cache_bytes_per_token"]))
+    t.add_row("KV cache, context", human_bytes(s["kv_cache_bytes_per_token"] * cfg.context_length))
+    t.add_row("head / kv / MLP", f"{s['head_dim']} / {s['kv_heads']} / {s['mlp_hidden']}")
     return t
 
 
@@ -111,7 +140,7 @@ A vocabulary size of 0 takes the tokenizer's."""
                 yield PresetForm(self.app.preset, ["model"], show_docs=False, id="model-form")
                 with Horizontal(id="model-knobs"):
                     yield Label("batch ")
-                    yield Input(str(self.app.preset.train.micro_batch_size), id="model-batch", type="integer")
+                    yield FieldInput(str(self.app.preset.train.micro_batch_size), id="model-batch", type="integer")
                     yield Select([(d, d) for d in DTYPES], value="bfloat16", allow_blank=False, id="model-dtype")
             with Vertical(id="model-right"):
                 yield Static("", id="model-stats")
@@ -120,9 +149,18 @@ A vocabulary size of 0 takes the tokenizer's."""
                 yield tree
         yield AdvicePanel("model", id="advice")
 
+    def on_mount(self) -> None:
+        # presets this form produced: their echo through the app must never rebuild the form, or a
+        # key typed meanwhile is lost (the form would be redrawn from an older preset)
+        self.typed: list[Preset] = []
+        self.pending: Preset | None = None
+        super().on_mount()
+
     def preset_changed(self, preset: Preset) -> None:
         form = self.query_one(PresetForm)
-        if form.preset != preset:  # changed elsewhere (picker, editor): show its values
+        if preset in self.typed:
+            self.typed = self.typed[self.typed.index(preset) + 1:]
+        elif form.preset != preset:  # changed elsewhere (picker, editor): show its values
             form.remove()
             new = PresetForm(preset, ["model"], show_docs=False, id="model-form")
             self.query_one("#model-left", Vertical).mount(new, before=0)
@@ -134,13 +172,30 @@ A vocabulary size of 0 takes the tokenizer's."""
         except ValueError:
             batch = preset.train.micro_batch_size
         dtype = str(self.query_one("#model-dtype", Select).value)
-        self.query_one("#model-stats", Static).update(stats_table(preset, batch, dtype))
-        fill_tree(self.query_one("#model-tree", Tree), preset)
+        compact = self.app.size.height < 32  # the -short breakpoint: 17 rows instead of 26
+        self.query_one("#model-stats", Static).update(stats_table(preset, batch, dtype, compact))
+        tree = self.query_one("#model-tree", Tree)
+        if tree.display:  # rebuilt only while shown: typing in a field stays cheap
+            fill_tree(tree, preset)
         self.query_one(AdvicePanel).update_for(preset)
+
+    def on_resize(self) -> None:
+        self.show_numbers(self.app.preset)
 
     def on_preset_form_changed(self, message: PresetForm.Changed) -> None:
         if message.preset is not None and message.preset != self.app.preset:
-            self.app.set_preset(message.preset, "<edited>")
+            # the field shows its check at once; the app (every screen's numbers and advice) follows
+            # once the typing rests, so a burst of keys costs one update, not one per key
+            self.pending = message.preset
+            if getattr(self, "apply_timer", None) is not None:
+                self.apply_timer.stop()
+            self.apply_timer = self.set_timer(APPLY_AFTER_S, self._apply_typed)
+
+    def _apply_typed(self) -> None:
+        self.apply_timer = None
+        if self.pending is not None and self.pending != self.app.preset:
+            self.typed = [*self.typed[-15:], self.pending]
+            self.app.set_preset(self.pending, "<edited>")
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "model-batch":
@@ -151,11 +206,13 @@ A vocabulary size of 0 takes the tokenizer's."""
             self.show_numbers(self.app.preset)
 
     def action_focus_form(self) -> None:
-        self.query_one(PresetForm).focus_next()
+        """Put the cursor in the first architecture field (tab moves on from there)."""
+        self.query_one(PresetForm).focus_first()
 
     def action_focus_tree(self) -> None:
         """Swap the numbers for the layer tree (and back): both do not fit a small terminal."""
         tree, table = self.query_one(Tree), self.query_one("#model-stats", Static)
         tree.display, table.display = not tree.display, tree.display
         if tree.display:
+            fill_tree(tree, self.app.preset)
             tree.focus()

@@ -16,6 +16,7 @@ from textual.widgets import Label, Static
 
 from core import runs as core_runs
 from core.errors import UserError
+from tui.text import plain
 from tui.messages import MetricsArrived, RunAttached
 from tui.screens.live_run import LiveRunScreen, follow, launch_run, new_events, sample_markup, state_after
 from tui.screens.shared import number
@@ -145,7 +146,7 @@ pretraining run of this preset from its last checkpoint.
 
     def show_state(self) -> None:
         self.query_one("#run-status", Label).update(
-            f"run [b]{self.run_name}[/]  {self.state}  ({self.points} points)" if self.run_name
+            f"run [b]{plain(self.run_name)}[/]  {plain(self.state)}  ({self.points} points)" if self.run_name
             else "no run: press s to start one, a to attach")
 
     # ------------------------------------------------------------------------- actions

@@ -16,12 +16,13 @@ from textual.widgets import DataTable, Label, RichLog
 
 from core import runs as core_runs
 from core.errors import UserError
+from tui.text import plain
 from tui.feed import RunFeed
 from tui.messages import MetricsArrived, RunAttached, RunEnded, RunsListed
 from tui.screens.base import StageScreen
 from tui.screens.dialogs import ConfirmScreen
 from tui.screens.live_run import follow, new_events
-from tui.widgets.run_picker import RUN_COLUMNS, fill_runs_table, run_rows
+from tui.widgets.run_picker import REFRESH_S, RUN_COLUMNS, fill_runs_table, run_cells, run_rows
 
 
 def format_event(ev: dict) -> str:
@@ -83,7 +84,7 @@ at its next step; delete removes its folder (after you confirm)."""
         table = self.query_one("#runs-table", DataTable)
         table.add_columns(*RUN_COLUMNS)
         self.refresh_runs()
-        self.set_interval(2.0, self.refresh_runs)
+        self.set_interval(REFRESH_S, self.refresh_runs)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="runs-list")
     def refresh_runs(self) -> None:
@@ -91,9 +92,10 @@ at its next step; delete removes its folder (after you confirm)."""
 
     def on_runs_listed(self, message: RunsListed) -> None:
         message.stop()
-        if message.rows == self.rows:
+        cells = run_cells(message.rows, self.app.clock)
+        if cells == getattr(self, "cells", None):  # same states and ages: nothing to redraw
             return
-        self.rows = message.rows
+        self.rows, self.cells = message.rows, cells
         fill_runs_table(self.query_one("#runs-table", DataTable), self.rows, self.app.clock)
 
     def action_refresh(self) -> None:
@@ -121,7 +123,7 @@ at its next step; delete removes its folder (after you confirm)."""
             return
         self.opened = name
         self.query_one("#run-log", RichLog).clear()
-        self.query_one("#run-title", Label).update(f"[b]{name}[/]  {run.state}")
+        self.query_one("#run-title", Label).update(f"[b]{plain(name)}[/]  {run.state}")
         self.feed = follow(self, run)
         self.post_message(RunAttached(name, run.stage))
 
@@ -135,12 +137,13 @@ at its next step; delete removes its folder (after you confirm)."""
 
     def on_run_ended(self, message: RunEnded) -> None:
         if message.run_name == self.opened:
-            self.query_one("#run-title", Label).update(f"[b]{message.run_name}[/]  {message.state}")
+            self.query_one("#run-title", Label).update(f"[b]{plain(message.run_name)}[/]  {message.state}")
         self.refresh_runs()
 
     def action_stop_run(self) -> None:
         name = self.selected()
         if not name:
+            self.notify("no run selected: the list is empty", severity="warning")
             return
         run = core_runs.open_run(name, self.app.runs_root)
         if run.state != "running":
@@ -152,6 +155,7 @@ at its next step; delete removes its folder (after you confirm)."""
     def action_delete_run(self) -> None:
         name = self.selected()
         if not name:
+            self.notify("no run selected: the list is empty", severity="warning")
             return
         run = core_runs.open_run(name, self.app.runs_root)
         if run.state == "running":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,6 +20,7 @@ from textual.widgets import DataTable, Input, Label, ProgressBar, Select, Static
 
 from core import runs as core_runs
 from core.errors import UserError
+from tui.text import plain
 from tui.widgets.tables import fill_table
 from tui.feed import RunFeed
 from tui.messages import MetricsArrived, RunEnded, RunStarted, WorkFailed
@@ -138,7 +138,10 @@ corpus sample), Chat template (the tokens that carry loss are bright, the rest d
 
     def preset_changed(self, preset) -> None:
         self.query_one(AdvicePanel).update_for(preset)
-        self.load_tokenizer()
+        key = (preset.tokenizer, preset.data)  # the BPE's cache key; other edits keep the tokenizer
+        if key != getattr(self, "tok_key", None):
+            self.tok_key = key
+            self.load_tokenizer()
 
     def _live_runs_changed(self, old, new) -> None:
         live = self.app.live_run("tokenizer")
@@ -161,7 +164,7 @@ corpus sample), Chat template (the tokens that carry loss are bright, the rest d
         self.tok, self.note = message.tokenizer, message.note
         name = getattr(self.tok, "name", "none")
         vocab = getattr(self.tok, "n_vocab", 0)
-        self.query_one("#tok-name", Label).update(f"tokenizer [b]{escape(name)}[/] ({vocab:,} ids)  [dim]{escape(self.note)}[/]")
+        self.query_one("#tok-name", Label).update(f"tokenizer [b]{plain(name)}[/] ({vocab:,} ids)  [dim]{plain(self.note)}[/]")
         self.vocab_start = 0
         self.encode()
         self.show_vocab()
@@ -199,12 +202,16 @@ corpus sample), Chat template (the tokens that carry loss are bright, the rest d
         self.post_message(TokensReady(sp, st, tok.name, osp, ost, oname))
 
     def on_tokens_ready(self, message: TokensReady) -> None:
-        self.query_one("#tok-view", TokenView).set_spans(message.spans)
+        view = self.query_one("#tok-view", TokenView)
+        if [s.id for s in view.spans] != [s.id for s in message.spans]:  # new text: the old token is gone
+            view.cursor = -1
+            self.query_one("#tok-detail", Static).update("")
+        view.set_spans(message.spans)
         self.query_one("#tok-stats", Static).update(stats_line(message.stats))
-        self.query_one("#cmp-a-name", Label).update(f"[b]{escape(message.name)}[/]")
+        self.query_one("#cmp-a-name", Label).update(f"[b]{plain(message.name)}[/]")
         self.query_one("#cmp-a", TokenView).set_spans(message.spans)
         self.query_one("#cmp-a-stats", Static).update(stats_line(message.stats))
-        self.query_one("#cmp-b-name", Label).update(f"[b]{escape(message.other_name)}[/]")
+        self.query_one("#cmp-b-name", Label).update(f"[b]{plain(message.other_name)}[/]")
         self.query_one("#cmp-b", TokenView).set_spans(message.other_spans or [])
         self.query_one("#cmp-b-stats", Static).update(stats_line(message.other_stats))
 
@@ -216,10 +223,10 @@ corpus sample), Chat template (the tokens that carry loss are bright, the rest d
         parents = ""
         if e.parents:
             a, b = (vocab_entry(self.tok, p) for p in e.parents)
-            parents = f"  merge of {a.id} {escape(repr(a.text))} + {b.id} {escape(repr(b.text))}"
+            parents = f"  merge of {a.id} {plain(repr(a.text))} + {b.id} {plain(repr(b.text))}"
         kind = "special" if e.special else (f"rank {e.rank}" if e.rank is not None else "")
         self.query_one("#tok-detail", Static).update(
-            f"token #{message.index}: id [b]{e.id}[/]  {escape(repr(e.text))}  bytes {' '.join(f'{x:02x}' for x in e.bytes)}"
+            f"token #{message.index}: id [b]{e.id}[/]  {plain(repr(e.text))}  bytes {' '.join(f'{x:02x}' for x in e.bytes)}"
             f"  {kind}{parents}")
 
     # ------------------------------------------------------------------------- tables
@@ -231,7 +238,8 @@ corpus sample), Chat template (the tokens that carry loss are bright, the rest d
     def vocab_worker(self, tok, start: int, query: str) -> None:
         from core.tokenizer import find_tokens, vocab_page
         entries = find_tokens(tok, query, limit=VOCAB_PAGE) if query else vocab_page(tok, start, VOCAB_PAGE)
-        rows = [(str(e.id), repr(e.text), "" if e.rank is None else str(e.rank),
+        # e.text is already printable (escapes spelled out): repr would double every backslash
+        rows = [(str(e.id), f"'{e.text}'", "" if e.rank is None else str(e.rank),
                  "" if not e.parents else f"{e.parents[0]} + {e.parents[1]}", "special" if e.special else "")
                 for e in entries]
         note = (f"{len(rows)} tokens containing {query!r}" if query
@@ -266,7 +274,7 @@ corpus sample), Chat template (the tokens that carry loss are bright, the rest d
     def on_table_ready(self, message: TableReady) -> None:
         fill_table(self.query_one(f"#{message.table_id}", DataTable), message.columns, message.rows)
         note_id = "#vocab-note" if message.table_id == "vocab-table" else "#compression-note"
-        self.query_one(note_id, Label).update(escape(message.note))
+        self.query_one(note_id, Label).update(plain(message.note))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "vocab-find":
@@ -286,7 +294,7 @@ corpus sample), Chat template (the tokens that carry loss are bright, the rest d
         try:
             ids, mask = self.tok.chat.render(SAMPLE_CHAT)
         except (UserError, AttributeError, KeyError) as e:
-            self.query_one("#chat-note", Label).update(f"no chat template: {escape(str(e))}")
+            self.query_one("#chat-note", Label).update(f"no chat template: {plain(str(e))}")
             return
         sp = []
         for i in ids:

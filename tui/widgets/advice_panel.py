@@ -1,7 +1,10 @@
 """AdvicePanel: the rules of thumb of one stage, checked against the current preset (core.advice).
 
-Each finding is one line: a level mark, the title and the reason with its numbers. The panel shows
-what `core.advice.advise(preset, facts, stage)` returns and computes nothing itself.
+Each finding is a level mark, the title and the reason with its numbers; a warning to act on adds
+what to change, a rule the preset accepts shows the preset's reason instead, and a rule of a stage
+the preset does not run says so, dimmed. The mark differs by shape, not only by colour (16 colours,
+NO_COLOR). The panel shows what `core.advice.advise(preset, facts, stage)` returns and computes
+nothing itself.
 """
 
 from __future__ import annotations
@@ -14,17 +17,30 @@ from textual.widgets import Static
 from core.advice import Facts, Finding, advise
 
 MARKS = {"ok": ("\u2713", "green"), "warn": ("!", "yellow"), "bad": ("\u2717", "red")}
+ACCEPTED_MARK, NOT_APPLICABLE_MARK = ("\u2022", "cyan"), ("-", "")
 
 
 def findings_text(findings: Sequence[Finding]) -> Text:
     out = Text()
     for i, f in enumerate(findings):
-        mark, color = MARKS.get(f.level, ("?", ""))
         if i:
             out.append("\n")
+        if f.level != "ok" and f.accepted:
+            mark, color = ACCEPTED_MARK
+            out.append(f"{mark} ", style=f"bold {color}")
+            out.append(f.title, style="bold")
+            out.append(f": accepted by the preset: {f.accepted}")
+            continue
+        if f.level != "ok" and f.not_applicable:
+            out.append(f"{NOT_APPLICABLE_MARK[0]} {f.title}: not for this preset ({f.not_applicable})", style="dim")
+            continue
+        mark, color = MARKS.get(f.level, ("?", ""))
         out.append(f"{mark} ", style=f"bold {color}")
         out.append(f.title, style="bold")
         out.append(f": {f.reason}")
+        if f.fix:
+            out.append("\n  change: ", style="bold")
+            out.append(f.fix)
     if not findings:
         out.append("no rules of thumb apply here", style="dim")
     return out

@@ -35,7 +35,7 @@ def confusion_table(matrix: Sequence[Sequence[int]], names: Sequence[str] | None
                 style = ("", "on color(52)", "on color(88)", "on color(124)", "on color(160)")[level]
             cells.append(Text(f"{c:,}", style=style))
         recall = f"{row[i] / total:.2f}" if total else "-"
-        table.add_row(names[i][:12], *cells, recall)
+        table.add_row(Text(names[i][:12]), *cells, recall)
     return table
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.markup import escape
+from tui.text import plain as escape  # the one escaping helper (tui/text.py)
 from textual.widgets import Static
 
 from core.lookup import GPT2_MODELS, GPT2_NAMES

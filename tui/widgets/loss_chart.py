@@ -153,9 +153,11 @@ class LossChart(PlotextPlot):
         smooth_txt = f", smoothing {self.smoothing:g}" if self.smoothing else ""
         plt.title(f"{self.title} ({'log' if self.log_y else 'linear'}{smooth_txt})")
         plt.xlabel(label)
-        if self.log_y:
+        # a log axis over no points makes plotext raise while drawing: only with points
+        if self.log_y and (len(self.train) or len(self.val) or any(len(tr) for tr, _ in self.overlays.values())):
             plt.yscale("log")
         drawn = False
+        steps: list[float] = []
         for i, (name, (tr, va)) in enumerate(self.overlays.items()):
             color = COLORS["overlay"][i % len(COLORS["overlay"])]
             t0 = (tr.times[:1] or va.times[:1] or [0.0])[0]
@@ -163,6 +165,7 @@ class LossChart(PlotextPlot):
                 plt.plot(tr.xs(self.x_axis, t0), smooth(tr.values, self.smoothing), label=name[-24:], color=color,
                          marker="braille")
                 drawn = True
+                steps += tr.xs(self.x_axis, t0)
         t0 = self._t0 or 0.0
         if len(self.train):
             plt.plot(self.train.xs(self.x_axis, t0), smooth(self.train.values, self.smoothing), label="train",
@@ -173,7 +176,30 @@ class LossChart(PlotextPlot):
             drawn = True
         if not drawn:
             plt.title(f"{self.title}: no points yet")
+        elif self.x_axis != "time":
+            xs = steps + self.train.xs(self.x_axis, t0) + self.val.xs(self.x_axis, t0)
+            ticks = whole_ticks(min(xs), max(xs))
+            plt.xticks(ticks, [tick_label(t) for t in ticks])
         self.refresh()
+
+
+def whole_ticks(lo: float, hi: float, n: int = 5) -> list[int]:
+    """About `n` tick positions on whole, round numbers between lo and hi (steps and tokens are
+    counts: an axis label of 63.2 steps means nothing)."""
+    span = max(1.0, hi - lo)
+    raw = span / max(1, n - 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    step = max(1, int(round(step)))
+    first = int(math.ceil(lo / step) * step)
+    return list(range(first, int(hi) + 1, step)) or [int(lo)]
+
+
+def tick_label(x: int) -> str:
+    for unit, k in (("M", 1_000_000), ("k", 1_000)):
+        if abs(x) >= k and x % (k // 10) == 0:
+            return f"{x / k:g}{unit}"
+    return str(x)
 
 
 def _finite(x: object) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from textual_plotext import PlotextPlot
+from tui.widgets.loss_chart import tick_label, whole_ticks
 
 COLORS = ("cyan", "orange", "green", "magenta", "yellow", "gray")
 # (kind, key, label) per finetuning method: what to watch besides the loss
@@ -76,12 +77,17 @@ class MetricChart(PlotextPlot):
         plt.title(self.title)
         plt.xlabel("step")
         drawn = False
+        steps: list[float] = []
         for i, (kind, key, label) in enumerate(self.series):
             xs, ys = self.points[(kind, key)]
             if ys:
                 plt.plot(xs, ys, label=label, color=COLORS[i % len(COLORS)],
                          marker="braille" if kind == "train" else "dot")
                 drawn = True
+                steps += xs
         if not drawn:
             plt.title(f"{self.title}: no points yet")
+        else:
+            ticks = whole_ticks(min(steps), max(steps))
+            plt.xticks(ticks, [tick_label(t) for t in ticks])
         self.refresh()

@@ -18,6 +18,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Label
+from textual.worker import Worker
 
 from core import lookup as core_lookup
 from core import runs as core_runs
@@ -135,6 +136,11 @@ class ModelPicker(ModalScreen[str | None]):
     def on_mount(self) -> None:
         self.query_one(ModelTable).focus()
         self.load_rows()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        handler = getattr(self.app, "on_worker_state_changed", None)  # the workbench reports failures
+        if handler is not None:
+            handler(event)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="model-picker")
     def load_rows(self) -> None:

@@ -2,7 +2,8 @@
 
 Every leaf field of `core.config`'s schema gets a row: its key, an input (a select for fields with
 choices, a switch for booleans), its one-line doc, and a problem line that shows what
-`core.config.from_dict` reports for that key. The form validates through core on every change and
+`core.config.from_dict` reports for that key. The form validates through core once typing rests
+(CHECK_AFTER_S: a character shows at once, a burst costs one validation) and on every choice, and
 posts `PresetForm.Changed` with the new preset, or None and the problems.
 """
 
@@ -18,6 +19,8 @@ from textual.message import Message
 from textual.widgets import Input, Label, Select, Static, Switch
 
 from core import config
+from tui.text import plain
+from tui.widgets.field_input import FieldInput
 
 try:
     import tomllib
@@ -84,6 +87,9 @@ def parse_text(spec: FieldSpec, text: str) -> typing.Any:
         return text
 
 
+CHECK_AFTER_S = 0.08  # typing that rests this long is validated (one check per burst of keys)
+
+
 def _dom_id(key: str) -> str:
     return "f-" + key.replace(".", "--")
 
@@ -99,10 +105,10 @@ class PresetForm(VerticalScroll):
     PresetForm .key { width: 26; padding: 0 1 0 0; }
     PresetForm .row Input, PresetForm .row Select { width: 1fr; }
     PresetForm .row Switch { width: 8; height: 1; border: none; padding: 0; }
-    PresetForm .doc { color: $text-muted; padding-left: 26; height: auto; }
-    PresetForm .problem { color: $text-error; padding-left: 26; height: auto; display: none; }
+    PresetForm .doc { color: $text-muted; padding-left: 26; height: auto; width: 100%; }
+    PresetForm .problem { color: $text-error; padding-left: 26; height: auto; width: 100%; display: none; }
     PresetForm .problem.-shown { display: block; }
-    PresetForm #form-problems { color: $text-error; height: auto; }
+    PresetForm #form-problems { color: $text-error; height: auto; width: 100%; }
     """
 
     @dataclass
@@ -138,16 +144,22 @@ class PresetForm(VerticalScroll):
                 with Horizontal(classes="row"):
                     yield Label(spec.key.rsplit(".", 1)[-1], classes="key")
                     if spec.choices:
-                        yield Select([(str(c), c) for c in spec.choices], value=value, allow_blank=False,
+                        yield Select([(plain(c), c) for c in spec.choices], value=value, allow_blank=False,
                                      id=_dom_id(spec.key), compact=True)
                     elif spec.type is bool:  # a select: a compact Switch does not draw in one line
                         yield Select([("true", True), ("false", False)], value=bool(value), allow_blank=False,
                                      id=_dom_id(spec.key), compact=True)
                     else:
-                        yield Input(to_text(value), id=_dom_id(spec.key), compact=True)
+                        yield FieldInput(to_text(value), id=_dom_id(spec.key), compact=True)
                 if self.show_docs:
                     yield Label(spec.doc, classes="doc", markup=False)
                 yield Label("", classes="problem", id=_dom_id(spec.key) + "-problem", markup=False)
+
+    def focus_first(self) -> None:
+        """Focus the first field of the form (the form itself takes no typing)."""
+        first = next((w for w in self.query("Input, Select") if w.focusable), None)
+        if first is not None:
+            first.focus()
 
     # ------------------------------------------------------------------------- values
     def values(self) -> dict[str, typing.Any]:
@@ -167,6 +179,7 @@ class PresetForm(VerticalScroll):
         w = self.query_one("#" + _dom_id(key))
         if isinstance(w, Input):
             w.value = to_text(value) if not isinstance(value, str) else value
+            self._changed()  # at once, as a paste would be: no typing to wait for
         else:
             w.value = value
 
@@ -202,6 +215,12 @@ class PresetForm(VerticalScroll):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
+        if getattr(self, "check_timer", None) is not None:
+            self.check_timer.stop()
+        self.check_timer = self.set_timer(CHECK_AFTER_S, self._typing_rested)
+
+    def _typing_rested(self) -> None:
+        self.check_timer = None
         self._changed()
 
     def on_switch_changed(self, event: Switch.Changed) -> None:

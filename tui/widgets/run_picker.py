@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -15,6 +17,7 @@ from tui.widgets.tables import fill_table
 from textual.widgets import DataTable, Label
 
 from core import runs as core_runs
+from tui.text import plain
 
 
 def run_rows(root: Path | None, stage: str | None = None, live_only: bool = False) -> list[dict]:
@@ -46,14 +49,20 @@ def age(seconds_ago: float | None) -> str:
 
 
 RUN_COLUMNS = ("run", "stage", "preset", "state", "started")
+REFRESH_S = 2.0  # how often lists of runs re-read status.json
+
+
+def run_cells(rows: list[dict], clock: Callable[[], float] = time.time) -> list[tuple[str, ...]]:
+    """What the table shows of each run, ages included (so a redraw is due when an age changes)."""
+    now = clock()
+    return [(r["name"], r["stage"], r["preset"], r["state"], age(now - r["started"]) if r.get("started") else "")
+            for r in rows]
 
 
 def fill_runs_table(table: DataTable, rows: list[dict], clock: Callable[[], float] = time.time) -> None:
-    now = clock()
     keep = table.cursor_row
-    cells = [(r["name"], r["stage"], r["preset"], r["state"], age(now - r["started"]) if r.get("started") else "")
-             for r in rows]
-    styled = [(name, stage, preset, f"[{STATE_STYLE[state]}]{state}[/]" if STATE_STYLE.get(state) else state, started)
+    cells = run_cells(rows, clock)
+    styled = [(name, stage, preset, Text(state, style=STATE_STYLE.get(state, "")), started)
               for name, stage, preset, state, started in cells]
     fill_table(table, RUN_COLUMNS, styled, keys=[r["name"] for r in rows])
     if rows:
@@ -75,17 +84,31 @@ class RunPicker(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(f"[b]{self.title_text}[/]  (enter: choose, esc: cancel)")
+            yield Label(f"[b]{plain(self.title_text)}[/]  (enter: choose, esc: cancel)")
             yield DataTable(cursor_type="row", id="picker-table")
 
     def on_mount(self) -> None:
+        self.cells: list[tuple[str, ...]] | None = None
         table = self.query_one(DataTable)
         table.add_columns(*RUN_COLUMNS)
-        rows = run_rows(self.root, self.stage, self.live_only)
-        fill_runs_table(table, rows, self.clock)
-        if not rows:
-            self.query_one(Label).update(f"[b]{self.title_text}[/]: no runs yet (esc to go back)")
         table.focus()
+        self.read_rows()
+        self.set_interval(REFRESH_S, self.read_rows)  # states change while the picker is open
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="run-picker")
+    def read_rows(self) -> None:
+        rows = run_rows(self.root, self.stage, self.live_only)
+        self.app.call_from_thread(self.show_rows, rows)
+
+    def show_rows(self, rows: list[dict]) -> None:
+        cells = run_cells(rows, self.clock)
+        if cells == self.cells:
+            return
+        self.cells = cells
+        fill_runs_table(self.query_one(DataTable), rows, self.clock)
+        title = f"[b]{plain(self.title_text)}[/]" + (": no runs yet (esc to go back)" if not rows
+                                                     else "  (enter: choose, esc: cancel)")
+        self.query_one(Label).update(title)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.dismiss(str(event.row_key.value))

@@ -7,6 +7,7 @@ baseline. Each row is (label, value, low, high, reference); low/high/reference m
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -38,6 +39,8 @@ def bars_text(scores: list[Score], lo: float = 0.0, hi: float = 1.0, width: int 
         return max(0, min(width - 1, int(round((x - lo) / span * (width - 1)))))
 
     for s in scores:
+        if _finite(s.low) and _finite(s.high):  # a normal-approximation interval can leave the scale (1.005)
+            s = dataclasses.replace(s, low=max(lo, s.low), high=min(hi, s.high))
         out.append(f"{s.label:<{label_w}} ", style="bold")
         row = [" "] * width
         styles = [""] * width

@@ -9,26 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich.errors import MarkupError
 from rich.text import Text
 from textual.widgets import DataTable
 
 
+def as_cell(cell: object) -> object:
+    """A string cell as plain Text: DataTable would read `[...]` in a run, file or token name as
+    markup; a caller that wants a style passes a rich Text."""
+    return Text(cell) if isinstance(cell, str) else cell
+
+
 def cell_width(cell: object) -> int:
-    """Columns a cell takes, measured the way DataTable renders it (strings as markup)."""
-    s = cell if isinstance(cell, str) else str(cell)
-    try:
-        return Text.from_markup(s).cell_len
-    except MarkupError:
-        return Text(s).cell_len
+    """Columns a cell takes, as DataTable draws it."""
+    return cell.cell_len if isinstance(cell, Text) else Text(str(cell)).cell_len
 
 
 def fill_table(table: DataTable, columns: Sequence[str], rows: Sequence[Sequence[object]],
                keys: Sequence[str] | None = None, column_keys: Sequence[str] | None = None) -> None:
     """Replace the table's columns and rows."""
-    widths = [max([cell_width(label), *(cell_width(r[i]) for r in rows)]) for i, label in enumerate(columns)]
+    widths = [max([cell_width(label), *(cell_width(as_cell(r[i])) for r in rows)]) for i, label in enumerate(columns)]
     table.clear(columns=True)
     for i, (label, width) in enumerate(zip(columns, widths)):
         table.add_column(label, width=width, key=column_keys[i] if column_keys else None)
     for i, row in enumerate(rows):
-        table.add_row(*row, key=keys[i] if keys else None)
+        table.add_row(*(as_cell(c) for c in row), key=keys[i] if keys else None)

@@ -2,7 +2,8 @@
 
 Given `core.tokenizer.inspect.Span`s (and optionally a loss mask), it draws each token on a
 cycling background so boundaries show, special tokens inverted, and tokens that carry no loss
-dimmed. Left/right (home, end) move the selection and posts `TokenView.Selected`.
+dimmed. With 16 colours or none (NO_COLOR, TERM=screen) neighbouring backgrounds can collapse
+into one, so every other token is also underlined: the boundary shows by shape. Left/right (home, end) move the selection and posts `TokenView.Selected`.
 """
 
 from __future__ import annotations
@@ -58,9 +59,16 @@ class TokenView(Widget, can_focus=True):
         self.cursor = min(self.cursor, len(self.spans) - 1)
         self.refresh(layout=True)
 
+    def few_colours(self) -> bool:
+        """16 colours or none: the backgrounds alone cannot tell neighbours apart."""
+        app = self.app
+        return bool(getattr(app, "no_color", False) or app.ansi_color
+                    or app.console.color_system in (None, "standard", "windows"))
+
     def render(self) -> Text:
         if not self.spans:
             return Text("(no tokens)", style="dim")
+        alternate = self.few_colours()
         out = Text()
         for i, s in enumerate(self.spans):
             bg = BACKGROUNDS[i % len(BACKGROUNDS)]
@@ -69,6 +77,8 @@ class TokenView(Widget, can_focus=True):
                 style = "bold white on color(90)"
             if self.loss_mask is not None and i < len(self.loss_mask) and not self.loss_mask[i]:
                 style = "color(245) on color(236)" if not getattr(s, "special", False) else "color(250) on color(238)"
+            if alternate and i % 2:
+                style += " underline"
             if i == self.cursor:
                 style += " reverse bold"
             out.append(s.text or "\u2205", Style.parse(style))

@@ -98,7 +98,7 @@ async def test_compare_mode_two_models_answer_the_same_message(make, models):
     async with app.run_test(size=(100, 30)) as pilot:
         screen = app.screen
         await wait_for(pilot, lambda: screen.panes["a"].conv is not None)
-        await pilot.press("ctrl+b")
+        await pilot.press("ctrl+g")
         await pilot.pause(0.5)
         picker = app.screen
         await settle(pilot)
@@ -116,6 +116,6 @@ async def test_compare_mode_two_models_answer_the_same_message(make, models):
         assert a.messages[0] == b.messages[0] == {"role": "user", "content": "hi"}
         assert a.messages[1]["role"] == b.messages[1]["role"] == "assistant"
         assert "B" in screen_text(app)
-        await pilot.press("ctrl+b")
+        await pilot.press("ctrl+g")
         await pilot.pause()
         assert not screen.compare and not screen.query_one("#chat-pane-b").display

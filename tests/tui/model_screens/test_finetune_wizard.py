@@ -58,7 +58,7 @@ async def test_wizard_steps_back_next_and_checks(make, models, lab):
         # classification: only the last token is scored
         assert view.loss_mask[-1] == 1 and sum(view.loss_mask) == 1
         assert "class balance" in str(step.query_one("#wizard-balance").render())
-        await pilot.press("ctrl+b")  # back keeps the choice
+        await pilot.press("ctrl+r")  # back keeps the choice
         step = await _to_step(pilot, BaseStep)
         assert step.preset.finetune.base == str(models["pretrain"])
         await pilot.press("ctrl+n")
