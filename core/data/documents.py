@@ -80,12 +80,12 @@ class Documents:
         out: dict[str, list[str]] = {n: [] for n in names}
         size = [0] * len(names)
         it = self.tagged()
-        for text, src, is_val in it:
+        for text, src, is_val in it:  # a generator: close() ends the reading
             if is_val and size[src] < bytes_per_source:
                 out[names[src]].append(text)
                 size[src] += len(text.encode("utf-8"))
                 if min(size) >= bytes_per_source:
-                    it.close()
+                    it.close()  # type: ignore[attr-defined]
                     break
         return out
 

@@ -207,6 +207,7 @@ def gguf_tensors(model: GPT, arch: str) -> Iterator[tuple[str, gguf.MODEL_TENSOR
                 parts += [(T.ATTN_QKV, qkv), (T.FFN_UP, fc)]
             elif qkv is not None:
                 q, k, v = qkv.split([nh * hd, nkv * hd, nkv * hd])
+                assert fc is not None  # a Llama block always has its MLP input
                 gate, up = fc.split([H, H])
                 parts += [(T.ATTN_Q, _rope_permute(q, nh)), (T.ATTN_K, _rope_permute(k, nkv)), (T.ATTN_V, v),
                           (T.FFN_GATE, gate), (T.FFN_UP, up)]
@@ -278,7 +279,7 @@ def read_gguf_weights(path: Path, model: GPT, arch: str) -> GPT:
     cfg = model.config
     nh, nkv = cfg.n_head, kv_heads(cfg)
     T = gguf.MODEL_TENSOR
-    sd = {}
+    sd: dict[str, list[torch.Tensor]] = {}
     for ours, (tname, kind, ref) in zip(_our_names(model, arch), gguf_tensors(model, arch)):
         t = stored[tname].reshape(ref.shape)
         if kind == T.ATTN_Q:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -267,7 +267,7 @@ def _partial_tokens(tok: Tokenizer, encoded: Sequence[Sequence[int]]) -> int:
     return n
 
 
-def compression_by_source(texts: dict[str, Sequence[str]], encodings: Sequence[Tokenizer | str] = DEFAULT_COMPARED,
+def compression_by_source(texts: Mapping[str, Sequence[str]], encodings: Sequence[Tokenizer | str] = DEFAULT_COMPARED,
                           ) -> dict[str, list[CompressionRow]]:
     """`compression_table` per source and over all of them ("all sources"); a source without text is left out."""
     out = {name: compression_table(t, encodings) for name, t in texts.items() if t}
