@@ -62,7 +62,8 @@ def overrides(base: SimpleNamespace, method: str, trainable: str) -> list[str]:
         f"train.max_steps={MAX_STEPS}", "train.eval_every=4", "train.eval_batches=2", "train.seed=7",
         "train.batch_tokens=0", "train.dtype=float32", "train.compile=false", "model.dropout=0.0",
         f"finetune.method={method}", f'finetune.base="{base.ckpt}"', f'finetune.data="{base.files[method]}"',
-        f"finetune.trainable={trainable}", "finetune.lora.rank=4"]
+        f"finetune.trainable={trainable}", "finetune.lora.rank=4",
+        "tokenizer.kind=model"]  # the base's own tokenizer (tiny's [tokenizer] names the BPE of its pretraining)
 
 
 def launch(ov: list[str], home: Path | None = None) -> runs.Handle:
