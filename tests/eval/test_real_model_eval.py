@@ -6,7 +6,8 @@ import pytest
 from hf_tokenizer_files import real_checkpoint
 
 from core import config, runs
-from core.eval.report import model_card, read_report, to_markdown
+from core.eval.render import to_markdown
+from core.eval.report import model_card, read_report
 
 pytest.importorskip("transformers")
 
