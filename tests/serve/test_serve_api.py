@@ -210,3 +210,16 @@ def test_refusals_name_the_field(server):
     with pytest.raises(BadRequestError) as e:
         c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], max_completion_tokens=-1)
     assert e.value.body["param"] == "max_tokens" and "must be >= 1, got -1" in e.value.body["message"]
+
+
+def test_a_served_chat_equals_llmlab_generate_chat(server, ckpt, capsys):
+    """The same chat through the server and through `llmlab generate --chat --system` at temperature 0."""
+    from core.cli import main
+
+    url, _ = server()
+    assert main(["generate", str(ckpt), "Tell me about Amy.", "--chat", "--system", "Be kind.",
+                 "--temperature", "0", "--max-new-tokens", "10"]) == 0
+    cli_text = capsys.readouterr().out.rstrip("\n")
+    messages = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Tell me about Amy."}]
+    served = client(url).chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=10)
+    assert cli_text and served.choices[0].message.content == cli_text
