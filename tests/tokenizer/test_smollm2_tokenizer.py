@@ -19,7 +19,9 @@ def smol(tmp_path_factory):
     """(ours, transformers with user text split, transformers as loaded) of the GGUF's tokenizer saved to a folder."""
     from transformers import AutoTokenizer
 
-    gguf = smollm2_gguf()
+    gguf, why = smollm2_gguf()
+    if gguf is None:
+        pytest.skip(why)
     hf = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     folder = tmp_path_factory.mktemp("smollm2-tokenizer")
     hf.save_pretrained(str(folder))
