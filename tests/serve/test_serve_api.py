@@ -219,7 +219,9 @@ def test_a_served_chat_equals_llmlab_generate_chat(server, ckpt, capsys):
     url, _ = server()
     assert main(["generate", str(ckpt), "Tell me about Amy.", "--chat", "--system", "Be kind.",
                  "--temperature", "0", "--max-new-tokens", "10"]) == 0
-    cli_text = capsys.readouterr().out.rstrip("\n")
+    out = capsys.readouterr().out
+    assert out.endswith("\n")
+    cli_text = out[:-1]  # the command ends its reply with one newline of its own
     messages = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Tell me about Amy."}]
     served = client(url).chat.completions.create(model=MODEL, messages=messages, temperature=0, max_tokens=10)
     assert cli_text and served.choices[0].message.content == cli_text
