@@ -513,7 +513,8 @@ def _judged(f: Finding, preset: Preset, accepted: dict[str, str]) -> Finding:
         return f
     if f.key in accepted:
         return dataclasses.replace(f, accepted=accepted[f.key])
-    if f.stage in ("pretrain", "data") and finetunes(preset):
+    if f.stage in ("pretrain", "data", "tokenizer", "model") and finetunes(preset):
+        # the architecture and (by default) the tokenizer are the base model's, chosen when it was pretrained
         why = (f"this preset finetunes {preset.finetune.base or 'a model'}; it matters for the run that "
                "pretrained the base")
         return dataclasses.replace(f, not_applicable=why)

@@ -479,7 +479,8 @@ def _convert(value: Any, tp: Any, key: str, file: str, problems: list[Problem]) 
         if not isinstance(value, list):
             problems.append(Problem(file, key, f"expected {_type_name(tp)}, got {type(value).__name__}"))
             return []
-        return [_convert(v, item_tp, f"{key}[{i}]", file, problems) for i, v in enumerate(value)]
+        items = [_convert(v, item_tp, f"{key}[{i}]", file, problems) for i, v in enumerate(value)]
+        return [x for x in items if x is not None]  # a bad item was reported; the checks after see only good ones
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is bool and not isinstance(value, bool) or tp is not bool and isinstance(value, bool) \

@@ -84,7 +84,7 @@ def test_force_replaces_a_folder_only_after_a_complete_export(tmp_path):
     folder = hf_tokenizer_folder(tmp_path, LLAMA3_JINJA)
     bad = hf_kind_checkpoint(tmp_path, folder, sharp_model(405, **LLAMA_STYLE))
     (bad / "tokenizer" / "tokenizer.json").write_text("{not json")
-    with pytest.raises(UserError, match="tokenizer.json: not a readable"):
+    with pytest.raises(UserError, match="tokenizer.json: not"):
         export_hf(bad, out, force=True)
     assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
