@@ -13,7 +13,7 @@ from __future__ import annotations
 import glob as globlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,9 +149,16 @@ def iter_txt(path: Path, mode: str, counts: ReadCounts) -> Iterator[str]:
     if mode == "file":
         yield counts.decode(_read_whole(path), where)
         return
+    yield from split_by_mode((counts.decode(raw, where).rstrip("\r\n") for _, raw in _iter_lines(path)), mode)
+
+
+def split_by_mode(lines: Iterable[str], mode: str) -> Iterator[str]:
+    """Documents of text lines: the whole text (mode "file"), blank-line separated blocks, or single lines."""
+    if mode == "file":
+        yield "\n".join(lines)
+        return
     block: list[str] = []
-    for _, raw in _iter_lines(path):
-        line = counts.decode(raw, where).rstrip("\r\n")
+    for line in lines:
         if mode == "line":
             if line.strip():
                 yield line

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from core.data.sources import ReadCounts, iter_txt
+from core.data.sources import ReadCounts, iter_txt, split_by_mode
 
 STRIP_KINDS = ("gutenberg",)
 _GUTENBERG_START = re.compile(r"^\s*\*{3}\s*START OF (THE|THIS) PROJECT GUTENBERG", re.IGNORECASE)
@@ -62,25 +62,6 @@ def split_by_separator(lines: Iterable[str], separator: re.Pattern[str]) -> Iter
     text = "\n".join(doc).strip("\n")
     if text:
         yield text
-
-
-def split_by_mode(lines: Iterable[str], mode: str) -> Iterator[str]:
-    """The same documents as sources.iter_txt, from lines: the file, blank-line blocks or lines."""
-    if mode == "file":
-        yield "\n".join(lines)
-        return
-    block: list[str] = []
-    for line in lines:
-        if mode == "line":
-            if line.strip():
-                yield line
-        elif line.strip():
-            block.append(line)
-        elif block:
-            yield "\n".join(block)
-            block = []
-    if block:
-        yield "\n".join(block)
 
 
 def iter_text_file(path: Path, counts: ReadCounts, mode: str = "file", separator: str = "",
