@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from core.errors import UserError
 from core.model.gpt import GPT, KVCache
 
 
@@ -53,7 +54,8 @@ def generate(model: GPT, prompt_ids: Sequence[int], *, max_new_tokens: int, temp
     (the cached path re-prefills that window), so greedy output is identical with and without it.
     """
     if not prompt_ids:
-        raise ValueError("generate needs at least one prompt token")
+        raise UserError("the prompt encodes to no tokens (an empty prompt, or a tokenizer whose pattern "
+                        "matches none of it); give a prompt the tokenizer splits into tokens")
     was_training = model.training
     model.eval()
     device = _device(model)

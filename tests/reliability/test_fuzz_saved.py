@@ -135,7 +135,10 @@ def _load_and_generate(ck: Path) -> None:
     except UserError:
         return
     if tok is not None and (meta.get("head") or {}).get("kind", "lm") == "lm":
-        "".join(generate_text(model, tok, "Once", max_new_tokens=2, temperature=0))
+        try:  # a loaded tokenizer may still be useless (a pattern matching nothing): our own error, then
+            "".join(generate_text(model, tok, "Once", max_new_tokens=2, temperature=0))
+        except UserError:
+            pass
 
 
 def _tok_meta(ck: Path) -> Path:
