@@ -469,7 +469,7 @@ def _type_name(t: Any) -> str:
 
 def _convert(value: Any, tp: Any, key: str, file: str, problems: list[Problem]) -> Any:
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             problems.append(Problem(file, key, f"expected a table, got {type(value).__name__}"))
             return tp()
@@ -541,9 +541,9 @@ def validate(p: Preset, file: str) -> list[Problem]:
         out.append(Problem(file, "model.n_embd", f"{m.n_embd} is not divisible by model.n_head = {m.n_head}"))
     elif m.position == "rope" and (m.n_embd // m.n_head) % 2:
         out.append(Problem(file, "model.n_embd", f"RoPE needs an even head size; n_embd / n_head = {m.n_embd // m.n_head}"))
-    bad = [i for i in m.nope_layers if not 0 <= i < m.n_layer]
-    if bad:
-        out.append(Problem(file, "model.nope_layers", f"{bad} are not block indices (0 to {m.n_layer - 1})"))
+    bad_layers = [i for i in m.nope_layers if not 0 <= i < m.n_layer]
+    if bad_layers:
+        out.append(Problem(file, "model.nope_layers", f"{bad_layers} are not block indices (0 to {m.n_layer - 1})"))
     if m.rope_scaling == "llama3" and m.rope_high_freq_factor <= m.rope_low_freq_factor:
         out.append(Problem(file, "model.rope_high_freq_factor",
                            f"{m.rope_high_freq_factor:g} must be above model.rope_low_freq_factor = {m.rope_low_freq_factor:g}"))
@@ -674,14 +674,15 @@ def schema_rows(cls: type = Preset, prefix: str = "") -> list[tuple[str, str, st
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             rows += schema_rows(tp, key + ".")
             continue
         if typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
             rows.append((key, "array of tables", "[]", f.metadata["doc"]))
             rows += schema_rows(typing.get_args(tp)[0], key + "[].")
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        factory = f.default_factory
+        default = f.default if f.default is not dataclasses.MISSING else (factory() if callable(factory) else None)
         tname = f"list[{typing.get_args(tp)[0].__name__}]" if typing.get_origin(tp) is list else tp.__name__
         doc = f.metadata["doc"]
         if f.metadata.get("choices"):

@@ -165,7 +165,7 @@ def _ordered_pool_map(chunks: Iterator[Chunk], enc: Any, eot: int, dtype: np.dty
     ctx = mp.get_context("spawn")
     with ctx.Pool(num_proc, initializer=_init_worker, initargs=(enc, eot, dtype.str)) as pool:
         pending: deque = deque()
-        pids = {p.pid for p in pool._pool}
+        pids = {p.pid for p in pool._pool}  # type: ignore[attr-defined]  # the workers, to tell their exit
         for chunk in chunks:
             pending.append((pool.apply_async(_encode_chunk_in_worker, (chunk[0], chunk[1])), chunk))
             if len(pending) >= 2 * num_proc:
@@ -323,8 +323,7 @@ class TokenLoader:
         import torch
 
         idx = starts[:, None] + np.arange(self.T + 1)[None, :]  # (B, T + 1)
-        rows = self.data[idx].astype(np.int64)
-        rows = torch.from_numpy(rows)
+        rows = torch.from_numpy(self.data[idx].astype(np.int64))
         return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
 
     def next_batch(self) -> tuple[Any, Any]:

@@ -183,9 +183,9 @@ class StoryTeller:
         word = self.r.choice(HAPPY if happy else SAD)
         sign = self.r.choice(HAPPY_SIGNS if happy else SAD_SIGNS)
         very = self.r.choice(("", "very ", "so "))
-        again = " again" if again else ""
-        self.say(f"{h.name} was {very}{word}{again}.", f"{cap(h.he)} felt {very}{word}{again}.",
-                 f"{h.name} {sign}. {cap(h.he)} was {word}{again}.")
+        more = " again" if again else ""
+        self.say(f"{h.name} was {very}{word}{more}.", f"{cap(h.he)} felt {very}{word}{more}.",
+                 f"{h.name} {sign}. {cap(h.he)} was {word}{more}.")
 
     def plot_lost(self) -> None:
         h, f, p, toy = self.hero, self.friend, self.place, self.toy

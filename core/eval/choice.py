@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UserError
+from core.model.gpt import GPT
 from core.eval.metrics import mean_ci
 
 TARGET_DELIMITER = " "
@@ -225,7 +226,7 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.inference_mode()
-def loglikelihoods(model: torch.nn.Module, requests: Sequence[tuple[list[int], list[int]]], *,
+def loglikelihoods(model: GPT, requests: Sequence[tuple[list[int], list[int]]], *,
                    batch_size: int = 16, stop: threading.Event | None = None) -> list[float]:
     """Summed log-probability of each continuation given its context (harness `loglikelihood`).
 
@@ -311,7 +312,7 @@ def summarize(results: Sequence[ChoiceResult]) -> dict:
     return out
 
 
-def evaluate(model: torch.nn.Module, tokenizer: Any, examples: Sequence[ChoiceExample], *,
+def evaluate(model: GPT, tokenizer: Any, examples: Sequence[ChoiceExample], *,
              num_fewshot: int = 0, fewshot_pool: Sequence[ChoiceExample] | None = None, limit: int = 0,
              batch_size: int = 16, stop: threading.Event | None = None,
              progress: Callable[[int, int], None] | None = None, samples: int = 5) -> dict:
@@ -328,7 +329,8 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, examples: Sequence[ChoiceEx
         if stop is not None and stop.is_set():
             break
         group = examples[start:start + chunk]
-        requests, spans = [], []
+        requests: list[tuple[list[int], list[int]]] = []
+        spans: list[tuple[int, int]] = []
         for ex in group:
             ctx = fewshot_context(ex, sampler.sample(num_fewshot, ex))
             spans.append((len(requests), len(ex.choices)))

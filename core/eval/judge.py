@@ -113,8 +113,8 @@ class JudgeClient:
                         raise ValueError(f"reply larger than {MAX_REPLY_BYTES} bytes")
                 raw = b"".join(chunks)
         except urllib.error.HTTPError as e:
-            if key and key in str(e.reason):  # a server that echoes the request in its status line
-                e.reason = str(e.reason).replace(key, "[redacted]")
+            if key and key in str(e.msg):  # a server that echoes the request in its status line
+                e.msg = str(e.msg).replace(key, "[redacted]")  # (`reason` is a read-only view of msg)
             raise
         finally:
             del headers  # nothing keeps the key past the request

@@ -66,7 +66,7 @@ def classification_report(y_true: Sequence[int] | Any, y_pred: Sequence[int] | A
     if len(names) != n:
         raise ValueError(f"{len(names)} class names for {n} classes")
     total = sum(map(sum, m))
-    per_class = []
+    per_class: list[dict[str, Any]] = []
     for c in range(n):
         tp = m[c][c]
         predicted = sum(m[r][c] for r in range(n))

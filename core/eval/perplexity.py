@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UserError
+from core.model.gpt import GPT
 
 
 def token_byte_lengths(tokenizer: Any, vocab_size: int | None = None) -> torch.Tensor:
@@ -110,7 +111,7 @@ def windows_of(ids: np.ndarray | Sequence[int], context_length: int, batch_size:
                 yield row[:, :-1], row[:, 1:]
 
 
-def evaluate_ids(model: torch.nn.Module, ids: np.ndarray | Sequence[int], tokenizer: Any, *,
+def evaluate_ids(model: GPT, ids: np.ndarray | Sequence[int], tokenizer: Any, *,
                  batch_size: int = 8, max_windows: int = 0, stop: threading.Event | None = None) -> dict:
     """Loss, perplexity and bits per byte of a token stream under the model."""
     T = model.config.context_length
@@ -118,7 +119,7 @@ def evaluate_ids(model: torch.nn.Module, ids: np.ndarray | Sequence[int], tokeni
     return score_windows(model, windows_of(ids, T, batch_size, max_windows), lengths, stop)
 
 
-def evaluate_texts(model: torch.nn.Module, tokenizer: Any, texts: Iterable[str], *, batch_size: int = 8,
+def evaluate_texts(model: GPT, tokenizer: Any, texts: Iterable[str], *, batch_size: int = 8,
                    max_windows: int = 0, stop: threading.Event | None = None) -> dict:
     """Score documents the way the shards hold them: each preceded by the end-of-text token."""
     ids: list[int] = []
@@ -128,7 +129,7 @@ def evaluate_texts(model: torch.nn.Module, tokenizer: Any, texts: Iterable[str],
     return evaluate_ids(model, ids, tokenizer, batch_size=batch_size, max_windows=max_windows, stop=stop)
 
 
-def evaluate_shard(model: torch.nn.Module, tokenizer: Any, bin_path: str | Path, *, batch_size: int = 8,
+def evaluate_shard(model: GPT, tokenizer: Any, bin_path: str | Path, *, batch_size: int = 8,
                    max_windows: int = 0, stop: threading.Event | None = None) -> dict:
     """Score a token shard (train.bin / val.bin of `core.data.prepare_shards`), read through a memmap."""
     from core.data.shards import read_meta

@@ -52,7 +52,7 @@ class KVCache:
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v (B, n_kv_head, T, head_dim) at `pos`; return all keys and values so far."""
         B, H, T, D = k.shape
-        if self.k is None:
+        if self.k is None or self.v is None:
             shape = (self.n_layer, B, H, self.max_len, D)
             self.k = torch.empty(shape, dtype=k.dtype, device=k.device)
             self.v = torch.empty(shape, dtype=v.dtype, device=v.device)
@@ -147,7 +147,7 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, nh, hd).transpose(1, 2)  # (B, n_head, T, head_dim)
         k = k.view(B, T, nkv, hd).transpose(1, 2)  # (B, n_kv_head, T, head_dim)
         v = v.view(B, T, nkv, hd).transpose(1, 2)  # (B, n_kv_head, T, head_dim)
-        if self.q_norm is not None:
+        if self.q_norm is not None and self.k_norm is not None:  # both or neither (cfg.qk_norm)
             q, k = self.q_norm(q), self.k_norm(k)  # over head_dim, per head and position
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)

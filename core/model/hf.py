@@ -191,7 +191,7 @@ def import_hf(source: str | Path, out_dir: str | Path, *, tokenizer: Any = None)
     if isinstance(tokenizer, (str, os.PathLike)):
         from core.tokenizer import get_tokenizer
 
-        tokenizer = get_tokenizer(tokenizer)
+        tokenizer = get_tokenizer(str(tokenizer))
     if tokenizer is None and family == "gpt2" and model.config.vocab_size == GPT2_VOCAB:
         from core.tokenizer import get_tokenizer
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from core.config import FinetuneConfig, ModelConfig
@@ -93,7 +94,7 @@ class Node:
         return [self] if self.shape is not None else [x for c in self.children for x in c.leaves()]
 
 
-def _module(name: str, tensors: list[tuple[str, tuple[int, ...]]], note: str = "") -> Node:
+def _module(name: str, tensors: Sequence[tuple[str, tuple[int, ...]]], note: str = "") -> Node:
     kids = [Node(f"{name}.{t}", math.prod(s), s) for t, s in tensors]
     return Node(name, sum(k.params for k in kids), None, note, kids)
 
