@@ -3,8 +3,8 @@
 `Conversation` holds a system prompt and the turns so far; `stream_reply()` renders them with the
 tokenizer's chat template (`ChatTemplate.render(..., add_generation_prompt=True)`), drops the oldest
 turns that do not fit `max_history_tokens` (or the context, less room for the reply), and yields
-`ReplyPiece`s (text and the token ids behind it) from `core.generate`. A `threading.Event` stops a
-reply between two tokens; what was said so far stays in the history. Conversations save to and load
+`Piece`s (text and the token ids behind it, decoded by the tokenizer itself) from `core.generate`. A
+`threading.Event` stops a reply between two tokens; what was said so far stays in the history. Conversations save to and load
 from JSONL (one header line, then one message per line). The TUI chat pane and `llmlab chat`
 (core/cli_chat.py) both drive this class; neither samples anything itself.
 """
@@ -15,12 +15,13 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from core.tokenizer.stream import Piece
 
 FORMAT = "llmlab-conversation"
 CHAT_MAX_BYTES = 64 << 20
@@ -54,14 +55,6 @@ class Sampling:
 
 
 @dataclass
-class ReplyPiece:
-    """A piece of a streamed reply: the text and the token ids generated since the previous piece."""
-
-    text: str
-    ids: list[int]
-
-
-@dataclass
 class ReplyStats:
     """How the last reply went: tokens, time to first token, tokens/s, and why it ended."""
 
@@ -75,30 +68,6 @@ class ReplyStats:
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
-
-
-class _RecordingTokenizer:
-    """The checkpoint's tokenizer, noting which ids generate_text decodes, so each text piece
-    comes with its ids (generate_text yields text only)."""
-
-    def __init__(self, tokenizer: Any):
-        self._tok = tokenizer
-        self.eot_id = tokenizer.eot_id
-        self.ids: list[int] = []
-
-    def encode(self, text: str, allowed_special: Any = ()) -> list[int]:
-        return self._tok.encode(text, allowed_special=allowed_special)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._tok.decode(ids)
-
-    def token_bytes(self, token_id: int) -> bytes:
-        self.ids.append(token_id)
-        return self._tok.token_bytes(token_id)
-
-    def take(self) -> list[int]:
-        out, self.ids = self.ids, []
-        return out
 
 
 class Conversation:
@@ -188,14 +157,14 @@ class Conversation:
         self.last_stats = ReplyStats()
 
     # ----------------------------------------------------------------------------- replies
-    def stream_reply(self, cancel: threading.Event | None = None, **sampling: Any) -> Iterator[ReplyPiece]:
+    def stream_reply(self, cancel: threading.Event | None = None, **sampling: Any) -> Iterator[Piece]:
         """Generate the assistant's answer to the history, yielding pieces as they are decoded.
 
         Ends at the template's end-of-turn token, a stop string, max_new_tokens, or when `cancel` is
         set (checked between tokens). The reply, whole or partial, is appended to the history when
         the generator finishes or is closed; `last_stats` describes it. `sampling` overrides
         fields of `self.sampling` for this reply only."""
-        from core.generate import generate_text
+        from core.generate import generate_pieces
 
         if not self.messages or self.messages[-1]["role"] != "user":
             raise UserError("nothing to answer: add a user message first")
@@ -204,26 +173,27 @@ class Conversation:
         ids, dropped = self.prompt_ids()
         stats = ReplyStats(prompt_tokens=len(ids), dropped_messages=dropped, ended="end")
         self.last_stats = stats
-        recorder = _RecordingTokenizer(self.tokenizer)
         text_parts: list[str] = []
+        held: list[int] = []  # ids whose text is not out yet (an incomplete character, a possible stop)
         t0 = time.perf_counter()
-        pieces = generate_text(self.model, recorder, ids, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                               top_k=s.top_k, top_p=s.top_p, stop=s.stop, stop_ids=self.tokenizer.chat.stop_ids,
-                               seed=s.seed)
+        pieces = generate_pieces(self.model, self.tokenizer, ids, max_new_tokens=s.max_new_tokens,
+                                 temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, stop=s.stop,
+                                 stop_ids=self.tokenizer.chat.stop_ids, seed=s.seed)
         try:
-            for text in pieces:
-                new_ids = recorder.take()
-                stats.tokens += len(new_ids)
+            for piece in pieces:
+                stats.tokens += len(piece.ids)
+                held += piece.ids
+                if not piece.text:
+                    continue
                 if not stats.first_token_s:
                     stats.first_token_s = time.perf_counter() - t0
                 stats.seconds = time.perf_counter() - t0
-                text_parts.append(text)
-                yield ReplyPiece(text, new_ids)
+                text_parts.append(piece.text)
+                yield Piece(piece.text, held)
+                held = []
                 if cancel is not None and cancel.is_set():
                     stats.ended = "cancelled"
                     return
-            # tokens consumed after the last yielded piece (held back for a stop string, or a stop id)
-            stats.tokens += len(recorder.take())
             stats.seconds = time.perf_counter() - t0
             if stats.tokens >= s.max_new_tokens:
                 stats.ended = "max_tokens"

@@ -1,21 +1,23 @@
 """Sampling: a generator that yields tokens as the model produces them.
 
 `generate()` prefills a KV cache with the prompt and then feeds one token per step, computing
-the head at the last position only; `generate_text()` wraps it with a tokenizer, stop strings
-and incremental UTF-8 decoding and yields text pieces. Training samples, the chat pane,
+the head at the last position only; `generate_pieces()` wraps it with a tokenizer, stop strings
+and incremental decoding through the tokenizer's own `decode` and yields each token's id with the
+text it completes, `generate_text()` the text alone. Training samples, the chat pane,
 evaluation and `llmlab generate` all iterate these.
 """
 
 from __future__ import annotations
 
-import codecs
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 
 from core.errors import UserError
 from core.model.gpt import GPT, KVCache
+from core.tokenizer.protocol import TextTokenizer
+from core.tokenizer.stream import Piece, TextDecoder
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -100,43 +102,52 @@ def _stop_prefix_len(text: str, stops: Sequence[str]) -> int:
     return best
 
 
-def generate_text(model: GPT, tokenizer: Any, prompt: str | Sequence[int], *, max_new_tokens: int,
-                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stop: Sequence[str] = (),
-                  stop_ids: Iterable[int] | None = None, seed: int | None = None,
-                  use_cache: bool = True) -> Iterator[str]:
-    """Yield text pieces of the continuation of `prompt`; ends at a stop string (not yielded),
-    a stop id (default: the tokenizer's end-of-text id) or `max_new_tokens`.
-
-    Bytes are decoded incrementally, so a character split across tokens is yielded once whole;
-    text that might be the start of a stop string is held back until it is not.
-    """
+def generate_pieces(model: GPT, tokenizer: TextTokenizer, prompt: str | Sequence[int], *, max_new_tokens: int,
+                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stop: Sequence[str] = (),
+                    stop_ids: Iterable[int] | None = None, seed: int | None = None,
+                    use_cache: bool = True) -> Generator[Piece, None, None]:
+    """Yield a `Piece` per generated token (its id and the text it completes) of the continuation of
+    `prompt`; ends at a stop string (not yielded), a stop id (default: the tokenizer's end-of-text
+    id, neither yielded) or `max_new_tokens`. Text that might be the start of a stop string is held
+    back until it is not; a last Piece with no id carries what is held at the end."""
     ids = tokenizer.encode(prompt, allowed_special="all") if isinstance(prompt, str) else list(prompt)
     if stop_ids is None:
-        eot = getattr(tokenizer, "eot_id", None)
-        stop_ids = () if eot is None else (eot,)
+        stop_ids = (tokenizer.eot_id,)
     stops = [s for s in stop if s]
-    token_bytes = getattr(tokenizer, "token_bytes", None)
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    decoder = TextDecoder(tokenizer)
     pending = ""
     for tok in generate(model, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                         top_p=top_p, stop_ids=stop_ids, seed=seed, use_cache=use_cache):
-        raw = token_bytes(tok) if token_bytes is not None else tokenizer.decode([tok]).encode()
-        pending += decoder.decode(raw)
+        pending += decoder.add(tok)
         if stops:
             hits = [i for i in (pending.find(s) for s in stops) if i >= 0]
             if hits:
-                if min(hits):
-                    yield pending[: min(hits)]
+                yield Piece(pending[: min(hits)], [tok])
                 return
             keep = _stop_prefix_len(pending, stops)
             out, pending = pending[: len(pending) - keep], pending[len(pending) - keep:]
         else:
             out, pending = pending, ""
-        if out:
-            yield out
-    pending += decoder.decode(b"", final=True)
+        yield Piece(out, [tok])
+    pending += decoder.flush()
     if pending:
-        yield pending
+        yield Piece(pending, [])
+
+
+def generate_text(model: GPT, tokenizer: TextTokenizer, prompt: str | Sequence[int], *, max_new_tokens: int,
+                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stop: Sequence[str] = (),
+                  stop_ids: Iterable[int] | None = None, seed: int | None = None,
+                  use_cache: bool = True) -> Generator[str, None, None]:
+    """The text pieces of `generate_pieces` (the same stops), without the empty ones: joined, they
+    are `tokenizer.decode` of the generated ids."""
+    pieces = generate_pieces(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+                             top_k=top_k, top_p=top_p, stop=stop, stop_ids=stop_ids, seed=seed, use_cache=use_cache)
+    try:
+        for piece in pieces:
+            if piece.text:
+                yield piece.text
+    finally:
+        pieces.close()
 
 
 def sampling_options(gen_cfg: Any) -> dict:

@@ -84,6 +84,24 @@ def test_stream_yields_text_with_its_ids_and_records_the_reply(tok):
     assert conv2.reply("Hello") == text
 
 
+def test_an_hf_tokenizers_reply_is_what_transformers_decodes(tmp_path):
+    # the text comes from the tokenizer's own decode, not from joining token bytes
+    from hf_tokenizer_files import smollm2_folder
+    from transformers import AutoTokenizer
+
+    from core.tokenizer import load_tokenizer
+
+    folder = smollm2_folder(tmp_path / "tok", vocab_size=400)
+    hf_tok = load_tokenizer(folder)
+    conv = Conversation(tiny_model(hf_tok), hf_tok, sampling=Sampling(temperature=1.0, top_k=0, max_new_tokens=24,
+                                                                     seed=5))
+    conv.add_user("Hello")
+    pieces = list(conv.stream_reply())
+    ids = [i for p in pieces for i in p.ids]
+    assert all(p.text for p in pieces) and len(ids) == conv.last_stats.tokens
+    assert "".join(p.text for p in pieces) == AutoTokenizer.from_pretrained(str(folder)).decode(ids)
+
+
 def test_cancel_stops_midway_and_keeps_the_partial_reply(tok):
     conv = Conversation(tiny_model(tok), tok, sampling=Sampling(temperature=1.0, top_k=0, max_new_tokens=200, seed=3))
     conv.add_user("Tell me a long story")

@@ -4,7 +4,8 @@ HTTP handlers (core.serve.api) submit a `Job` (prompt ids, sampling options, a t
 and read what it emits: ("text", pieces) as they are decoded (the first at once, then at most one
 every 20 ms), then ("done", Outcome) once. One generation at a time keeps each reply's KV cache and
 sampling generator its own, so concurrent clients never see each other's tokens; a cancelled job
-(its client went away) stops between two tokens and the next one starts. Generation is core.generate.generate_text, the same as everywhere.
+(its client went away) stops between two tokens and the next one starts. Generation is
+core.generate.generate_pieces, the same as everywhere.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.chat import _RecordingTokenizer
-from core.generate import generate_text
+from core.generate import generate_pieces
+from core.model.gpt import GPT
+from core.tokenizer.protocol import TextTokenizer
 
 # pieces decoded within this window go out as one: a small model makes a token in a millisecond or
 # two, and a chunk (JSON, HTTP write, the client's parse) costs about as much as the token
@@ -53,7 +55,7 @@ class Job:
 class Engine:
     """A queue of jobs in front of one model; `on_done(job, outcome)` sees every finished job."""
 
-    def __init__(self, model: Any, tokenizer: Any, on_done: Callable[[Job, Outcome], None] | None = None):
+    def __init__(self, model: GPT, tokenizer: TextTokenizer, on_done: Callable[[Job, Outcome], None] | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.on_done = on_done
@@ -98,16 +100,17 @@ class Engine:
         if job.cancel.is_set():
             out.finish_reason = "cancelled"
             return out
-        recorder = _RecordingTokenizer(self.tokenizer)
-        pieces = generate_text(self.model, recorder, job.prompt_ids, stop_ids=job.stop_ids, **job.options)
+        pieces = generate_pieces(self.model, self.tokenizer, job.prompt_ids, stop_ids=job.stop_ids, **job.options)
         pending, last_emit = "", 0.0
         try:
-            for text in pieces:
-                out.completion_tokens += len(recorder.take())
+            for piece in pieces:
+                out.completion_tokens += len(piece.ids)  # ids held back for a stop string count, never sent
+                if not piece.text:
+                    continue
                 now = time.perf_counter()
                 if not out.first_token_s:
                     out.first_token_s = now - start
-                pending += text
+                pending += piece.text
                 if now - last_emit >= FLUSH_S:  # the first piece at once, then at most one every FLUSH_S
                     job.emit(("text", pending))
                     pending, last_emit = "", now
@@ -115,13 +118,12 @@ class Engine:
                     out.finish_reason = "cancelled"
                     break
             else:
-                out.completion_tokens += len(recorder.take())  # held back for a stop string, never sent
                 if out.completion_tokens >= job.options["max_new_tokens"]:
                     out.finish_reason = "length"
         except Exception as e:  # noqa: BLE001 - one failed generation must not stop the server
             out.finish_reason, out.error = "error", f"{type(e).__name__}: {e}"
         finally:
-            pieces.close()  # type: ignore[attr-defined]  # generate_text is a generator
+            pieces.close()
             if pending:
                 job.emit(("text", pending))
         out.seconds = time.perf_counter() - start

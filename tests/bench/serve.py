@@ -138,29 +138,17 @@ def served_request(client, model_id: str, new_tokens: int, pid: int) -> dict:
 
 
 def in_process(model, tok, new_tokens: int) -> dict:
-    from core.generate import generate_text
+    from core.generate import generate_pieces
 
     c0 = time.process_time()
     t0 = time.perf_counter()
-    first = 0.0
+    first, tokens = 0.0, 0
     ids = tok.encode(PROMPT, allowed_special="all")
-    _Counting.seen = 0
-    for _piece in generate_text(model, _Counting(tok), ids, max_new_tokens=new_tokens, temperature=0):
-        first = first or time.perf_counter() - t0
-    return {"ttft_s": first, "seconds": time.perf_counter() - t0, "tokens": _Counting.seen,
+    for piece in generate_pieces(model, tok, ids, max_new_tokens=new_tokens, temperature=0):
+        first = first or (time.perf_counter() - t0 if piece.text else 0.0)
+        tokens += len(piece.ids)
+    return {"ttft_s": first, "seconds": time.perf_counter() - t0, "tokens": tokens,
             "cpu_s": time.process_time() - c0}
-
-
-class _Counting:
-    """The tokenizer, counting decoded tokens (generate_text yields text)."""
-    seen = 0
-
-    def __init__(self, tok):
-        self.tok, self.eot_id = tok, tok.eot_id
-
-    def token_bytes(self, i: int) -> bytes:
-        _Counting.seen += 1
-        return self.tok.token_bytes(i)
 
 
 def bench_model(name: str, root: Path, args: argparse.Namespace) -> dict:
