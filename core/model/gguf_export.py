@@ -4,14 +4,13 @@
 `gpt2` or `llama`), the weights in f32/f16/bf16/q8_0/q4_0 (quantized with `gguf.quants`), the
 byte-level BPE (tokens, merges, token types, BOS/EOS/EOT, the llama.cpp pre-tokenizer that splits
 text as ours does) and the chat template as Jinja. Tensor names come from the gguf package's own
-tables. `read_gguf_weights` reads such a file back, dequantized, into our GPT, which is how the
+tables. core.model.gguf_import reads such a file back, dequantized, into our GPT, which is how the
 export measures the perplexity a quantization costs. The file is written to a temporary sibling
 and renamed, after core.safety has checked the target.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -180,10 +179,6 @@ def _rope_permute(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _rope_unpermute(w: torch.Tensor, n_head: int) -> torch.Tensor:
-    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
 def gguf_tensors(model: GPT, arch: str) -> Iterator[tuple[str, gguf.MODEL_TENSOR, torch.Tensor]]:
     """(GGUF name, tensor kind, fp32 tensor) for every weight, in llama.cpp's layout."""
     T, cfg, w = gguf.MODEL_TENSOR, model.config, model.weights()
@@ -269,45 +264,6 @@ def write_gguf(path: Path, model: GPT, arch: str, gguf_type: str, tok: Tokenizer
     return n
 
 
-# ------------------------------------------------------------------------------------ reading
-
-def read_gguf_weights(path: Path, model: GPT, arch: str) -> GPT:
-    """A copy of `model` holding the weights of a GGUF file this module wrote, dequantized to fp32."""
-    reader = gguf.GGUFReader(str(path))
-    stored = {t.name: torch.from_numpy(np.array(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32))
-              for t in reader.tensors}
-    cfg = model.config
-    nh, nkv = cfg.n_head, kv_heads(cfg)
-    T = gguf.MODEL_TENSOR
-    sd: dict[str, list[torch.Tensor]] = {}
-    for ours, (tname, kind, ref) in zip(_our_names(model, arch), gguf_tensors(model, arch)):
-        t = stored[tname].reshape(ref.shape)
-        if kind == T.ATTN_Q:
-            t = _rope_unpermute(t, nh)
-        elif kind == T.ATTN_K:
-            t = _rope_unpermute(t, nkv)
-        sd.setdefault(ours, []).append(t)
-    copy = GPT(dataclasses.replace(cfg, dropout=0.0))
-    copy.load_weights({k: torch.cat(v) for k, v in sd.items()})
-    return copy.eval()
-
-
-def _our_names(model: GPT, arch: str) -> Iterator[str]:
-    """Our state-dict name of each tensor `gguf_tensors` yields, in the same order (q, k, v and
-    gate, up are the parts of one fused tensor of ours, concatenated back in that order)."""
-    T = gguf.MODEL_TENSOR
-    back = {T.ATTN_NORM: "ln_1", T.FFN_NORM: "ln_2", T.ATTN_OUT: "attn.c_proj", T.FFN_DOWN: "mlp.c_proj",
-            T.ATTN_QKV: "attn.c_attn", T.ATTN_Q: "attn.c_attn", T.ATTN_K: "attn.c_attn", T.ATTN_V: "attn.c_attn",
-            T.FFN_UP: "mlp.c_fc", T.FFN_GATE: "mlp.c_fc"}
-    top = {T.TOKEN_EMBD: "wte", T.POS_EMBD: "wpe", T.OUTPUT_NORM: "ln_f", T.OUTPUT: "lm_head"}
-    for tname, kind, _ in gguf_tensors(model, arch):
-        suffix = tname.rsplit(".", 1)[1]
-        if kind in top:
-            yield f"{top[kind]}.{suffix}"
-        else:
-            yield f"blocks.{tname.split('.')[1]}.{back[kind]}.{suffix}"
-
-
 # ------------------------------------------------------------------------------------- export
 
 def held_out_texts(eval_text: Path | None) -> list[str]:
@@ -326,12 +282,13 @@ def held_out_texts(eval_text: Path | None) -> list[str]:
     return [text]
 
 
-def quantization_perplexity(model: GPT, path: Path, arch: str, tokenizer: Any, texts: list[str]) -> dict:
+def quantization_perplexity(model: GPT, path: Path, tokenizer: Any, texts: list[str]) -> dict:
     """Perplexity of the model and of the GGUF's dequantized weights on the same held-out tokens."""
     from core.eval.perplexity import evaluate_texts
+    from core.model.gguf_import import read_gguf
 
     before = evaluate_texts(model, tokenizer, texts)
-    after = evaluate_texts(read_gguf_weights(path, model, arch), tokenizer, texts)
+    after = evaluate_texts(read_gguf(path, model.config)[0], tokenizer, texts)
     return {"before": before["perplexity"], "after": after["perplexity"], "tokens": before["tokens"]}
 
 
@@ -381,7 +338,7 @@ def export_gguf(checkpoint: str | Path, out: str | Path, gguf_type: str = "f16",
                         merged_adapter=(meta.get("adapter") or {}).get("base") if meta.get("merged_from_adapter") else None)
     report.note = note
     if texts is not None:
-        report.perplexity = quantization_perplexity(model, out, arch, tokenizer, texts)
+        report.perplexity = quantization_perplexity(model, out, tokenizer, texts)
     if modelfile is not None:
         from core.model.ollama import write_modelfile
 

@@ -4,11 +4,13 @@
 byte range against the file size, before anything is allocated), dequantizes each tensor to fp32
 (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K through gguf.quants), undoes llama.cpp's
 permutation of the q/k rows for Llama-architecture files, and maps the tensors through the
-`gguf` package's own name table. Architectures: llama (Llama, Mistral, SmolLM2), qwen2, qwen3.
+`gguf` package's own name table. Architectures: llama (Llama, Mistral, SmolLM2), qwen2, qwen3 (and
+gpt2 with a known config: how the GGUF export reads its own files back).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -108,16 +110,21 @@ def read_config(reader: Any, path: Path) -> tuple[ModelConfig, str]:
     return cfg, arch
 
 
-def _name_table(n_layer: int) -> dict[str, tuple[str, int]]:
-    """GGUF tensor name -> (our tensor, part): part 0-2 of a fused q|k|v or 0-1 of gate|up, else -1."""
+def _name_table(n_layer: int, arch: str) -> dict[str, tuple[str, int]]:
+    """GGUF tensor name -> (our tensor, part): part 0-2 of a fused q|k|v or 0-1 of gate|up, else -1.
+    (gpt2, which only our export writes, keeps q|k|v and the MLP input whole and has positions.)"""
     from gguf.constants import MODEL_TENSOR as T, TENSOR_NAMES as N
 
     top = {T.TOKEN_EMBD: "wte", T.OUTPUT_NORM: "ln_f", T.OUTPUT: "lm_head"}
-    table = {f"{N[t]}.weight": (f"{ours}.weight", -1) for t, ours in top.items()}
     per_block = {T.ATTN_NORM: ("ln_1", -1), T.FFN_NORM: ("ln_2", -1), T.ATTN_Q: ("attn.c_attn", 0),
                  T.ATTN_K: ("attn.c_attn", 1), T.ATTN_V: ("attn.c_attn", 2), T.ATTN_OUT: ("attn.c_proj", -1),
                  T.ATTN_Q_NORM: ("attn.q_norm", -1), T.ATTN_K_NORM: ("attn.k_norm", -1),
                  T.FFN_GATE: ("mlp.c_fc", 0), T.FFN_UP: ("mlp.c_fc", 1), T.FFN_DOWN: ("mlp.c_proj", -1)}
+    if arch == "gpt2":
+        top[T.POS_EMBD] = "wpe"
+        per_block = {T.ATTN_NORM: ("ln_1", -1), T.FFN_NORM: ("ln_2", -1), T.ATTN_QKV: ("attn.c_attn", -1),
+                     T.ATTN_OUT: ("attn.c_proj", -1), T.FFN_UP: ("mlp.c_fc", -1), T.FFN_DOWN: ("mlp.c_proj", -1)}
+    table = {f"{N[t]}.{suffix}": (f"{ours}.{suffix}", -1) for t, ours in top.items() for suffix in ("weight", "bias")}
     for i in range(n_layer):
         for t, (ours, part) in per_block.items():
             for suffix in ("weight", "bias"):
@@ -149,7 +156,7 @@ def read_weights(reader: Any, path: Path, cfg: ModelConfig, arch: str) -> dict[s
     """Our state dict from the file's tensors, each shape checked against `cfg` before it is dequantized."""
     with torch.device("meta"):
         expected = GPT(cfg).state_dict()
-    table = _name_table(cfg.n_layer)
+    table = _name_table(cfg.n_layer, arch)
     parts: dict[str, list[torch.Tensor | None]] = {}
     out: dict[str, torch.Tensor] = {}
     for t in reader.tensors:
@@ -189,11 +196,19 @@ def _split_sizes(cfg: ModelConfig, ours: str) -> list[int]:
     return [mlp_hidden_size(cfg)] * 2
 
 
-def read_gguf(path: str | Path) -> tuple[GPT, str]:
-    """(model, architecture) of a .gguf file."""
+def read_gguf(path: str | Path, cfg: ModelConfig | None = None) -> tuple[GPT, str]:
+    """(model, architecture) of a .gguf file. With `cfg` the architecture is the one given (the
+    export reads back what it wrote, gpt2 included) rather than read from the metadata; the tensors
+    are checked against it all the same."""
     from core.model.hf import build_model
 
     path = Path(path)
     reader = _open(path)
-    cfg, arch = read_config(reader, path)
+    if cfg is None:
+        cfg, arch = read_config(reader, path)
+    else:
+        cfg = dataclasses.replace(cfg, dropout=0.0)  # as read_config gives: a file's model is for inference
+        arch = _meta(reader, path, "general.architecture", str)
+        if arch not in (*ARCHS, "gpt2"):
+            raise UserError(f"{path}: metadata general.architecture: {arch!r} is not supported")
     return build_model(cfg, read_weights(reader, path, cfg, arch), path), arch

@@ -110,14 +110,14 @@ def smollm2_checkpoint(tmp: Path, gguf_path: Path):
     """(checkpoint, model, tokenizer) of the real SmolLM2 weights with their tokenizer as tokenizer.json."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    from core.model.gguf_export import read_gguf_weights
+    from core.model.gguf_import import read_gguf
 
     r = gguf.GGUFReader(str(gguf_path))
     f = {k: v.contents() for k, v in r.fields.items() if not k.startswith("tokenizer.ggml.token_type")}
     cfg = ModelConfig(n_layer=30, n_head=9, n_kv_head=3, n_embd=576, context_length=8192, vocab_size=49152,
                       norm="rmsnorm", norm_eps=1e-5, position="rope", rope_theta=100000.0, mlp="swiglu",
                       mlp_hidden=1536, bias=False, tie_embeddings=True)
-    model = read_gguf_weights(gguf_path, GPT(cfg), "llama")
+    model, _ = read_gguf(gguf_path, cfg)
     tokens, types = f["tokenizer.ggml.tokens"], r.fields["tokenizer.ggml.token_type"].contents()
     specials = {i for i, t in enumerate(types) if t == 3}
     tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)},

@@ -10,7 +10,8 @@ import torch
 from core.checkpoint import load_model, write_checkpoint
 from core.cli import main
 from core.errors import UserError
-from core.model.gguf_export import export_gguf, read_gguf_weights
+from core.model.gguf_export import export_gguf
+from core.model.gguf_import import read_gguf
 from core.model.lora import AdapterModel, apply_lora
 from tests.model.export_helpers import (
     LLAMA3_JINJA, LLAMA_STYLE, hf_kind_checkpoint, hf_tokenizer_folder, our_checkpoint, sharp_model, trained_bpe)
@@ -39,7 +40,7 @@ def test_f32_round_trip_is_exact_and_the_keys_are_llama_cpps(tmp_path, style, ar
     assert field(reader, "tokenizer.ggml.eot_token_id") == tok.special_tokens["<|im_end|>"]
     assert field(reader, "tokenizer.chat_template").startswith("{{ bos_token }}")
     model, _, _ = load_model(ckpt)
-    back = read_gguf_weights(r.path, model, arch)
+    back = read_gguf(r.path, model.config)[0]
     with torch.no_grad():
         assert torch.equal(back(X)[0], model(X)[0])
 
@@ -51,7 +52,7 @@ def test_quantized_types_shrink_the_file_and_report_the_perplexity(tmp_path, cap
     for t in ("f32", "f16", "bf16", "q8_0", "q4_0"):
         r = export_gguf(ckpt, tmp_path / f"{t}.gguf", t)
         sizes[t] = r.bytes
-        w = read_gguf_weights(r.path, model, "llama").blocks[0].mlp.c_fc.weight
+        w = read_gguf(r.path, model.config)[0].blocks[0].mlp.c_fc.weight
         errors[t] = float((w - model.blocks[0].mlp.c_fc.weight).abs().max().detach())
         assert (r.perplexity is not None) == t.startswith("q")
     assert sizes["f32"] > sizes["f16"] == sizes["bf16"] > sizes["q8_0"] > sizes["q4_0"]
@@ -110,7 +111,7 @@ def test_a_lora_adapter_is_merged_into_its_base_and_refused_without_it(tmp_path)
         export_gguf(lora, base / "inside.gguf")
     merged, _, _ = load_model(lora)
     with torch.no_grad():
-        assert torch.equal(read_gguf_weights(r.path, merged, "llama")(X)[0], merged(X)[0])
+        assert torch.equal(read_gguf(r.path, merged.config)[0](X)[0], merged(X)[0])
     shutil.rmtree(base)
     with pytest.raises(UserError, match="no longer exists"):
         export_gguf(lora, tmp_path / "again.gguf")
