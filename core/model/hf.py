@@ -23,12 +23,12 @@ from safetensors.torch import load_file, save_file
 
 from core.config import ModelConfig
 from core.errors import UserError
-from core.lookup import GPT2_MODELS, models_root
+from core.lookup import GPT2_MODELS
 from core.model.gpt import GPT
 from core.model.hf_config import hf_config_from_model, model_config_from_hf
-from core.model.tokenizer_files import HF_TOKENIZER_FILES, HFTokenizerFiles
+from core.model.hf_tokenizer import HFTokenizerFiles
 from core.model.stats import head_dim, kv_heads, mlp_hidden_size
-from core.runs import Logger
+from core.tokenizer.hf import HF_FILES
 
 GPT2_HUB = {name: m.hub for name, m in GPT2_MODELS.items()}  # the table itself is core.lookup.GPT2_MODELS
 GPT2_VOCAB = 50257
@@ -37,7 +37,7 @@ GPT2_VOCAB = 50257
 # ------------------------------------------------------------------------------------ reading
 
 HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors",
-             "generation_config.json", *HF_TOKENIZER_FILES]
+             "generation_config.json", *HF_FILES]
 
 
 def is_hub_name(source: str) -> bool:
@@ -331,13 +331,3 @@ def _special_ids(hf_tok: Path | None, tokenizer: Any) -> tuple[int | None, int |
 
     v = read_hf_vocab(hf_tok)
     return special_id(v, "bos_token"), special_id(v, "eos_token")
-
-
-def import_gpt2(name: str, log: Logger) -> Path:
-    """A checkpoint of GPT-2 weights `name` (core.lookup.GPT2_NAMES), imported from the hub once into
-    $LLMLAB_HOME/models/NAME; pretraining's init_from and finetuning's base share it."""
-    out = models_root() / name
-    if (out / "COMMITTED").is_file():
-        return out
-    log.log({"kind": "log", "level": "info", "message": f"importing {name} weights into {out} (once)"})
-    return Path(import_hf(name, out))

@@ -1,9 +1,10 @@
 """`llmlab import SOURCE NAME`: a real model from the hub, a local HF folder or a .gguf file.
 
 The model lands as a committed checkpoint under $LLMLAB_HOME/models/NAME with its own tokenizer
-files and chat template (core.model.tokenizer_files). Everything is written into a temporary
+files and chat template (core.model.hf_tokenizer). Everything is written into a temporary
 sibling and renamed at the end (core.checkpoint.write_checkpoint), so a failure at any point
 leaves nothing half-written under models/. Returns a summary for the CLI to print.
+`import_once` is how stages start from a hub model (pretraining's init_from, finetuning's base).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from core.runs import Logger
 
 
 @dataclass
@@ -34,7 +36,7 @@ def import_model(source: str, name: str) -> ImportSummary:
     NAME when it is a path, as `import-hf SOURCE OUT` always did); UserError on bad input."""
     from core.checkpoint import write_checkpoint
     from core.model.hf import GPT2_VOCAB, is_hub_name, read_hf
-    from core.model.tokenizer_files import HFTokenizerFiles
+    from core.model.hf_tokenizer import HFTokenizerFiles
     from core.lookup import models_root
 
     if "/" in name or name.startswith("."):
@@ -74,3 +76,15 @@ def import_model(source: str, name: str) -> ImportSummary:
     template = bool(getattr(tokenizer, "has_chat_template", False) or getattr(tokenizer, "chat_template", None))
     return ImportSummary(ckpt, source, family, model.num_params(), model.config.context_length,
                          model.config.vocab_size, kind, template, warnings)
+
+
+def import_once(name: str, log: Logger) -> Path:
+    """The checkpoint of hub model `name` (a GPT-2 name or owner/name), imported on first use into
+    $LLMLAB_HOME/models/<its last part> and reused from there after."""
+    from core.lookup import models_root
+
+    out = models_root() / name.split("/")[-1]
+    if (out / "COMMITTED").is_file():
+        return out
+    log.log({"kind": "log", "level": "info", "message": f"importing {name} weights into {out} (once)"})
+    return import_model(name, out.name).path

@@ -38,18 +38,6 @@ BASELINE_FILE = "baseline.json"
 
 # ---------------------------------------------------------------------------------- the base
 
-def import_hub(name: str, log: Logger) -> Path:
-    """A checkpoint of hub model `name` (owner/name), imported once into $LLMLAB_HOME/models/<last part>."""
-    from core.lookup import models_root
-    from core.model.importer import import_model
-
-    out = models_root() / name.split("/")[-1]
-    if (out / "COMMITTED").is_file():
-        return out
-    log.log({"kind": "log", "level": "info", "message": f"importing {name} weights into {out} (once)"})
-    return import_model(name, out.name).path
-
-
 def resolve_base(spec: str, run_dir: Path, log: Logger) -> Path:
     """The starting checkpoint folder, fixed on the run's first start (run_dir/base.json)."""
     f = run_dir / BASE_FILE
@@ -63,10 +51,10 @@ def resolve_base(spec: str, run_dir: Path, log: Logger) -> Path:
         raise UserError("finetune.base: empty; name a checkpoint, a run, run:PRESET:STAGE or a GPT-2 name")
     from core.model.hf import is_hub_name
 
-    if spec in GPT2_NAMES:
-        from core.model.hf import import_gpt2
+    from core.model.importer import import_once
 
-        path = import_gpt2(spec, log)
+    if spec in GPT2_NAMES:
+        path = import_once(spec, log)
     else:
         from core.lookup import resolve_checkpoint
 
@@ -75,7 +63,7 @@ def resolve_base(spec: str, run_dir: Path, log: Logger) -> Path:
         except UserError as e:
             if not is_hub_name(spec):  # owner/name: a hub model, imported once into models/
                 raise UserError(f"finetune.base: {e}") from None
-            path = import_hub(spec, log)
+            path = import_once(spec, log)
     path = Path(path).resolve()
     write_text_atomic(f, json.dumps({"spec": spec, "path": str(path)}) + "\n")  # a kill mid-write leaves no half file
     return path

@@ -59,9 +59,9 @@ def build_model(preset: Preset, tokenizer: Any, log: Logger) -> tuple[GPT, dict]
         return GPT(cfg), {"stage": "pretrain", "preset": preset.name, "init": "random"}
     from core.checkpoint import load_model
     from core.lookup import GPT2_NAMES, resolve_checkpoint
-    from core.model.hf import import_gpt2
+    from core.model.importer import import_once
 
-    path = import_gpt2(spec, log) if spec in GPT2_NAMES else resolve_checkpoint(spec)
+    path = import_once(spec, log) if spec in GPT2_NAMES else resolve_checkpoint(spec)
     model, src_tok, _meta = load_model(path)
     model.train()
     if src_tok is not None and src_tok.fingerprint != tokenizer.fingerprint:
