@@ -16,10 +16,11 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.config import GenerateConfig
 from core.errors import UserError
 from core.tokenizer.stream import Piece
 
@@ -27,31 +28,14 @@ FORMAT = "llmlab-conversation"
 CHAT_MAX_BYTES = 64 << 20
 
 
-@dataclass
-class Sampling:
-    """How a reply is sampled (the preset's [generate] section, adjustable per conversation)."""
-
-    temperature: float = 0.8
-    top_k: int = 50
-    top_p: float = 1.0
-    max_new_tokens: int = 128
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
+class Sampling(GenerateConfig):
+    """How a reply is sampled: the preset's [generate] fields, adjustable per conversation. The fields,
+    defaults and bounds are GenerateConfig's (core/config.py); `core.sampling.check_sampling` checks
+    values typed anywhere against them."""
 
     @classmethod
-    def from_preset(cls, gen: Any) -> Sampling:
-        return cls(gen.temperature, gen.top_k, gen.top_p, gen.max_new_tokens, list(gen.stop), gen.seed or None)
-
-    def check(self) -> None:
-        """The bounds of the preset's [generate] fields (core.sampling, one definition)."""
-        self.checked("sampling")
-
-    def checked(self, where: str) -> Sampling:
-        """This sampling, validated (UserError naming `where` and the key), as a new Sampling."""
-        from core.sampling import check_sampling
-
-        values = {**dataclasses.asdict(self), "seed": self.seed or 0}
-        return Sampling.from_preset(check_sampling(values, where))
+    def from_preset(cls, gen: GenerateConfig) -> Sampling:
+        return cls(**dataclasses.asdict(gen))
 
 
 @dataclass
@@ -164,21 +148,20 @@ class Conversation:
         set (checked between tokens). The reply, whole or partial, is appended to the history when
         the generator finishes or is closed; `last_stats` describes it. `sampling` overrides
         fields of `self.sampling` for this reply only."""
-        from core.generate import generate_pieces
+        from core.generate import generate_pieces, sampling_options
+        from core.sampling import check_sampling
 
         if not self.messages or self.messages[-1]["role"] != "user":
             raise UserError("nothing to answer: add a user message first")
-        s = dataclasses.replace(self.sampling, **sampling)
-        s.check()
+        s = check_sampling({**dataclasses.asdict(self.sampling), **sampling}, "sampling")
         ids, dropped = self.prompt_ids()
         stats = ReplyStats(prompt_tokens=len(ids), dropped_messages=dropped, ended="end")
         self.last_stats = stats
         text_parts: list[str] = []
         held: list[int] = []  # ids whose text is not out yet (an incomplete character, a possible stop)
         t0 = time.perf_counter()
-        pieces = generate_pieces(self.model, self.tokenizer, ids, max_new_tokens=s.max_new_tokens,
-                                 temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, stop=s.stop,
-                                 stop_ids=self.tokenizer.chat.stop_ids, seed=s.seed)
+        pieces = generate_pieces(self.model, self.tokenizer, ids, stop=s.stop, stop_ids=self.tokenizer.chat.stop_ids,
+                                 **sampling_options(s))
         try:
             for piece in pieces:
                 stats.tokens += len(piece.ids)

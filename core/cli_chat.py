@@ -53,7 +53,7 @@ def apply_set(conv: Conversation, item: str) -> str:
 
     key, value = parse_override(item)
     key = key.removeprefix("generate.")
-    values = {**asdict(conv.sampling), "seed": conv.sampling.seed or 0, key: value}
+    values = {**asdict(conv.sampling), key: value}
     conv.sampling = Sampling.from_preset(check_sampling(values, "/set"))
     return f"{key} = {getattr(conv.sampling, key)!r}"
 

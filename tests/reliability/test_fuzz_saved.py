@@ -12,6 +12,7 @@ this branch, so GGUF headers are not fuzzed here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 from core import checkpoint as ckpt_io
 from core import runs
 from core.errors import UserError
+from core.sampling import check_sampling
 
 from faultkit import FUZZ_EXAMPLES, child_env
 from savedkit import copy_tree, make_checkpoint, make_run, make_tokenizer, recommit, snapshot
@@ -291,7 +293,7 @@ def test_fuzz_report_and_chat_files(base, scratch, data):
     try:
         conv.load(home / "chat.jsonl")
         assert all(isinstance(m["content"], str) for m in conv.messages)
-        conv.sampling.check()
+        check_sampling(dataclasses.asdict(conv.sampling), "sampling")  # what loaded is in bounds
     except UserError:
         assert [m["content"] for m in conv.messages] == ["keep me"]  # a bad file changes nothing
     shutil.rmtree(home, ignore_errors=True)
