@@ -18,11 +18,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.config import GenerateConfig
 from core.errors import UserError
 from core.tokenizer.stream import Piece
+
+if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
 
 FORMAT = "llmlab-conversation"
 CHAT_MAX_BYTES = 64 << 20
@@ -57,7 +60,7 @@ class ReplyStats:
 class Conversation:
     """A multi-turn conversation with one model. Not thread-safe: one reply streams at a time."""
 
-    def __init__(self, model: Any, tokenizer: Any, meta: dict | None = None, *, system_prompt: str = "",
+    def __init__(self, model: Any, tokenizer: TextTokenizer | None, meta: dict | None = None, *, system_prompt: str = "",
                  max_history_tokens: int = 0, sampling: Sampling | None = None, model_spec: str = ""):
         if tokenizer is None:
             raise UserError(f"{model_spec or 'model'}: the checkpoint has no tokenizer, so it cannot chat")

@@ -23,7 +23,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from core.lookup import (COMMITTED, META, STEP_PREFIX, TOKENIZER_DIR, TRAINER, W
                          committed_checkpoints, model_config, read_pointer, resolve_checkpoint, step_name)
 from core.schemas import CHECKPOINT_FORMAT, MiB, check_manifest, check_model_json, model_config_of, read_json
 from core.runs import fsync_dir, process_alive, write_text_atomic  # noqa: F401 (write_text_atomic is re-exported)
+
+if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
 
 FORMAT = CHECKPOINT_FORMAT
 VERSION = 1
@@ -383,7 +386,7 @@ def check_weight_shapes(ckpt: Path, cfg: ModelConfig, head: dict) -> None:
         raise UserError(f"{ckpt}: model.safetensors does not match the architecture in model.json ({shown})")
 
 
-def checkpoint_tokenizer(ckpt: Path, meta: dict) -> Any:
+def checkpoint_tokenizer(ckpt: Path, meta: dict) -> TextTokenizer | None:
     """The tokenizer model.json's `tokenizer` entry names ({"folder", "kind": "tiktoken" | "hf"}), or None."""
     tok = meta.get("tokenizer")
     if not isinstance(tok, dict) or not (ckpt / tok.get("folder", TOKENIZER_DIR)).is_dir():
@@ -393,7 +396,7 @@ def checkpoint_tokenizer(ckpt: Path, meta: dict) -> Any:
     return load_tokenizer(ckpt / tok.get("folder", TOKENIZER_DIR), tok.get("kind"), tok.get("name"))
 
 
-def require_tokenizer(tokenizer: Any, meta: dict, purpose: str) -> Any:
+def require_tokenizer(tokenizer: TextTokenizer | None, meta: dict, purpose: str) -> TextTokenizer:
     """`tokenizer`, or a UserError naming the checkpoint that has none (it cannot `purpose`)."""
     if tokenizer is None:
         raise UserError(f"{meta.get('path', 'the checkpoint')}: has no tokenizer (model.json names none), so it cannot "

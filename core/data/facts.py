@@ -10,7 +10,7 @@ Used by `llmlab presets check` and the TUI's rules-of-thumb panels.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from core.data.mixture import source_texts, sources_of
 from core.data.shards import read_meta, shard_key, workspace
 from core.data.sources import ReadCounts, is_saved_dataset, source_bytes
 from core.errors import UserError
+
+if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
 
 SCAN_BYTES = 2_000_000
 LENGTH_SAMPLE = 10_000
@@ -46,7 +49,7 @@ def _local(spec: str) -> bool:
     return not spec.startswith(("hf:", "embedded:")) and not is_saved_dataset(Path(spec).expanduser())
 
 
-def scan_facts(preset: Any, tokenizer: Any = None, scan_bytes: int = SCAN_BYTES) -> Facts:
+def scan_facts(preset: Any, tokenizer: TextTokenizer | None = None, scan_bytes: int = SCAN_BYTES) -> Facts:
     """Bytes from file sizes; with scan_bytes, document lengths from the head of each local source."""
     d = preset.data
     srcs = sources_of(d)

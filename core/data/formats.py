@@ -9,7 +9,10 @@ the ignore index of `F.cross_entropy`). Labels are returned shifted, like pretra
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
 
 IGNORE_INDEX = -100
 
@@ -30,7 +33,7 @@ def user_message(instruction: str, input: str = "") -> str:
     return f"{instruction}\n\n{input}" if input else instruction
 
 
-def _prompt_and_response(tokenizer: Any, instruction: str, input: str, response: str,
+def _prompt_and_response(tokenizer: TextTokenizer, instruction: str, input: str, response: str,
                          template: str) -> tuple[list[int], list[bool]]:
     """Token ids of prompt + response (+ end token) and a mask that is True on the response tokens."""
     if template == "chat":
@@ -45,7 +48,7 @@ def _prompt_and_response(tokenizer: Any, instruction: str, input: str, response:
     return prompt + answer, [False] * len(prompt) + [True] * len(answer)
 
 
-def encode_prompt(record: dict, tokenizer: Any, template: str = "alpaca") -> list[int]:
+def encode_prompt(record: dict, tokenizer: TextTokenizer, template: str = "alpaca") -> list[int]:
     """Token ids that ask for the response to an {"instruction", "input"} record (for generation)."""
     instruction, input = record["instruction"], record.get("input", "") or ""
     if template == "chat":
@@ -55,7 +58,7 @@ def encode_prompt(record: dict, tokenizer: Any, template: str = "alpaca") -> lis
     return tokenizer.encode(alpaca_prompt(instruction, input))
 
 
-def encode_instruction(record: dict, tokenizer: Any, template: str = "alpaca", max_len: int = 0) -> dict:
+def encode_instruction(record: dict, tokenizer: TextTokenizer, template: str = "alpaca", max_len: int = 0) -> dict:
     """{"ids", "mask", "truncated"} for an {"instruction", "input", "output"} record.
 
     max_len bounds the model input (x); ids keep one more token because y is x shifted by one."""
@@ -67,7 +70,7 @@ def encode_instruction(record: dict, tokenizer: Any, template: str = "alpaca", m
     return {"ids": ids, "mask": mask, "truncated": truncated}
 
 
-def encode_preference(record: dict, tokenizer: Any, template: str = "alpaca", max_len: int = 0) -> dict:
+def encode_preference(record: dict, tokenizer: TextTokenizer, template: str = "alpaca", max_len: int = 0) -> dict:
     """{"chosen": {ids, mask, truncated}, "rejected": {...}} for a {"prompt"|"instruction"/"input", "chosen",
     "rejected"} record; the prompt part is masked in both."""
     instruction = record.get("instruction") or record["prompt"]
@@ -79,7 +82,7 @@ def encode_preference(record: dict, tokenizer: Any, template: str = "alpaca", ma
     return out
 
 
-def encode_classify(record: dict, tokenizer: Any, max_len: int = 0) -> dict:
+def encode_classify(record: dict, tokenizer: TextTokenizer, max_len: int = 0) -> dict:
     """{"ids", "label", "truncated"}; a text longer than max_len keeps its first max_len tokens."""
     ids = tokenizer.encode(record["text"])
     truncated = bool(max_len) and len(ids) > max_len

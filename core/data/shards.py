@@ -23,13 +23,16 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from core.errors import StageFailed, Stopped, UserError
 from core.runs import Logger
 from core.schemas import SHARD_META, read_json
+
+if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
 
 SHARD_FORMAT = 2  # 2: the validation split is stratified by source
 CHUNK_CHARS = 1 << 20  # text per task sent to a tokenizer process: large enough that IPC is noise
@@ -57,13 +60,13 @@ def _fingerprint(enc: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def tokenizer_identity(tokenizer: Any) -> dict:
+def tokenizer_identity(tokenizer: TextTokenizer) -> dict:
     """What makes two tokenizers produce the same ids: name, vocabulary size, eot and a fingerprint."""
     fp = getattr(tokenizer, "fingerprint", None) or _fingerprint(tokenizer.enc)
     return {"name": tokenizer.name, "n_vocab": int(tokenizer.n_vocab), "eot_id": int(tokenizer.eot_id), "fingerprint": fp}
 
 
-def shard_key(data: Any, tokenizer: Any) -> str:
+def shard_key(data: Any, tokenizer: TextTokenizer) -> str:
     """Hash of everything that changes the shards' content: source, limits, filters, split, seed, tokenizer."""
     from core.config import to_dict
 
@@ -179,7 +182,7 @@ def _ordered_pool_map(chunks: Iterator[Chunk], enc: Any, eot: int, dtype: np.dty
 # ------------------------------------------------------------------------------------- writing
 
 
-def write_shards(docs: Iterable[tuple[str, int, bool]], folder: Path, tokenizer: Any, *, n_sources: int = 1,
+def write_shards(docs: Iterable[tuple[str, int, bool]], folder: Path, tokenizer: TextTokenizer, *, n_sources: int = 1,
                  num_proc: int = 2, log: Logger | None = None, stop: threading.Event | None = None,
                  total_bytes: int | None = None) -> dict:
     """Tokenize (text, source index, is_val) documents into folder/train.bin and folder/val.bin;
@@ -226,7 +229,7 @@ def write_shards(docs: Iterable[tuple[str, int, bool]], folder: Path, tokenizer:
             "top_tokens": [[int(i), int(counts[i])] for i in top if counts[i] > 0]}
 
 
-def prepare_shards(preset: Any, tokenizer: Any, log: Logger | None = None, stop: threading.Event | None = None) -> Path:
+def prepare_shards(preset: Any, tokenizer: TextTokenizer, log: Logger | None = None, stop: threading.Event | None = None) -> Path:
     """Folder with train.bin, val.bin and meta.json for preset.data and this tokenizer (cached by key).
 
     `tokenizer` is anything with .enc (a tiktoken.Encoding), .eot_id, .n_vocab and .name."""

@@ -12,11 +12,14 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from core.data.shards import LENGTH_EDGES, TOP_TOKENS
+
+if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
 
 CTX_FRACTIONS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
 
@@ -46,18 +49,18 @@ def _truncated(edges: list[int], counts: list[int], context_length: int) -> floa
     return float(c[starts >= context_length].sum() / total) if total else 0.0
 
 
-def _top(pairs: list[list[int]], tokenizer: Any, total: int) -> list[dict]:
+def _top(pairs: list[list[int]], tokenizer: TextTokenizer | None, total: int) -> list[dict]:
     total = total or 1
     out = []
     for i, n in pairs:
-        row = {"id": int(i), "count": int(n), "share": n / total}
+        row: dict[str, Any] = {"id": int(i), "count": int(n), "share": n / total}
         if tokenizer is not None:
             row["text"] = tokenizer.decode([int(i)])
         out.append(row)
     return out
 
 
-def shard_stats(meta: dict, context_length: int, tokenizer: Any = None) -> dict:
+def shard_stats(meta: dict, context_length: int, tokenizer: TextTokenizer | None = None) -> dict:
     """Statistics of a prepared corpus (its meta.json) against a context length."""
     hist = meta["doc_tokens_hist"]
     tokens = meta["train_tokens"] + meta["val_tokens"]
@@ -75,7 +78,7 @@ def shard_stats(meta: dict, context_length: int, tokenizer: Any = None) -> dict:
     }
 
 
-def text_stats(docs: Iterable[str], tokenizer: Any = None, context_length: int = 256, max_docs: int = 10_000) -> dict:
+def text_stats(docs: Iterable[str], tokenizer: TextTokenizer | None = None, context_length: int = 256, max_docs: int = 10_000) -> dict:
     """The same statistics for (a sample of) raw documents; token figures only with a tokenizer."""
     n = chars = 0
     lengths: list[int] = []
@@ -109,7 +112,7 @@ def _lengths(values: list[int]) -> dict:
             "p95": s[min(len(s) - 1, int(0.95 * len(s)))], "max": s[-1]}
 
 
-def record_stats(records: list[dict], tokenizer: Any = None) -> dict:
+def record_stats(records: list[dict], tokenizer: TextTokenizer | None = None) -> dict:
     """Count, class balance (when records have a label), answer balance (multiple choice) and the
     length of every text field in characters (and tokens with a tokenizer)."""
     out: dict[str, Any] = {"records": len(records)}

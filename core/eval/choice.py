@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,9 @@ import torch.nn.functional as F
 from core.errors import UserError
 from core.model.gpt import GPT
 from core.eval.metrics import mean_ci
+
+if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
 
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"
@@ -205,7 +208,7 @@ class FewshotSampler:
         return [d for d in draw if not (d.context == example.context and d.choices == example.choices)][:k]
 
 
-def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+def encode_pair(tokenizer: TextTokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """(context ids, continuation ids) as the harness's `_encode_pair`: trailing whitespace of the
     context moves to the continuation, and the continuation's ids are whatever follows the context's
     ids in the encoding of the whole (so a merge across the boundary is not split apart). An empty
@@ -312,7 +315,7 @@ def summarize(results: Sequence[ChoiceResult]) -> dict:
     return out
 
 
-def evaluate(model: GPT, tokenizer: Any, examples: Sequence[ChoiceExample], *,
+def evaluate(model: GPT, tokenizer: TextTokenizer, examples: Sequence[ChoiceExample], *,
              num_fewshot: int = 0, fewshot_pool: Sequence[ChoiceExample] | None = None, limit: int = 0,
              batch_size: int = 16, stop: threading.Event | None = None,
              progress: Callable[[int, int], None] | None = None, samples: int = 5) -> dict:

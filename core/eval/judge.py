@@ -24,10 +24,13 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.eval.metrics import mean_ci
 from core.runs import Logger
+
+if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
 
 SCALES = {"0-100": (0.0, 100.0), "1-5": (1.0, 5.0)}
 MAX_REPLY_BYTES = 1 << 20
@@ -368,7 +371,7 @@ def pairwise(client: JudgeClient, items: Sequence[dict], *, max_consecutive_fail
 
 # ---------------------------------------------------------------------------------- answering
 
-def answer_instructions(model: Any, tokenizer: Any, records: Sequence[dict], *, template: str = "alpaca",
+def answer_instructions(model: Any, tokenizer: TextTokenizer, records: Sequence[dict], *, template: str = "alpaca",
                         max_new_tokens: int = 64, sampling: dict | None = None,
                         stop: threading.Event | None = None,
                         progress: Callable[[int, int], None] | None = None) -> list[str]:

@@ -14,7 +14,7 @@ import math
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,8 +23,11 @@ import torch.nn.functional as F
 from core.errors import UserError
 from core.model.gpt import GPT
 
+if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
 
-def token_byte_lengths(tokenizer: Any, vocab_size: int | None = None) -> torch.Tensor:
+
+def token_byte_lengths(tokenizer: TextTokenizer, vocab_size: int | None = None) -> torch.Tensor:
     """(vocab_size,) long: UTF-8 bytes each token id decodes to; 0 for special and unused ids."""
     n = vocab_size or tokenizer.n_vocab
     out = torch.zeros(n, dtype=torch.long)
@@ -111,7 +114,7 @@ def windows_of(ids: np.ndarray | Sequence[int], context_length: int, batch_size:
                 yield row[:, :-1], row[:, 1:]
 
 
-def evaluate_ids(model: GPT, ids: np.ndarray | Sequence[int], tokenizer: Any, *,
+def evaluate_ids(model: GPT, ids: np.ndarray | Sequence[int], tokenizer: TextTokenizer, *,
                  batch_size: int = 8, max_windows: int = 0, stop: threading.Event | None = None) -> dict:
     """Loss, perplexity and bits per byte of a token stream under the model."""
     T = model.config.context_length
@@ -119,7 +122,7 @@ def evaluate_ids(model: GPT, ids: np.ndarray | Sequence[int], tokenizer: Any, *,
     return score_windows(model, windows_of(ids, T, batch_size, max_windows), lengths, stop)
 
 
-def evaluate_texts(model: GPT, tokenizer: Any, texts: Iterable[str], *, batch_size: int = 8,
+def evaluate_texts(model: GPT, tokenizer: TextTokenizer, texts: Iterable[str], *, batch_size: int = 8,
                    max_windows: int = 0, stop: threading.Event | None = None) -> dict:
     """Score documents the way the shards hold them: each preceded by the end-of-text token."""
     ids: list[int] = []
@@ -129,7 +132,7 @@ def evaluate_texts(model: GPT, tokenizer: Any, texts: Iterable[str], *, batch_si
     return evaluate_ids(model, ids, tokenizer, batch_size=batch_size, max_windows=max_windows, stop=stop)
 
 
-def evaluate_shard(model: GPT, tokenizer: Any, bin_path: str | Path, *, batch_size: int = 8,
+def evaluate_shard(model: GPT, tokenizer: TextTokenizer, bin_path: str | Path, *, batch_size: int = 8,
                    max_windows: int = 0, stop: threading.Event | None = None) -> dict:
     """Score a token shard (train.bin / val.bin of `core.data.prepare_shards`), read through a memmap."""
     from core.data.shards import read_meta

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gguf
 import numpy as np
@@ -26,6 +26,9 @@ from core.errors import UserError
 from core.model.gpt import GPT
 from core.model.hf_tokenizer import BpeVocab, bpe_vocab, chat_template_jinja, hf_tokenizer_folder, read_hf_vocab
 from core.model.stats import head_dim, kv_heads, mlp_hidden_size
+
+if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
 
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0")
 Q = gguf.GGMLQuantizationType
@@ -136,7 +139,7 @@ class TokenizerInfo:
     add_bos: bool
 
 
-def tokenizer_info(ckpt: Path, meta: dict, tokenizer: Any) -> TokenizerInfo:
+def tokenizer_info(ckpt: Path, meta: dict, tokenizer: TextTokenizer | None) -> TokenizerInfo:
     """Vocabulary, chat template and special ids of a checkpoint: ours, or an imported HF tokenizer."""
     folder = hf_tokenizer_folder(ckpt, meta)
     if folder is not None:
@@ -152,6 +155,9 @@ def tokenizer_info(ckpt: Path, meta: dict, tokenizer: Any) -> TokenizerInfo:
         return TokenizerInfo(v, jinja, special_id(v, "bos_token"), eos, eot, add_bos)
     if tokenizer is None:
         raise UserError(f"{ckpt}: has no tokenizer; a GGUF file carries its tokenizer, so the model cannot be exported")
+    from core.tokenizer.encodings import Tokenizer
+
+    assert isinstance(tokenizer, Tokenizer)  # a Hugging Face tokenizer (kind "hf") took the branch above
     specials = tokenizer.special_tokens
     eot = specials.get("<|im_end|>", tokenizer.eot_id)
     # our prompts start without a BOS (generate encodes the text as it is); the chat template adds it
@@ -282,7 +288,7 @@ def held_out_texts(eval_text: Path | None) -> list[str]:
     return [text]
 
 
-def quantization_perplexity(model: GPT, path: Path, tokenizer: Any, texts: list[str]) -> dict:
+def quantization_perplexity(model: GPT, path: Path, tokenizer: TextTokenizer, texts: list[str]) -> dict:
     """Perplexity of the model and of the GGUF's dequantized weights on the same held-out tokens."""
     from core.eval.perplexity import evaluate_texts
     from core.model.gguf_import import read_gguf

@@ -17,11 +17,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import UserError
 from core.tokenizer.hf import HF_FILES, bytes_to_unicode
 from core.tokenizer.inspect import merge_parents
+
+if TYPE_CHECKING:
+    from core.tokenizer.encodings import Tokenizer
+    from core.tokenizer.protocol import TextTokenizer
 
 # core.tokenizer.chat's ChatML as Jinja (transformers, llama.cpp and LM Studio render it):
 # the end-of-text id first, then one block per message, then the assistant's opening
@@ -47,7 +51,7 @@ class BpeVocab:
     config: dict = field(default_factory=dict)  # tokenizer_config.json (Hugging Face tokenizers)
 
 
-def bpe_vocab(tokenizer: Any) -> BpeVocab:
+def bpe_vocab(tokenizer: Tokenizer) -> BpeVocab:
     """Token strings, merges and special tokens of one of our tiktoken tokenizers."""
     ranks = tokenizer.mergeable_ranks
     specials = tokenizer.special_tokens
@@ -121,7 +125,7 @@ def hf_tokenizer_folder(checkpoint: Path, meta: dict) -> Path | None:
     return folder
 
 
-def chat_template_jinja(tokenizer: Any) -> str | None:
+def chat_template_jinja(tokenizer: TextTokenizer) -> str | None:
     """Our chat template as Jinja text, or None when the tokenizer has no chat tokens."""
     if getattr(tokenizer, "chat_template", None) == "chatml" and {"<|im_start|>", "<|im_end|>"} <= set(
             tokenizer.special_tokens):
@@ -129,11 +133,11 @@ def chat_template_jinja(tokenizer: Any) -> str | None:
     return None
 
 
-def eot_token(tokenizer: Any) -> str | None:
+def eot_token(tokenizer: TextTokenizer) -> str | None:
     return next((t for t, i in tokenizer.special_tokens.items() if i == tokenizer.eot_id), None)
 
 
-def write_hf_tokenizer(tokenizer: Any, out: Path, model_max_length: int) -> None:
+def write_hf_tokenizer(tokenizer: Tokenizer, out: Path, model_max_length: int) -> None:
     """tokenizer.json + tokenizer_config.json + special_tokens_map.json: a fast byte-level BPE with
     our split pattern and special tokens, same ids as ours, and the chat template as Jinja."""
     from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers

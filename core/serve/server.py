@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from core.errors import UserError
 
 if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
     from core.serve.engine import Job, Outcome
 
 
@@ -61,7 +62,7 @@ def request_event(job: Job, out: Outcome) -> dict:
 
 
 @contextmanager
-def serving(model: Any, tokenizer: Any, model_id: str, sock: socket.socket, *, defaults: dict[str, Any],
+def serving(model: Any, tokenizer: TextTokenizer, model_id: str, sock: socket.socket, *, defaults: dict[str, Any],
             api_key: str = "", log: Callable[[dict], None] = lambda event: None,
             start_timeout_s: float = 30.0) -> Iterator[str]:
     """Serve `model` on the listening socket `sock` (from `bind`); yields the base URL and stops

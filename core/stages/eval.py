@@ -24,6 +24,7 @@ from core.errors import StageFailed, UserError
 from core.runs import Logger
 
 if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
     from core.model.gpt import GPT
 
 TASKS = ("perplexity", "classify", "choice", "judge", "pairwise")
@@ -34,7 +35,7 @@ LM_TASKS = ("perplexity", "choice", "judge", "pairwise")
 class EvalContext:
     preset: Any
     model: GPT
-    tokenizer: Any
+    tokenizer: TextTokenizer
     meta: dict
     device: torch.device
     log: Logger
@@ -188,7 +189,7 @@ def _template(ctx: EvalContext, meta: dict) -> str:
     return prompt_format_of(meta) or ctx.preset.finetune.template
 
 
-def _answers(ctx: EvalContext, model: GPT, tokenizer: Any, key: str, meta: dict) -> list[str]:
+def _answers(ctx: EvalContext, model: GPT, tokenizer: TextTokenizer, key: str, meta: dict) -> list[str]:
     from core.eval.judge import answer_instructions
 
     if key not in ctx.cache:

@@ -29,6 +29,7 @@ from core.schemas import F, read_json
 from core.train.examples import plan_finetune_steps
 
 if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
     from core.model.gpt import GPT
     from core.model.lora import AdapterModel
 
@@ -86,7 +87,7 @@ def load_base(path: Path, preset: Preset) -> tuple[GPT, Any, dict]:
     return model, tokenizer, meta
 
 
-def base_tokenizer(path: Path, own: Any, preset: Preset) -> Any:
+def base_tokenizer(path: Path, own: TextTokenizer | None, preset: Preset) -> TextTokenizer:
     """The base's own tokenizer, unless the preset names another: then they must be the same one
     (a model fed another tokenizer's ids learns nothing), or it is refused with both names."""
     from core.tokenizer.cache import trained_name, uses_model_tokenizer
@@ -166,7 +167,7 @@ def add_lora(model: GPT, preset: Preset, base: Path, method: str, log: Logger) -
     return AdapterModel(model, str(base), cfg.rank, cfg.alpha, cfg.dropout, targets)
 
 
-def make_task(preset: Preset, tokenizer: Any, log: Logger, max_len: int) -> Any:
+def make_task(preset: Preset, tokenizer: TextTokenizer, log: Logger, max_len: int) -> Any:
     method = preset.finetune.method
     if method == "classify":
         from core.train.classify import ClassifyTask

@@ -25,6 +25,7 @@ from core.train.loop import LoopResult, lm_objective, train
 from core.train.optim import plan_steps
 
 if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
     from core.model.gpt import GPT
 
 SAMPLE_SEED = 1234  # samples use their own generator: the training RNG stream stays untouched
@@ -47,7 +48,7 @@ def prepare(preset: Preset, log: Logger, stop: threading.Event) -> tuple[Any, Pa
     return tokenizer, folder
 
 
-def build_model(preset: Preset, tokenizer: Any, log: Logger) -> tuple[GPT, dict]:
+def build_model(preset: Preset, tokenizer: TextTokenizer, log: Logger) -> tuple[GPT, dict]:
     """A fresh GPT of the preset's shape, or one started from model.init_from; returns (model, lineage)."""
     from core.model.gpt import GPT
 
@@ -87,7 +88,7 @@ def build_model(preset: Preset, tokenizer: Any, log: Logger) -> tuple[GPT, dict]
     return model, {"stage": "pretrain", "preset": preset.name, "init": spec}
 
 
-def make_sampler(preset: Preset, tokenizer: Any):
+def make_sampler(preset: Preset, tokenizer: TextTokenizer):
     """sample(model, step) -> (prompt, text): a short continuation of train.sample_prompt."""
     from core.generate import generate_text
 

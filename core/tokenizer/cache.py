@@ -17,11 +17,17 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import UserError
 from core.runs import workspace
 from core.tokenizer.encodings import Tokenizer, get_tokenizer, is_saved_tokenizer
 from core.tokenizer.train import check_vocab_size, train_bpe
+
+if TYPE_CHECKING:
+    from core.config import Preset
+    from core.runs import Logger
+    from core.tokenizer.hf import HFTokenizer
 
 KEY_VERSION = 2           # bump when training changes what a key produces (2: validation text held out)
 
@@ -47,7 +53,7 @@ def documents(preset) -> Iterator[str]:
     return Documents(preset.data).train_texts()
 
 
-def ready_tokenizer(preset) -> tuple[Tokenizer | None, str]:
+def ready_tokenizer(preset: Preset) -> tuple[Tokenizer | HFTokenizer | None, str]:
     """(tokenizer or None, note) without training: the preset's encoding, or its trained BPE if
     cached. Training is long work that belongs to a run, so an untrained BPE is None with a note."""
     from core.errors import UserError
@@ -89,7 +95,7 @@ def uses_model_tokenizer(preset) -> bool:
     return preset.tokenizer.kind == "model" or preset.tokenizer == TokenizerConfig()
 
 
-def tokenizer_for(preset, log=None, stop: threading.Event | None = None) -> Tokenizer:
+def tokenizer_for(preset: Preset, log: Logger | None = None, stop: threading.Event | None = None) -> Tokenizer | HFTokenizer:
     """The preset's tokenizer; for kind = "bpe" trained on the corpus's training documents on
     first use and cached. Raises core.errors.Stopped when `stop` is set during training."""
     t = preset.tokenizer

@@ -15,11 +15,14 @@ gets the characters, not the control token.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tiktoken
 
 from core.errors import UserError
+
+if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
 
 ROLES = ("system", "user", "assistant")
 CHAT_TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -33,7 +36,7 @@ def chat_special_tokens(name: str) -> tuple[str, ...]:
     return CHAT_TEMPLATES[name]
 
 
-def prompt_ids(tokenizer: Any, text: str, *, chat: bool = False, system: str = "") -> tuple[list[int], list[int] | None]:
+def prompt_ids(tokenizer: TextTokenizer, text: str, *, chat: bool = False, system: str = "") -> tuple[list[int], list[int] | None]:
     """(ids, stop ids) that prompt a model: `text` as a document (BOS first where the tokenizer adds
     one; special tokens spelled in it count), or with `chat` as one user turn (after a `system`
     turn) through the tokenizer's chat template, stopping at its end of turn."""

@@ -17,7 +17,7 @@ import os
 import socket
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 import tiktoken
@@ -25,6 +25,9 @@ import tiktoken
 from core.errors import UserError
 from core.schemas import MAX_RANKS, MiB, FileFormatError, check_ranks, check_tokenizer_meta, read_bytes, read_json
 from core.tokenizer.chat import ChatTemplate, chat_special_tokens
+
+if TYPE_CHECKING:
+    from core.tokenizer.hf import HFTokenizer
 
 ENDOFTEXT = "<|endoftext|>"
 RANK_FILE = "tokenizer.tiktoken"
@@ -182,7 +185,7 @@ def is_saved_tokenizer(folder: Path) -> bool:
     return meta_file(folder).is_file() and (folder / RANK_FILE).is_file()
 
 
-def load_tokenizer(folder: str | Path, kind: str | None = None, name: str | None = None) -> Any:
+def load_tokenizer(folder: str | Path, kind: str | None = None, name: str | None = None) -> Tokenizer | HFTokenizer:
     """The tokenizer saved in `folder`: a Hugging Face one (kind "hf", or a tokenizer.json of that
     format) as HFTokenizer, else our tiktoken save."""
     from core.tokenizer.hf import HFTokenizer, is_hf_folder
@@ -296,7 +299,7 @@ def load_builtin(name: str) -> tiktoken.Encoding:
     return enc
 
 
-def get_tokenizer(name_or_path: str | Path, chat_template: str = "chatml") -> Tokenizer:
+def get_tokenizer(name_or_path: str | Path, chat_template: str = "chatml") -> Tokenizer | HFTokenizer:
     """A built-in tiktoken encoding by name, or a saved tokenizer folder by path."""
     s = str(name_or_path)
     if s in BUILTIN_FILES:

@@ -22,7 +22,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterable, Sequence
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -314,8 +314,9 @@ class OrdinaryEncoder:
         self.tok.encode_special_tokens = True
 
 
-def _unicode_to_byte() -> dict[str, int]:
-    """The inverse of GPT-2's byte -> printable character map (the byte-level BPE alphabet)."""
+@lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from bytes to printable characters (the byte-level BPE alphabet)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs, n = bs[:], 0
     for b in range(256):
@@ -323,7 +324,7 @@ def _unicode_to_byte() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return dict(zip(bs, map(chr, cs)))
 
 
 def _is_byte_level(spec: dict) -> bool:
@@ -337,7 +338,7 @@ def vocab_bytes(tok: Any, spec: dict, n_vocab: int) -> list[bytes]:
     SentencePiece pieces ("▁" is a space, "<0x0A>" a byte-fallback byte); added tokens as their text."""
     added = {i: t.content for i, t in tok.get_added_tokens_decoder().items()}
     byte_level = _is_byte_level(spec)
-    u2b = _unicode_to_byte()
+    u2b = {c: b for b, c in bytes_to_unicode().items()}
     fallback = re.compile(r"<0x([0-9A-Fa-f]{2})>")
     out = [b""] * n_vocab
     for piece, i in tok.get_vocab(with_added_tokens=False).items():

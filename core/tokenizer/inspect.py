@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from core.errors import UserError
-from core.tokenizer.encodings import TIKTOKEN_VOCAB, EncodingUnavailable, Tokenizer, get_tokenizer
+from core.tokenizer.encodings import TIKTOKEN_VOCAB, EncodingUnavailable, get_tokenizer
+from core.tokenizer.protocol import TextTokenizer
 
 _WORD = re.compile(r"\S+")
 
@@ -49,7 +50,7 @@ def printable(b: bytes) -> str:
     return "".join(out)
 
 
-def spans(tok: Tokenizer, text: str, allowed_special: Literal["all"] | Iterable[str] = ()) -> list[Span]:
+def spans(tok: TextTokenizer, text: str, allowed_special: Literal["all"] | Iterable[str] = ()) -> list[Span]:
     """Tokenize `text` and say, for every token, which bytes and characters it covers."""
     if hasattr(tok, "encode_with_char_offsets"):  # a real model's tokenizer knows its own offsets (SentencePiece
         # adds a prefix space that is in no character of the text)
@@ -93,7 +94,7 @@ class TokenStats:
     tokens_per_word: float
 
 
-def stats(tok: Tokenizer, text: str | Sequence[str]) -> TokenStats:
+def stats(tok: TextTokenizer, text: str | Sequence[str]) -> TokenStats:
     """Characters, bytes and (whitespace-separated) words per token over one text or several."""
     texts = [text] if isinstance(text, str) else list(text)
     n_tokens = sum(len(ids) for ids in tok.encode_batch(texts))
@@ -140,7 +141,7 @@ def merge_parents(ranks: dict[bytes, int], token: bytes) -> tuple[bytes, bytes] 
     return parts[0], parts[1]
 
 
-def vocab_entry(tok: Tokenizer, token_id: int) -> VocabEntry:
+def vocab_entry(tok: TextTokenizer, token_id: int) -> VocabEntry:
     if not 0 <= token_id < tok.n_vocab:
         raise UserError(f"token id {token_id} is outside the vocabulary (0 to {tok.n_vocab - 1})")
     if tok.is_special(token_id):
@@ -156,13 +157,13 @@ def vocab_entry(tok: Tokenizer, token_id: int) -> VocabEntry:
     return VocabEntry(token_id, b, printable(b), ranks.get(b), parents)
 
 
-def vocab_page(tok: Tokenizer, start: int = 0, count: int = 100) -> list[VocabEntry]:
+def vocab_page(tok: TextTokenizer, start: int = 0, count: int = 100) -> list[VocabEntry]:
     """`count` entries from id `start` (a page of the vocabulary browser)."""
     stop = min(tok.n_vocab, max(0, start) + count)
     return [vocab_entry(tok, i) for i in range(max(0, start), stop)]
 
 
-def find_tokens(tok: Tokenizer, query: str, limit: int = 100) -> list[VocabEntry]:
+def find_tokens(tok: TextTokenizer, query: str, limit: int = 100) -> list[VocabEntry]:
     """Tokens whose bytes contain `query` (UTF-8), shortest first, then by id."""
     q = query.encode("utf-8")
     hits = sorted((len(b), r) for b, r in tok.mergeable_ranks.items() if q in b)
@@ -185,7 +186,7 @@ def _as_tokenizer(t: Any) -> Any:
     return get_tokenizer(os.fspath(t)) if isinstance(t, (str, os.PathLike)) else t
 
 
-def compare(text: str, a: Tokenizer | str, b: Tokenizer | str) -> Comparison:
+def compare(text: str, a: TextTokenizer | str, b: TextTokenizer | str) -> Comparison:
     """Two tokenizers on the same text, side by side."""
     ta, tb = _as_tokenizer(a), _as_tokenizer(b)
     return Comparison(text, (ta.name, tb.name), (spans(ta, text), spans(tb, text)), (stats(ta, text), stats(tb, text)))
@@ -216,7 +217,7 @@ class CompressionRow:
 DEFAULT_COMPARED = ("gpt2", "cl100k_base", "o200k_base")
 
 
-def compression_table(texts: Sequence[str], encodings: Sequence[Tokenizer | str] = DEFAULT_COMPARED,
+def compression_table(texts: Sequence[str], encodings: Sequence[TextTokenizer | str] = DEFAULT_COMPARED,
                       ) -> list[CompressionRow]:
     """Bytes per token of each encoding over `texts` (nanochat's tokenizer evaluation); an encoding
     that cannot be loaded (offline) is a row with available=False and the reason, not a failure.
@@ -249,7 +250,7 @@ def compression_table(texts: Sequence[str], encodings: Sequence[Tokenizer | str]
     return [r for r in rows if r.name in listed] + [r for r in rows if r.name not in listed and r.available]
 
 
-def _partial_tokens(tok: Tokenizer, encoded: Sequence[Sequence[int]]) -> int:
+def _partial_tokens(tok: TextTokenizer, encoded: Sequence[Sequence[int]]) -> int:
     """Tokens whose bytes are not whole UTF-8 characters: byte fallbacks of characters without a merge."""
     partial: dict[int, bool] = {}
     n = 0
@@ -267,7 +268,7 @@ def _partial_tokens(tok: Tokenizer, encoded: Sequence[Sequence[int]]) -> int:
     return n
 
 
-def compression_by_source(texts: Mapping[str, Sequence[str]], encodings: Sequence[Tokenizer | str] = DEFAULT_COMPARED,
+def compression_by_source(texts: Mapping[str, Sequence[str]], encodings: Sequence[TextTokenizer | str] = DEFAULT_COMPARED,
                           ) -> dict[str, list[CompressionRow]]:
     """`compression_table` per source and over all of them ("all sources"); a source without text is left out."""
     out = {name: compression_table(t, encodings) for name, t in texts.items() if t}

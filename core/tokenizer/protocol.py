@@ -1,7 +1,7 @@
 """What every llmlab tokenizer offers the rest of the code: ours (tiktoken) and real models' (HF) alike.
 
-Stages, chat, evaluation and the TUI use nothing of a tokenizer beyond `TextTokenizer` (plus `.enc`
-for token shards); `Tokenizer` (core/tokenizer/encodings.py) and `HFTokenizer` (core/tokenizer/hf.py)
+Stages, chat, evaluation and the TUI use nothing of a tokenizer beyond `TextTokenizer` (`.enc` is what
+token shard workers encode with); `Tokenizer` (core/tokenizer/encodings.py) and `HFTokenizer` (core/tokenizer/hf.py)
 both satisfy it, and `chat` is a template with `render(messages, add_generation_prompt) -> (ids,
 loss mask)`, `render_text` and `stop_ids` (ChatML ours, the model's Jinja template theirs).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -23,6 +23,12 @@ class ChatFormat(Protocol):
 
     @property
     def stop_ids(self) -> list[int]: ...
+
+
+class ShardEncoder(Protocol):
+    """What token shard workers call (a tiktoken.Encoding, or HFTokenizer's picklable OrdinaryEncoder)."""
+
+    def encode_ordinary(self, text: str) -> list[int]: ...
 
 
 @runtime_checkable
@@ -43,7 +49,13 @@ class TextTokenizer(Protocol):
     def fingerprint(self) -> str: ...
 
     @property
-    def chat(self) -> Any: ...
+    def chat(self) -> ChatFormat: ...
+
+    @property
+    def enc(self) -> ShardEncoder: ...
+
+    @property
+    def mergeable_ranks(self) -> dict[bytes, int]: ...
 
     def encode(self, text: str, allowed_special: Literal["all"] | Iterable[str] = (),
                add_special_tokens: bool = False) -> list[int]: ...

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.nn import functional as F
@@ -20,6 +20,9 @@ from torch.nn import functional as F
 from core.errors import UserError
 from core.train.examples import Batches, fixed_batches, read_split
 from core.runs import Logger
+
+if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
 
 
 def class_logits(model: torch.nn.Module, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
@@ -98,7 +101,7 @@ def balance(examples: list[dict], seed: int) -> list[dict]:
     return out
 
 
-def prepare_data(ft: Any, tokenizer: Any, max_len: int, seed: int, log: Logger) -> ClassifyData:
+def prepare_data(ft: Any, tokenizer: TextTokenizer, max_len: int, seed: int, log: Logger) -> ClassifyData:
     """Read and encode train/val/test; check labels against num_classes; truncate or refuse long texts."""
     from core.train.encode import encode_classify_record
 
@@ -143,7 +146,7 @@ class ClassifyTask:
 
     method = "classify"
 
-    def __init__(self, preset: Any, tokenizer: Any, log: Logger, max_len: int):
+    def __init__(self, preset: Any, tokenizer: TextTokenizer, log: Logger, max_len: int):
         from core.data.formats import collate_classify
 
         self.ft, self.train_cfg = preset.finetune, preset.train

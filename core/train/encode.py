@@ -8,10 +8,13 @@ and the tokenizer's chat.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.config import Preset
 from core.data.formats import encode_classify, encode_instruction, encode_preference
+
+if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
 
 
 @dataclass
@@ -24,7 +27,7 @@ class ExamplePart:
     truncated: bool
 
 
-def encode_record(rec: dict, tokenizer: Any, template: str, max_len: int) -> dict:
+def encode_record(rec: dict, tokenizer: TextTokenizer, template: str, max_len: int) -> dict:
     """{"ids", "mask", "truncated"} of an Alpaca record or a {"messages": [...]} conversation."""
     if "messages" in rec and rec["messages"]:
         ids, mask = tokenizer.chat.render(rec["messages"])
@@ -34,12 +37,12 @@ def encode_record(rec: dict, tokenizer: Any, template: str, max_len: int) -> dic
     return encode_instruction(rec, tokenizer, template, max_len)
 
 
-def encode_classify_record(rec: dict, tokenizer: Any, max_len: int) -> dict:
+def encode_classify_record(rec: dict, tokenizer: TextTokenizer, max_len: int) -> dict:
     """{"ids", "label", "truncated"} of a {"text", "label"} record (its first max_len tokens)."""
     return encode_classify({"text": str(rec["text"]), "label": int(rec["label"])}, tokenizer, max_len)
 
 
-def preview_example(record: dict, preset: Preset, tokenizer: Any, max_len: int) -> list[ExamplePart]:
+def preview_example(record: dict, preset: Preset, tokenizer: TextTokenizer, max_len: int) -> list[ExamplePart]:
     """`record` encoded as preset.finetune.method trains on it, each part with its loss mask."""
     ft = preset.finetune
     if ft.method == "classify":

@@ -20,6 +20,7 @@ from core.train.encode import encode_record  # noqa: F401 (the instruct encoding
 from core.train.examples import Batches, read_split
 
 if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
     from core.model.gpt import GPT
 from core.runs import Logger
 
@@ -34,7 +35,7 @@ def prompt_format_of(meta: dict) -> str:
     return (meta.get("finetune") or {}).get("prompt_format", "")
 
 
-def prompt_ids(tokenizer: Any, prompt_format: str, instruction: str, input: str = "") -> list[int]:
+def prompt_ids(tokenizer: TextTokenizer, prompt_format: str, instruction: str, input: str = "") -> list[int]:
     """Token ids that prompt a model for its answer, exactly as it saw prompts in training."""
     from core.data.formats import alpaca_prompt, user_message
 
@@ -45,12 +46,12 @@ def prompt_ids(tokenizer: Any, prompt_format: str, instruction: str, input: str 
     return tokenizer.encode(alpaca_prompt(instruction, input))
 
 
-def stop_ids(tokenizer: Any, prompt_format: str) -> list[int]:
+def stop_ids(tokenizer: TextTokenizer, prompt_format: str) -> list[int]:
     """Ids that end an answer: the chat template's end of turn, or end-of-text after an Alpaca response."""
     return list(tokenizer.chat.stop_ids) if prompt_format == "chat" else [tokenizer.eot_id]
 
 
-def answer(model: GPT, tokenizer: Any, prompt_format: str, instruction: str, input: str = "", *,
+def answer(model: GPT, tokenizer: TextTokenizer, prompt_format: str, instruction: str, input: str = "", *,
            max_new_tokens: int = 64, temperature: float = 0.0, seed: int | None = None) -> str:
     """The model's answer to one instruction (greedy by default), without the stop token."""
     from core.generate import generate
@@ -63,7 +64,7 @@ def answer(model: GPT, tokenizer: Any, prompt_format: str, instruction: str, inp
     return tokenizer.decode(out)
 
 
-def exact_match(model: GPT, tokenizer: Any, prompt_format: str, records: list[dict],
+def exact_match(model: GPT, tokenizer: TextTokenizer, prompt_format: str, records: list[dict],
                 limit: int = EXACT_MATCH_LIMIT) -> dict:
     """Share of instructions whose greedy answer equals the reference output (whitespace-stripped)."""
     rows = [r for r in records if "instruction" in r and "output" in r][:limit]
@@ -104,7 +105,7 @@ def pack(examples: list[dict], max_len: int, seed: int) -> list[dict]:
     return rows
 
 
-def prepare_split(ft: Any, split: str, tokenizer: Any, max_len: int, seed: int) -> tuple[list[dict], list[dict], int, int]:
+def prepare_split(ft: Any, split: str, tokenizer: TextTokenizer, max_len: int, seed: int) -> tuple[list[dict], list[dict], int, int]:
     """(records, encoded examples, truncated count, dropped count) of one split."""
     records = read_split(ft.data, split, (("instruction", "messages"),), "instruction finetuning", seed=seed,
                          hf_config=ft.hf_config, test_fraction=ft.test_fraction, instruction_field=ft.prompt_field)
@@ -155,7 +156,7 @@ class InstructTask:
 
     method = "instruct"
 
-    def __init__(self, preset: Any, tokenizer: Any, log: Logger, max_len: int):
+    def __init__(self, preset: Any, tokenizer: TextTokenizer, log: Logger, max_len: int):
         from core.data.formats import collate_instruction
 
         self.ft, self.train_cfg, self.tokenizer, self.log = preset.finetune, preset.train, tokenizer, log

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -35,6 +35,9 @@ from core.runs import Logger, NullLogger
 from core.train.device import Dist, autocast, batch_tokens, is_oom, memory_bytes, pick_device, pick_dtype, to_device
 from core.train.optim import build_optimizer, lr_at, set_lr
 from core.train.state import TrainState, commit, load_resume_state, restore, trainer_state
+
+if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
 
 Objective = Callable[[torch.nn.Module, Any], "tuple[torch.Tensor, dict]"]
 Sampler = Callable[[torch.nn.Module, int], "tuple[str, str] | None"]
@@ -175,7 +178,7 @@ def _wrap(r: _Run) -> None:
         r.model = DDP(r.fwd, device_ids=[r.device.index] if r.device.type == "cuda" else None)
 
 
-def _resume(r: _Run, state: TrainState, tokenizer: Any) -> None:
+def _resume(r: _Run, state: TrainState, tokenizer: TextTokenizer | None) -> None:
     """Continue from the newest loadable committed checkpoint of the run, if it has one."""
     loaded = load_resume_state(r.run_dir, r.raw, tokenizer, r.log)
     if loaded is None:
@@ -362,7 +365,7 @@ def _out_of_memory_as_failure(r: _Run, state: TrainState) -> Iterator[None]:
 
 def train(model: torch.nn.Module, objective: Objective, train_batches: BatchSource,
           val_batches: Callable[[], Iterable[Any]] | None, cfg: TrainConfig, log: Logger, stop: threading.Event,
-          run_dir: str | Path, *, total_steps: int, grad_accum: int = 1, tokenizer: Any = None,
+          run_dir: str | Path, *, total_steps: int, grad_accum: int = 1, tokenizer: TextTokenizer | None = None,
           sample: Sampler | None = None, checkpoint_kwargs: dict | None = None, resume: bool = True,
           dist: Dist | None = None, device: torch.device | None = None) -> LoopResult:
     """Train `model` for `total_steps` optimizer steps (or until `stop`), resuming from the newest

@@ -14,7 +14,7 @@ same network with its adapters switched off, so no second copy is held in memory
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.nn import functional as F
@@ -22,6 +22,9 @@ from torch.nn import functional as F
 from core.errors import UserError
 from core.train.examples import Batches, fixed_batches, read_split
 from core.runs import Logger
+
+if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
 
 
 def sequence_logps(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -96,7 +99,7 @@ class DPOObjective:
 
 # ---------------------------------------------------------------------------------------- data
 
-def prepare_split(ft: Any, split: str, tokenizer: Any, max_len: int, seed: int) -> tuple[list[dict], dict]:
+def prepare_split(ft: Any, split: str, tokenizer: TextTokenizer, max_len: int, seed: int) -> tuple[list[dict], dict]:
     """Encoded pairs of one split and counts: truncated, skipped (chosen == rejected), dropped (cut away)."""
     from core.data.formats import encode_preference
 
@@ -127,7 +130,7 @@ class PreferenceTask:
 
     method = "preference"
 
-    def __init__(self, preset: Any, tokenizer: Any, log: Logger, max_len: int):
+    def __init__(self, preset: Any, tokenizer: TextTokenizer, log: Logger, max_len: int):
         from core.data.formats import collate_preference
 
         self.ft, self.train_cfg, self.tokenizer = preset.finetune, preset.train, tokenizer

@@ -13,7 +13,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -23,6 +23,9 @@ from core import checkpoint as ckpt_io
 from core.errors import StageFailed, UserError
 from core.runs import Logger
 from core.schemas import check_trainer_state
+
+if TYPE_CHECKING:
+    from core.tokenizer.protocol import TextTokenizer
 
 TRAINER_STATE_VERSION = 1
 INCOMPATIBLE = "cannot resume, the preset no longer matches"
@@ -53,7 +56,7 @@ class TrainState:
 
 # ------------------------------------------------------------------------------------- resume
 
-def check_compatible(meta: dict, model: torch.nn.Module, tokenizer: Any, where: Path) -> None:
+def check_compatible(meta: dict, model: torch.nn.Module, tokenizer: TextTokenizer | None, where: Path) -> None:
     """Refuse to resume a checkpoint whose architecture or tokenizer differs from this run's."""
     problems = []
     cfg = getattr(model, "config", None)
@@ -72,7 +75,7 @@ def check_compatible(meta: dict, model: torch.nn.Module, tokenizer: Any, where: 
                         + "\nrestore those preset values, or start a new run instead of --resume")
 
 
-def _read_checkpoint(ckpt: Path, model: torch.nn.Module, tokenizer: Any) -> tuple[dict, dict]:
+def _read_checkpoint(ckpt: Path, model: torch.nn.Module, tokenizer: TextTokenizer | None) -> tuple[dict, dict]:
     """(weights, trainer state) of one candidate, or a UserError saying why it cannot be used."""
     meta = ckpt_io.verify(ckpt)
     check_compatible(meta, model, tokenizer, ckpt)
@@ -87,7 +90,7 @@ def _read_checkpoint(ckpt: Path, model: torch.nn.Module, tokenizer: Any) -> tupl
     return sd, state
 
 
-def load_resume_state(run_dir: Path, model: Any, tokenizer: Any, log: Logger) -> tuple[Path, dict] | None:
+def load_resume_state(run_dir: Path, model: Any, tokenizer: TextTokenizer | None, log: Logger) -> tuple[Path, dict] | None:
     """Load the newest loadable committed checkpoint of `run_dir` into `model`; returns (folder,
     trainer state), or None for a run without checkpoints. A corrupt checkpoint is skipped with a
     warning (the previous one is used); an incompatible one is refused."""
