@@ -330,7 +330,7 @@ def architecture_diff(meta: dict, cfg: ModelConfig) -> list[str]:
 
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-               verify_hashes: bool = True) -> tuple[Any, Any, dict]:
+               verify_hashes: bool = True) -> tuple[Any, TextTokenizer | None, dict]:
     """Load (model, tokenizer, meta) from a checkpoint folder or a run directory (its latest).
 
     The model is in eval mode; tokenizer is None when the checkpoint has none. Anything not

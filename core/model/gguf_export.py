@@ -343,7 +343,7 @@ def export_gguf(checkpoint: str | Path, out: str | Path, gguf_type: str = "f16",
                         pre, tok.jinja is not None,
                         merged_adapter=(meta.get("adapter") or {}).get("base") if meta.get("merged_from_adapter") else None)
     report.note = note
-    if texts is not None:
+    if texts is not None and tokenizer is not None:
         report.perplexity = quantization_perplexity(model, out, tokenizer, texts)
     if modelfile is not None:
         from core.model.ollama import write_modelfile

@@ -292,6 +292,7 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, *, force: bool = Fals
     from core.checkpoint import load_model, resolve_checkpoint
     from core.model.hf_tokenizer import copy_hf_tokenizer, hf_tokenizer_folder, write_hf_tokenizer
     from core.safety import model_inputs, refuse_unsafe_target, write_replacing
+    from core.tokenizer.encodings import Tokenizer
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -317,6 +318,7 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, *, force: bool = Fals
         if hf_tok is not None:
             copy_hf_tokenizer(hf_tok, tmp)
         elif tokenizer is not None:
+            assert isinstance(tokenizer, Tokenizer)  # a Hugging Face tokenizer has its folder (hf_tok)
             write_hf_tokenizer(tokenizer, tmp, model_max_length=model.config.context_length)
 
     return write_replacing(out, write)
