@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from core.errors import UserError
 
 if TYPE_CHECKING:
-    from core.tokenizer.hf import HFTokenizer
+    from core.tokenizer.protocol import TemplateTokenizer
 
 MAX_OUTPUT_CHARS = 4_000_000   # a template that writes more than this is looping
 MAX_RENDER_S = 10.0            # ... or that works longer than this
@@ -93,7 +93,7 @@ class JinjaChatTemplate:
 
     name = "jinja"
 
-    def __init__(self, source: str, tokenizer: HFTokenizer, where: str):
+    def __init__(self, source: str, tokenizer: TemplateTokenizer, where: str):
         import jinja2
 
         self.source, self.tok, self.where = source, tokenizer, where

@@ -69,3 +69,13 @@ class TextTokenizer(Protocol):
     def is_special(self, token_id: int) -> bool: ...
 
     def save(self, folder: str | Path) -> Path: ...
+
+
+class TemplateTokenizer(TextTokenizer, Protocol):
+    """What a real model's Jinja chat template (core/tokenizer/jinja.py) needs of its HFTokenizer
+    beyond text: the characters each id covers and the special tokens the template sees by name."""
+
+    def encode_with_char_offsets(self, text: str, allowed_special: Literal["all"] | Iterable[str] = ()
+                                 ) -> tuple[list[int], list[tuple[int, int]]]: ...
+
+    def template_variables(self) -> dict[str, str]: ...
