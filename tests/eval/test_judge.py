@@ -69,6 +69,20 @@ def test_auth_errors_fail_at_once_naming_the_variable(serve, monkeypatch):
     assert len(srv.requests) == 1
 
 
+def test_a_key_echoed_in_the_status_line_is_redacted(serve, monkeypatch):
+    def echo(handler):  # a server that puts the request's key into its HTTP reason phrase
+        handler.send_response(401, "bad key sk-echoed")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    monkeypatch.setenv("LLMLAB_TEST_JUDGE_KEY", "sk-echoed")
+    srv = serve(lambda body, n: (401, echo, 0))
+    client = JudgeClient(srv.base_url, "m", api_key_env="LLMLAB_TEST_JUDGE_KEY", retries=1, backoff_s=0.01)
+    with pytest.raises(JudgeError) as e:
+        client.chat([{"role": "user", "content": "x"}])
+    assert "HTTP 401" in str(e.value) and "sk-echoed" not in str(e.value)
+
+
 def test_slow_server_times_out_retries_and_the_run_finishes(serve):
     srv = serve(lambda body, n: (200, completion("Score: 50"), 3.0))
     client = JudgeClient(srv.base_url, "m", timeout_s=0.2, retries=1, backoff_s=0.01)
