@@ -124,3 +124,18 @@ def test_gpt2_vocab_import_gets_the_gpt2_tokenizer_and_room_for_chat_tokens(tmp_
     torch.testing.assert_close(our_logits(model)[..., :50257], hf_logits(ref), atol=1e-4, rtol=0)
     mean = ref.transformer.wte.weight.mean(0)
     torch.testing.assert_close(model.wte.weight[50258], mean)
+
+
+def test_stages_import_a_hub_model_once_into_models(workspace, monkeypatch):
+    # pretraining's init_from and finetuning's base share one path: models/<last part of the name>
+    from core.model.importer import import_once
+    from core.runs import NullLogger
+
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, context_length=8, vocab_size=32))
+    done = write_checkpoint(workspace / "models" / "SmolThing", 0, model)
+    assert import_once("someone/SmolThing", NullLogger()) == done  # committed: reused, nothing fetched
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(workspace / "hf-home"))
+    with pytest.raises(UserError, match="hf download openai-community/gpt2-medium"):
+        import_once("gpt2-medium", NullLogger())
+    assert not (workspace / "models" / "gpt2-medium").exists()
