@@ -19,7 +19,6 @@ from typing import Any
 from core.errors import UserError
 from core.tokenizer.inspect import merge_parents
 
-HF_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 # core.tokenizer.chat's ChatML as Jinja (transformers, llama.cpp and LM Studio render it):
 # the end-of-text id first, then one block per message, then the assistant's opening
@@ -165,7 +164,7 @@ def write_hf_tokenizer(tokenizer: Any, out: Path, model_max_length: int) -> None
     hf.save(str(out / "tokenizer.json"))
     eot = eot_token(tokenizer)
     cfg: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
-                           "bos_token": eot, "eos_token": eot, "unk_token": None,
+                           "bos_token": eot, "eos_token": eot, "pad_token": eot, "unk_token": None,
                            "clean_up_tokenization_spaces": False}
     jinja = chat_template_jinja(tokenizer)
     if jinja is not None:
@@ -181,9 +180,12 @@ def write_special_tokens_map(cfg: dict, out: Path) -> None:
 
 
 def copy_hf_tokenizer(folder: Path, out: Path) -> None:
-    """An imported model's own Hugging Face tokenizer files, copied as they are (validated first)."""
+    """An imported model's own Hugging Face tokenizer files (chat_template.jinja included), copied as
+    they are (validated first)."""
+    from core.model.tokenizer_files import HF_TOKENIZER_FILES
+
     v = read_hf_vocab(folder)
-    for name in HF_FILES:
+    for name in HF_TOKENIZER_FILES:
         if (folder / name).is_file():
             shutil.copyfile(folder / name, out / name)
     if not (out / "special_tokens_map.json").is_file():
