@@ -286,6 +286,9 @@ def cmd_presets(args: argparse.Namespace) -> int:
     facts = corpus_facts(p)
     out.print(f"  corpus facts: {facts.origin}")
     for f in advise(p, facts):
+        if f.level != "ok" and f.not_applicable:  # e.g. pretraining rules on a finetune preset: the base's concern
+            out.print(f"  [dim]n/a {f.title}: not for this preset ({f.not_applicable})[/]")
+            continue
         out.print(f"  [{ {'ok': 'green', 'warn': 'yellow', 'bad': 'red'}.get(f.level, '') }]{f.level}[/] {f.title}: {f.reason}")
     return EXIT_OK
 

@@ -197,7 +197,7 @@ class LoraConfig:
 @dataclass
 class FinetuneConfig:
     method: str = opt("instruct", "finetuning objective", choices=("classify", "instruct", "preference"))
-    base: str = opt("run:tiny:pretrain", "starting model: a checkpoint folder, run:PRESET:STAGE (latest finished run), or a GPT-2 name")
+    base: str = opt("run:tiny:pretrain", "starting model: a checkpoint folder, run:PRESET:STAGE (latest finished run), a name under models/, a GPT-2 name, or a hub model (owner/name or hf:owner/name, imported once into models/)")
     data: str = opt("embedded:tinyworld-instruct", "finetuning set: embedded:NAME, hf:NAME or a local file")
     hf_config: str = opt("", "hub dataset configuration name")
     text_field: str = opt("text", "input text field (classification)")

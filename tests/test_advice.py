@@ -132,6 +132,9 @@ def test_worst_and_the_cli_prints_findings(capsys):
     assert main(["presets", "check", "tiny"]) == 0
     out = capsys.readouterr().out
     assert "Tokens per parameter" in out and "Pretraining learning rate" in out
+    assert main(["presets", "check", "smollm2-135m-sft"]) == 0  # the base's pretraining is not this preset's
+    out = capsys.readouterr().out
+    assert "bad Tokens per parameter" not in out and "n/a Tokens per parameter: not for this preset" in out
 
 
 def test_every_builtin_preset_gets_advice():

@@ -147,6 +147,8 @@ def tokenizer_info(ckpt: Path, meta: dict, tokenizer: TextTokenizer | None) -> T
 
         v = read_hf_vocab(folder)
         jinja = v.config.get("chat_template")
+        if (folder / "chat_template.jinja").is_file():  # where transformers 5 saves it (a GGUF import's)
+            jinja = (folder / "chat_template.jinja").read_text(encoding="utf-8")
         if isinstance(jinja, list):  # named templates: the default one
             jinja = next((t.get("template") for t in jinja if t.get("name") == "default"), None)
         eos = special_id(v, "eos_token")

@@ -4,13 +4,15 @@
 byte range against the file size, before anything is allocated), dequantizes each tensor to fp32
 (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K through gguf.quants), undoes llama.cpp's
 permutation of the q/k rows for Llama-architecture files, and maps the tensors through the
-`gguf` package's own name table. Architectures: llama (Llama, Mistral, SmolLM2), qwen2, qwen3 (and
-gpt2 with a known config: how the GGUF export reads its own files back).
+`gguf` package's own name table. Llama 3.1/3.2's `rope_freqs` tensor becomes rope_scaling llama3
+when it matches that rule exactly, else it is refused. Architectures: llama (Llama, Mistral, SmolLM2),
+qwen2, qwen3 (and gpt2 with a known config: how the GGUF export reads its own files back).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from core.errors import UserError
 from core.model.gpt import GPT
 
 ARCHS = ("llama", "qwen2", "qwen3")
+ROPE_FREQS = "rope_freqs.weight"  # Llama 3.1/3.2: per-frequency RoPE divisors (read into ModelConfig's rope_scaling)
 QUANTS = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K")
 # metadata under "{arch}." that does not change the forward pass, or that read_config reads
 ARCH_KEYS = {
@@ -107,7 +110,48 @@ def read_config(reader: Any, path: Path) -> tuple[ModelConfig, str]:
         mlp_hidden=get("feed_forward_length", int, lo=1), bias=False, qkv_bias=arch == "qwen2",
         qk_norm=arch == "qwen3", head_dim=hd if hd != n_embd // n_head or n_embd % n_head else 0,
         tie_embeddings=not any(t.name == "output.weight" for t in reader.tensors), dropout=0.0)
+    freqs = next((t for t in reader.tensors if t.name == ROPE_FREQS), None)
+    if freqs is not None:
+        cfg = dataclasses.replace(cfg, **llama3_rope_from_factors(cfg, _dequantize(freqs, path).double(), path))
     return cfg, arch
+
+
+def llama3_rope_from_factors(cfg: ModelConfig, factors: torch.Tensor, path: Path) -> dict[str, Any]:
+    """ModelConfig rope fields whose frequencies are base / `factors` (the rope_freqs tensor llama.cpp's
+    converter writes for Llama 3.1/3.2's rope_scaling), recovered exactly or refused.
+
+    Per frequency: 1 where the wavelength is short, `factor` where it is long, and between them
+    1 / ((1 - s) / factor + s) with s linear in 1 / wavelength. Only the ratios original_context /
+    low_freq_factor and / high_freq_factor change the maths, so low_freq_factor is taken as 1 (all
+    Llama 3.x checkpoints use 1); the recovered fields must reproduce every factor to 1e-5."""
+    from core.model.gpt import rope_inv_freq
+
+    where = f"{path}: tensor {ROPE_FREQS}"
+    base = rope_inv_freq(dataclasses.replace(cfg, rope_scaling="none"), torch.device("cpu")).double()
+    if tuple(factors.shape) != tuple(base.shape) or not bool(torch.isfinite(factors).all()) or factors.min() < 1 - 1e-6:
+        raise UserError(f"{where}: {tuple(factors.shape)} values, not the {len(base)} factors >= 1 of llama3 RoPE scaling")
+    if bool(torch.allclose(factors, torch.ones_like(factors), rtol=0, atol=1e-6)):
+        return {"rope_scaling": "none"}
+    factor = float(factors.max())
+    mid = (factors > 1 + 1e-5) & (factors < factor * (1 - 1e-5))
+    if int(mid.sum()) < 2:
+        raise UserError(f"{where}: fewer than two interpolated frequencies, so the llama3 scaling parameters cannot "
+                        f"be recovered exactly; the import stops rather than approximate")
+    # s = A / wavelength + B between the bands, A = original_context / (high - low), B = -low / (high - low)
+    s = (1 / factors[mid] - 1 / factor) / (1 - 1 / factor)
+    inv_w = (base / (2 * math.pi))[mid]
+    A = float((s[-1] - s[0]) / (inv_w[-1] - inv_w[0]))
+    B = float(s[0] - A * inv_w[0])
+    fields: dict[str, Any] = {"rope_scaling": "none"}
+    if A > 0 and B < 0:
+        context = round(-A / B)
+        fields = {"rope_scaling": "llama3", "rope_factor": factor, "rope_low_freq_factor": 1.0,
+                  "rope_high_freq_factor": 1.0 + context / A, "rope_original_context": context}
+    got = base / rope_inv_freq(dataclasses.replace(cfg, **fields), torch.device("cpu")).double()
+    if not bool(torch.allclose(got, factors, rtol=1e-5, atol=0)):
+        raise UserError(f"{where}: the factors do not follow Llama 3.1's rope_scaling (llama3), the only "
+                        f"per-frequency scaling llmlab implements; the import stops rather than approximate")
+    return fields
 
 
 def _name_table(n_layer: int, arch: str) -> dict[str, tuple[str, int]]:
@@ -160,9 +204,11 @@ def read_weights(reader: Any, path: Path, cfg: ModelConfig, arch: str) -> dict[s
     parts: dict[str, list[torch.Tensor | None]] = {}
     out: dict[str, torch.Tensor] = {}
     for t in reader.tensors:
+        if t.name == ROPE_FREQS:
+            continue  # read into the config by read_config
         if t.name not in table:
-            raise UserError(f"{path}: tensor {t.name}: not one llmlab knows for {arch}; it may change the maths "
-                            f"(e.g. rope_freqs: Llama 3.1 RoPE scaling), so the import stops")
+            raise UserError(f"{path}: tensor {t.name}: not one llmlab knows for {arch}; it may change the maths, "
+                            f"so the import stops")
         ours, part = table[t.name]
         if ours not in expected:
             raise UserError(f"{path}: tensor {t.name}: unexpected for this architecture (it maps to {ours})")

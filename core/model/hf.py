@@ -26,7 +26,7 @@ from core.errors import UserError
 from core.lookup import GPT2_MODELS
 from core.model.gpt import GPT
 from core.model.hf_config import hf_config_from_model, model_config_from_hf
-from core.model.hf_tokenizer import HFTokenizerFiles
+from core.model.hf_tokenizer import HFTokenizerFiles, chat_template_jinja
 from core.model.stats import head_dim, kv_heads, mlp_hidden_size
 from core.tokenizer.hf import HF_FILES
 
@@ -303,9 +303,9 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, *, force: bool = Fals
     if model.head_kind != "lm":
         raise UserError(f"{checkpoint}: has a {model.head_kind} head; only language models export to a causal-LM class")
     hf_tok = hf_tokenizer_folder(ckpt, meta)
-    bos, eos = _special_ids(hf_tok, tokenizer)
+    bos, eos, stops, pad = _special_ids(hf_tok, tokenizer)
     config = hf_config_from_model(model.config, model.tied, eos)
-    config["bos_token_id"] = bos
+    config["bos_token_id"], config["pad_token_id"] = bos, pad
     sd = _gpt2_export(model) if config["model_type"] == "gpt2" else _llama_export(model)
     config["torch_dtype"] = config["dtype"] = "float32"
 
@@ -313,7 +313,8 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, *, force: bool = Fals
         tmp.mkdir()
         save_file(sd, tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        gen = {"bos_token_id": bos, "eos_token_id": eos, "max_length": model.config.context_length}
+        gen = {"bos_token_id": bos, "eos_token_id": stops if len(stops) > 1 else eos, "pad_token_id": pad,
+               "max_length": model.config.context_length}
         (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
         if hf_tok is not None:
             copy_hf_tokenizer(hf_tok, tmp)
@@ -324,12 +325,22 @@ def export_hf(checkpoint: str | Path, out_dir: str | Path, *, force: bool = Fals
     return write_replacing(out, write)
 
 
-def _special_ids(hf_tok: Path | None, tokenizer: Any) -> tuple[int | None, int | None]:
-    """(bos, eos) ids: ours are both the end-of-text id; an imported tokenizer keeps its own."""
+def _special_ids(hf_tok: Path | None, tokenizer: Any) -> tuple[int | None, int | None, list[int], int | None]:
+    """(bos, eos, the ids generation stops at, pad) as transformers reads them.
+
+    Ours: the end-of-text id precedes every pretraining document (core.data.shards) and so ends the
+    one before, which makes it BOS and EOS at once, as in GPT-2; generation also stops at ChatML's
+    <|im_end|> (the end of a chat turn, where llmlab's chat stops), and padding uses end-of-text
+    (masked). An imported tokenizer keeps its own tokens."""
     if hf_tok is None:
-        eot = tokenizer.eot_id if tokenizer is not None else None
-        return eot, eot
+        if tokenizer is None:
+            return None, None, [], None
+        eot = tokenizer.eot_id
+        im_end = tokenizer.special_tokens.get("<|im_end|>") if chat_template_jinja(tokenizer) else None
+        return eot, eot, [eot] + ([im_end] if im_end is not None else []), eot
     from core.model.hf_tokenizer import read_hf_vocab, special_id
 
     v = read_hf_vocab(hf_tok)
-    return special_id(v, "bos_token"), special_id(v, "eos_token")
+    eos = special_id(v, "eos_token")
+    return special_id(v, "bos_token"), eos, [] if eos is None else [eos], special_id(v, "pad_token")
+

@@ -157,7 +157,7 @@ def write_hf_tokenizer(tokenizer: Tokenizer, out: Path, model_max_length: int) -
     hf.save(str(out / "tokenizer.json"))
     eot = eot_token(tokenizer)
     cfg: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
-                           "bos_token": eot, "eos_token": eot, "unk_token": None,
+                           "bos_token": eot, "eos_token": eot, "pad_token": eot, "unk_token": None,
                            "clean_up_tokenization_spaces": False}
     jinja = chat_template_jinja(tokenizer)
     if jinja is not None:

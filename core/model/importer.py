@@ -47,6 +47,8 @@ def import_model(source: str, name: str) -> ImportSummary:
         raise UserError(f"{name!r}: a model NAME is letters, digits and . _ + - (it becomes models/NAME), or a path")
     if dest.exists():
         raise UserError(f"{dest}: already exists; choose another NAME or delete it first")
+    if source.startswith("hf:"):  # the hub prefix data sources use
+        source = source[3:]
     path = Path(source).expanduser()
     warnings: list[str] = []
     tokenizer: Any = None  # our Tokenizer (GPT-2) or the model's own HF files

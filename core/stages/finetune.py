@@ -62,9 +62,10 @@ def resolve_base(spec: str, run_dir: Path, log: Logger) -> Path:
         try:
             path = resolve_checkpoint(spec)
         except UserError as e:
-            if not is_hub_name(spec):  # owner/name: a hub model, imported once into models/
+            hub = spec.removeprefix("hf:")  # hf:owner/name, as data sources are written, or owner/name
+            if not is_hub_name(hub):  # a hub model, imported once into models/
                 raise UserError(f"finetune.base: {e}") from None
-            path = import_once(spec, log)
+            path = import_once(hub, log)
     path = Path(path).resolve()
     write_text_atomic(f, json.dumps({"spec": spec, "path": str(path)}) + "\n")  # a kill mid-write leaves no half file
     return path

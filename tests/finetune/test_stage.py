@@ -117,11 +117,12 @@ def test_dpo_starts_at_zero_reward_and_logs_reward_metrics(tmp_path, base_ckpt, 
 
 
 def test_instruct_report_has_exact_match_before_and_after(tmp_path, base_ckpt, data_files):
-    preset = make_preset("instruct", base_ckpt, data_files["instruct"], train__max_steps=2)
+    preset = make_preset("instruct", base_ckpt, data_files["instruct"], train__max_steps=2, train__eval_batches=1,
+                         train__micro_batch_size=3)
     rec = run_stage(preset, tmp_path / "r")
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert 0 <= report["baseline"]["exact_match"] <= 1 and 0 <= report["test"]["exact_match"] <= 1
-    assert report["test"]["n"] > 0
+    assert report["test"]["n"] == report["baseline"]["n"] == 3  # as many as one validation reads (1 x 3)
     _, _, meta = load_model(tmp_path / "r")
     assert meta["finetune"]["prompt_format"] == "alpaca"
     assert rec.of("test")[0]["exact_match"] == report["test"]["exact_match"]

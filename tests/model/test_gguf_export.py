@@ -94,6 +94,16 @@ def test_ollama_modelfile_translates_llama3_of_an_imported_tokenizer(tmp_path):
     assert field(reader, "tokenizer.ggml.tokens")[400] == "[PAD400]"
 
 
+def test_a_chat_template_jinja_file_goes_into_the_gguf(tmp_path):
+    """A GGUF or hub import keeps its template in tokenizer/chat_template.jinja (transformers 5 saves it
+    there); the export carried none (`chat template none`) until it read that file too."""
+    folder = hf_tokenizer_folder(tmp_path, None)
+    ckpt = hf_kind_checkpoint(tmp_path, folder, sharp_model(405, **LLAMA_STYLE))
+    (ckpt / "tokenizer" / "chat_template.jinja").write_text(LLAMA3_JINJA)
+    r = export_gguf(ckpt, tmp_path / "t.gguf", "f16", measure=False)
+    assert r.chat_template and field(gguf.GGUFReader(str(r.path)), "tokenizer.chat_template") == LLAMA3_JINJA
+
+
 def test_a_lora_adapter_is_merged_into_its_base_and_refused_without_it(tmp_path):
     tok = trained_bpe()
     base = our_checkpoint(tmp_path, LLAMA_STYLE, name="base")

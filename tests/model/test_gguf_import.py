@@ -42,14 +42,35 @@ def _tokens() -> tuple[list[str], list[int], list[str]]:
 CONFIGS = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config}
 
 
-def write_gguf(path, *, quant=Q.Q8_0, arch="llama", extra_meta=None, tensor_type_of=None):
-    """A random model as llama.cpp writes it (q/k rows permuted for the llama architecture only)."""
+def rope_factors(hd: int, theta: float, rope: dict) -> list[float]:
+    """llama.cpp's convert_hf_to_gguf (LlamaModel.generate_extra_tensors): the rope_freqs of llama3 scaling."""
+    import math
+
+    old, lo, hi, factor = (rope["original_max_position_embeddings"], rope["low_freq_factor"],
+                           rope["high_freq_factor"], rope["factor"])
+    out = []
+    for freq in 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd)):
+        wavelen = 2 * math.pi / float(freq)
+        if wavelen < old / hi:
+            out.append(1.0)
+        elif wavelen > old / lo:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - lo) / (hi - lo)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return out
+
+
+def write_gguf(path, *, quant=Q.Q8_0, arch="llama", extra_meta=None, tensor_type_of=None, rope_scaling=None,
+               context=64):
+    """A random model as llama.cpp writes it (q/k rows permuted for the llama architecture only; a
+    llama3 `rope_scaling` as the rope_freqs tensor); returns the transformers model."""
     torch.manual_seed(0)
     hd = 128 if arch == "qwen3" else C // H  # transformers reads no head_dim from a qwen3 GGUF: it assumes 128
     cfg = CONFIGS.get(arch, transformers.LlamaConfig)(
         vocab_size=V, hidden_size=C, intermediate_size=FF, num_hidden_layers=LAYERS, num_attention_heads=H,
-        num_key_value_heads=KV, max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=10000.0,
-        tie_word_embeddings=True, head_dim=hd)
+        num_key_value_heads=KV, max_position_embeddings=context, rms_norm_eps=1e-5, rope_theta=10000.0,
+        tie_word_embeddings=True, head_dim=hd, rope_scaling=rope_scaling)
     model = transformers.AutoModelForCausalLM.from_config(cfg)
     with torch.no_grad():
         for p in model.parameters():
@@ -57,7 +78,7 @@ def write_gguf(path, *, quant=Q.Q8_0, arch="llama", extra_meta=None, tensor_type
                 p.normal_(1, 0.5)
     sd = {k: v.numpy() for k, v in model.state_dict().items()}
     w = gguf.GGUFWriter(str(path), arch)
-    w.add_block_count(LAYERS), w.add_context_length(64), w.add_embedding_length(C), w.add_feed_forward_length(FF)
+    w.add_block_count(LAYERS), w.add_context_length(context), w.add_embedding_length(C), w.add_feed_forward_length(FF)
     w.add_head_count(H), w.add_head_count_kv(KV), w.add_rope_freq_base(10000.0), w.add_vocab_size(V)
     w.add_layer_norm_rms_eps(1e-5), w.add_rope_dimension_count(hd)
     if arch == "qwen3":  # as llama.cpp writes Qwen3, whose head_dim is its own field
@@ -89,7 +110,10 @@ def write_gguf(path, *, quant=Q.Q8_0, arch="llama", extra_meta=None, tensor_type
             w.add_tensor(name, t)
         else:
             w.add_tensor(name, gguf.quants.quantize(t, qt), raw_dtype=qt)
+    if rope_scaling is not None:
+        w.add_tensor("rope_freqs.weight", np.array(rope_factors(hd, 10000.0, rope_scaling), dtype=np.float32))
     w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    return model
 
 
 @pytest.mark.parametrize("arch, quant", [("llama", Q.F16), ("llama", Q.BF16), ("llama", Q.Q8_0), ("llama", Q.Q4_0),
@@ -163,3 +187,47 @@ def test_import_refuses_an_existing_name_and_offline_hub_names_say_how_to_fetch(
     with pytest.raises(UserError, match="hf download Qwen/Qwen3-0.6B --local-dir DIR.*llmlab import DIR NAME"):
         import_model("Qwen/Qwen3-0.6B", "qwen3")
     assert [p.name for p in (tmp_path / "home" / "models").iterdir()] == ["taken"]
+
+
+LLAMA31 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 16.0,
+           "original_max_position_embeddings": 512}  # Llama 3.1's rule at a scale where 2 of 8 frequencies interpolate
+
+
+def test_rope_freqs_of_llama3_scaling_import_as_rope_scaling(tmp_path, monkeypatch):
+    """Llama-3.1-style file: the imported model has the logits of the transformers model with that
+    rope_scaling (transformers' own GGUF loader ignores rope_freqs), and of llama.cpp on the file."""
+    torch.set_num_threads(1)
+    monkeypatch.setenv("LLMLAB_HOME", str(tmp_path / "home"))
+    ref = write_gguf(tmp_path / "m.gguf", quant=Q.F32, rope_scaling=LLAMA31, context=1024).eval()
+    import_model(str(tmp_path / "m.gguf"), "llama31")
+    model, _, _ = load_model("llama31")
+    c = model.config
+    assert (c.rope_scaling, c.rope_factor, c.rope_low_freq_factor, c.rope_original_context) == ("llama3", 8.0, 1.0, 512)
+    assert c.rope_high_freq_factor == pytest.approx(16.0, rel=1e-6)
+    ids = torch.tensor([[(7 * i + 3) % (V - 3) for i in range(200)]])  # 200 positions: the long wavelengths turn
+    with torch.no_grad():
+        ours = model(ids)[0]
+        torch.testing.assert_close(ours, ref(ids).logits, atol=1e-4, rtol=0)
+        unscaled = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf").eval()(ids).logits
+    assert (ours - unscaled).abs().max() > 1e-3  # the scaling matters here, so the check above means something
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    llm = llama_cpp.Llama(model_path=str(tmp_path / "m.gguf"), n_ctx=256, n_threads=1, n_batch=256,
+                          logits_all=True, verbose=False)
+    llm.eval(ids[0].tolist())
+    np.testing.assert_allclose(np.array(llm.scores[:200]), ours[0].numpy(), atol=1e-3, rtol=0)
+
+
+def test_rope_freqs_that_are_not_llama3_scaling_are_refused_by_name(tmp_path):
+    from core.model.gguf_import import llama3_rope_from_factors
+    from core.config import ModelConfig
+
+    cfg = ModelConfig(n_layer=1, n_head=H, n_embd=C, position="rope", norm="rmsnorm", mlp="swiglu")
+    good = torch.tensor(rope_factors(C // H, 10000.0, LLAMA31), dtype=torch.float64)
+    assert llama3_rope_from_factors(cfg, good, tmp_path)["rope_original_context"] == 512
+    assert llama3_rope_from_factors(cfg, torch.ones(8, dtype=torch.float64), tmp_path) == {"rope_scaling": "none"}
+    bent = good.clone()
+    bent[2] *= 1.01
+    for bad, message in ((bent, "do not follow Llama 3.1"), (good[:4], "not the 8 factors"),
+                         (torch.tensor([1.0] * 7 + [8.0], dtype=torch.float64), "fewer than two interpolated")):
+        with pytest.raises(UserError, match=f"rope_freqs.weight: .*{message}"):
+            llama3_rope_from_factors(cfg, bad, tmp_path)

@@ -2,6 +2,7 @@
 that can never be the checkpoint, a run or an existing folder (unless --force)."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -29,11 +30,39 @@ def test_trained_bpe_exports_with_ids_template_and_special_tokens(tmp_path):
         tok.chat.render_text(MESSAGES, add_generation_prompt=True)
     ids = hf.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=True, return_dict=False)
     assert list(ids) == tok.chat.render(MESSAGES, add_generation_prompt=True)[0]
-    assert (hf.bos_token_id, hf.eos_token_id) == (tok.eot_id, tok.eot_id)
+    # end-of-text precedes every pretraining document (so it is BOS and EOS, as GPT-2's) and pads
+    assert (hf.bos_token_id, hf.eos_token_id, hf.pad_token_id) == (tok.eot_id, tok.eot_id, tok.eot_id)
+    assert hf(["a", "Once upon a time"], padding=True)["attention_mask"][0][-1] == 0
     smap = json.loads((out / "special_tokens_map.json").read_text())
     assert smap["eos_token"] == "<|endoftext|>"
     config = json.loads((out / "config.json").read_text())
     assert (config["bos_token_id"], config["eos_token_id"]) == (tok.eot_id, tok.eot_id)
+    gen = transformers.GenerationConfig.from_pretrained(out)  # a chat reply ends at <|im_end|>, as ours does
+    assert gen.eos_token_id == [tok.eot_id, tok.special_tokens["<|im_end|>"]] and gen.pad_token_id == tok.eot_id
+
+
+def test_transformers_generate_stops_where_our_chat_stops(tmp_path):
+    """Greedy tokens of a chat prompt: transformers (its own generation_config) == core.generate with
+    the chat's stop ids, both ending at the <|im_end|> the model is made to write at step k."""
+    from core.checkpoint import write_checkpoint
+    from core.generate import generate
+
+    torch.set_num_threads(1)
+    tok = trained_bpe()
+    model = sharp_model(tok.n_vocab, **LLAMA_STYLE)
+    prompt, _ = tok.chat.render([{"role": "user", "content": "Where is Sam?"}], add_generation_prompt=True)
+    free = list(generate(model, prompt, max_new_tokens=12, temperature=0, stop_ids=()))
+    im_end = tok.special_tokens["<|im_end|>"]
+    k = next(i for i in range(2, 12) if free[i] not in free[:i])
+    with torch.no_grad():  # swap two rows of the (untied) head: the first k tokens stay, the k-th becomes <|im_end|>
+        w = model.lm_head.weight
+        w[[free[k], im_end]] = w[[im_end, free[k]]]
+    ckpt = write_checkpoint(tmp_path / "ckpt", 1, model, tokenizer=tok)
+    ours = list(generate(model, prompt, max_new_tokens=12, temperature=0, stop_ids=tok.chat.stop_ids))
+    assert ours == free[:k]  # our generator does not yield the stop token
+    hf = transformers.AutoModelForCausalLM.from_pretrained(export_hf(ckpt, tmp_path / "hf"), dtype=torch.float32)
+    out = hf.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False)[0, len(prompt):].tolist()
+    assert out == free[:k] + [im_end]
 
 
 def test_imported_hf_tokenizer_is_kept_with_its_template_and_ids(tmp_path):
@@ -48,6 +77,17 @@ def test_imported_hf_tokenizer_is_kept_with_its_template_and_ids(tmp_path):
     assert config["bos_token_id"] == src.convert_tokens_to_ids("<|begin_of_text|>")
     assert config["eos_token_id"] == src.convert_tokens_to_ids("<|eot_id|>")
     assert json.loads((out / "special_tokens_map.json").read_text())["eos_token"] == "<|eot_id|>"
+
+
+def test_an_imported_chat_template_jinja_is_exported(tmp_path):
+    """transformers 5 saves a GGUF's or hub model's template as chat_template.jinja; the export keeps it."""
+    folder = hf_tokenizer_folder(tmp_path, None)
+    (folder / "chat_template.jinja").write_text(LLAMA3_JINJA)
+    src = transformers.AutoTokenizer.from_pretrained(folder)
+    ckpt = hf_kind_checkpoint(tmp_path, folder, sharp_model(len(src), **LLAMA_STYLE))
+    shutil.copyfile(folder / "chat_template.jinja", ckpt / "tokenizer" / "chat_template.jinja")
+    hf = transformers.AutoTokenizer.from_pretrained(export_hf(ckpt, tmp_path / "hf"))
+    assert hf.apply_chat_template(MESSAGES, tokenize=False) == src.apply_chat_template(MESSAGES, tokenize=False)
 
 
 def test_unsafe_targets_are_refused_and_the_checkpoint_survives(tmp_path, capsys):
