@@ -25,8 +25,12 @@ def estimated_tokens(text: str) -> int:
 class Documents:
     """Iterate the filtered documents of a DataConfig; reports describe the last complete pass.
 
-    `count_tokens` sizes documents for mixture_end = "budget" (the shards pass gives the
-    tokenizer's count; without one, ~4 bytes per token)."""
+    `count_tokens` sizes documents for mixture_end = "budget". The shards' pass gives the
+    tokenizer's own count, so the budget is exact there (each source stops at its quota, within its
+    last document). The tokenizer's training pass has no tokenizer yet and estimates ~4 bytes per
+    token: it reads each source's same document sequence, cut where the estimate reaches the quota,
+    so a source of b real bytes per token gives the tokenizer b / 4 times its share of the shards'
+    text (tests/data/test_data_mixture.py pins both)."""
 
     def __init__(self, data: DataConfig, count_tokens: Callable[[str], int] | None = None):
         self.data = data

@@ -99,3 +99,21 @@ def corpus_facts(preset: Any, scan_bytes: int = SCAN_BYTES) -> Facts:
         return scan_facts(preset, tok, scan_bytes)
     except (UserError, OSError) as e:
         return Facts(origin=f"no facts: {e}")
+
+
+def facts_line(facts: Facts) -> str:
+    """One line of what is known about the corpus and from where, for the rules-of-thumb panels;
+    "" when only the preset's own numbers are known (the rules then say "estimated")."""
+    if facts.corpus_tokens is None and facts.doc_tokens is None:
+        return ""
+    parts = []
+    if facts.corpus_tokens is not None:
+        val = f" (+{facts.val_tokens:,} validation)" if facts.val_tokens else ""
+        parts.append(f"{facts.corpus_tokens:,} training tokens{val}")
+    if facts.corpus_bytes is not None:
+        parts.append(f"{facts.corpus_bytes / 1e6:,.1f} MB")
+    if facts.doc_tokens:
+        lengths = np.asarray(facts.doc_tokens)
+        parts.append(f"documents: median {int(np.median(lengths)):,} tokens, 90% under "
+                     f"{int(np.percentile(lengths, 90)):,}")
+    return f"corpus: {', '.join(parts)}; from {facts.origin}"

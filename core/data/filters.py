@@ -21,7 +21,7 @@ import numpy as np
 
 from core.config import FilterConfig
 from core.data.markup import prose_lines
-from core.data.neardup import NearDuplicates
+from core.data.neardup import NearDuplicates, shingle_hashes
 from core.errors import UserError
 
 EXAMPLES_PER_RULE = 3
@@ -38,33 +38,48 @@ def normalise(text: str) -> str:
     return " ".join(text.split()).lower()  # str.split is ~2x faster than a regex here
 
 
+# ASCII text is measured by bytes.translate (C speed); the regex gives the same count for any text
+_ASCII_KEEP = bytes(c for c in range(128) if chr(c).isalpha() or chr(c).isspace())
+
+
+def _non_letters(text: str) -> int:
+    if text.isascii():
+        return len(text.encode("ascii").translate(None, _ASCII_KEEP))
+    return _NON_LETTER.subn("", text)[1]
+
+
+def _judged_text(text: str, markup_aware: bool) -> str:
+    """The text the non-letter share is measured on: all of it, or the prose of a marked-up text."""
+    return "\n".join(prose_lines(text, True)) if markup_aware else text
+
+
 def non_letter_frac(text: str, markup_aware: bool = False) -> float:
     """Share of characters that are neither letters nor whitespace (digits, symbols, markup); with
     markup_aware, of the prose only (code blocks, inline literals and markup are left out)."""
-    if markup_aware:
-        text = "\n".join(prose_lines(text, True))
-    if not text:
-        return 0.0
-    return _NON_LETTER.subn("", text)[1] / len(text)
+    text = _judged_text(text, markup_aware)
+    return _non_letters(text) / len(text) if text else 0.0
 
 
-def repeated_line_frac(text: str, markup_aware: bool = False, min_chars: int = 0) -> float:
-    """Share of non-empty lines that repeat an earlier line (boilerplate, spam, scraped menus).
-    Lines shorter than `min_chars` (refrains, closing braces) never count; with markup_aware, code
-    and markup lines are left out."""
-    lines = [ln.strip() for ln in prose_lines(text, markup_aware)]
+def _repeated_share(lines: list[str], min_chars: int) -> float:
+    lines = [ln.strip() for ln in lines]
     lines = [ln for ln in lines if len(ln) >= min_chars] if min_chars else lines
     if len(lines) < 2:
         return 0.0
     return (len(lines) - len(set(lines))) / len(lines)
 
 
-def shingles(norm: str, kind: str = "word", size: int = 2) -> set[str]:
-    """The n-gram set MinHash compares: word n-grams, or character n-grams of the normalised text."""
-    if kind == "char":
-        return {norm[i:i + size] for i in range(max(1, len(norm) - size + 1))}
-    words = norm.split()
-    return {" ".join(words[i:i + size]) for i in range(max(1, len(words) - size + 1))}
+def repeated_line_frac(text: str, markup_aware: bool = False, min_chars: int = 0) -> float:
+    """Share of non-empty lines that repeat an earlier line (boilerplate, spam, scraped menus).
+    Lines shorter than `min_chars` (refrains, closing braces) never count; with markup_aware, code
+    and markup lines are left out."""
+    return _repeated_share(prose_lines(text, markup_aware), min_chars)
+
+
+def enough_words(text: str, n: int) -> bool:
+    """At least n words (\\w+ runs)? A word needs two characters with its separator, so a prefix of
+    2n characters usually settles it without scanning a long document."""
+    head = text[: 2 * n + 1]
+    return len(_WORD.findall(head)) >= n or len(head) < len(text) and len(_WORD.findall(text)) >= n
 
 
 @dataclass
@@ -142,13 +157,17 @@ class DocumentFilter:
             return "min_chars"
         if c.max_chars and n > c.max_chars:
             return "max_chars"
-        if c.min_words and len(_WORD.findall(text)) < c.min_words:
+        if c.min_words and not enough_words(text, c.min_words):
             return "min_words"
-        if c.max_non_letter_frac < 1.0 and non_letter_frac(text, c.markup_aware) > c.max_non_letter_frac:
-            return "max_non_letter_frac"
-        if c.max_repeated_line_frac < 1.0 and \
-                repeated_line_frac(text, c.markup_aware, c.repeated_line_min_chars) > c.max_repeated_line_frac:
-            return "max_repeated_line_frac"
+        check_nl, check_rep = c.max_non_letter_frac < 1.0, c.max_repeated_line_frac < 1.0
+        if check_nl or check_rep:
+            lines = prose_lines(text, c.markup_aware)  # one markup pass serves both rules
+            if check_nl:
+                judged = "\n".join(lines) if c.markup_aware else text
+                if judged and _non_letters(judged) / len(judged) > c.max_non_letter_frac:
+                    return "max_non_letter_frac"
+            if check_rep and _repeated_share(lines, c.repeated_line_min_chars) > c.max_repeated_line_frac:
+                return "max_repeated_line_frac"
         return self._duplicate(text, source)
 
     def _duplicate(self, text: str, source: int) -> str | None:
@@ -160,7 +179,7 @@ class DocumentFilter:
                 return "dedup_exact"
             self._seen.add(h)
         if self._near is not None:
-            first = self._near.match(s.encode() for s in shingles(norm, c.shingle, c.shingle_size))
+            first = self._near.match(shingle_hashes(norm, c.shingle, c.shingle_size))
             if first is not None:
                 self.clusters[first] = self.clusters.get(first, 0) + 1
                 return "dedup_near"

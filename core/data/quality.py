@@ -7,8 +7,8 @@ growth (over the first 50,000 words of the sample, so sources compare at equal s
 clusters (from the filter report) and, with `data.relevance_reference`, a TF-IDF cosine similarity
 to the reference.
 
-Language identification is py3langid (the maintained fork of langid.py: BSD, numpy only, its
-97-language model ships inside the 4.5 MB wheel, no download). TF-IDF is a few lines over Counters
+Language identification is py3langid (core/data/langid.py: its model unpacked once into a cache).
+TF-IDF is a few lines over Counters
 here: scikit-learn would bring ~40 MB (scipy, joblib) for one cosine.
 """
 
@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from core.data.langid import language
 from core.errors import UserError
 
 SAMPLE_DOCS = 1000  # per source
@@ -33,15 +34,6 @@ _WORDS = re.compile(r"\w+")
 
 def words(text: str) -> list[str]:
     return _WORDS.findall(text.lower())
-
-
-def language(text: str) -> str:
-    """ISO 639-1 code of the text's language (py3langid), "?" for text without letters."""
-    if not any(ch.isalpha() for ch in text[:500]):
-        return "?"
-    import py3langid  # loads its model on the first call (~1 s)
-
-    return str(py3langid.classify(text[:1000])[0])
 
 
 class QualitySampler:

@@ -10,7 +10,7 @@ from pathlib import Path
 from core.advice import advise
 from core.config import load
 from core.data import prepare_shards
-from core.data.facts import corpus_facts, lengths_from_histogram
+from core.data.facts import corpus_facts, facts_line, lengths_from_histogram
 from core.tokenizer import get_tokenizer
 from tests.data.corpus_kit import fortunes_file
 
@@ -30,6 +30,10 @@ def test_facts_from_a_scan_then_from_the_shards(workspace, tmp_path, gpt2_cache)
     prepare_shards(preset, gpt2)
     after = corpus_facts(preset)
     assert after.origin.startswith("prepared shards") and len(after.doc_tokens) == 300
+    line = facts_line(after)
+    assert line.startswith(f"corpus: {after.corpus_tokens:,} training tokens (+{after.val_tokens:,} validation)")
+    assert line.endswith(f"from {after.origin}") and "documents: median" in line
+    assert facts_line(corpus_facts(load("tiny"))) == ""  # sizes only: the rules say "estimated" themselves
     assert after.corpus_tokens + after.val_tokens == sum(len(gpt2.encode(t)) + 1 for t in
                                                           (tmp_path / "f.txt").read_text().split("\n%\n") if t.strip("\n%"))
     assert lengths_from_histogram([1, 2, 4, 8], [2, 0, 1]) == [1, 1, 4]

@@ -63,6 +63,34 @@ def test_budget_gives_each_source_its_share_of_tokens(corpus):
     assert abs(pages["measure"] / total - 0.6) < 0.01 and fortunes["epochs"] >= 1
 
 
+
+def test_budget_is_exact_in_real_tokens_and_the_estimate_only_moves_where_each_source_stops(corpus):
+    """The shards' pass counts real tokens: each source reaches its quota within its last document.
+    The tokenizer's pass (no tokenizer yet: ~4 bytes a token) gives each source the same document
+    sequence, cut where the estimate says; the cut moves by the source's real bytes per token / 4."""
+    from core.data.documents import estimated_tokens
+    from core.tokenizer.encodings import get_tokenizer
+
+    root, _ = corpus
+    enc = get_tokenizer("gpt2").enc
+    real = Documents(_mix(root, "budget", budget_tokens=60_000),
+                     count_tokens=lambda t: len(enc.encode_ordinary(t)) + 1)
+    est = Documents(_mix(root, "budget", budget_tokens=60_000))
+    by_src: dict = {"real": ([], []), "est": ([], [])}
+    for name, docs in (("real", real), ("est", est)):
+        for text, src, _ in docs.tagged():
+            by_src[name][src].append(text)
+    for k, share in enumerate((0.6, 0.4)):
+        a, b = by_src["real"][k], by_src["est"][k]
+        n = min(len(a), len(b))
+        assert a[:n] == b[:n]  # one sequence, two cut points
+        tokens = [len(enc.encode_ordinary(t)) + 1 for t in a]
+        assert sum(tokens) >= share * 60_000 > sum(tokens) - tokens[-1]  # exact: stops at the quota
+        assert real.source_report()["sources"][k]["measure"] == sum(tokens)
+        ratio = sum(map(estimated_tokens, a)) / sum(tokens)  # how far the estimate is from the truth here
+        est_tokens = sum(len(enc.encode_ordinary(t)) + 1 for t in b)
+        assert abs(est_tokens / sum(tokens) - 1 / ratio) < 0.05
+
 def test_validation_split_is_stratified_by_source(tmp_path):
     rng = random.Random(3)
     fortunes_file(tmp_path / "a.txt", rng, 400)

@@ -92,3 +92,24 @@ async def test_advice_panel_lists_the_stage_findings():
         found = panel.update_for(config.load("tiny"))
         assert [f.title for f in found][:2] == ["Tokens per parameter", "Repeated data"]
         assert "Tokens per parameter" in str(panel.render())
+
+
+async def test_advice_panel_fetches_the_corpus_facts_and_says_where_they_come_from(workspace, tmp_path, gpt2_cache):
+    """The Model, Tokenizer and Pretrain screens' panels: the rules judge the scanned corpus (its
+    real token count, not an estimate from bytes) and a dim line says what is known and from where."""
+    import random
+
+    from tests.data.corpus_kit import fortunes_file
+
+    fortunes_file(tmp_path / "f.txt", random.Random(4), 200)
+    preset = config.load("tiny", {"data.source": str(tmp_path / "f.txt"), "data.separator": "^%$",
+                                  "tokenizer.kind": "tiktoken"})
+    panel = AdvicePanel("pretrain")
+    async with Host(panel).run_test(size=(120, 20)) as pilot:
+        panel.update_with_corpus_facts(preset)
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        text = str(panel.render())
+        assert text.startswith("corpus: ") and "training tokens" in text and "a scan of the local sources" in text
+        epochs = next(f for f in panel.findings if f.title == "Repeated data")
+        assert epochs.numbers["estimated"] is False  # counted by the tokenizer, not guessed from bytes

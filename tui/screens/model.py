@@ -177,7 +177,7 @@ A vocabulary size of 0 takes the tokenizer's."""
         tree = self.query_one("#model-tree", Tree)
         if tree.display:  # rebuilt only while shown: typing in a field stays cheap
             fill_tree(tree, preset)
-        self.query_one(AdvicePanel).update_for(preset)
+        self.query_one(AdvicePanel).update_with_corpus_facts(preset)
 
     def on_resize(self) -> None:
         self.show_numbers(self.app.preset)

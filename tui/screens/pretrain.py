@@ -101,7 +101,7 @@ pretraining run of this preset from its last checkpoint.
         self.watch(self.app, "live_runs", self._live_runs_changed, init=True)
 
     def preset_changed(self, preset) -> None:
-        self.query_one(AdvicePanel).update_for(preset)
+        self.query_one(AdvicePanel).update_with_corpus_facts(preset)
 
     def _live_runs_changed(self, old, new) -> None:
         live = self.app.live_run("pretrain")

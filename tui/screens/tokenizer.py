@@ -137,7 +137,7 @@ corpus sample), Chat template (the tokens that carry loss are bright, the rest d
         self.watch(self.app, "live_runs", self._live_runs_changed, init=True)
 
     def preset_changed(self, preset) -> None:
-        self.query_one(AdvicePanel).update_for(preset)
+        self.query_one(AdvicePanel).update_with_corpus_facts(preset)
         key = (preset.tokenizer, preset.data)  # the BPE's cache key; other edits keep the tokenizer
         if key != getattr(self, "tok_key", None):
             self.tok_key = key

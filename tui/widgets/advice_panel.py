@@ -4,7 +4,7 @@ Each finding is a level mark, the title and the reason with its numbers; a warni
 what to change, a rule the preset accepts shows the preset's reason instead, and a rule of a stage
 the preset does not run says so, dimmed. The mark differs by shape, not only by colour (16 colours,
 NO_COLOR). The panel shows what `core.advice.advise(preset, facts, stage)` returns and computes
-nothing itself.
+nothing itself; `update_with_corpus_facts` fetches the facts from core.data.facts in a worker.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.text import Text
+from textual import work
 from textual.widgets import Static
 
 from core.advice import Facts, Finding, advise
@@ -64,3 +65,24 @@ class AdvicePanel(Static):
         self.findings = advise(preset, facts, stage=self.stage)
         self.update(findings_text(self.findings))
         return self.findings
+
+    def update_with_corpus_facts(self, preset) -> None:
+        """update_for(preset) now, then again with the corpus facts (core.data.facts: prepared
+        shards' meta or a scan of local files) once a thread worker has them, with their line."""
+        self._preset = preset
+        self.update_for(preset)
+        self._load_facts(preset)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="advice-facts")
+    def _load_facts(self, preset) -> None:
+        from core.data.facts import corpus_facts, facts_line
+
+        facts = corpus_facts(preset)
+        self.app.call_from_thread(self._show_facts, preset, facts, facts_line(facts))
+
+    def _show_facts(self, preset, facts: Facts, line: str) -> None:
+        if preset is not getattr(self, "_preset", None):
+            return  # the preset changed meanwhile: a newer worker brings its facts
+        self.findings = advise(preset, facts, stage=self.stage)
+        text = findings_text(self.findings)
+        self.update(Text(line + "\n", style="dim") + text if line else text)
