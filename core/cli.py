@@ -150,6 +150,8 @@ def format_event(ev: dict) -> str:
 
 def _load_preset(args: argparse.Namespace) -> config.Preset:
     overrides = list(getattr(args, "set", None) or [])
+    if getattr(args, "fork", None):
+        overrides.append(f"train.fork_from={json.dumps(args.fork)}")
     if getattr(args, "nproc", None):
         overrides.append(f"train.nproc={args.nproc}")
     if getattr(args, "tasks", None):
@@ -204,6 +206,11 @@ def cmd_stage(args: argparse.Namespace) -> int:
     stage = args.verb
     preset = _eval_preset(args) if stage == "eval" else _load_preset(args)
     con = Console()
+    if getattr(args, "fork", None) and args.resume:
+        raise ArgError(f"llmlab {stage}: --fork starts a new run and --resume continues one; give one of them")
+    if stage in ("pretrain", "finetune") and preset.train.fork_from and not args.resume:
+        from core.fork import plan_fork
+        con.out.print(plan_fork(preset, stage).summary(), soft_wrap=True)
     if args.resume:
         prev = args.resume_run and runs.open_run(args.resume_run) or runs.latest_run(preset.name, stage, state=None)
         if prev is None:
@@ -491,6 +498,8 @@ def _stage_args(p: argparse.ArgumentParser, preset_help: str = "built-in preset 
 def _pretrain_args(p: argparse.ArgumentParser) -> None:
     _stage_args(p)
     p.add_argument("--nproc", type=int, metavar="N", help="data-parallel processes on this machine (torchrun); same as --set train.nproc=N")
+    p.add_argument("--fork", metavar="RUN[@STEP]", help="a new run from RUN's checkpoint at STEP (default: its latest), "
+                   "with this preset's settings; same as --set train.fork_from=RUN@STEP")
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:

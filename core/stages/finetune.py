@@ -196,7 +196,10 @@ def make_task(preset: Preset, tokenizer: Any, log: Logger, max_len: int) -> Any:
 
 def run(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event) -> None:
     """The finetune stage (see the module docstring); with train.nproc > 1 on torchrun workers."""
+    from core.fork import seed_fork
+
     run_dir = Path(run_dir)
+    seed_fork(preset, "finetune", run_dir, log)
     if preset.train.nproc > 1:
         from core.train import ddp
 
@@ -238,6 +241,7 @@ def prepare_model(preset: Preset, run_dir: Path, log: Logger, main: bool) -> tup
 
 def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist: Dist | None = None) -> Any:
     """Setup, the loop and the report, in this process (a single process, or one rank of torchrun)."""
+    from core.fork import lineage_of
     from core.model.lora import AdapterModel, count_parameters
     from core.train.device import pick_device
     from core.train.loop import train
@@ -262,7 +266,7 @@ def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist:
     if isinstance(trained, AdapterModel):
         extra["adapter"] = trained.adapter_meta()
     lineage = {"stage": "finetune", "preset": preset.name, "method": task.method, "init": str(base),
-               "base": str(base), "trainable": ft.trainable}
+               "base": str(base), "trainable": ft.trainable, **lineage_of(run_dir)}
     t0 = time.time()
     result = train(trained, task.objective, task.batches.train_loader(), task.batches.val_batches(), t, log, stop, run_dir,
                    total_steps=total, grad_accum=accum, tokenizer=tokenizer,

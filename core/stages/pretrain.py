@@ -108,6 +108,7 @@ def make_sampler(preset: Preset, tokenizer: Any):
 def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist: Dist | None = None) -> LoopResult | None:
     """Setup and the loop, in this process (a single process, or one rank of torchrun)."""
     from core.data import TokenLoader, read_meta
+    from core.fork import lineage_of
 
     prepared = prepare(preset, log, stop)
     if prepared is None:
@@ -116,6 +117,7 @@ def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist:
     t = preset.train
     seed_everything(t.seed)
     model, lineage = build_model(preset, tokenizer, log)
+    lineage.update(lineage_of(run_dir))
     T = model.config.context_length
     world = dist.world_size if dist else 1
     accum = preset.grad_accum_steps(world, T)
@@ -164,7 +166,10 @@ def pretrain_report(preset: Preset, result: LoopResult, n_params: int, tokens_pe
 
 def run(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event) -> None:
     """The pretrain stage (see the module docstring)."""
+    from core.fork import seed_fork
+
     run_dir = Path(run_dir)
+    seed_fork(preset, "pretrain", run_dir, log)
     if preset.train.nproc > 1:
         from core.train import ddp
 

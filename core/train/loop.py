@@ -182,6 +182,10 @@ def _resume(r: _Run, state: TrainState, tokenizer: Any) -> None:
         return
     ckpt, saved = loaded
     restore(state, saved, ckpt, r.optimizer, r.scaler, r.batches)
+    for g in r.optimizer.param_groups:  # the preset's settings win over the saved ones (a fork may change them)
+        if "betas" in g:
+            g["betas"] = (r.cfg.beta1, r.cfg.beta2)
+            g["weight_decay"] = r.cfg.weight_decay if g["weight_decay"] else 0.0
     # `resumed_step` lets a reader drop events of steps after it that the interrupted process logged
     r.log.log({"kind": "log", "level": "info", "resumed_step": state.step,
                "message": f"resumed from {ckpt.name} (step {state.step}, {state.tokens:,} tokens)"})
