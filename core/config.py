@@ -615,6 +615,9 @@ def _live_eval_problems(t: TrainConfig, file: str) -> list[Problem]:
     if bad:
         out.append(Problem(file, "train.eval_tasks", f"{bad} cannot run during training; choose from "
                            f"{', '.join(LIVE_EVAL_TASKS)} (perplexity is the val loss; judge after training)"))
+    if t.eval_tasks and t.nproc > 1:
+        out.append(Problem(file, "train.eval_tasks", "live evaluations run in one process; set train.nproc = 1 "
+                           "or evaluate the checkpoints after training (`llmlab eval`)"))
     m = t.early_stop.metric
     if m and not m.startswith("val_") and m.split(".", 1)[0] not in t.eval_tasks:
         out.append(Problem(file, "train.early_stop.metric", f"{m!r}: expected val_loss (or another val_ metric) or "

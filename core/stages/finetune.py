@@ -242,6 +242,8 @@ def prepare_model(preset: Preset, run_dir: Path, log: Logger, main: bool) -> tup
 def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist: Dist | None = None) -> Any:
     """Setup, the loop and the report, in this process (a single process, or one rank of torchrun)."""
     from core.fork import lineage_of
+    from core.stages.eval import live_eval_for
+    from core.stages.pretrain import live_report
     from core.model.lora import AdapterModel, count_parameters
     from core.train.device import pick_device
     from core.train.loop import train
@@ -271,14 +273,15 @@ def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist:
     result = train(trained, task.objective, task.batches.train_loader(), task.batches.val_batches(), t, log, stop, run_dir,
                    total_steps=total, grad_accum=accum, tokenizer=tokenizer,
                    sample=task.sample if t.sample_every and task.sample else None,
-                   checkpoint_kwargs={"lineage": lineage, "extra": extra}, dist=dist, device=device)
+                   checkpoint_kwargs={"lineage": lineage, "extra": extra}, dist=dist, device=device,
+                   live=live_eval_for(preset, tokenizer, "classify" if task.method == "classify" else "lm", device))
     if not main:
         return result
     report = {"stage": "finetune", "preset": preset.name, "method": task.method, "base": str(base),
               "trainable": ft.trainable, "trainable_params": n_train, "params": n_total, "steps": result.step,
               "planned_steps": total, "val_loss": result.val_loss, "best_val_loss": result.best_val_loss,
               "train_s": round(result.train_s, 2), "wall_s": round(time.time() - t0, 2), "stopped": result.stopped,
-              "resumed_from": result.resumed_from, "world_size": world,
+              "resumed_from": result.resumed_from, "world_size": world, **live_report(result),
               "checkpoint": str(result.checkpoint) if result.checkpoint else None, "baseline": baseline}
     if not result.stopped and result.step > 0:
         held_out = task.final_report(trained, device)
