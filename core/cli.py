@@ -322,9 +322,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not args.run:
         raise ArgError(f"llmlab runs {action}: needs a run name (see `llmlab runs list`)")
-    run = runs.open_run(args.run)
+    if action == "diff":
+        return cmd_runs_diff(args.run, out)
+    if len(args.run) > 1:
+        raise ArgError(f"llmlab runs {action}: takes one run, got {len(args.run)}")
+    run = runs.open_run(args.run[0])
     if action == "show":
         out.print_json(json.dumps(run.status()))
+        _print_targets(run, out)
         evs = run.events()
         for ev in evs[-10:]:
             line = format_event(ev)
@@ -351,6 +356,62 @@ def cmd_runs(args: argparse.Namespace) -> int:
         out.print(f"deleted {run.path}")
         return EXIT_OK
     raise ArgError(f"llmlab runs: unknown action {action!r}")
+
+
+def _fmt_hit(hit: Any) -> str:
+    if hit is None:
+        return "-"
+    tok = f", {_fmt_num(hit.tokens)} tok" if hit.tokens is not None else ""
+    secs = f", {hit.train_s:.1f} s" if hit.train_s is not None else ""
+    return f"step {hit.step}{tok}{secs}"
+
+
+def _print_targets(run: runs.Run, out: Any) -> None:
+    """A run's time to target: when it first reached each validation-loss threshold."""
+    from core.compare_runs import metric_points, time_to_target
+    hits = time_to_target(metric_points(run.events()).get("val_loss", []))
+    if hits:
+        out.print("time to target (training time, evaluation excluded): "
+                  + "; ".join(f"val_loss <= {h.loss:g} at {_fmt_hit(h)}" for h in hits[-4:]), soft_wrap=True)
+
+
+def _fmt_cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "-" if v is None else str(v)
+
+
+def cmd_runs_diff(names: list[str], out: Any) -> int:
+    """`llmlab runs diff A B ...`: the settings that differ, and the outcomes, side by side."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from core.compare_runs import common_target, differing, lower_is_better, summarize
+    if len(names) < 2:
+        raise ArgError("llmlab runs diff: needs two or more runs, e.g. llmlab runs diff RUN_A RUN_B")
+    sums = [summarize(runs.open_run(n)) for n in names]
+    table = Table("", *(escape(s.name) for s in sums), title="settings that differ")
+    for key, values in differing(sums).items():
+        table.add_row(escape(key), *(escape(_fmt_cell(v)) for v in values))
+    if not table.rows:
+        table.add_row("(none)", *("" for _ in sums))
+    out.print(table)
+    res = Table("", *(escape(s.name) for s in sums), title="outcome")
+    res.add_row("state", *(s.state for s in sums))
+    res.add_row("fork of", *(f"{s.parent}@{s.fork_step}" if s.parent else "-" for s in sums))
+    res.add_row("steps", *(_fmt_cell(s.steps) for s in sums))
+    res.add_row("tokens", *(_fmt_num(s.tokens) if s.tokens else "-" for s in sums))
+    res.add_row("training time", *(f"{s.train_s:.1f} s" if s.train_s is not None else "-" for s in sums))
+    res.add_row("evaluation share", *(f"{100 * s.eval_share:.1f}%" if s.eval_share is not None else "-" for s in sums))
+    metrics = sorted({m for s in sums for m in s.final if m == "loss" or m.startswith("val_") or "." in m})
+    for m in metrics:
+        best = "min" if lower_is_better(m) else "max"
+        res.add_row(f"{m} final / {best}", *(f"{_fmt_cell(s.final.get(m))} / {_fmt_cell(s.best.get(m))}" for s in sums))
+    target = common_target(sums)
+    if target is not None:
+        res.add_row(f"to val_loss <= {target:g}", *(_fmt_hit(s.time_to(target)) for s in sums))
+    out.print(res)
+    return EXIT_OK
 
 
 def cmd_tokenizer_inspect(args: argparse.Namespace) -> int:
@@ -524,8 +585,9 @@ def _presets_args(p: argparse.ArgumentParser) -> None:
 
 
 def _runs_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", nargs="?", choices=["list", "show", "tail", "stop", "delete"], help="list (default), show, tail, stop, delete")
-    p.add_argument("run", nargs="?", help="run name (or a unique part of it)")
+    p.add_argument("action", nargs="?", choices=["list", "show", "tail", "stop", "delete", "diff"],
+                   help="list (default), show, tail, stop, delete, diff RUN RUN ...")
+    p.add_argument("run", nargs="*", help="run name (or a unique part of it); diff takes two or more")
     p.add_argument("--yes", action="store_true", help="with delete: do not ask")
 
 
