@@ -414,6 +414,62 @@ def cmd_runs_diff(names: list[str], out: Any) -> int:
     return EXIT_OK
 
 
+def _loss_style(loss: float, high: float) -> str:
+    """Green for an easy token, through yellow, to red for the hardest of the text."""
+    share = min(1.0, loss / high) if high > 0 else 0.0
+    return ("on dark_green", "on green4", "on yellow4", "on dark_orange3", "on red3")[min(4, int(share * 5))]
+
+
+def _print_token_losses(res: Any, out: Any, rows: int) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+    high = max(t.loss for t in res.tokens)
+    line = Text()
+    for t in res.tokens:
+        line.append(t.text, style=_loss_style(t.loss, high))
+    out.print(line)
+    out.print(f"mean loss {res.mean_loss:.3f} nats over {len(res.tokens)} tokens"
+              + (" (cut to the model's context)" if res.truncated else ""))
+    table = Table("#", "token", "loss", "p", "rank", "the model expected (top 5)")
+    order = sorted(range(len(res.tokens)), key=lambda i: -res.tokens[i].loss)[:rows] if rows else range(len(res.tokens))
+    for i in sorted(order):
+        t = res.tokens[i]
+        top = "  ".join(f"{escape(repr(s))} {p:.2f}" for s, p in t.top)
+        table.add_row(str(i), escape(repr(t.text)), f"{t.loss:.2f}", f"{t.prob:.3f}", str(t.rank), top)
+    out.print(table)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """`llmlab inspect MODEL "text"`: each token coloured by its loss, with the model's top-5 there;
+    `--file` ranks the lines of a file (a dataset's rows) by loss and shows the hardest."""
+    from rich.console import Console as RichConsole
+    if not args.text and not args.file:
+        raise ArgError('llmlab inspect: give a text or --file FILE, e.g. llmlab inspect run:tiny:pretrain "Once upon a time"')
+    ckpt = lookup.resolve_checkpoint(args.model)  # before torch loads: a wrong name is answered at once
+
+    from core.checkpoint import load_model, require_tokenizer
+    from core.token_loss import hardest, token_losses
+    model, tok, meta = load_model(ckpt)
+    tok = require_tokenizer(tok, meta, "score text")
+    if (meta.get("head") or {}).get("kind", "lm") != "lm":
+        raise UserError(f"{meta['path']}: a classifier scores labels, not tokens; inspect a pretrained or instruction-tuned model")
+    out = RichConsole(highlight=False)
+    if args.file:
+        try:
+            lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"{args.file}: cannot read as UTF-8 text ({e})") from None
+        for res in hardest(model, tok, lines, n=args.hardest):
+            _print_token_losses(res, out, args.rows)
+        return EXIT_OK
+    res = token_losses(model, tok, " ".join(args.text))
+    if not res.tokens:
+        raise UserError("llmlab inspect: the text encodes to no tokens")
+    _print_token_losses(res, out, args.rows)
+    return EXIT_OK
+
+
 def cmd_tokenizer_inspect(args: argparse.Namespace) -> int:
     from core.tokenizer import get_tokenizer
     from core.tokenizer.inspect import format_spans_ansi, spans
@@ -578,6 +634,14 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoding", default="gpt2", help="tiktoken name (gpt2, cl100k_base, ...) or a saved tokenizer folder")
 
 
+def _inspect_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="checkpoint folder, run folder or name, run:PRESET:STAGE")
+    p.add_argument("text", nargs="*", help="the text to score")
+    p.add_argument("--file", metavar="FILE", help="score every line of a text file and show the hardest")
+    p.add_argument("--hardest", type=int, default=3, metavar="N", help="with --file: how many lines to show")
+    p.add_argument("--rows", type=int, default=8, metavar="N", help="table rows: the N hardest tokens (0 = all)")
+
+
 def _presets_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", nargs="?", choices=["list", "show", "check"], help="list (default), show NAME, check FILE")
     p.add_argument("name", nargs="?", help="preset name or TOML file")
@@ -652,6 +716,8 @@ VERBS: list[Verb] = [
       for name, (_mod, help_) in STAGES.items()],
     Verb("generate", "continue a prompt with a trained model", cmd_generate, _generate_args),
     Verb("chat", "chat with a model in the terminal", cmd_chat, _chat_args),
+    Verb("inspect", "what the model finds hard: per-token loss and its top-5 predictions", cmd_inspect,
+         _inspect_model_args),
     Verb("report", "the model card: every stage and evaluation of a model", cmd_report, _report_args),
     Verb("import", "import a model (GPT-2, Llama, Mistral, Qwen2/3, SmolLM2/3) from the hub, a folder or a GGUF file",
          cmd_import, _import_args),
