@@ -147,12 +147,23 @@ def summarize(run: Run) -> RunSummary:
     return s
 
 
-def series(run: Run, metric: str, x: str = "step") -> tuple[list[float], list[float]]:
-    """(xs, ys) of one metric of a run; x is step, tokens or (training) time in seconds."""
-    pts = metric_points(run.events()).get(metric, [])
+def xy(points: list[Point], x: str = "step") -> tuple[list[float], list[float]]:
+    """(xs, ys) of a metric's points; x is step, tokens or (training) time in seconds."""
     attr = {"step": "step", "tokens": "tokens", "time": "train_s"}[x]
-    keep = [p for p in pts if getattr(p, attr) is not None]
+    keep = [p for p in points if getattr(p, attr) is not None]
     return [float(getattr(p, attr)) for p in keep], [p.value for p in keep]
+
+
+def series(run: Run, metric: str, x: str = "step") -> tuple[list[float], list[float]]:
+    """(xs, ys) of one metric of a run (see `xy`)."""
+    return xy(metric_points(run.events()).get(metric, []), x)
+
+
+def metric_order(names: set[str]) -> list[str]:
+    """Metrics in the order a comparison offers them: losses first, then evaluations, then the rest."""
+    first = [m for m in ("val_loss", "loss") if m in names]
+    evals = sorted(m for m in names if "." in m or m.startswith("val_") and m not in first)
+    return first + evals + sorted(names - set(first) - set(evals))
 
 
 def differing(summaries: list[RunSummary]) -> dict[str, list[Any]]:

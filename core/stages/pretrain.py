@@ -171,7 +171,7 @@ def pretrain_report(preset: Preset, result: LoopResult, n_params: int, tokens_pe
 
 def live_report(result: LoopResult) -> dict:
     """The report.json fields of live evaluations and early stopping (shared with finetuning)."""
-    return {"eval_s": round(result.eval_s, 2),
+    return {"loop_s": round(result.wall_s, 2), "eval_s": round(result.eval_s, 2),
             "eval_share": round(result.eval_s / result.wall_s, 4) if result.wall_s > 0 else None,
             "early_stopped_at": result.early_stopped_at, "best_step": result.best_step}
 
