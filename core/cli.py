@@ -368,8 +368,8 @@ def _fmt_hit(hit: Any) -> str:
 
 def _print_targets(run: runs.Run, out: Any) -> None:
     """A run's time to target: when it first reached each validation-loss threshold."""
-    from core.compare_runs import metric_points, time_to_target
-    hits = time_to_target(metric_points(run.events()).get("val_loss", []))
+    from core.compare_runs import metric_events, metric_points, time_to_target
+    hits = time_to_target(metric_points(metric_events(run.events_path)).get("val_loss", []))
     if hits:
         out.print("time to target (training time, evaluation excluded): "
                   + "; ".join(f"val_loss <= {h.loss:g} at {_fmt_hit(h)}" for h in hits[-4:]), soft_wrap=True)

@@ -10,8 +10,10 @@ or training time for the Compare screen; `differing` the settings that differ be
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from core import config
@@ -48,6 +50,7 @@ class RunSummary:
     stage: str
     state: str
     settings: dict[str, Any]                    # the resolved preset, by dotted key
+    points: dict[str, list[Point]] = field(default_factory=dict, repr=False)  # every metric's curve
     final: dict[str, float] = field(default_factory=dict)
     best: dict[str, float] = field(default_factory=dict)
     steps: int | None = None
@@ -67,7 +70,32 @@ def lower_is_better(metric: str) -> bool:
 
 
 def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return (type(v) is float or type(v) is int) and math.isfinite(v)
+
+
+_WANTED = (b'"train"', b'"val"', b'"eval"', b'"resumed_step"')  # any JSON spacing
+_NOT_METRICS = frozenset(("t", "kind", "step", "tokens", "train_s", "seconds", "n", "chance", "majority_baseline",
+                          "task", "budget_hit"))
+
+
+def metric_events(path: Path) -> list[dict]:
+    """The train, val and eval events (and resume marks) of an events.jsonl, read fast: only lines
+    that can be one are parsed, a line that is not a JSON object is skipped, and every value used
+    later is checked where it is used (a comparison reads thousands of lines per run)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return []
+    out = []
+    for line in data.split(b"\n"):
+        if any(w in line for w in _WANTED):
+            try:
+                ev = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(ev, dict):
+                out.append(ev)
+    return out
 
 
 def clean_events(events: list[dict]) -> list[dict]:
@@ -104,9 +132,8 @@ def metric_points(events: list[dict]) -> dict[str, list[Point]]:
             last_step = step
         prefix = f"{e.get('task')}." if kind == "eval" else ""
         for k, v in e.items():
-            if k in ("t", "step", "tokens", "train_s", "seconds", "n", "chance", "majority_baseline") or not _num(v):
-                continue
-            out.setdefault(prefix + k, []).append(Point(step, tokens, train_s, float(v)))
+            if k not in _NOT_METRICS and _num(v):
+                out.setdefault(prefix + k, []).append(Point(step, tokens, train_s, float(v)))
     return out
 
 
@@ -134,7 +161,7 @@ def summarize(run: Run) -> RunSummary:
     st = run.status()
     s = RunSummary(run.name, run.stage, str(st.get("state")), _settings(run),
                    parent=st.get("parent"), fork_step=st.get("fork_step"))
-    points = metric_points(run.events())
+    s.points = points = metric_points(metric_events(run.events_path))
     for metric, pts in points.items():
         s.final[metric] = pts[-1].value
         s.best[metric] = (min if lower_is_better(metric) else max)(p.value for p in pts)
@@ -156,7 +183,7 @@ def xy(points: list[Point], x: str = "step") -> tuple[list[float], list[float]]:
 
 def series(run: Run, metric: str, x: str = "step") -> tuple[list[float], list[float]]:
     """(xs, ys) of one metric of a run (see `xy`)."""
-    return xy(metric_points(run.events()).get(metric, []), x)
+    return xy(metric_points(metric_events(run.events_path)).get(metric, []), x)
 
 
 def metric_order(names: set[str]) -> list[str]:

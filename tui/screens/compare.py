@@ -107,7 +107,7 @@ class CompareScreen(Screen[None]):
             except UserError as e:  # a damaged run is named and left out; the others compare
                 problems.append(str(e))
                 continue
-            points[run.name] = cmp.metric_points(run.events())
+            points[run.name] = sums[-1].points
         self.post_message(self.RunsRead(sums, points, problems))
 
     def on_compare_screen_runs_read(self, message: CompareScreen.RunsRead) -> None:

@@ -15,7 +15,7 @@ from textual_plotext import PlotextPlot
 from tui.widgets.loss_chart import SMOOTHING, smooth, tick_label, whole_ticks
 
 COLORS = ("cyan", "orange", "green", "magenta", "yellow", "red", "blue", "gray")
-MAX_POINTS = 400  # per curve: a terminal has a few hundred columns at most, plotext's cost grows with points
+MAX_POINTS = 300  # per curve: a terminal has a few hundred columns at most, plotext's cost grows with points
 
 
 def thin(xs: list[float], ys: list[float], n: int = MAX_POINTS) -> tuple[list[float], list[float]]:
