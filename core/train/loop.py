@@ -286,7 +286,7 @@ def _log_train(r: _Run, state: TrainState, out: _Step, lr: float, timer: _Timer)
           "mfu": round(tps * r.flops_per_token / r.peak_flops, 5) if r.peak_flops else None,
           "step_ms": round(1000 * timer.window_s / max(1, timer.window_steps), 2),
           "eta_s": round((r.total_steps - state.step) * (timer.step_ema_s or 0.0), 1),
-          "mem_bytes": memory_bytes(r.device), "train_s": round(timer.total_s, 3)}
+          "mem_bytes": memory_bytes(r.device), "train_s": round(state.train_s, 3)}
     for k, v in out.metrics.items():
         ev[k] = v.item() if isinstance(v, torch.Tensor) else v
     r.log.log(ev)
@@ -419,7 +419,9 @@ def train(model: torch.nn.Module, objective: Objective, train_batches: BatchSour
             t0 = time.perf_counter()
             lr = lr_at(state.step, cfg, total_steps)
             out = _step(r, state, lr)
-            timer.add(time.perf_counter() - t0, out.tokens)
+            step_s = time.perf_counter() - t0
+            timer.add(step_s, out.tokens)
+            state.train_s += step_s
             if r.main and (state.step % cfg.log_every == 0 or state.step == total_steps or state.step == 1):
                 _log_train(r, state, out, lr, timer)
             _after_step(r, state)

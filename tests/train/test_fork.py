@@ -55,6 +55,8 @@ def test_an_unchanged_fork_continues_the_parent_exactly_and_records_it(parent):
     assert note["fork"]["optimizer"] == "kept" and note["fork"]["data"] == "kept"
     meta = json.loads((fork.path / "checkpoints" / "step-00000012" / "model.json").read_text())
     assert meta["lineage"]["fork"] == {"parent": run.name, "step": 8}
+    parent_s = next(e["train_s"] for e in log.kind("train") if e["step"] == 8)
+    assert min(e["train_s"] for e in flog.kind("train")) > parent_s  # training time continues the parent's
     before = parent_events(fork)
     assert {e["step"] for e in before if e["kind"] == "train"} == set(range(1, 9))
     assert all(e["parent"] == run.name for e in before)
