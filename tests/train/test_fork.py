@@ -102,3 +102,16 @@ def test_bad_forks_exit_2_with_the_reason_and_leave_the_parent_untouched(parent,
     empty = runs.create_run("tiny", "pretrain", "")
     none = _cli(workspace, "pretrain", "tiny", *sets, "--fork", empty.name, "--detach")
     assert none.returncode == 2 and "has no committed checkpoint to fork from" in none.stderr
+
+
+def test_the_lineage_shows_the_branch(parent):
+    from core.eval.report import lineage
+    from tui.widgets.lineage import chain_text, lineage_chain
+
+    run, _ = parent
+    fork, _ = _run(tiny_preset(f"train.fork_from={run.name}@8"))
+    chain = lineage(str(fork.path))
+    assert [c.name for c, _ in chain] == ["step-00000012", "step-00000008"]
+    assert chain[1][0].parent.parent == run.path
+    text = chain_text(lineage_chain(str(fork.path)))
+    assert "pretrain fork at step 8" in text and run.name in text
