@@ -195,7 +195,12 @@ def _write_files(tmp: Path, step: int, model: Any, tokenizer: Any, trainer_state
         finally:
             os.close(fd)
 
-    files = sorted(p for p in tmp.rglob("*") if p.is_file())
+    _commit_manifest(tmp, step)
+
+
+def _commit_manifest(tmp: Path, step: int) -> None:
+    """fsync every file of a checkpoint folder and write COMMITTED (sizes and sha256) last."""
+    files = sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != COMMITTED)
     manifest = {}
     for p in files:
         _fsync_file(p)
@@ -209,16 +214,44 @@ def _write_files(tmp: Path, step: int, model: Any, tokenizer: Any, trainer_state
     fsync_dir(tmp)
 
 
+def copy_checkpoint(src: Path, run_dir: Path, trainer_state: dict | None = None) -> Path:
+    """Copy the committed checkpoint `src` into `run_dir/checkpoints/` under its own step name (its
+    trainer.pt replaced by `trainer_state` when given), commit the copy and point `latest` at it."""
+    meta = verify(src)
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / src.name
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(COMMITTED))
+        if trainer_state is not None:
+            fd = os.open(tmp / TRAINER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                torch.save(trainer_state, _WriteAll(fd))  # type: ignore[arg-type]
+            finally:
+                os.close(fd)
+        _commit_manifest(tmp, int(meta.get("step", 0)))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    os.replace(tmp, final)
+    fsync_dir(root)
+    write_text_atomic(root / "latest", final.name + "\n")
+    return final
+
+
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, *, tokenizer: Any = None,
                     trainer_state: dict | None = None, val_loss: float | None = None, keep_last: int = 2,
                     chat_template: str | None = None, lineage: dict | None = None,
-                    extra: dict | None = None) -> Path:
+                    extra: dict | None = None, best_step: int | None = None) -> Path:
     """Write and commit `run_dir/checkpoints/step-NNNNNNNN`, update `latest` (and `best` when
     `val_loss` is the lowest so far), rotate old ones; returns the checkpoint folder.
 
     `trainer_state` holds tensors and plain containers only (use `capture_rng_state()` for RNG);
     `lineage` says where the model came from (base checkpoint, preset, stage), `extra` is any
-    more JSON for model.json. Under DDP only rank 0 calls this, after a barrier.
+    more JSON for model.json. `best_step` (an early-stopping rule's best evaluation) names the best
+    checkpoint instead of the lowest validation loss. Under DDP only rank 0 calls this, after a barrier.
     """
     root = Path(run_dir) / "checkpoints"
     final = write_checkpoint(root / step_name(step), step, model, tokenizer=tokenizer, trainer_state=trainer_state,
@@ -226,7 +259,10 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, *, t
     write_text_atomic(root / "latest", final.name + "\n")
     best = read_pointer(root, "best")
     best_loss = _val_loss(best) if best is not None else None
-    if val_loss is not None and (best_loss is None or val_loss <= best_loss):
+    if best_step is not None:
+        if (root / step_name(best_step) / COMMITTED).is_file():
+            write_text_atomic(root / "best", step_name(best_step) + "\n")
+    elif val_loss is not None and (best_loss is None or val_loss <= best_loss):
         write_text_atomic(root / "best", final.name + "\n")
     rotate(root, keep_last)
     return final

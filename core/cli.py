@@ -150,6 +150,8 @@ def format_event(ev: dict) -> str:
 
 def _load_preset(args: argparse.Namespace) -> config.Preset:
     overrides = list(getattr(args, "set", None) or [])
+    if getattr(args, "fork", None):
+        overrides.append(f"train.fork_from={json.dumps(args.fork)}")
     if getattr(args, "nproc", None):
         overrides.append(f"train.nproc={args.nproc}")
     if getattr(args, "tasks", None):
@@ -204,6 +206,11 @@ def cmd_stage(args: argparse.Namespace) -> int:
     stage = args.verb
     preset = _eval_preset(args) if stage == "eval" else _load_preset(args)
     con = Console()
+    if getattr(args, "fork", None) and args.resume:
+        raise ArgError(f"llmlab {stage}: --fork starts a new run and --resume continues one; give one of them")
+    if stage in ("pretrain", "finetune") and preset.train.fork_from and not args.resume:
+        from core.fork import plan_fork
+        con.out.print(plan_fork(preset, stage).summary(), soft_wrap=True)
     if args.resume:
         prev = args.resume_run and runs.open_run(args.resume_run) or runs.latest_run(preset.name, stage, state=None)
         if prev is None:
@@ -318,9 +325,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not args.run:
         raise ArgError(f"llmlab runs {action}: needs a run name (see `llmlab runs list`)")
-    run = runs.open_run(args.run)
+    if action == "diff":
+        return cmd_runs_diff(args.run, out)
+    if len(args.run) > 1:
+        raise ArgError(f"llmlab runs {action}: takes one run, got {len(args.run)}")
+    run = runs.open_run(args.run[0])
     if action == "show":
         out.print_json(json.dumps(run.status()))
+        _print_targets(run, out)
         evs = run.events()
         for ev in evs[-10:]:
             line = format_event(ev)
@@ -347,6 +359,118 @@ def cmd_runs(args: argparse.Namespace) -> int:
         out.print(f"deleted {run.path}")
         return EXIT_OK
     raise ArgError(f"llmlab runs: unknown action {action!r}")
+
+
+def _fmt_hit(hit: Any) -> str:
+    if hit is None:
+        return "-"
+    tok = f", {_fmt_num(hit.tokens)} tok" if hit.tokens is not None else ""
+    secs = f", {hit.train_s:.1f} s" if hit.train_s is not None else ""
+    return f"step {hit.step}{tok}{secs}"
+
+
+def _print_targets(run: runs.Run, out: Any) -> None:
+    """A run's time to target: when it first reached each validation-loss threshold."""
+    from core.compare_runs import metric_events, metric_points, time_to_target
+    hits = time_to_target(metric_points(metric_events(run.events_path)).get("val_loss", []))
+    if hits:
+        out.print("time to target (training time, evaluation excluded): "
+                  + "; ".join(f"val_loss <= {h.loss:g} at {_fmt_hit(h)}" for h in hits[-4:]), soft_wrap=True)
+
+
+def _fmt_cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "-" if v is None else str(v)
+
+
+def cmd_runs_diff(names: list[str], out: Any) -> int:
+    """`llmlab runs diff A B ...`: the settings that differ, and the outcomes, side by side."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from core.compare_runs import common_target, differing, lower_is_better, summarize
+    if len(names) < 2:
+        raise ArgError("llmlab runs diff: needs two or more runs, e.g. llmlab runs diff RUN_A RUN_B")
+    sums = [summarize(runs.open_run(n)) for n in names]
+    table = Table("", *(escape(s.name) for s in sums), title="settings that differ")
+    for key, values in differing(sums).items():
+        table.add_row(escape(key), *(escape(_fmt_cell(v)) for v in values))
+    if not table.rows:
+        table.add_row("(none)", *("" for _ in sums))
+    out.print(table)
+    res = Table("", *(escape(s.name) for s in sums), title="outcome")
+    res.add_row("state", *(s.state for s in sums))
+    res.add_row("fork of", *(f"{s.parent}@{s.fork_step}" if s.parent else "-" for s in sums))
+    res.add_row("steps", *(_fmt_cell(s.steps) for s in sums))
+    res.add_row("tokens", *(_fmt_num(s.tokens) if s.tokens else "-" for s in sums))
+    res.add_row("training time", *(f"{s.train_s:.1f} s" if s.train_s is not None else "-" for s in sums))
+    res.add_row("evaluation share", *(f"{100 * s.eval_share:.1f}%" if s.eval_share is not None else "-" for s in sums))
+    metrics = sorted({m for s in sums for m in s.final if m == "loss" or m.startswith("val_") or "." in m})
+    for m in metrics:
+        best = "min" if lower_is_better(m) else "max"
+        res.add_row(f"{m} final / {best}", *(f"{_fmt_cell(s.final.get(m))} / {_fmt_cell(s.best.get(m))}" for s in sums))
+    target = common_target(sums)
+    if target is not None:
+        res.add_row(f"to val_loss <= {target:g}", *(_fmt_hit(s.time_to(target)) for s in sums))
+    out.print(res)
+    return EXIT_OK
+
+
+def _loss_style(loss: float, high: float) -> str:
+    """Green for an easy token, through yellow, to red for the hardest of the text."""
+    share = min(1.0, loss / high) if high > 0 else 0.0
+    return ("on dark_green", "on green4", "on yellow4", "on dark_orange3", "on red3")[min(4, int(share * 5))]
+
+
+def _print_token_losses(res: Any, out: Any, rows: int) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+    high = max(t.loss for t in res.tokens)
+    line = Text()
+    for t in res.tokens:
+        line.append(t.text, style=_loss_style(t.loss, high))
+    out.print(line)
+    out.print(f"mean loss {res.mean_loss:.3f} nats over {len(res.tokens)} tokens"
+              + (" (cut to the model's context)" if res.truncated else ""))
+    table = Table("#", "token", "loss", "p", "rank", "the model expected (top 5)")
+    order = sorted(range(len(res.tokens)), key=lambda i: -res.tokens[i].loss)[:rows] if rows else range(len(res.tokens))
+    for i in sorted(order):
+        t = res.tokens[i]
+        top = "  ".join(f"{escape(repr(s))} {p:.2f}" for s, p in t.top)
+        table.add_row(str(i), escape(repr(t.text)), f"{t.loss:.2f}", f"{t.prob:.3f}", str(t.rank), top)
+    out.print(table)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """`llmlab inspect MODEL "text"`: each token coloured by its loss, with the model's top-5 there;
+    `--file` ranks the lines of a file (a dataset's rows) by loss and shows the hardest."""
+    from rich.console import Console as RichConsole
+    if not args.text and not args.file:
+        raise ArgError('llmlab inspect: give a text or --file FILE, e.g. llmlab inspect run:tiny:pretrain "Once upon a time"')
+    ckpt = lookup.resolve_checkpoint(args.model)  # before torch loads: a wrong name is answered at once
+
+    from core.checkpoint import load_model, require_tokenizer
+    from core.token_loss import hardest, token_losses
+    model, tok, meta = load_model(ckpt)
+    tok = require_tokenizer(tok, meta, "score text")
+    if (meta.get("head") or {}).get("kind", "lm") != "lm":
+        raise UserError(f"{meta['path']}: a classifier scores labels, not tokens; inspect a pretrained or instruction-tuned model")
+    out = RichConsole(highlight=False)
+    if args.file:
+        try:
+            lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"{args.file}: cannot read as UTF-8 text ({e})") from None
+        for res in hardest(model, tok, lines, n=args.hardest):
+            _print_token_losses(res, out, args.rows)
+        return EXIT_OK
+    res = token_losses(model, tok, " ".join(args.text))
+    if not res.tokens:
+        raise UserError("llmlab inspect: the text encodes to no tokens")
+    _print_token_losses(res, out, args.rows)
+    return EXIT_OK
 
 
 def cmd_tokenizer_inspect(args: argparse.Namespace) -> int:
@@ -494,6 +618,8 @@ def _stage_args(p: argparse.ArgumentParser, preset_help: str = "built-in preset 
 def _pretrain_args(p: argparse.ArgumentParser) -> None:
     _stage_args(p)
     p.add_argument("--nproc", type=int, metavar="N", help="data-parallel processes on this machine (torchrun); same as --set train.nproc=N")
+    p.add_argument("--fork", metavar="RUN[@STEP]", help="a new run from RUN's checkpoint at STEP (default: its latest), "
+                   "with this preset's settings; same as --set train.fork_from=RUN@STEP")
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
@@ -511,6 +637,14 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoding", default="gpt2", help="tiktoken name (gpt2, cl100k_base, ...) or a saved tokenizer folder")
 
 
+def _inspect_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="checkpoint folder, run folder or name, run:PRESET:STAGE")
+    p.add_argument("text", nargs="*", help="the text to score")
+    p.add_argument("--file", metavar="FILE", help="score every line of a text file and show the hardest")
+    p.add_argument("--hardest", type=int, default=3, metavar="N", help="with --file: how many lines to show")
+    p.add_argument("--rows", type=int, default=8, metavar="N", help="table rows: the N hardest tokens (0 = all)")
+
+
 def _presets_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", nargs="?", choices=["list", "show", "check"], help="list (default), show NAME, check FILE")
     p.add_argument("name", nargs="?", help="preset name or TOML file")
@@ -518,8 +652,9 @@ def _presets_args(p: argparse.ArgumentParser) -> None:
 
 
 def _runs_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", nargs="?", choices=["list", "show", "tail", "stop", "delete"], help="list (default), show, tail, stop, delete")
-    p.add_argument("run", nargs="?", help="run name (or a unique part of it)")
+    p.add_argument("action", nargs="?", choices=["list", "show", "tail", "stop", "delete", "diff"],
+                   help="list (default), show, tail, stop, delete, diff RUN RUN ...")
+    p.add_argument("run", nargs="*", help="run name (or a unique part of it); diff takes two or more")
     p.add_argument("--yes", action="store_true", help="with delete: do not ask")
 
 
@@ -584,6 +719,8 @@ VERBS: list[Verb] = [
       for name, (_mod, help_) in STAGES.items()],
     Verb("generate", "continue a prompt with a trained model", cmd_generate, _generate_args),
     Verb("chat", "chat with a model in the terminal", cmd_chat, _chat_args),
+    Verb("inspect", "what the model finds hard: per-token loss and its top-5 predictions", cmd_inspect,
+         _inspect_model_args),
     Verb("report", "the model card: every stage and evaluation of a model", cmd_report, _report_args),
     Verb("import", "import a model (GPT-2, Llama, Mistral, Qwen2/3, SmolLM2/3) from the hub, a folder or a GGUF file",
          cmd_import, _import_args),

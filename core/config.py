@@ -156,6 +156,14 @@ class ModelConfig:
 # ---------------------------------------------------------------------------------------- train
 
 @dataclass
+class EarlyStopConfig:
+    metric: str = opt("", "stop when this stops improving: val_loss, or TASK.KEY of a train.eval_tasks task (e.g. choice.acc); empty = off")
+    mode: str = opt("min", "whether lower or higher values of the metric are better", choices=("min", "max"))
+    patience: int = opt(3, "evaluations without an improvement of more than min_delta before the run stops", lo=1)
+    min_delta: float = opt(0.0, "the smallest change that counts as an improvement", lo=0)
+
+
+@dataclass
 class TrainConfig:
     device: str = opt("auto", "cpu, cuda, cuda:N, mps, or auto")
     dtype: str = opt("auto", "compute dtype (auto = bf16 autocast where the GPU supports it, else fp32)", choices=("auto", "float32", "bfloat16", "float16"))
@@ -182,6 +190,10 @@ class TrainConfig:
     checkpoint_every: int = opt(500, "save a checkpoint every N steps (and always at the end)", lo=1)
     keep_last: int = opt(2, "keep this many recent checkpoints besides the best", lo=1)
     nproc: int = opt(1, "processes for data-parallel training (torchrun)", lo=1, hi=1024)
+    eval_tasks: list[str] = opt([], "downstream tasks run on held-out sets every eval_every steps during training: choice, classify")
+    eval_budget_s: float = opt(3.0, "seconds one live evaluation of a task may take (it stops at the next batch)", lo=0, lo_open=True)
+    early_stop: EarlyStopConfig = opt(EarlyStopConfig(), "stop the run when a metric stops improving, and mark its best checkpoint")
+    fork_from: str = opt("", "start from another run's checkpoint: RUN or RUN@STEP (`--fork`); the new run records its parent")
 
 
 # ------------------------------------------------------------------------------------- finetune
@@ -586,9 +598,30 @@ def validate(p: Preset, file: str) -> list[Problem]:
         if not sep or not reason.strip() or key.strip() not in leaf_keys:
             out.append(Problem(file, f"accepted[{i}]", f"{entry!r}: expected \"KEY: reason\" with KEY a preset "
                                "field, e.g. \"train.lr: tiny model, a higher lr on purpose\""))
+    out += _live_eval_problems(t, file)
     bad = [x for x in p.eval.tasks if x not in EVAL_TASKS]
     if bad:
         out.append(Problem(file, "eval.tasks", f"unknown task(s) {bad}; choose from {', '.join(EVAL_TASKS)}"))
+    return out
+
+
+LIVE_EVAL_TASKS = ("choice", "classify")
+
+
+def _live_eval_problems(t: TrainConfig, file: str) -> list[Problem]:
+    """train.eval_tasks and train.early_stop.metric name things a training run can measure."""
+    out = []
+    bad = [x for x in t.eval_tasks if x not in LIVE_EVAL_TASKS]
+    if bad:
+        out.append(Problem(file, "train.eval_tasks", f"{bad} cannot run during training; choose from "
+                           f"{', '.join(LIVE_EVAL_TASKS)} (perplexity is the val loss; judge after training)"))
+    if t.eval_tasks and t.nproc > 1:
+        out.append(Problem(file, "train.eval_tasks", "live evaluations run in one process; set train.nproc = 1 "
+                           "or evaluate the checkpoints after training (`llmlab eval`)"))
+    m = t.early_stop.metric
+    if m and not m.startswith("val_") and m.split(".", 1)[0] not in t.eval_tasks:
+        out.append(Problem(file, "train.early_stop.metric", f"{m!r}: expected val_loss (or another val_ metric) or "
+                           f"TASK.KEY of a task in train.eval_tasks (now {t.eval_tasks or 'empty'})"))
     return out
 
 
@@ -659,6 +692,17 @@ def to_dict(p: Any) -> dict:
         elif isinstance(v, list):
             v = [to_dict(x) if dataclasses.is_dataclass(x) else x for x in v]
         out[f.name] = v
+    return out
+
+
+def flat_dict(p: Any, prefix: str = "") -> dict[str, Any]:
+    """Every leaf value by dotted key (`train.lr`); a list of tables stays one value."""
+    out: dict[str, Any] = {}
+    for k, v in to_dict(p).items() if dataclasses.is_dataclass(p) else p.items():
+        if isinstance(v, dict):
+            out.update(flat_dict(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
     return out
 
 

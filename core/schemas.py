@@ -240,7 +240,8 @@ def model_config_of(meta: dict, file: str | Path) -> Any:
 
 TRAINER_STATE = {"version": F((int,)), "optimizer": F((dict,)), "step": F((int,), lo=0, hi=2**62),
                  "tokens": F((int,), lo=0, hi=2**62), "rng": F((dict,)), "best_val_loss": F((float, NoneType), required=False),
-                 "val_loss": F((float, NoneType), required=False), "data": F((dict, NoneType), required=False)}
+                 "val_loss": F((float, NoneType), required=False), "data": F((dict, NoneType), required=False),
+                 "train_s": F((float, int), required=False, lo=0)}
 
 
 def check_trainer_state(state: Any, file: str | Path) -> dict:

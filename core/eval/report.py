@@ -61,6 +61,12 @@ def _run_of(ckpt: Path) -> Path | None:
 
 def _base_of(meta: dict) -> str | None:
     lin = meta.get("lineage") or {}
+    fork = lin.get("fork")
+    if isinstance(fork, dict) and isinstance(fork.get("parent"), str) and isinstance(fork.get("step"), int):
+        from core.lookup import step_name
+        from core.runs import runs_root
+
+        return str(runs_root() / fork["parent"] / "checkpoints" / step_name(fork["step"]))  # the branch point
     for key in ("base", "init"):
         v = lin.get(key)
         if v and v not in ("random", "scratch") and not str(v).startswith("gpt2"):

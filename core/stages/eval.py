@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -122,7 +123,7 @@ def task_choice(ctx: EvalContext) -> dict:
     return r
 
 
-def task_classify(ctx: EvalContext) -> dict:
+def task_classify(ctx: EvalContext, split: str = "test") -> dict:
     from core.data.formats import collate_classify, encode_classify
     from core.eval.metrics import classification_report
     from core.train.classify import class_logits
@@ -134,12 +135,12 @@ def task_classify(ctx: EvalContext) -> dict:
     names = info.get("class_names") or None
     fields = {"text_field": ft.text_field if ft.text_field != "text" else "",
               "label_field": ft.label_field if ft.label_field != "label" else ""}
-    records = read_split(ft.data, "test", ("text", "label"), "classification", seed=ctx.preset.train.seed,
+    records = read_split(ft.data, split, ("text", "label"), "classification", seed=ctx.preset.train.seed,
                          hf_config=ft.hf_config, test_fraction=ft.test_fraction, **fields)
     if ctx.preset.eval.limit:
         records = records[:ctx.preset.eval.limit]
     if not records:
-        raise UserError(f"{ft.data}: the test split is empty; nothing to classify")
+        raise UserError(f"{ft.data}: the {split} split is empty; nothing to classify")
     T = ctx.model.config.context_length
     y_true: list[int] = []
     y_pred: list[int] = []
@@ -159,8 +160,58 @@ def task_classify(ctx: EvalContext) -> dict:
     if names is not None and len(names) != num_classes:
         names = None
     r = classification_report(y_true, y_pred, num_classes, names)
-    r["settings"] = {"data": ft.data, "split": "test", "limit": ctx.preset.eval.limit}
+    r["settings"] = {"data": ft.data, "split": split, "limit": ctx.preset.eval.limit}
     return r
+
+
+LiveTask = Callable[[torch.nn.Module, threading.Event], dict]
+
+
+def live_tasks(preset: Any, tokenizer: Any, head: str, device: torch.device) -> dict[str, LiveTask]:
+    """train.eval_tasks as functions (model, stop) -> headline metrics, on the validation splits (the
+    test splits stay for the final report). A task the run has no data or head for is refused here,
+    before training starts."""
+    from core.eval.choice import evaluate, load_task
+    from core.runs import NullLogger
+
+    out: dict[str, LiveTask] = {}
+    e = preset.eval
+    for task in preset.train.eval_tasks:
+        if task == "choice":
+            if head != "lm":
+                raise UserError(f"train.eval_tasks: choice scores a language model's answers; this run trains a {head} head")
+            if not e.choice_data:
+                raise UserError("train.eval_tasks: choice needs a multiple-choice set in eval.choice_data")
+            try:
+                examples = load_task(e.choice_data, "val", limit=e.limit)
+            except UserError as err:
+                raise UserError(f"train.eval_tasks: choice: {err}") from None
+
+            def choice(model: torch.nn.Module, stop: threading.Event, ex: list = examples) -> dict:
+                r = evaluate(model, tokenizer, ex, batch_size=max(4, preset.train.micro_batch_size), stop=stop, samples=0)
+                return _headline("choice", r)
+            out[task] = choice
+        elif task == "classify":
+            if head != "classify":
+                raise UserError(f"train.eval_tasks: classify measures a classification finetune (finetune.method = "
+                                f"\"classify\"); this run trains a {head} head")
+            meta = {"finetune": {"num_classes": preset.finetune.num_classes}}
+
+            def classify(model: torch.nn.Module, stop: threading.Event) -> dict:
+                ctx = EvalContext(preset, model, tokenizer, meta, device, NullLogger(), stop)  # type: ignore[arg-type]
+                return _headline("classify", task_classify(ctx, "val"))
+            out[task] = classify
+    return out
+
+
+def live_eval_for(preset: Any, tokenizer: Any, head: str, device: torch.device) -> Any:
+    """The LiveEval of a training run's train.eval_tasks and train.early_stop (None: neither is set)."""
+    from core.train.live_eval import EarlyStop, LiveEval
+
+    t = preset.train
+    if not t.eval_tasks and not t.early_stop.metric:
+        return None
+    return LiveEval(live_tasks(preset, tokenizer, head, device), t.eval_budget_s, EarlyStop.of(t.early_stop))
 
 
 def _instructions(ctx: EvalContext) -> list[dict]:

@@ -186,7 +186,10 @@ def make_task(preset: Preset, tokenizer: TextTokenizer, log: Logger, max_len: in
 
 def run(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event) -> None:
     """The finetune stage (see the module docstring); with train.nproc > 1 on torchrun workers."""
+    from core.fork import seed_fork
+
     run_dir = Path(run_dir)
+    seed_fork(preset, "finetune", run_dir, log)
     if preset.train.nproc > 1:
         from core.train import ddp
 
@@ -228,6 +231,9 @@ def prepare_model(preset: Preset, run_dir: Path, log: Logger, main: bool) -> tup
 
 def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist: Dist | None = None) -> Any:
     """Setup, the loop and the report, in this process (a single process, or one rank of torchrun)."""
+    from core.fork import lineage_of
+    from core.stages.eval import live_eval_for
+    from core.stages.pretrain import live_report
     from core.model.lora import AdapterModel, count_parameters
     from core.train.device import pick_device
     from core.train.loop import train
@@ -252,19 +258,20 @@ def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist:
     if isinstance(trained, AdapterModel):
         extra["adapter"] = trained.adapter_meta()
     lineage = {"stage": "finetune", "preset": preset.name, "method": task.method, "init": str(base),
-               "base": str(base), "trainable": ft.trainable}
+               "base": str(base), "trainable": ft.trainable, **lineage_of(run_dir)}
     t0 = time.time()
     result = train(trained, task.objective, task.batches.train_loader(), task.batches.val_batches(), t, log, stop, run_dir,
                    total_steps=total, grad_accum=accum, tokenizer=tokenizer,
                    sample=task.sample if t.sample_every and task.sample else None,
-                   checkpoint_kwargs={"lineage": lineage, "extra": extra}, dist=dist, device=device)
+                   checkpoint_kwargs={"lineage": lineage, "extra": extra}, dist=dist, device=device,
+                   live=live_eval_for(preset, tokenizer, "classify" if task.method == "classify" else "lm", device))
     if not main:
         return result
     report = {"stage": "finetune", "preset": preset.name, "method": task.method, "base": str(base),
               "trainable": ft.trainable, "trainable_params": n_train, "params": n_total, "steps": result.step,
               "planned_steps": total, "val_loss": result.val_loss, "best_val_loss": result.best_val_loss,
               "train_s": round(result.train_s, 2), "wall_s": round(time.time() - t0, 2), "stopped": result.stopped,
-              "resumed_from": result.resumed_from, "world_size": world,
+              "resumed_from": result.resumed_from, "world_size": world, **live_report(result),
               "checkpoint": str(result.checkpoint) if result.checkpoint else None, "baseline": baseline}
     if not result.stopped and result.step > 0:
         held_out = task.final_report(trained, device)

@@ -109,6 +109,7 @@ def make_sampler(preset: Preset, tokenizer: TextTokenizer):
 def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist: Dist | None = None) -> LoopResult | None:
     """Setup and the loop, in this process (a single process, or one rank of torchrun)."""
     from core.data import TokenLoader, read_meta
+    from core.fork import lineage_of
 
     prepared = prepare(preset, log, stop)
     if prepared is None:
@@ -117,6 +118,7 @@ def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist:
     t = preset.train
     seed_everything(t.seed)
     model, lineage = build_model(preset, tokenizer, log)
+    lineage.update(lineage_of(run_dir))
     T = model.config.context_length
     world = dist.world_size if dist else 1
     accum = preset.grad_accum_steps(world, T)
@@ -132,10 +134,14 @@ def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist:
         log.log({"kind": "log", "level": "info",
                  "message": f"model {n_params / 1e6:.2f}M parameters, vocab {model.config.vocab_size}, context {T}; "
                             f"{meta.get('train_tokens', 0):,} training tokens, {tokens_per_step:,} tokens per step"})
+    from core.stages.eval import live_eval_for
+    from core.train.device import pick_device
+
+    live = live_eval_for(preset, tokenizer, "lm", pick_device(t.device, dist))
     result = train(model, lm_objective, train_loader, lambda: val_loader.eval_batches(t.eval_batches), t, log, stop,
                    run_dir, total_steps=total, grad_accum=accum, tokenizer=tokenizer,
                    sample=make_sampler(preset, tokenizer) if t.sample_every else None,
-                   checkpoint_kwargs={"lineage": lineage}, dist=dist)
+                   checkpoint_kwargs={"lineage": lineage}, dist=dist, live=live)
     if dist is None or dist.is_main:
         write_report(run_dir, pretrain_report(preset, result, n_params, tokens_per_step, total))
     return result
@@ -158,14 +164,25 @@ def pretrain_report(preset: Preset, result: LoopResult, n_params: int, tokens_pe
         "cpu_s": round(time.process_time(), 1),  # this process's CPU time, setup included
         "tokens_per_s": round(result.tokens_per_s, 1),
         "stopped": result.stopped,
+        **live_report(result),
         "resumed_from": result.resumed_from,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
     }
 
 
+def live_report(result: LoopResult) -> dict:
+    """The report.json fields of live evaluations and early stopping (shared with finetuning)."""
+    return {"loop_s": round(result.wall_s, 2), "eval_s": round(result.eval_s, 2),
+            "eval_share": round(result.eval_s / result.wall_s, 4) if result.wall_s > 0 else None,
+            "early_stopped_at": result.early_stopped_at, "best_step": result.best_step}
+
+
 def run(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event) -> None:
     """The pretrain stage (see the module docstring)."""
+    from core.fork import seed_fork
+
     run_dir = Path(run_dir)
+    seed_fork(preset, "pretrain", run_dir, log)
     if preset.train.nproc > 1:
         from core.train import ddp
 

@@ -34,6 +34,7 @@ from core.errors import StageFailed, UserError
 from core.runs import Logger, NullLogger
 from core.train.device import Dist, autocast, batch_tokens, is_oom, memory_bytes, pick_device, pick_dtype, to_device
 from core.train.optim import build_optimizer, lr_at, set_lr
+from core.train.live_eval import LiveEval
 from core.train.state import TrainState, commit, load_resume_state, restore, trainer_state
 
 if TYPE_CHECKING:
@@ -62,6 +63,10 @@ class LoopResult:
     tokens_per_s: float          # training tokens per second over this process's steps
     resumed_from: int | None = None
     val_metrics: dict = field(default_factory=dict)
+    wall_s: float = 0.0          # seconds of this train() call, from setup to the last checkpoint
+    eval_s: float = 0.0          # of which in live downstream evaluations (train.eval_tasks)
+    early_stopped_at: int | None = None
+    best_step: int | None = None  # the early-stopping rule's best evaluation
 
 
 def lm_objective(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict]:
@@ -121,6 +126,7 @@ class _Run:
     flops_per_token: float = 0.0
     peak_flops: float | None = None  # of all processes together; None when the model has no config
     stop_flag: torch.Tensor | None = None  # under DDP: any rank's stop request, reduced with the loss
+    live: LiveEval | None = None           # downstream evaluations and early stopping (core.train.live_eval)
 
     @property
     def main(self) -> bool:
@@ -185,6 +191,10 @@ def _resume(r: _Run, state: TrainState, tokenizer: TextTokenizer | None) -> None
         return
     ckpt, saved = loaded
     restore(state, saved, ckpt, r.optimizer, r.scaler, r.batches)
+    for g in r.optimizer.param_groups:  # the preset's settings win over the saved ones (a fork may change them)
+        if "betas" in g:
+            g["betas"] = (r.cfg.beta1, r.cfg.beta2)
+            g["weight_decay"] = r.cfg.weight_decay if g["weight_decay"] else 0.0
     # `resumed_step` lets a reader drop events of steps after it that the interrupted process logged
     r.log.log({"kind": "log", "level": "info", "resumed_step": state.step,
                "message": f"resumed from {ckpt.name} (step {state.step}, {state.tokens:,} tokens)"})
@@ -279,7 +289,7 @@ def _log_train(r: _Run, state: TrainState, out: _Step, lr: float, timer: _Timer)
           "mfu": round(tps * r.flops_per_token / r.peak_flops, 5) if r.peak_flops else None,
           "step_ms": round(1000 * timer.window_s / max(1, timer.window_steps), 2),
           "eta_s": round((r.total_steps - state.step) * (timer.step_ema_s or 0.0), 1),
-          "mem_bytes": memory_bytes(r.device)}
+          "mem_bytes": memory_bytes(r.device), "train_s": round(state.train_s, 3)}
     for k, v in out.metrics.items():
         ev[k] = v.item() if isinstance(v, torch.Tensor) else v
     r.log.log(ev)
@@ -324,7 +334,10 @@ def _save(r: _Run, state: TrainState) -> None:
         torch.distributed.barrier()
     if r.main:
         trainer = trainer_state(state, r.optimizer, r.scaler, r.batches, r.total_steps, r.world)
-        state.checkpoint = commit(r.run_dir, r.raw, state, trainer, **r.checkpoint_kwargs)
+        kwargs = r.checkpoint_kwargs
+        if r.live is not None and r.live.early is not None and r.live.early.best_step is not None:
+            kwargs = {**kwargs, "best_step": r.live.early.best_step}
+        state.checkpoint = commit(r.run_dir, r.raw, state, trainer, **kwargs)
         r.log.log({"kind": "checkpoint", "step": state.step, "path": str(state.checkpoint),
                    "val_loss": state.fresh_val()})
     if r.dist is not None:
@@ -337,7 +350,9 @@ def _after_step(r: _Run, state: TrainState) -> None:
     cfg, step, last = r.cfg, state.step, state.step == r.total_steps
     ckpt_due = step % cfg.checkpoint_every == 0
     if step % cfg.eval_every == 0 or ckpt_due or last:
-        _evaluate(r, state)
+        val = _evaluate(r, state)
+        if r.live is not None and r.live.after_validation(r.raw, step, val, r.log, r.main):
+            ckpt_due = True  # the best evaluation so far gets a checkpoint, so that `best` can name it
     if r.main and r.sample is not None and cfg.sample_every and (step % cfg.sample_every == 0 or last):
         _sample(r, step)
     if ckpt_due:
@@ -367,7 +382,7 @@ def train(model: torch.nn.Module, objective: Objective, train_batches: BatchSour
           val_batches: Callable[[], Iterable[Any]] | None, cfg: TrainConfig, log: Logger, stop: threading.Event,
           run_dir: str | Path, *, total_steps: int, grad_accum: int = 1, tokenizer: TextTokenizer | None = None,
           sample: Sampler | None = None, checkpoint_kwargs: dict | None = None, resume: bool = True,
-          dist: Dist | None = None, device: torch.device | None = None) -> LoopResult:
+          dist: Dist | None = None, device: torch.device | None = None, live: LiveEval | None = None) -> LoopResult:
     """Train `model` for `total_steps` optimizer steps (or until `stop`), resuming from the newest
     committed checkpoint in `run_dir` when there is one. Returns what happened.
 
@@ -375,12 +390,13 @@ def train(model: torch.nn.Module, objective: Objective, train_batches: BatchSour
     every rank draws the same sequence and keeps its share (micro-batch i goes to rank
     i % world_size), so the global batch, the data position and thus a checkpoint are the same
     at any world size. `val_batches()` returns a fresh iterable of validation batches;
-    `sample(model, step)` returns (prompt, text). Raises StageFailed on a non-finite loss or
+    `sample(model, step)` returns (prompt, text); `live` adds downstream evaluations at every
+    validation and may stop the run early (core.train.live_eval). Raises StageFailed on a non-finite loss or
     gradient norm (before the optimizer step), out of memory, or a failed checkpoint write.
     """
-    run_dir = Path(run_dir)
+    run_dir, t_start = Path(run_dir), time.perf_counter()
     r = _setup(model, cfg, dist, device, log, objective=objective, batches=train_batches, val_batches=val_batches,
-               sample=sample, run_dir=run_dir, stop=stop, total_steps=total_steps, grad_accum=grad_accum,
+               sample=sample, run_dir=run_dir, stop=stop, total_steps=total_steps, grad_accum=grad_accum, live=live,
                checkpoint_kwargs={"tokenizer": tokenizer, "keep_last": cfg.keep_last, **(checkpoint_kwargs or {})})
     if r.main:  # what a killed process left half-written goes first: it also frees the space
         ckpt_io.remove_stale(run_dir / "checkpoints")
@@ -406,14 +422,18 @@ def train(model: torch.nn.Module, objective: Objective, train_batches: BatchSour
             t0 = time.perf_counter()
             lr = lr_at(state.step, cfg, total_steps)
             out = _step(r, state, lr)
-            timer.add(time.perf_counter() - t0, out.tokens)
+            step_s = time.perf_counter() - t0
+            timer.add(step_s, out.tokens)
+            state.train_s += step_s
             if r.main and (state.step % cfg.log_every == 0 or state.step == total_steps or state.step == 1):
                 _log_train(r, state, out, lr, timer)
             _after_step(r, state)
-    return _finish(r, state, stopped, timer)
+            if live is not None and live.stopped_at is not None:
+                break
+    return _finish(r, state, stopped, timer, t_start)
 
 
-def _finish(r: _Run, state: TrainState, stopped: bool, timer: _Timer) -> LoopResult:
+def _finish(r: _Run, state: TrainState, stopped: bool, timer: _Timer, t_start: float) -> LoopResult:
     """The last validation and checkpoint (a stop or max_tokens can end between them), and the result."""
     if not stopped and state.step > 0 and state.val_step != state.step:
         _evaluate(r, state)  # ended by max_tokens between evaluations
@@ -426,4 +446,6 @@ def _finish(r: _Run, state: TrainState, stopped: bool, timer: _Timer) -> LoopRes
                       best_val_loss=state.best_val_loss, stopped=stopped, checkpoint=state.checkpoint,
                       train_s=timer.total_s,
                       tokens_per_s=timer.total_tokens / timer.total_s if timer.total_s > 0 else 0.0,
-                      resumed_from=state.resumed_from)
+                      resumed_from=state.resumed_from, wall_s=time.perf_counter() - t_start,
+                      eval_s=r.live.eval_s if r.live else 0.0, early_stopped_at=r.live.stopped_at if r.live else None,
+                      best_step=r.live.early.best_step if r.live and r.live.early else None)

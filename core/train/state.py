@@ -43,6 +43,7 @@ class TrainState:
     resumed_from: int | None = None
     checkpoint: Path | None = None      # the last committed checkpoint
     saved_step: int = -1                # the step of the last checkpoint this run wrote or resumed from
+    train_s: float = 0.0                # seconds in training steps, across resumes (and from a fork's parent)
 
     def record_val(self, loss: float) -> None:
         self.val_loss, self.val_step = loss, self.step
@@ -124,6 +125,7 @@ def restore(state: TrainState, saved: dict, ckpt: Path, optimizer: torch.optim.O
     if scaler is not None and saved.get("scaler"):
         scaler.load_state_dict(saved["scaler"])
     state.step, state.tokens = int(saved["step"]), int(saved["tokens"])
+    state.train_s = float(saved.get("train_s") or 0.0)
     state.best_val_loss = saved.get("best_val_loss")
     state.val_loss = saved.get("val_loss")
     state.val_step = state.step if state.val_loss is not None else -1
@@ -143,6 +145,7 @@ def trainer_state(state: TrainState, optimizer: torch.optim.Optimizer, scaler: t
         "version": TRAINER_STATE_VERSION,
         "step": state.step,
         "tokens": state.tokens,
+        "train_s": state.train_s,
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": ckpt_io.capture_rng_state(),

@@ -14,6 +14,8 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 
 from textual import work
 from textual.app import ComposeResult
@@ -66,6 +68,11 @@ class Pane:
         with self.lock:
             text, self.pending = "".join(self.pending), []
             return text, self.tokens
+
+
+def field_id(pane: str, key: str) -> str:
+    """The id of a sampling field of a pane (A's keep the ids they had before compare mode had its own)."""
+    return f"chat-{key}" if pane == "a" else f"chat-{pane}-{key}"
 
 
 def stats_line(st) -> str:
@@ -123,13 +130,16 @@ and press **enter**: the reply streams in with its tokens/s. **esc** stops a rep
 stays in the history) and leaves the field, so 1-8 switch stages again.
 
 The system prompt and the sampling fields (temperature, top-k, top-p, max tokens) on the right
-apply to the next message; **tab** moves between them. Long conversations drop their oldest turns
-to fit `chat.max_history_tokens` (or the model's context).
+apply to the next message; **tab** moves between them. In compare mode each model has its own
+sampling fields (A above, B below), so one can answer greedily while the other samples. Long
+conversations drop their oldest turns to fit `chat.max_history_tokens` (or the model's context).
 
 **ctrl+o** picks the model, **ctrl+g** compares two models (the second answers the same messages
 side by side; ctrl+g again closes it), **ctrl+t** shows the prompt with the chat template applied,
 **ctrl+n** starts a new conversation (system prompt and sampling back to the preset's),
-**ctrl+l** clears the history only, **ctrl+s** saves the conversation as JSONL, **ctrl+r** serves the
+**ctrl+l** clears the history only, **ctrl+s** saves the conversation as JSONL, **ctrl+f** loads a
+saved one (its system prompt and sampling too; in compare mode B loads FILE-b.jsonl when there is
+one, else the same file), **ctrl+r** serves the
 model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; its URL shows above;
 `llmlab runs stop RUN` or the Runs screen ends it)."""
 
@@ -142,6 +152,7 @@ model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; i
         Binding("ctrl+n", "new", "new"),
         Binding("ctrl+l", "clear", "clear"),
         Binding("ctrl+s", "save", "save"),
+        Binding("ctrl+f", "load_conversation", "load"),
         Binding("ctrl+r", "serve", "serve"),
     ]
 
@@ -188,10 +199,13 @@ model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; i
             with VerticalScroll(id="chat-side"):
                 yield Label("system prompt", classes="chat-field")
                 yield TextArea("", id="chat-system", soft_wrap=True, show_line_numbers=False)
-                for key, label, _ in SAMPLING_FIELDS:
-                    with Horizontal(classes="chat-knob"):
-                        yield Label(label, classes="chat-field")
-                        yield Input("", id=f"chat-{key}")
+                for pane in PANES:
+                    with Vertical(id=f"chat-sampling-{pane}", classes="chat-sampling"):
+                        yield Label(f"model {pane.upper()} sampling", classes="chat-field chat-side-title")
+                        for key, label, _ in SAMPLING_FIELDS:
+                            with Horizontal(classes="chat-knob"):
+                                yield Label(label, classes="chat-field")
+                                yield Input("", id=field_id(pane, key))
                 yield Static("", id="chat-problem")
         yield Input(placeholder="message (enter sends, esc stops the reply)", id="chat-input")
 
@@ -200,6 +214,8 @@ model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; i
         self.compare = False
         self.serve_url = ""
         self.query_one("#chat-pane-b").display = False
+        self.query_one("#chat-sampling-b").display = False
+        self.query_one("#chat-sampling-a .chat-side-title").display = False
         super().on_mount()
         self.reset_settings()
         chosen = self.preset.chat.model
@@ -212,10 +228,19 @@ model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; i
         """System prompt and sampling fields from the current preset."""
         p = self.preset
         self.query_one("#chat-system", TextArea).text = p.chat.system_prompt
-        s = Sampling.from_preset(p.generate)
-        for key, _, _ in SAMPLING_FIELDS:
-            self.query_one(f"#chat-{key}", Input).value = f"{getattr(s, key):g}"
+        for pane in PANES:
+            self.show_sampling(pane, Sampling.from_preset(p.generate))
         self.query_one("#chat-problem", Static).update("")
+
+    def show_sampling(self, pane: str, s: Sampling) -> None:
+        for key, _, _ in SAMPLING_FIELDS:
+            self.query_one(f"#{field_id(pane, key)}", Input).value = f"{getattr(s, key):g}"
+
+    def show_compare(self, on: bool) -> None:
+        self.compare = on
+        self.query_one("#chat-pane-b").display = on
+        self.query_one("#chat-sampling-b").display = on
+        self.query_one("#chat-sampling-a .chat-side-title").display = on
 
     # ------------------------------------------------------------------------------ models
     @work(thread=True, exclusive=True, exit_on_error=False, group="chat-default-model")
@@ -253,8 +278,7 @@ model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; i
             if old is not None and old.messages:  # a new model takes over the conversation so far
                 pane.conv.messages = list(old.messages)
             if message.pane == "b":
-                self.compare = True
-                self.query_one("#chat-pane-b").display = True
+                self.show_compare(True)
                 self.query_one("#chat-title-b", Label).update(f"[b]B[/] {plain(short_path(message.spec))}")
         self._show_header()
 
@@ -286,9 +310,8 @@ model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; i
     def action_compare(self) -> None:
         if self.compare:
             self.action_stop()
-            self.compare = False
+            self.show_compare(False)
             self.panes["b"] = Pane("b")
-            self.query_one("#chat-pane-b").display = False
             self.query_one("#chat-log-b", ChatLog).clear_log()
             self._show_header()
             self._show_status()  # B's tokens/s leave with it
@@ -300,16 +323,17 @@ model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; i
         self.app.push_screen(ModelPicker("Compare with (model B)", self.app.runs_root, lm_only=True), done)
 
     # ---------------------------------------------------------------------------- sending
-    def sampling(self) -> Sampling | None:
-        """The sampling fields as typed, or None (with the problem shown) when one is not valid."""
+    def sampling(self, pane: str = "a") -> Sampling | None:
+        """A pane's sampling fields as typed, or None (with the problem shown) when one is not valid."""
         values = {}
         problem = ""
+        side = f"{pane.upper()} " if self.compare else ""
         for key, label, kind in SAMPLING_FIELDS:
-            raw = self.query_one(f"#chat-{key}", Input).value.strip()
+            raw = self.query_one(f"#{field_id(pane, key)}", Input).value.strip()
             try:
                 values[key] = kind(raw)
             except ValueError:
-                problem = f"{label}: {raw!r} is not a {'whole ' if kind is int else ''}number"
+                problem = f"{side}{label}: {raw!r} is not a {'whole ' if kind is int else ''}number"
                 break
         s = None
         if not problem:
@@ -317,7 +341,7 @@ model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; i
             try:
                 s = Sampling.from_preset(check_sampling({**values, "stop": list(gen.stop), "seed": gen.seed}, "sampling"))
             except UserError as e:
-                problem = str(e).removeprefix("sampling: ")
+                problem = side + str(e).removeprefix("sampling: ")
         self.query_one("#chat-problem", Static).update(f"[red]{plain(problem)}[/]" if problem else "")
         return s
 
@@ -343,32 +367,29 @@ model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; i
         if any(p.conv is None for p in panes):
             self.notify("no model yet: ctrl+o picks one" if not any(p.loading for p in panes) else "the model is loading")
             return False
-        sampling = self.sampling()
-        if sampling is None:
+        sampling = {p.name: self.sampling(p.name) for p in panes}
+        if any(s is None for s in sampling.values()):
             self.notify("fix the sampling field on the right first", severity="error")
             return False
         system = self.query_one("#chat-system", TextArea).text.strip()
         for p in panes:
             assert p.conv is not None
             p.conv.system_prompt = system
-            p.conv.sampling = sampling
+            p.conv.sampling = sampling[p.name]  # type: ignore[assignment]
             p.conv.add_user(text)
             log = self.query_one(f"#chat-log-{p.name}", ChatLog)
             log.add_message("user", text)
             log.start_reply("assistant" if not self.compare else f"assistant {p.name.upper()}")
             p.cancel = threading.Event()
             p.pending, p.tokens, p.t0, p.streaming = [], 0, time.perf_counter(), True
-            (self.stream_a if p.name == "a" else self.stream_b)(p)
+            self.stream(p)
         self._show_status()
         return True
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="chat-stream-a")
-    def stream_a(self, pane: Pane) -> None:
-        self._stream(pane)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="chat-stream-b")
-    def stream_b(self, pane: Pane) -> None:
-        self._stream(pane)
+    def stream(self, pane: Pane) -> None:
+        """One thread worker per pane (its own group, so A and B stream at once)."""
+        self.run_worker(partial(self._stream, pane), thread=True, exclusive=True, exit_on_error=False,
+                        group=f"chat-stream-{pane.name}")
 
     def _stream(self, pane: Pane) -> None:
         """Thread: iterate the reply into the pane's buffer; post at most one update per UI_BATCH_S."""
@@ -530,3 +551,38 @@ model over an OpenAI-compatible API (a `serve` run on `serve.host:serve.port`; i
                 return
             self.notify("saved " + ", ".join(str(s) for s in saved), title="chat")
         self.app.push_screen(SavePathScreen("Save the conversation (JSONL)", default), done)
+
+    def action_load_conversation(self) -> None:
+        if any(p.streaming for p in self.panes.values()):
+            self.notify("a reply is still streaming: esc stops it first", severity="warning")
+            return
+        if any(p.conv is None for p in self.active_panes()):
+            self.notify("no model yet: ctrl+o picks one")
+            return
+        from core.runs import workspace
+
+        self.app.push_screen(SavePathScreen("Load a conversation (JSONL)", str(workspace() / "chats") + "/"),
+                             self.load_conversation)
+
+    def load_conversation(self, path: str | None) -> None:
+        """Load a saved conversation into every active pane (B prefers PATH-b.jsonl); a bad file is a
+        notification and changes nothing (core.chat.Conversation.load checks every line first)."""
+        if not path:
+            return
+        for p in self.active_panes():
+            assert p.conv is not None
+            own = path.removesuffix(".jsonl") + "-b.jsonl"
+            source = own if p.name == "b" and Path(own).expanduser().is_file() else path
+            try:
+                p.conv.load(source)
+            except (OSError, UserError) as e:
+                self.notify(str(e), title="cannot load", severity="error", timeout=8)
+                return
+            log = self.query_one(f"#chat-log-{p.name}", ChatLog)
+            log.clear_log()
+            for m in p.conv.messages:
+                log.add_message(m["role"], m["content"])
+            self.show_sampling(p.name, p.conv.sampling)
+        self.query_one("#chat-system", TextArea).text = self.panes["a"].conv.system_prompt  # type: ignore[union-attr]
+        self.notify(f"loaded {len(self.panes['a'].conv.messages)} messages from {path}", title="chat")  # type: ignore[union-attr]
+        self._show_status()

@@ -69,13 +69,15 @@ review of the TOML that will run (save it with ctrl+s). Launch starts a run in i
 
 While it trains: the loss, plus accuracy and the confusion matrix (classification) or the reward
 margin and reward accuracy (DPO). **x** stops at the next step (a checkpoint is saved), **r**
-resumes the latest stopped finetuning run, **a** attaches to another run, **l** log loss axis."""
+resumes the latest stopped finetuning run, **a** attaches to another run, **l** log loss axis,
+**f** forks the attached run from one of its checkpoints through the preset editor."""
 
     BINDINGS = [
         Binding("n", "new", "new finetune"),
         Binding("x", "stop", "stop"),
         Binding("r", "resume", "resume"),
         Binding("a", "attach", "attach"),
+        Binding("f", "fork", "fork", show=False),
         Binding("l", "log_scale", "log y"),
     ]
 

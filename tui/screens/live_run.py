@@ -126,6 +126,11 @@ class LiveRunScreen(StageScreen):
     def action_resume(self) -> None:
         self.launch(resume=True)
 
+    def action_fork(self) -> None:
+        from tui.screens.fork import start_fork
+
+        start_fork(self, self.MODE, self.run_name)
+
     def action_attach(self) -> None:
         def done(name: str | None) -> None:
             if name:

@@ -71,13 +71,18 @@ keeps training; open the workbench again and this screen attaches to it.
 pretraining run of this preset from its last checkpoint.
 **a** attaches to another run (one started from the CLI or another terminal);
 **o** lays a past run's loss under the current one, **c** clears those overlays.
-**l** toggles a log loss axis, **t** cycles the x axis (step, tokens, time), **m** the smoothing."""
+**l** toggles a log loss axis, **t** cycles the x axis (step, tokens, time), **m** the smoothing.
+**f** forks the attached run: pick one of its checkpoints, change settings in the preset editor
+(the learning rate and schedule keep the optimizer state, a new batch size or data starts it
+afresh, an architecture change is refused), and the fork starts; its chart begins with the
+parent's curve up to the fork step."""
 
     BINDINGS = [
         Binding("s", "start", "start"),
         Binding("x", "stop", "stop"),
         Binding("r", "resume", "resume"),
         Binding("a", "attach", "attach"),
+        Binding("f", "fork", "fork", show=False),
         Binding("o", "overlay", "overlay"),
         Binding("c", "clear_overlays", "clear overlays", show=False),
         Binding("l", "log_scale", "log y"),
@@ -120,7 +125,10 @@ pretraining run of this preset from its last checkpoint.
         self.last_train, self.last_val, self.points = {}, {}, 0
         chart = self.query_one(LossChart)
         chart.clear_run()
+        chart.remove_overlays()
         self.feed = follow(self, run)
+        if run.raw_status().get("parent"):
+            self.load_parent(run)
         self.show_state()
         self.post_message(RunAttached(name, run.stage))
 
@@ -178,6 +186,16 @@ pretraining run of this preset from its last checkpoint.
     def load_overlay(self, name: str) -> None:
         events = core_runs.open_run(name, self.app.runs_root).events()
         self.app.call_from_thread(self.query_one(LossChart).set_overlay, name, events)
+
+    @work(thread=True, exit_on_error=False, group="pretrain-parent")
+    def load_parent(self, run: core_runs.Run) -> None:
+        """A fork's chart starts with its parent's curve up to the fork step."""
+        from core.fork import parent_events
+
+        events = parent_events(run)
+        if events:
+            name = f"parent {events[-1]['parent']}"
+            self.app.call_from_thread(self.query_one(LossChart).set_overlay, name, events)
 
     def action_clear_overlays(self) -> None:
         self.query_one(LossChart).remove_overlays()

@@ -12,6 +12,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Label, RichLog
 
 from core import runs as core_runs
@@ -59,7 +60,11 @@ A run whose process died without a final state shows as **crashed**.
 
 Runs keep going when the workbench closes or the SSH connection drops: they run in their
 own process. Open one to follow its events live; stop asks it to save a checkpoint and end
-at its next step; delete removes its folder (after you confirm)."""
+at its next step; delete removes its folder (after you confirm).
+
+Mark runs with space (of any stage, also folders copied in from another machine) and press c
+to compare them: one metric of all of them on one chart, and their results and differing
+settings in a sortable table."""
 
     BINDINGS = [
         Binding("enter", "open_run", "open", show=False),
@@ -67,6 +72,8 @@ at its next step; delete removes its folder (after you confirm)."""
         Binding("s", "stop_run", "stop run"),
         Binding("d", "delete_run", "delete run"),
         Binding("r", "refresh", "refresh"),
+        Binding("space", "mark", "mark for compare"),
+        Binding("c", "compare", "compare marked"),
     ]
 
     def compose_body(self) -> ComposeResult:
@@ -81,6 +88,7 @@ at its next step; delete removes its folder (after you confirm)."""
         self.rows: list[dict] = []
         self.opened: str | None = None
         self.feed: RunFeed | None = None
+        self.marked: set[str] = set()
         table = self.query_one("#runs-table", DataTable)
         table.add_columns(*RUN_COLUMNS)
         self.refresh_runs()
@@ -97,6 +105,29 @@ at its next step; delete removes its folder (after you confirm)."""
             return
         self.rows, self.cells = message.rows, cells
         fill_runs_table(self.query_one("#runs-table", DataTable), self.rows, self.app.clock)
+        self.marked &= {r["name"] for r in self.rows}
+        self.show_marks()
+
+    def show_marks(self) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        for i, r in enumerate(self.rows):
+            table.update_cell_at(Coordinate(i, 0), ("* " if r["name"] in self.marked else "") + r["name"])
+
+    def action_mark(self) -> None:
+        name = self.selected()
+        if name:
+            self.marked ^= {name}
+            self.show_marks()
+
+    def action_compare(self) -> None:
+        from tui.screens.compare import CompareScreen
+
+        names = sorted(self.marked) or ([self.selected()] if self.selected() else [])
+        if not names:
+            self.notify("mark runs with space first, then press c", severity="warning")
+            return
+        root = core_runs.runs_root(self.app.runs_root)
+        self.app.push_screen(CompareScreen([root / n for n in names]))
 
     def action_refresh(self) -> None:
         self.refresh_runs()

@@ -27,7 +27,8 @@ def describe(meta: dict) -> dict:
             "init": lin.get("init", ""), "imported_from": lin.get("imported_from", ""), "step": meta.get("step"),
             "val_loss": meta.get("val_loss"), "head": (meta.get("head") or {}).get("kind", "lm"),
             "adapter": bool(meta.get("adapter")), "n_layer": arch.get("n_layer"), "n_embd": arch.get("n_embd"),
-            "context_length": arch.get("context_length"), "class_names": ft.get("class_names")}
+            "context_length": arch.get("context_length"), "class_names": ft.get("class_names"),
+            "fork": lin.get("fork") if isinstance(lin.get("fork"), dict) else None}
 
 
 def lineage_chain(spec: str | Path, root: Path | None = None) -> list[dict]:
@@ -72,7 +73,9 @@ def chain_text(chain: list[dict]) -> str:
             what += f" {c['method']}"
         if c.get("trainable"):
             what += f" ({c['trainable']}{' adapter' if c.get('adapter') else ''})"
-        if c.get("init") == "random":
+        if c.get("fork"):
+            what += f" fork at step {c['fork'].get('step')}"
+        elif c.get("init") == "random":
             what += " from random init"
         facts = []
         if c.get("preset"):

@@ -91,6 +91,23 @@ async def test_template_new_clear_and_save(make, models, lab):
         await pilot.press("ctrl+n")
         await pilot.pause()
         assert screen.query_one("#chat-system").text == ""  # new: back to the preset's
+        await pilot.press("ctrl+f")  # load the saved conversation back: turns, system prompt, sampling
+        await pilot.pause()
+        app.screen.query_one("#save-path").value = str(path)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert [m["role"] for m in screen.panes["a"].conv.messages] == ["user", "assistant"]
+        assert screen.query_one("#chat-system").text == "You are a storyteller."
+        assert screen.query_one("#chat-max_new_tokens").value == "3"
+        assert len([m for m in screen.query_one("#chat-log-a", ChatLog).query(ChatMessage)]) == 2
+        (lab / "bad.jsonl").write_text('{"role": "user", "content": "hi"}\n{"role": "wizard"}\n')
+        await pilot.press("ctrl+f")
+        await pilot.pause()
+        app.screen.query_one("#save-path").value = str(lab / "bad.jsonl")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert len(screen.panes["a"].conv.messages) == 2  # a bad file changes nothing
+        assert any("bad.jsonl:2" in n.message for n in app._notifications)
 
 
 async def test_compare_mode_two_models_answer_the_same_message(make, models):
@@ -107,14 +124,19 @@ async def test_compare_mode_two_models_answer_the_same_message(make, models):
         await pilot.press("enter")
         await wait_for(pilot, lambda: screen.panes["b"].conv is not None)
         assert screen.compare and screen.query_one("#chat-pane-b").display
+        assert screen.query_one("#chat-sampling-b").display
         screen.query_one("#chat-max_new_tokens").value = "4"
         screen.query_one("#chat-temperature").value = "0"
+        screen.query_one("#chat-b-max_new_tokens").value = "2"  # each side keeps its own sampling
+        screen.query_one("#chat-b-temperature").value = "0"
         await pilot.click("#chat-input")
         await pilot.press(*"hi", "enter")
         await wait_for(pilot, lambda: not screen.panes["a"].streaming and not screen.panes["b"].streaming)
         a, b = screen.panes["a"].conv, screen.panes["b"].conv
         assert a.messages[0] == b.messages[0] == {"role": "user", "content": "hi"}
         assert a.messages[1]["role"] == b.messages[1]["role"] == "assistant"
+        assert a.sampling.max_new_tokens == 4 and b.sampling.max_new_tokens == 2
+        assert a.last_stats.tokens <= 4 and b.last_stats.tokens <= 2
         assert "B" in screen_text(app)
         await pilot.press("ctrl+g")
         await pilot.pause()

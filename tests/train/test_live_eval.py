@@ -1,0 +1,56 @@
+"""Live downstream evaluations during pretraining (train.eval_tasks), their time budget, and early
+stopping (train.early_stop) that ends the run and marks its best checkpoint."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from train_helpers import ListLog, tiny_preset
+
+from core.errors import UserError
+from core.stages import pretrain
+from core.train.live_eval import EarlyStop
+
+
+def test_early_stop_patience_and_min_delta():
+    e = EarlyStop("choice.acc", "max", patience=2, min_delta=0.01)
+    assert [e.observe(v, s) for s, v in enumerate([0.3, 0.305, 0.35, 0.34, 0.351])] == [True, False, True, False, False]
+    assert e.should_stop and (e.best, e.best_step) == (0.35, 2)
+
+
+def test_choice_every_validation_and_an_early_stop_that_marks_the_best_checkpoint(workspace):
+    # val loss falls, so in "max" mode the first validation stays the best: the run stops one later
+    preset = tiny_preset('train.eval_tasks=["choice"]', "eval.limit=12", "train.early_stop.metric=val_loss",
+                         "train.early_stop.mode=max", "train.early_stop.patience=1")
+    log = ListLog()
+    pretrain.run(preset, workspace, log, threading.Event())
+    evals = log.kind("eval")
+    assert [e["step"] for e in evals] == [4, 8] and all(e["task"] == "choice" for e in evals)
+    assert all(e["n"] == 12 and 0 <= e["acc"] <= 1 and e["seconds"] > 0 for e in evals)
+    stop = next(e for e in log.events if "early_stop" in e)
+    assert stop["early_stop"]["best_step"] == 4 and stop["early_stop"]["step"] == 8
+    assert max(e["step"] for e in log.kind("train")) == 8
+    assert (workspace / "checkpoints" / "best").read_text().strip() == "step-00000004"
+    report = json.loads((workspace / "report.json").read_text())
+    assert report["early_stopped_at"] == 8 and report["best_step"] == 4 and not report["stopped"]
+    assert 0 < report["eval_share"] < 1 and report["eval_s"] > 0
+
+
+def test_the_budget_cuts_an_evaluation_short(workspace):
+    preset = tiny_preset('train.eval_tasks=["choice"]', "train.eval_budget_s=0.001", "train.max_steps=4")
+    log = ListLog()
+    pretrain.run(preset, workspace, log, threading.Event())
+    (ev,) = log.kind("eval")
+    assert ev["budget_hit"] and ev["n"] < 205
+
+
+@pytest.mark.parametrize("extra, reason", [
+    (['train.eval_tasks=["classify"]'], "classify measures a classification finetune"),
+    (['train.eval_tasks=["choice"]', "eval.choice_data=/nonexistent/mc.jsonl"], "no such multiple-choice file"),
+])
+def test_a_task_the_run_has_no_data_for_is_refused_before_training(workspace, extra, reason):
+    with pytest.raises(UserError, match=reason):
+        pretrain.run(tiny_preset(*extra), workspace, ListLog(), threading.Event())
+    assert not (workspace / "checkpoints").exists()
