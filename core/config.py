@@ -164,6 +164,7 @@ class TrainConfig:
     lr: float = opt(1e-3, "peak learning rate", lo=0, lo_open=True, hi=100)
     min_lr: float = opt(1e-4, "learning rate at the end of the cosine decay", lo=0)
     warmup_steps: int = opt(100, "linear warmup steps", lo=0)
+    optimizer: str = opt("adamw", "adamw, or muon: Muon (Newton-Schulz orthogonalised momentum) on the blocks' matrices, AdamW on embeddings, head and vectors", choices=("adamw", "muon"))
     weight_decay: float = opt(0.1, "AdamW weight decay (matrices only)", lo=0)
     beta1: float = opt(0.9, "AdamW beta1", lo=0, hi=1, hi_open=True)
     beta2: float = opt(0.95, "AdamW beta2", lo=0, hi=1, hi_open=True)
@@ -551,6 +552,8 @@ def validate(p: Preset, file: str) -> list[Problem]:
         out.append(Problem(file, "model.n_kv_head", f"model.n_head = {m.n_head} is not divisible by {m.n_kv_head}"))
     if m.n_kv_head > m.n_head:
         out.append(Problem(file, "model.n_kv_head", f"{m.n_kv_head} is more than model.n_head = {m.n_head}"))
+    if t.optimizer == "muon" and t.dtype == "float16":
+        out.append(Problem(file, "train.optimizer", "muon does not run with train.dtype = \"float16\" (its loss scaler); use bfloat16 or float32"))
     if t.min_lr > t.lr:
         out.append(Problem(file, "train.min_lr", f"{t.min_lr:g} is above train.lr = {t.lr:g}"))
     if t.max_steps == 0 and t.max_tokens == 0 and t.epochs == 0:

@@ -37,7 +37,7 @@ from core.config import TrainConfig
 from core.errors import StageFailed, UserError
 from core.runs import Logger, NullLogger
 from core.train.device import Dist, Feed, autocast, batch_tokens, is_oom, memory_bytes, pick_device, pick_dtype, to_device
-from core.train.optim import build_optimizer, lr_at, set_lr
+from core.train.optim import Optimizer, build_optimizer, lr_at, set_lr
 from core.train.state import TrainState, commit, load_resume_state, restore, trainer_state
 
 Objective = Callable[[torch.nn.Module, Any], "tuple[torch.Tensor, dict]"]
@@ -112,7 +112,7 @@ class _Run:
     val_batches: Callable[[], Iterable[Any]] | None
     sample: Sampler | None
     cfg: TrainConfig
-    optimizer: torch.optim.Optimizer
+    optimizer: Optimizer
     scaler: torch.amp.GradScaler | None
     device: torch.device
     dtype: torch.dtype
@@ -263,7 +263,8 @@ def _step(r: _Run, state: TrainState, lr: float) -> _Step:
     Only a step that is `_readback_due` waits for the device; the others flag a non-finite value there."""
     set_lr(r.optimizer, lr)
     loss_sum, metric_sums, step_tokens = _accumulate(r)
-    if r.scaler is not None:
+    if r.scaler is not None:  # float16 only, which muon refuses (core.config.validate)
+        assert isinstance(r.optimizer, torch.optim.Optimizer)
         r.scaler.unscale_(r.optimizer)
     clip = r.cfg.grad_clip if r.cfg.grad_clip > 0 else float("inf")
     grad_norm = torch.nn.utils.clip_grad_norm_(r.raw.parameters(), clip)
@@ -288,6 +289,7 @@ def _step(r: _Run, state: TrainState, lr: float) -> _Step:
         bad_now = ~(torch.isfinite(loss_mean) & torch.isfinite(norm))
         r.first_bad = torch.where(bad_now & (r.first_bad < 0), state.step + 1, r.first_bad)
     if r.scaler is not None:
+        assert isinstance(r.optimizer, torch.optim.Optimizer)
         r.scaler.step(r.optimizer)
         r.scaler.update()
     else:
