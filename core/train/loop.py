@@ -3,7 +3,7 @@
 `train()` takes a model, an objective (a function or small object turning a batch into a loss and
 a metrics dict), a batch source, the preset's train section, a logger, a stop event and the run
 folder. It runs AdamW with warmup and cosine decay, gradient accumulation and clipping, autocast
-on GPUs, optional torch.compile and DDP; it validates, samples, checkpoints, and resumes exactly
+on GPUs, optional torch.compile, and DDP or FSDP2 (core.train.fsdp); it validates, samples, checkpoints, and resumes exactly
 from the newest committed checkpoint of the run (core.train.state). Devices and dtypes come from
 core.train.device. It is composition, not a trainer class: a finetuning stage passes its own objective.
 
@@ -128,6 +128,8 @@ class _Run:
     stop_flag: torch.Tensor | None = None  # under DDP: any rank's stop request, reduced with the loss
     stop_seen: bool = False        # under DDP: the stop flag as last read back
     first_bad: torch.Tensor | None = None  # the first step with a non-finite loss or norm (-1: none), on the device
+    fsdp: bool = False             # train.parallel = "fsdp" on several processes
+    saved_optimizer: dict | None = None  # under FSDP: a resumed optimizer state, loaded after sharding
 
     @property
     def main(self) -> bool:
@@ -160,6 +162,10 @@ def _setup(model: torch.nn.Module, cfg: TrainConfig, dist: Dist | None, device: 
     if device.type == "cpu" and dtype == torch.float16:
         raise UserError("train.dtype: float16 needs a GPU; use float32 or bfloat16 on CPU")
     raw = ckpt_io._unwrap(model).to(device)
+    if cfg.parallel == "fsdp":
+        from core.train import fsdp
+
+        fsdp.check(raw, cfg, dist)
     optimizer = build_optimizer(raw, cfg, device.type)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     main = dist is None or dist.is_main
@@ -168,7 +174,8 @@ def _setup(model: torch.nn.Module, cfg: TrainConfig, dist: Dist | None, device: 
     feed = Feed(pieces["batches"], device, dist.rank if dist else 0, dist.world_size if dist else 1)
     r = _Run(raw=raw, fwd=raw, model=raw, cfg=cfg, optimizer=optimizer, scaler=scaler, device=device,
              dtype=dtype, dist=dist, log=log if main else NullLogger(), stop_flag=torch.zeros((), device=device),
-             first_bad=torch.full((), -1, dtype=torch.long, device=device), feed=feed, **pieces)
+             first_bad=torch.full((), -1, dtype=torch.long, device=device), feed=feed,
+             fsdp=cfg.parallel == "fsdp", **pieces)
     cfg_model = getattr(raw, "config", None)
     if cfg_model is not None:
         from core.model.stats import device_peak_flops, flops_per_token
@@ -179,7 +186,17 @@ def _setup(model: torch.nn.Module, cfg: TrainConfig, dist: Dist | None, device: 
 
 
 def _wrap(r: _Run) -> None:
-    """compile, then DDP (which broadcasts rank 0's weights: the resumed ones)."""
+    """compile, then DDP (which broadcasts rank 0's weights: the resumed ones); or shard (FSDP, every
+    rank holding the same resumed weights), rebuild the optimizer over the shards, then compile."""
+    if r.fsdp:
+        from core.train import fsdp
+
+        fsdp.shard(r.raw, r.cfg, r.device, r.dtype, r.world)
+        r.optimizer = build_optimizer(r.raw, r.cfg, fsdp.optimizer_device(r.cfg, r.device))
+        if r.saved_optimizer is not None:
+            fsdp.load_optimizer(r.raw, r.optimizer, r.saved_optimizer, str(r.run_dir / "checkpoints"))
+        r.fwd = r.model = torch.compile(r.raw) if r.cfg.compile else r.raw
+        return
     r.fwd = torch.compile(r.raw) if r.cfg.compile else r.raw
     r.model = r.fwd
     if r.dist is not None:
@@ -194,7 +211,9 @@ def _resume(r: _Run, state: TrainState, tokenizer: Any) -> None:
     if loaded is None:
         return
     ckpt, saved = loaded
-    restore(state, saved, ckpt, r.optimizer, r.scaler, r.feed)
+    restore(state, saved, ckpt, None if r.fsdp else r.optimizer, r.scaler, r.feed)
+    if r.fsdp:
+        r.saved_optimizer = saved["optimizer"]
     # `resumed_step` lets a reader drop events of steps after it that the interrupted process logged
     r.log.log({"kind": "log", "level": "info", "resumed_step": state.step,
                "message": f"resumed from {ckpt.name} (step {state.step}, {state.tokens:,} tokens)"})
@@ -226,7 +245,9 @@ def _accumulate(r: _Run) -> tuple[torch.Tensor, dict, int]:
     for mine in range(1, r.grad_accum + 1):
         batch, n_tok = r.feed.next()
         last_micro = mine == r.grad_accum
-        sync = contextlib.nullcontext() if r.dist is None or last_micro else r.model.no_sync()
+        if r.fsdp:  # reduce-scatter the gradients on the last micro-batch only
+            r.raw.set_requires_gradient_sync(last_micro)  # type: ignore[operator]
+        sync = contextlib.nullcontext() if r.dist is None or r.fsdp or last_micro else r.model.no_sync()
         with sync:
             with autocast(r.device, r.dtype):
                 loss, metrics = r.objective(r.model, batch)
@@ -268,6 +289,10 @@ def _step(r: _Run, state: TrainState, lr: float) -> _Step:
         r.scaler.unscale_(r.optimizer)
     clip = r.cfg.grad_clip if r.cfg.grad_clip > 0 else float("inf")
     grad_norm = torch.nn.utils.clip_grad_norm_(r.raw.parameters(), clip)
+    if r.fsdp:
+        from core.train.fsdp import full_tensor
+
+        grad_norm = full_tensor(grad_norm)
     loss_mean = loss_sum / r.grad_accum
     if r.dist is not None:
         # one collective for the logged loss and the stop request of any rank
@@ -354,9 +379,18 @@ def _save(r: _Run, state: TrainState) -> None:
                           f"was written. Lower train.lr, raise train.warmup_steps or set train.grad_clip")
     if r.dist is not None:
         torch.distributed.barrier()
+    model: torch.nn.Module | None = r.raw
+    opt_state: dict | None = None
+    if r.fsdp:  # every rank takes part in gathering the full weights and optimizer state to rank 0
+        from core.train.fsdp import gather
+
+        model, opt_state = gather(r.raw, r.optimizer, r.main)
+    elif r.main:
+        opt_state = r.optimizer.state_dict()
     if r.main:
-        trainer = trainer_state(state, r.optimizer, r.scaler, r.feed, r.total_steps, r.world)
-        state.checkpoint = commit(r.run_dir, r.raw, state, trainer, **r.checkpoint_kwargs)
+        assert model is not None and opt_state is not None
+        trainer = trainer_state(state, opt_state, r.scaler, r.feed, r.total_steps, r.world)
+        state.checkpoint = commit(r.run_dir, model, state, trainer, **r.checkpoint_kwargs)
         r.log.log({"kind": "checkpoint", "step": state.step, "path": str(state.checkpoint),
                    "val_loss": state.fresh_val()})
     if r.dist is not None:
@@ -370,7 +404,8 @@ def _after_step(r: _Run, state: TrainState) -> None:
     ckpt_due = step % cfg.checkpoint_every == 0
     if step % cfg.eval_every == 0 or ckpt_due or last:
         _evaluate(r, state)
-    if r.main and r.sample is not None and cfg.sample_every and (step % cfg.sample_every == 0 or last):
+    # no samples under FSDP: generation on rank 0 alone would wait for the other ranks' shards
+    if r.main and not r.fsdp and r.sample is not None and cfg.sample_every and (step % cfg.sample_every == 0 or last):
         _sample(r, step)
     if ckpt_due:
         _save(r, state)
@@ -419,11 +454,11 @@ def train(model: torch.nn.Module, objective: Objective, train_batches: BatchSour
     state = TrainState()
     if resume:
         _resume(r, state, tokenizer)
-    _wrap(r)
     n_params = sum(p.numel() for p in r.raw.parameters())
+    _wrap(r)
     r.log.log({"kind": "log", "level": "info",
                "message": f"training {total_steps} steps on {r.device.type}"
-                          + (f" x {r.world} processes" if r.world > 1 else "")
+                          + (f" x {r.world} processes ({'FSDP' if r.fsdp else 'DDP'})" if r.world > 1 else "")
                           + f" ({str(r.dtype).removeprefix('torch.')}, {n_params:,} parameters, "
                           f"{grad_accum * r.world} micro-batches per step)"})
     timer, stopped = _Timer(), False

@@ -115,11 +115,13 @@ def load_resume_state(run_dir: Path, model: Any, tokenizer: Any, log: Logger) ->
                     + f"\nmove {Path(run_dir) / 'checkpoints'} away to start this run from scratch")
 
 
-def restore(state: TrainState, saved: dict, ckpt: Path, optimizer: Optimizer,
+def restore(state: TrainState, saved: dict, ckpt: Path, optimizer: Optimizer | None,
             scaler: torch.amp.GradScaler | None, batches: Any) -> None:
-    """Put a loaded trainer state back: optimizer, scaler, counters, data position and RNG states."""
+    """Put a loaded trainer state back: optimizer (unless None: FSDP loads it after sharding), scaler,
+    counters, data position and RNG states."""
     try:
-        optimizer.load_state_dict(saved["optimizer"])
+        if optimizer is not None:
+            optimizer.load_state_dict(saved["optimizer"])
     except (ValueError, KeyError) as e:
         raise UserError(f"{ckpt / ckpt_io.TRAINER}: {INCOMPATIBLE} the checkpoint: its optimizer state does not "
                         f"fit this run's optimizer ({e}); restore train.optimizer, or start a new run") from None
@@ -138,14 +140,14 @@ def restore(state: TrainState, saved: dict, ckpt: Path, optimizer: Optimizer,
 
 # --------------------------------------------------------------------------------------- save
 
-def trainer_state(state: TrainState, optimizer: Optimizer, scaler: torch.amp.GradScaler | None,
+def trainer_state(state: TrainState, optimizer_state: dict, scaler: torch.amp.GradScaler | None,
                   batches: Any, total_steps: int, world_size: int) -> dict:
     """trainer.pt's contents: tensors and plain containers only (it is loaded with weights_only=True)."""
     return {
         "version": TRAINER_STATE_VERSION,
         "step": state.step,
         "tokens": state.tokens,
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer_state,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": ckpt_io.capture_rng_state(),
         "data": batches.state_dict() if hasattr(batches, "state_dict") else None,
