@@ -183,6 +183,7 @@ class TrainConfig:
     checkpoint_every: int = opt(500, "save a checkpoint every N steps (and always at the end)", lo=1)
     keep_last: int = opt(2, "keep this many recent checkpoints besides the best", lo=1)
     nproc: int = opt(1, "processes for data-parallel training (torchrun)", lo=1, hi=1024)
+    activation_checkpointing: bool = opt(False, "recompute each block's activations in the backward pass: memory for one block instead of all, for about a third more compute")
     parallel: str = opt("ddp", "with several processes: ddp (a full copy per rank) or fsdp (parameters, gradients and optimizer state sharded, FSDP2)", choices=("ddp", "fsdp"))
     fsdp_offload: bool = opt(False, "fsdp: keep parameters and optimizer state in host memory (GPU memory for the largest models, at a speed cost)")
 

@@ -1,7 +1,7 @@
 """Where training runs: device and dtype, autocast, seeding, memory, this process's place in a DDP job,
 and the feed that moves batches onto the device one step ahead (pinned memory, non-blocking copies).
 
-`Dist` is set up by core.train.ddp. The loop and every stage that trains use these."""
+`checkpoint_activations` trades compute for activation memory. `Dist` is set up by core.train.ddp. The loop and every stage that trains use these."""
 
 from __future__ import annotations
 
@@ -67,6 +67,20 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def checkpoint_activations(model: torch.nn.Module) -> None:
+    """Each block of `model.blocks` keeps only its input for the backward pass and recomputes the rest
+    there (torch.utils.checkpoint, non-reentrant: the RNG of dropout is replayed). In place; the module
+    tree, and so every parameter name, stays the same; under FSDP the shards' hooks stay outside."""
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+
+    for block in getattr(model, "blocks", []):
+        if not getattr(block, "_checkpointed", False):
+            block.forward = functools.partial(checkpoint, type(block).forward.__get__(block), use_reentrant=False)
+            block._checkpointed = True
 
 
 def seed_everything(seed: int) -> None:

@@ -162,6 +162,10 @@ def _setup(model: torch.nn.Module, cfg: TrainConfig, dist: Dist | None, device: 
     if device.type == "cpu" and dtype == torch.float16:
         raise UserError("train.dtype: float16 needs a GPU; use float32 or bfloat16 on CPU")
     raw = ckpt_io._unwrap(model).to(device)
+    if cfg.activation_checkpointing:
+        from core.train.device import checkpoint_activations
+
+        checkpoint_activations(raw)
     if cfg.parallel == "fsdp":
         from core.train import fsdp
 
