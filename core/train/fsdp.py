@@ -81,7 +81,7 @@ def gather(model: torch.nn.Module, optimizer: Any, main: bool) -> tuple[torch.nn
     from core.model.gpt import GPT
 
     copy = GPT(model.config)  # type: ignore[arg-type]  # check() admitted GPTs only
-    copy.load_weights(weights)
+    copy.load_weights({k: v for k, v in weights.items() if isinstance(v, torch.Tensor)})
     return copy, opt_state
 
 
@@ -91,7 +91,7 @@ def load_optimizer(model: torch.nn.Module, optimizer: Any, saved: dict, where: s
 
     try:
         set_optimizer_state_dict(model, optimizer, saved, options=StateDictOptions(full_state_dict=True))
-    except (ValueError, KeyError, RuntimeError) as e:
+    except (ValueError, KeyError, RuntimeError, AssertionError) as e:  # torch asserts on some malformed states
         raise UserError(f"{where}: {INCOMPATIBLE} the checkpoint: its optimizer "
                         f"state is not an FSDP run's ({type(e).__name__}); resume with the train.parallel "
                         f"it was saved with, or start a new run") from None

@@ -67,3 +67,26 @@ def test_two_fsdp_processes_match_one_and_resume_on_three(workspace):
     after = [e for e in events[events.index(resumed[0]):] if e["kind"] == "train"]
     assert [e["step"] for e in after] == [5, 6, 7, 8]
     assert all(e["loss"] == pytest.approx(a[e["step"]], abs=1e-4) for e in after), (after, a, c)
+
+    # and in one process: the optimizer state is keyed by parameter name, in the optimizer's order
+    shutil.rmtree(two_dir / "checkpoints" / "step-00000008")
+    (two_dir / "checkpoints" / "latest").write_text("step-00000004\n")
+    single = ListLog()
+    pretrain.run(tiny_preset(*EXTRA), two_dir, single, threading.Event())
+    d = {e["step"]: e["loss"] for e in single.kind("train")}
+    assert sorted(d) == [5, 6, 7, 8] and all(d[s] == pytest.approx(a[s], abs=1e-4) for s in d)
+
+
+def test_a_plain_optimizer_state_is_refused_by_the_sharded_loader():
+    from core.config import ModelConfig, TrainConfig
+    from core.model.gpt import GPT
+    from core.train.fsdp import load_optimizer
+    from core.train.optim import build_optimizer
+
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, context_length=8, vocab_size=32))
+    opt = build_optimizer(model, TrainConfig(), "cpu")
+    x = torch.randint(0, 32, (2, 8))
+    model(x, x)[1].backward()
+    opt.step()
+    with pytest.raises(UserError, match="cannot resume.*not an FSDP run's"):
+        load_optimizer(model, build_optimizer(model, TrainConfig(), "cpu"), opt.state_dict(), "ckpt")
