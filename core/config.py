@@ -172,6 +172,7 @@ class TrainConfig:
     lr: float = opt(1e-3, "peak learning rate", lo=0, lo_open=True, hi=100)
     min_lr: float = opt(1e-4, "learning rate at the end of the cosine decay", lo=0)
     warmup_steps: int = opt(100, "linear warmup steps", lo=0)
+    optimizer: str = opt("adamw", "adamw, or muon: Muon (Newton-Schulz orthogonalised momentum) on the blocks' matrices, AdamW on embeddings, head and vectors", choices=("adamw", "muon"))
     weight_decay: float = opt(0.1, "AdamW weight decay (matrices only)", lo=0)
     beta1: float = opt(0.9, "AdamW beta1", lo=0, hi=1, hi_open=True)
     beta2: float = opt(0.95, "AdamW beta2", lo=0, hi=1, hi_open=True)
@@ -194,6 +195,9 @@ class TrainConfig:
     eval_budget_s: float = opt(3.0, "seconds one live evaluation of a task may take (it stops at the next batch)", lo=0, lo_open=True)
     early_stop: EarlyStopConfig = opt(EarlyStopConfig(), "stop the run when a metric stops improving, and mark its best checkpoint")
     fork_from: str = opt("", "start from another run's checkpoint: RUN or RUN@STEP (`--fork`); the new run records its parent")
+    activation_checkpointing: bool = opt(False, "recompute each block's activations in the backward pass: memory for one block instead of all, for about a third more compute")
+    parallel: str = opt("ddp", "with several processes: ddp (a full copy per rank) or fsdp (parameters, gradients and optimizer state sharded, FSDP2)", choices=("ddp", "fsdp"))
+    fsdp_offload: bool = opt(False, "fsdp: keep parameters and optimizer state in host memory (GPU memory for the largest models, at a speed cost)")
 
 
 # ------------------------------------------------------------------------------------- finetune
@@ -563,6 +567,8 @@ def validate(p: Preset, file: str) -> list[Problem]:
         out.append(Problem(file, "model.n_kv_head", f"model.n_head = {m.n_head} is not divisible by {m.n_kv_head}"))
     if m.n_kv_head > m.n_head:
         out.append(Problem(file, "model.n_kv_head", f"{m.n_kv_head} is more than model.n_head = {m.n_head}"))
+    if t.optimizer == "muon" and t.dtype == "float16":
+        out.append(Problem(file, "train.optimizer", "muon does not run with train.dtype = \"float16\" (its loss scaler); use bfloat16 or float32"))
     if t.min_lr > t.lr:
         out.append(Problem(file, "train.min_lr", f"{t.min_lr:g} is above train.lr = {t.lr:g}"))
     if t.max_steps == 0 and t.max_tokens == 0 and t.epochs == 0:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -188,7 +188,7 @@ def live_tasks(preset: Any, tokenizer: Any, head: str, device: torch.device) -> 
                 raise UserError(f"train.eval_tasks: choice: {err}") from None
 
             def choice(model: torch.nn.Module, stop: threading.Event, ex: list = examples) -> dict:
-                r = evaluate(model, tokenizer, ex, batch_size=max(4, preset.train.micro_batch_size), stop=stop, samples=0)
+                r = evaluate(cast("GPT", model), tokenizer, ex, batch_size=max(4, preset.train.micro_batch_size), stop=stop, samples=0)
                 return _headline("choice", r)
             out[task] = choice
         elif task == "classify":

@@ -121,6 +121,11 @@ def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist:
     lineage.update(lineage_of(run_dir))
     T = model.config.context_length
     world = dist.world_size if dist else 1
+    micro_tokens = t.micro_batch_size * T * world
+    if world > 1 and t.batch_tokens and t.batch_tokens % micro_tokens:
+        raise UserError(f"train.batch_tokens: {t.batch_tokens:,} is not a whole number of micro-batches over "
+                        f"{world} processes ({t.micro_batch_size} x {T} tokens x {world} = {micro_tokens:,}); "
+                        f"use a multiple of {micro_tokens:,} or another train.nproc")
     accum = preset.grad_accum_steps(world, T)
     tokens_per_step = preset.tokens_per_step(world, T)
     meta = read_meta(folder)

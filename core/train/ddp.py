@@ -18,7 +18,7 @@ Several nodes (the workspace, with its data/ and runs/, on a shared filesystem):
         --rdzv_endpoint HOST:29500 -m core.stages.pretrain --preset gpt2-124m [--set train.lr=6e-4 ...]
 
 (`--preset` makes rank 0 create the run folder and write its status; `--run-dir` continues one.)
-FSDP (sharding a model too large for one GPU) is not implemented; DDP keeps a full copy per rank.
+With `train.parallel = "fsdp"` the same workers shard the model instead (core.train.fsdp).
 """
 
 from __future__ import annotations

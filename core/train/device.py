@@ -1,6 +1,7 @@
-"""Where training runs: device and dtype, autocast, seeding, memory, this process's place in a DDP job.
+"""Where training runs: device and dtype, autocast, seeding, memory, this process's place in a DDP job,
+and the feed that moves batches onto the device one step ahead (pinned memory, non-blocking copies).
 
-`Dist` is set up by core.train.ddp. The loop and every stage that trains use these."""
+`checkpoint_activations` trades compute for activation memory. `Dist` is set up by core.train.ddp. The loop and every stage that trains use these."""
 
 from __future__ import annotations
 
@@ -68,6 +69,20 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def checkpoint_activations(model: torch.nn.Module) -> None:
+    """Each block of `model.blocks` keeps only its input for the backward pass and recomputes the rest
+    there (torch.utils.checkpoint, non-reentrant: the RNG of dropout is replayed). In place; the module
+    tree, and so every parameter name, stays the same; under FSDP the shards' hooks stay outside."""
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+
+    for block in getattr(model, "blocks", []):
+        if not getattr(block, "_checkpointed", False):
+            block.forward = functools.partial(checkpoint, type(block).forward.__get__(block), use_reentrant=False)
+            block._checkpointed = True
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -85,8 +100,12 @@ def memory_bytes(device: torch.device) -> int:
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
+    """The batch on `device`; to a CUDA GPU through pinned host memory with a non-blocking copy, so
+    the host does not wait for the copy (nor for the work queued before it)."""
     if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=device.type == "cuda")
+        if device.type == "cuda" and batch.device.type == "cpu":
+            return batch.pin_memory().to(device, non_blocking=True)
+        return batch.to(device)
     if isinstance(batch, dict):
         return {k: to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
@@ -114,3 +133,44 @@ def batch_tokens(batch: Any) -> int:
 def is_oom(e: BaseException) -> bool:
     oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
     return isinstance(e, oom) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
+
+
+class Feed:
+    """This rank's micro-batches, already on the device: the next one is drawn and its copy issued
+    when the current one is handed out, so data loading overlaps the step in flight.
+
+    Every rank draws the same global sequence and keeps micro-batch i when i % world == rank
+    (see core.train.loop); `next()` returns (batch on the device, tokens of the world micro-batches
+    it stands for, its own included). `state_dict()` is the source's position before the batch
+    drawn ahead, so a checkpoint resumes at the batch that was not yet trained on."""
+
+    def __init__(self, source: Any, device: torch.device, rank: int = 0, world: int = 1):
+        self.source, self.device, self.rank, self.world = source, device, rank, world
+        self._ahead: tuple[Any, int] | None = None
+        self._state: dict | None = None
+
+    def _draw(self) -> tuple[Any, int]:
+        tokens, mine = 0, None
+        for i in range(self.world):
+            batch = self.source.next_batch()
+            tokens += batch_tokens(batch)
+            if i == self.rank:
+                mine = batch
+        return to_device(mine, self.device), tokens
+
+    def next(self) -> tuple[Any, int]:
+        if self._ahead is None:
+            self._ahead = self._draw()
+        out = self._ahead
+        self._state = self.source.state_dict() if hasattr(self.source, "state_dict") else None
+        self._ahead = self._draw()
+        return out
+
+    def state_dict(self) -> dict | None:
+        if self._ahead is None:
+            return self.source.state_dict() if hasattr(self.source, "state_dict") else None
+        return self._state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.source.load_state_dict(state)
+        self._ahead = None

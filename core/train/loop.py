@@ -3,9 +3,13 @@
 `train()` takes a model, an objective (a function or small object turning a batch into a loss and
 a metrics dict), a batch source, the preset's train section, a logger, a stop event and the run
 folder. It runs AdamW with warmup and cosine decay, gradient accumulation and clipping, autocast
-on GPUs, optional torch.compile and DDP; it validates, samples, checkpoints, and resumes exactly
+on GPUs, optional torch.compile, and DDP or FSDP2 (core.train.fsdp); it validates, samples, checkpoints, and resumes exactly
 from the newest committed checkpoint of the run (core.train.state). Devices and dtypes come from
 core.train.device. It is composition, not a trainer class: a finetuning stage passes its own objective.
+
+A step never waits for the device: batches arrive one step ahead (core.train.device.Feed), and the
+loss, gradient norm, non-finite check and (under DDP) the stop request are read back only on the
+steps that log, validate or checkpoint (`_readback_due`), so a GPU runs steps back to back.
 
 Objective protocol: `objective(model, batch) -> (loss, metrics)`, where `loss` is a scalar tensor
 and `metrics` a dict of floats/scalar tensors averaged over the micro-batches of a step (a
@@ -32,8 +36,8 @@ from core import checkpoint as ckpt_io
 from core.config import TrainConfig
 from core.errors import StageFailed, UserError
 from core.runs import Logger, NullLogger
-from core.train.device import Dist, autocast, batch_tokens, is_oom, memory_bytes, pick_device, pick_dtype, to_device
-from core.train.optim import build_optimizer, lr_at, set_lr
+from core.train.device import Dist, Feed, autocast, batch_tokens, is_oom, memory_bytes, pick_device, pick_dtype, to_device
+from core.train.optim import Optimizer, build_optimizer, lr_at, set_lr
 from core.train.live_eval import LiveEval
 from core.train.state import TrainState, commit, load_resume_state, restore, trainer_state
 
@@ -93,10 +97,13 @@ class _Timer:
         self.window_tokens += tokens
         self.total_s += seconds
         self.total_tokens += tokens
-        # the first steps include warm-up (allocations, compile), so the ETA follows recent steps
-        self.step_ema_s = seconds if self.step_ema_s is None else 0.9 * self.step_ema_s + 0.1 * seconds
 
     def reset_window(self) -> None:
+        # per window, not per step: on a GPU a step's own time is only its launch until a read-back waits;
+        # the first window includes warm-up (allocations, compile), so the ETA follows recent windows
+        if self.window_steps:
+            avg = self.window_s / self.window_steps
+            self.step_ema_s = avg if self.step_ema_s is None else 0.5 * self.step_ema_s + 0.5 * avg
         self.window_s, self.window_steps, self.window_tokens = 0.0, 0, 0
 
 
@@ -109,10 +116,11 @@ class _Run:
     model: Any                     # fwd, wrapped in DDP under data parallelism: what the objective trains
     objective: Objective
     batches: BatchSource
+    feed: Feed                     # this rank's share of `batches`, on the device, one step ahead
     val_batches: Callable[[], Iterable[Any]] | None
     sample: Sampler | None
     cfg: TrainConfig
-    optimizer: torch.optim.Optimizer
+    optimizer: Optimizer
     scaler: torch.amp.GradScaler | None
     device: torch.device
     dtype: torch.dtype
@@ -127,6 +135,10 @@ class _Run:
     peak_flops: float | None = None  # of all processes together; None when the model has no config
     stop_flag: torch.Tensor | None = None  # under DDP: any rank's stop request, reduced with the loss
     live: LiveEval | None = None           # downstream evaluations and early stopping (core.train.live_eval)
+    stop_seen: bool = False        # under DDP: the stop flag as last read back
+    first_bad: torch.Tensor | None = None  # the first step with a non-finite loss or norm (-1: none), on the device
+    fsdp: bool = False             # train.parallel = "fsdp" on several processes
+    saved_optimizer: dict | None = None  # under FSDP: a resumed optimizer state, loaded after sharding
 
     @property
     def main(self) -> bool:
@@ -159,12 +171,24 @@ def _setup(model: torch.nn.Module, cfg: TrainConfig, dist: Dist | None, device: 
     if device.type == "cpu" and dtype == torch.float16:
         raise UserError("train.dtype: float16 needs a GPU; use float32 or bfloat16 on CPU")
     raw = ckpt_io._unwrap(model).to(device)
+    if cfg.activation_checkpointing:
+        from core.train.device import checkpoint_activations
+
+        checkpoint_activations(raw)
+    if cfg.parallel == "fsdp":
+        from core.train import fsdp
+
+        fsdp.check(raw, cfg, dist)
     optimizer = build_optimizer(raw, cfg, device.type)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
     main = dist is None or dist.is_main
+    if device.type == "cuda":  # TF32 tensor cores for the float32 matmuls left outside autocast
+        torch.set_float32_matmul_precision("high")
+    feed = Feed(pieces["batches"], device, dist.rank if dist else 0, dist.world_size if dist else 1)
     r = _Run(raw=raw, fwd=raw, model=raw, cfg=cfg, optimizer=optimizer, scaler=scaler, device=device,
              dtype=dtype, dist=dist, log=log if main else NullLogger(), stop_flag=torch.zeros((), device=device),
-             **pieces)
+             first_bad=torch.full((), -1, dtype=torch.long, device=device), feed=feed,
+             fsdp=cfg.parallel == "fsdp", **pieces)
     cfg_model = getattr(raw, "config", None)
     if cfg_model is not None:
         from core.model.stats import device_peak_flops, flops_per_token
@@ -175,7 +199,17 @@ def _setup(model: torch.nn.Module, cfg: TrainConfig, dist: Dist | None, device: 
 
 
 def _wrap(r: _Run) -> None:
-    """compile, then DDP (which broadcasts rank 0's weights: the resumed ones)."""
+    """compile, then DDP (which broadcasts rank 0's weights: the resumed ones); or shard (FSDP, every
+    rank holding the same resumed weights), rebuild the optimizer over the shards, then compile."""
+    if r.fsdp:
+        from core.train import fsdp
+
+        fsdp.shard(r.raw, r.cfg, r.device, r.dtype, r.world)
+        r.optimizer = build_optimizer(r.raw, r.cfg, fsdp.optimizer_device(r.cfg, r.device))
+        if r.saved_optimizer is not None:
+            fsdp.load_optimizer(r.raw, r.optimizer, r.saved_optimizer, str(r.run_dir / "checkpoints"))
+        r.fwd = r.model = torch.compile(r.raw) if r.cfg.compile else r.raw
+        return
     r.fwd = torch.compile(r.raw) if r.cfg.compile else r.raw
     r.model = r.fwd
     if r.dist is not None:
@@ -190,7 +224,9 @@ def _resume(r: _Run, state: TrainState, tokenizer: TextTokenizer | None) -> None
     if loaded is None:
         return
     ckpt, saved = loaded
-    restore(state, saved, ckpt, r.optimizer, r.scaler, r.batches)
+    restore(state, saved, ckpt, None if r.fsdp else r.optimizer, r.scaler, r.feed)
+    if r.fsdp:
+        r.saved_optimizer = saved["optimizer"]
     for g in r.optimizer.param_groups:  # the preset's settings win over the saved ones (a fork may change them)
         if "betas" in g:
             g["betas"] = (r.cfg.beta1, r.cfg.beta2)
@@ -203,10 +239,18 @@ def _resume(r: _Run, state: TrainState, tokenizer: TextTokenizer | None) -> None
 # ----------------------------------------------------------------------------------------- step
 
 def _stop_requested(r: _Run) -> bool:
-    # under DDP every rank must stop at the same step: use the flag reduced with the last loss
-    if r.dist is not None and r.stop_flag is not None:
-        return bool(r.stop_flag.item() > 0)
+    # under DDP every rank must stop at the same step: use the flag reduced with the loss, as last read back
+    if r.dist is not None:
+        return r.stop_seen
     return r.stop.is_set()
+
+
+def _readback_due(r: _Run, step: int) -> bool:
+    """Whether optimizer step `step` (1-based) reads its numbers back to the host: when it logs,
+    validates or checkpoints, and at the last step (so nothing non-finite is ever validated or saved)."""
+    c = r.cfg
+    return (step == 1 or step % c.log_every == 0 or step % c.eval_every == 0 or step % c.checkpoint_every == 0
+            or step == r.total_steps)
 
 
 def _accumulate(r: _Run) -> tuple[torch.Tensor, dict, int]:
@@ -214,34 +258,36 @@ def _accumulate(r: _Run) -> tuple[torch.Tensor, dict, int]:
     keeps its share. Returns (sum of the losses, sums of the metrics, tokens of the whole step)."""
     loss_sum = torch.zeros((), device=r.device)
     metric_sums: dict[str, Any] = {}
-    step_tokens, mine = 0, 0
-    for i in range(r.grad_accum * r.world):
-        batch = r.batches.next_batch()
-        n_tok = batch_tokens(batch)
-        if i % r.world != r.rank:
-            step_tokens += n_tok
-            continue
-        mine += 1
-        batch = to_device(batch, r.device)
+    step_tokens = 0
+    for mine in range(1, r.grad_accum + 1):
+        batch, n_tok = r.feed.next()
         last_micro = mine == r.grad_accum
-        sync = contextlib.nullcontext() if r.dist is None or last_micro else r.model.no_sync()
+        if r.fsdp:  # reduce-scatter the gradients on the last micro-batch only
+            r.raw.set_requires_gradient_sync(last_micro)  # type: ignore[operator]
+        sync = contextlib.nullcontext() if r.dist is None or r.fsdp or last_micro else r.model.no_sync()
         with sync:
             with autocast(r.device, r.dtype):
                 loss, metrics = r.objective(r.model, batch)
             scaled = loss.float() / r.grad_accum
             (r.scaler.scale(scaled) if r.scaler is not None else scaled).backward()
-        step_tokens += int(metrics.pop("tokens", n_tok))
+        # the objective counts its own batch's tokens (e.g. without padding); the other ranks' count whole
+        own = metrics.pop("tokens", None)
+        step_tokens += n_tok if own is None else n_tok - batch_tokens(batch) + int(own)
         loss_sum += loss.detach().float()
         for k, v in metrics.items():
             metric_sums[k] = metric_sums.get(k, 0.0) + (v.detach().float() if isinstance(v, torch.Tensor) else v)
     return loss_sum, metric_sums, step_tokens
 
 
-def _refuse_non_finite(r: _Run, state: TrainState, loss: float, norm: float, lr: float) -> None:
-    """A non-finite loss or gradient norm fails the run before the optimizer step is taken."""
-    what = "loss" if not math.isfinite(loss) else "gradient norm"
-    msg = (f"non-finite {what} at step {state.step + 1} (loss {loss}, grad norm {norm}, lr {lr:.3g}); "
-           f"the optimizer step was not taken"
+def _refuse_non_finite(r: _Run, state: TrainState, loss: float, norm: float, lr: float, first_bad: int) -> None:
+    """A non-finite loss or gradient norm fails the run at the read-back that sees it: before this
+    step's optimizer update; steps since the first bad one (between read-backs) were taken."""
+    step = state.step + 1
+    what = ("loss" if not math.isfinite(loss) else "gradient norm") if first_bad < 0 else "loss or gradient norm"
+    at = step if first_bad < 0 else first_bad
+    taken = ("the optimizer step was not taken" if first_bad < 0 else
+             f"found at step {step}, when the losses were read back; step {step}'s update was not taken")
+    msg = (f"non-finite {what} at step {at} (loss {loss}, grad norm {norm}, lr {lr:.3g}); {taken}"
            + (f" and {state.checkpoint.name} is the last good checkpoint" if state.checkpoint else "")
            + ". Lower train.lr, raise train.warmup_steps or set train.grad_clip")
     r.log.log({"kind": "train", "step": state.step + 1, "loss": loss, "lr": lr, "grad_norm": norm,
@@ -251,13 +297,19 @@ def _refuse_non_finite(r: _Run, state: TrainState, loss: float, norm: float, lr:
 
 
 def _step(r: _Run, state: TrainState, lr: float) -> _Step:
-    """One optimizer step: accumulate, clip, reduce the logged loss (and stop requests), check, update."""
+    """One optimizer step: accumulate, clip, reduce the logged loss (and stop requests), check, update.
+    Only a step that is `_readback_due` waits for the device; the others flag a non-finite value there."""
     set_lr(r.optimizer, lr)
     loss_sum, metric_sums, step_tokens = _accumulate(r)
-    if r.scaler is not None:
+    if r.scaler is not None:  # float16 only, which muon refuses (core.config.validate)
+        assert isinstance(r.optimizer, torch.optim.Optimizer)
         r.scaler.unscale_(r.optimizer)
     clip = r.cfg.grad_clip if r.cfg.grad_clip > 0 else float("inf")
     grad_norm = torch.nn.utils.clip_grad_norm_(r.raw.parameters(), clip)
+    if r.fsdp:
+        from core.train.fsdp import full_tensor
+
+        grad_norm = full_tensor(grad_norm)
     loss_mean = loss_sum / r.grad_accum
     if r.dist is not None:
         # one collective for the logged loss and the stop request of any rank
@@ -265,10 +317,21 @@ def _step(r: _Run, state: TrainState, lr: float) -> _Step:
         packed = torch.stack([loss_mean, stop_now])
         torch.distributed.all_reduce(packed)
         loss_mean, r.stop_flag = packed[0] / r.world, packed[1]
-    loss_val, norm_val = torch.stack([loss_mean, grad_norm.float().to(r.device)]).tolist()
-    if not (math.isfinite(loss_val) and math.isfinite(norm_val)) and r.scaler is None:
-        _refuse_non_finite(r, state, loss_val, norm_val, lr)
+    norm = grad_norm.float().to(r.device)
+    loss_val = norm_val = math.nan
+    assert r.first_bad is not None and r.stop_flag is not None
+    if _readback_due(r, state.step + 1):
+        loss_val, norm_val, first_bad, stop_now = torch.stack(
+            [loss_mean, norm, r.first_bad.float(), r.stop_flag.float()]).tolist()
+        r.stop_seen = stop_now > 0
+        bad = not (math.isfinite(loss_val) and math.isfinite(norm_val)) or first_bad >= 0
+        if bad and r.scaler is None:
+            _refuse_non_finite(r, state, loss_val, norm_val, lr, int(first_bad))
+    elif r.scaler is None:  # no wait: remember the first non-finite step on the device
+        bad_now = ~(torch.isfinite(loss_mean) & torch.isfinite(norm))
+        r.first_bad = torch.where(bad_now & (r.first_bad < 0), state.step + 1, r.first_bad)
     if r.scaler is not None:
+        assert isinstance(r.optimizer, torch.optim.Optimizer)
         r.scaler.step(r.optimizer)
         r.scaler.update()
     else:
@@ -276,8 +339,6 @@ def _step(r: _Run, state: TrainState, lr: float) -> _Step:
     r.optimizer.zero_grad(set_to_none=True)
     state.step += 1
     state.tokens += step_tokens
-    if r.device.type == "cuda":
-        torch.cuda.synchronize(r.device)
     metrics = {k: v / r.grad_accum for k, v in metric_sums.items()}
     return _Step(loss_val, norm_val, step_tokens, metrics)
 
@@ -330,14 +391,26 @@ def _sample(r: _Run, step: int) -> None:
 
 def _save(r: _Run, state: TrainState) -> None:
     """Commit a checkpoint of this step: rank 0 writes it, between barriers of all ranks."""
+    if r.first_bad is not None and (bad := int(r.first_bad.item())) >= 0:  # ended between read-backs
+        raise StageFailed(f"non-finite loss or gradient norm at step {bad}; no checkpoint of step {state.step} "
+                          f"was written. Lower train.lr, raise train.warmup_steps or set train.grad_clip")
     if r.dist is not None:
         torch.distributed.barrier()
+    model: torch.nn.Module | None = r.raw
+    opt_state: dict | None = None
+    if r.fsdp:  # every rank takes part in gathering the full weights and optimizer state to rank 0
+        from core.train.fsdp import gather
+
+        model, opt_state = gather(r.raw, r.optimizer, r.main)
+    elif r.main:
+        opt_state = r.optimizer.state_dict()
     if r.main:
-        trainer = trainer_state(state, r.optimizer, r.scaler, r.batches, r.total_steps, r.world)
+        assert model is not None and opt_state is not None
+        trainer = trainer_state(state, opt_state, r.scaler, r.feed, r.total_steps, r.world)
         kwargs = r.checkpoint_kwargs
         if r.live is not None and r.live.early is not None and r.live.early.best_step is not None:
             kwargs = {**kwargs, "best_step": r.live.early.best_step}
-        state.checkpoint = commit(r.run_dir, r.raw, state, trainer, **kwargs)
+        state.checkpoint = commit(r.run_dir, model, state, trainer, **kwargs)
         r.log.log({"kind": "checkpoint", "step": state.step, "path": str(state.checkpoint),
                    "val_loss": state.fresh_val()})
     if r.dist is not None:
@@ -353,7 +426,8 @@ def _after_step(r: _Run, state: TrainState) -> None:
         val = _evaluate(r, state)
         if r.live is not None and r.live.after_validation(r.raw, step, val, r.log, r.main):
             ckpt_due = True  # the best evaluation so far gets a checkpoint, so that `best` can name it
-    if r.main and r.sample is not None and cfg.sample_every and (step % cfg.sample_every == 0 or last):
+    # no samples under FSDP: generation on rank 0 alone would wait for the other ranks' shards
+    if r.main and not r.fsdp and r.sample is not None and cfg.sample_every and (step % cfg.sample_every == 0 or last):
         _sample(r, step)
     if ckpt_due:
         _save(r, state)
@@ -403,11 +477,11 @@ def train(model: torch.nn.Module, objective: Objective, train_batches: BatchSour
     state = TrainState()
     if resume:
         _resume(r, state, tokenizer)
-    _wrap(r)
     n_params = sum(p.numel() for p in r.raw.parameters())
+    _wrap(r)
     r.log.log({"kind": "log", "level": "info",
                "message": f"training {total_steps} steps on {r.device.type}"
-                          + (f" x {r.world} processes" if r.world > 1 else "")
+                          + (f" x {r.world} processes ({'FSDP' if r.fsdp else 'DDP'})" if r.world > 1 else "")
                           + f" ({str(r.dtype).removeprefix('torch.')}, {n_params:,} parameters, "
                           f"{grad_accum * r.world} micro-batches per step)"})
     timer, stopped = _Timer(), False

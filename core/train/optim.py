@@ -1,9 +1,10 @@
-"""Optimisation pieces the training loop composes: AdamW, the learning-rate schedule, the step plan.
+"""Optimisation pieces the training loop composes: AdamW (or Muon + AdamW), the learning-rate schedule,
+the step plan.
 
 AdamW decays matrices and embeddings (parameters with two or more dimensions) and leaves biases
 and norm gains alone; it uses the fused kernel on CUDA and the multi-tensor (foreach) path
 elsewhere. The schedule is a linear warmup to `lr` followed by a cosine decay to `min_lr` at the
-last step. `plan_steps` turns the preset's stopping rules (steps, tokens, epochs) into one count.
+last step. `train.optimizer = "muon"` gives core.train.muon's pair instead. `plan_steps` turns the preset's stopping rules (steps, tokens, epochs) into one count.
 """
 
 from __future__ import annotations
@@ -13,20 +14,26 @@ import math
 import torch
 
 from core.config import TrainConfig
+from core.train.muon import MuonAdamW
+
+Optimizer = torch.optim.Optimizer | MuonAdamW
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device_type: str) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; weight decay on tensors of rank >= 2 only."""
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device_type: str) -> Optimizer:
+    """AdamW over the trainable parameters; weight decay on tensors of rank >= 2 only. With
+    `cfg.optimizer == "muon"`: Muon on the blocks' matrices, this AdamW on the rest."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
+    # fused: one kernel for all parameters on CUDA; foreach: a few vectorised ops per group elsewhere
+    kind = {"fused": True} if device_type == "cuda" else {"foreach": True}
+    if cfg.optimizer == "muon":
+        return MuonAdamW(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), kind)
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
-    # fused: one kernel for all parameters on CUDA; foreach: a few vectorised ops per group elsewhere
-    kind = {"fused": True} if device_type == "cuda" else {"foreach": True}
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **kind)
 
 
@@ -45,7 +52,7 @@ def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
     return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+def set_lr(optimizer: Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
 

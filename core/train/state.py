@@ -23,6 +23,7 @@ from core import checkpoint as ckpt_io
 from core.errors import StageFailed, UserError
 from core.runs import Logger
 from core.schemas import check_trainer_state
+from core.train.optim import Optimizer
 
 if TYPE_CHECKING:
     from core.tokenizer.protocol import TextTokenizer
@@ -118,10 +119,16 @@ def load_resume_state(run_dir: Path, model: Any, tokenizer: TextTokenizer | None
                     + f"\nmove {Path(run_dir) / 'checkpoints'} away to start this run from scratch")
 
 
-def restore(state: TrainState, saved: dict, ckpt: Path, optimizer: torch.optim.Optimizer,
+def restore(state: TrainState, saved: dict, ckpt: Path, optimizer: Optimizer | None,
             scaler: torch.amp.GradScaler | None, batches: Any) -> None:
-    """Put a loaded trainer state back: optimizer, scaler, counters, data position and RNG states."""
-    optimizer.load_state_dict(saved["optimizer"])
+    """Put a loaded trainer state back: optimizer (unless None: FSDP loads it after sharding), scaler,
+    counters, data position and RNG states."""
+    try:
+        if optimizer is not None:
+            optimizer.load_state_dict(saved["optimizer"])
+    except (ValueError, KeyError) as e:
+        raise UserError(f"{ckpt / ckpt_io.TRAINER}: {INCOMPATIBLE} the checkpoint: its optimizer state does not "
+                        f"fit this run's optimizer ({e}); restore train.optimizer, or start a new run") from None
     if scaler is not None and saved.get("scaler"):
         scaler.load_state_dict(saved["scaler"])
     state.step, state.tokens = int(saved["step"]), int(saved["tokens"])
@@ -138,7 +145,7 @@ def restore(state: TrainState, saved: dict, ckpt: Path, optimizer: torch.optim.O
 
 # --------------------------------------------------------------------------------------- save
 
-def trainer_state(state: TrainState, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+def trainer_state(state: TrainState, optimizer_state: dict, scaler: torch.amp.GradScaler | None,
                   batches: Any, total_steps: int, world_size: int) -> dict:
     """trainer.pt's contents: tensors and plain containers only (it is loaded with weights_only=True)."""
     return {
@@ -146,7 +153,7 @@ def trainer_state(state: TrainState, optimizer: torch.optim.Optimizer, scaler: t
         "step": state.step,
         "tokens": state.tokens,
         "train_s": state.train_s,
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer_state,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": ckpt_io.capture_rng_state(),
         "data": batches.state_dict() if hasattr(batches, "state_dict") else None,

@@ -182,6 +182,27 @@ def test_non_finite_loss_stops_before_the_optimizer_step(workspace):
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_non_finite_between_read_backs_fails_at_the_next_one_and_saves_nothing_bad(workspace):
+    # log_every = 4: steps 2, 3, 5, 6, 7 never wait for the device; the NaN of step 6 is flagged
+    # there and reported at step 8, whose checkpoint is not written
+    preset = tiny_preset("train.log_every=4")
+    model, tok, loader, val = _setup(preset)
+    calls = {"n": 0}
+
+    def poisoned(m, batch):
+        calls["n"] += m.training
+        loss, metrics = lm_objective(m, batch)
+        return (loss * float("nan") if calls["n"] == 6 else loss), metrics
+
+    log, run_dir = ListLog(), workspace / "run"
+    with pytest.raises(StageFailed) as e:
+        train(model, poisoned, loader, val, preset.train, log, threading.Event(), run_dir, total_steps=12,
+              tokenizer=tok)
+    assert "at step 6" in str(e.value) and "found at step 8" in str(e.value), str(e.value)
+    assert [ev["step"] for ev in log.kind("train")] == [1, 4, 8]
+    assert [p.name for p in ckpt_io.committed_checkpoints(run_dir)] == ["step-00000004"]
+
+
 def test_out_of_memory_suggests_a_smaller_micro_batch(workspace):
     preset = tiny_preset()
     model, tok, loader, val = _setup(preset)

@@ -47,3 +47,35 @@ def test_decay_on_matrices_only():
     assert decayed["weight_decay"] == 0.1 and {p.dim() for p in decayed["params"]} == {2}
     assert plain["weight_decay"] == 0.0 and {p.dim() for p in plain["params"]} == {1}
     assert len(decayed["params"]) == 2 and len(plain["params"]) == 3
+
+
+def test_activation_checkpointing_gives_the_same_gradients_with_dropout():
+    from core.config import ModelConfig
+    from core.model.gpt import GPT
+    from core.train.device import checkpoint_activations
+
+    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=32, context_length=16, vocab_size=64, dropout=0.1)
+    x = torch.randint(0, 64, (3, 16))
+    grads, saved = [], []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        model = GPT(cfg).train()
+        if recompute:
+            checkpoint_activations(model)
+        torch.manual_seed(1)
+        count = [0]
+
+        def pack(t):
+            count[0] += 1
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            _, loss = model(x, x)
+        saved.append(count[0])
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+        names = set(model.weights())
+    assert saved[1] < saved[0] / 2, saved  # the blocks' insides are recomputed, not kept
+    assert grads[0].keys() == grads[1].keys() and "blocks.0.attn.c_attn.weight" in names  # names unchanged
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-6), n
