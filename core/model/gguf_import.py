@@ -28,6 +28,13 @@ ARCH_KEYS = {
     "rope.dimension_count", "attention.key_length", "attention.value_length", "rope.scaling.type",
     "attention.sliding_window", "rope.scaling.factor",
 }
+# our ModelConfig field -> the GGUF metadata key (under "{arch}.") it comes from
+GGUF_KEY_OF = {
+    "n_layer": "block_count", "context_length": "context_length", "n_embd": "embedding_length",
+    "n_head": "attention.head_count", "n_kv_head": "attention.head_count_kv", "vocab_size": "vocab_size",
+    "mlp_hidden": "feed_forward_length", "norm_eps": "attention.layer_norm_rms_epsilon",
+    "rope_theta": "rope.freq_base", "head_dim": "attention.key_length",
+}
 
 
 def _open(path: Path) -> Any:
@@ -105,7 +112,28 @@ def read_config(reader: Any, path: Path) -> tuple[ModelConfig, str]:
         mlp_hidden=get("feed_forward_length", int, lo=1), bias=False, qkv_bias=arch == "qwen2",
         qk_norm=arch == "qwen3", head_dim=hd if hd != n_embd // n_head or n_embd % n_head else 0,
         tie_embeddings=not any(t.name == "output.weight" for t in reader.tensors), dropout=0.0)
+    _check_config(cfg, reader, path, arch)
     return cfg, arch
+
+
+def _check_config(cfg: ModelConfig, reader: Any, path: Path, arch: str) -> None:
+    """The bounds and cross-field checks of a checkpoint's architecture (one definition: core.schemas), and
+    the block count against the tensors, before any model is built from the metadata."""
+    import dataclasses
+
+    from core.schemas import FileFormatError, model_config_of
+
+    try:
+        model_config_of({"architecture": dataclasses.asdict(cfg)}, path)
+    except FileFormatError as e:
+        field = e.key.removeprefix("architecture.")
+        raise UserError(f"{path}: metadata {arch}.{GGUF_KEY_OF.get(field, '*')}: {field} "
+                        f"{str(e).removeprefix(f'{e.file}: {e.key}: ')}") from None
+    blocks = {int(t.name.split(".")[1]) for t in reader.tensors
+              if t.name.startswith("blk.") and t.name.split(".")[1].isdigit()}
+    if blocks and max(blocks) + 1 != cfg.n_layer:
+        raise UserError(f"{path}: metadata {arch}.block_count: {cfg.n_layer}, but the tensors are of "
+                        f"{max(blocks) + 1} blocks")
 
 
 def _name_table(n_layer: int) -> dict[str, tuple[str, int]]:
