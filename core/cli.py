@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -348,6 +349,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
                             f"({run.state}); stop it first (`llmlab runs stop {run.name}`)")
         if not args.yes:
             raise UserError(f"{run.name}: add --yes to delete {run.path} and its checkpoints")
+        # every folder checked first: a delete refused halfway would leave a run with half its checkpoints
+        folders = [run.path.parent, run.path, *(p for p in run.path.rglob("*") if p.is_dir() and not p.is_symlink())]
+        locked = next((d for d in folders if not os.access(d, os.W_OK | os.X_OK)), None)
+        if locked is not None:
+            raise UserError(f"{locked}: not writable, so {run.name} cannot be deleted; nothing was deleted")
         shutil.rmtree(run.path)
         out.print(f"deleted {run.path}")
         return EXIT_OK
