@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 gguf = pytest.importorskip("gguf")
@@ -39,7 +39,8 @@ from test_gguf_import import write_gguf  # noqa: E402
 
 from core.errors import UserError  # noqa: E402
 
-FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None,
+# no explain phase: its line tracing slows torch's reference code enough to trip the hang bound
+FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, phases=[p for p in Phase if p != Phase.explain],
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.data_too_large])
 FUZZ_CLI = settings(FUZZ, max_examples=CLI_EXAMPLES)
