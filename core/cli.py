@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -302,18 +303,24 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from rich.console import Console as RichConsole
+    from rich import box
     from rich.table import Table
     out = RichConsole(highlight=False)
     action = args.action or "list"
     if action == "list":
         from rich.markup import escape
-        table = Table("run", "stage", "preset", "state", "started")
+        listed = runs.list_runs()
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=True)
+        # the name is what the other verbs take: shown whole (folded when longer than the terminal), never cut
+        table.add_column("run", overflow="fold", ratio=1)
+        for head in ("stage", "preset", "state", "started"):
+            table.add_column(head, no_wrap=True)
         problems = []
-        for r in runs.list_runs():  # a run whose status.json is damaged is shown as invalid, the rest as ever
+        for r in listed:  # a run whose status.json is damaged is shown as invalid, the rest as ever
             st = r.status()
             if st.get("problem"):
                 problems.append(st["problem"])
-            started = time.strftime("%Y-%m-%d %H:%M", time.localtime(st["started"])) if st.get("started") else ""
+            started = time.strftime("%m-%d %H:%M", time.localtime(st["started"])) if st.get("started") else ""
             state = str(st.get("state"))
             color = {"running": "cyan", "finished": "green", "failed": "red", "crashed": "red", "stopped": "yellow",
                      "invalid": "red"}.get(state, "")
@@ -322,6 +329,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         out.print(table)
         for problem in problems:
             out.print(f"[red]invalid[/] {escape(problem)}")
+        if listed:
+            out.print(f"[dim]any unique part of a name selects a run: llmlab runs show {escape(listed[0].name[9:15])}[/]")
         return EXIT_OK
     if not args.run:
         raise ArgError(f"llmlab runs {action}: needs a run name (see `llmlab runs list`)")
@@ -355,6 +364,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
                             f"({run.state}); stop it first (`llmlab runs stop {run.name}`)")
         if not args.yes:
             raise UserError(f"{run.name}: add --yes to delete {run.path} and its checkpoints")
+        # every folder checked first: a delete refused halfway would leave a run with half its checkpoints
+        folders = [run.path.parent, run.path, *(p for p in run.path.rglob("*") if p.is_dir() and not p.is_symlink())]
+        locked = next((d for d in folders if not os.access(d, os.W_OK | os.X_OK)), None)
+        if locked is not None:
+            raise UserError(f"{locked}: not writable, so {run.name} cannot be deleted; nothing was deleted")
         shutil.rmtree(run.path)
         out.print(f"deleted {run.path}")
         return EXIT_OK

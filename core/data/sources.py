@@ -98,9 +98,10 @@ def iter_hf_rows(name: str, config: str = "", split: str = "train", streaming: b
 
 
 def expand_paths(spec: str) -> list[Path]:
-    """A file, a folder (its supported files, recursively) or a glob, sorted; UserError when nothing matches."""
+    """A file, a folder (its supported files, recursively) or a glob, sorted; UserError when nothing matches.
+    A path that exists is itself, even when its name has glob characters (`stories [v2].txt`)."""
     path = Path(spec).expanduser()
-    if any(ch in spec for ch in "*?["):
+    if not path.exists() and any(ch in spec for ch in "*?["):
         found = sorted(Path(p) for p in globlib.glob(str(path), recursive=True) if Path(p).is_file())
         if not found:
             raise UserError(f"{spec}: no files match this pattern")

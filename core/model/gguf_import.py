@@ -33,6 +33,13 @@ ARCH_KEYS = {
     "rope.dimension_count", "attention.key_length", "attention.value_length", "rope.scaling.type",
     "attention.sliding_window", "rope.scaling.factor",
 }
+# our ModelConfig field -> the GGUF metadata key (under "{arch}.") it comes from
+GGUF_KEY_OF = {
+    "n_layer": "block_count", "context_length": "context_length", "n_embd": "embedding_length",
+    "n_head": "attention.head_count", "n_kv_head": "attention.head_count_kv", "vocab_size": "vocab_size",
+    "mlp_hidden": "feed_forward_length", "norm_eps": "attention.layer_norm_rms_epsilon",
+    "rope_theta": "rope.freq_base", "head_dim": "attention.key_length",
+}
 
 
 def _open(path: Path) -> Any:
@@ -113,7 +120,26 @@ def read_config(reader: Any, path: Path) -> tuple[ModelConfig, str]:
     freqs = next((t for t in reader.tensors if t.name == ROPE_FREQS), None)
     if freqs is not None:
         cfg = dataclasses.replace(cfg, **llama3_rope_from_factors(cfg, _dequantize(freqs, path).double(), path))
+    _check_config(cfg, reader, path, arch)
     return cfg, arch
+
+
+def _check_config(cfg: ModelConfig, reader: Any, path: Path, arch: str) -> None:
+    """The bounds and cross-field checks of a checkpoint's architecture (one definition: core.schemas), and
+    the block count against the tensors, before any model is built from the metadata."""
+    from core.schemas import FileFormatError, model_config_of
+
+    try:
+        model_config_of({"architecture": dataclasses.asdict(cfg)}, path)
+    except FileFormatError as e:
+        field = e.key.removeprefix("architecture.")
+        raise UserError(f"{path}: metadata {arch}.{GGUF_KEY_OF.get(field, '*')}: {field} "
+                        f"{str(e).removeprefix(f'{e.file}: {e.key}: ')}") from None
+    blocks = {int(t.name.split(".")[1]) for t in reader.tensors
+              if t.name.startswith("blk.") and t.name.split(".")[1].isdigit()}
+    if blocks and max(blocks) + 1 != cfg.n_layer:
+        raise UserError(f"{path}: metadata {arch}.block_count: {cfg.n_layer}, but the tensors are of "
+                        f"{max(blocks) + 1} blocks")
 
 
 def llama3_rope_from_factors(cfg: ModelConfig, factors: torch.Tensor, path: Path) -> dict[str, Any]:

@@ -11,9 +11,11 @@ The vocabulary size counts the special tokens: 256 byte tokens + merges + specia
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import rustbpe
 import tiktoken
@@ -25,6 +27,7 @@ from core.tokenizer.encodings import ENDOFTEXT, Tokenizer
 
 MAX_VOCAB = 65_536  # ids fit uint16 token shards
 _PROGRESS_EVERY_S = 0.5
+_STOP_POLL_S = 0.1  # how often a stop is looked for while a child process trains
 
 
 def special_tokens_for(chat_template: str) -> list[str]:
@@ -66,8 +69,9 @@ def _limited(texts: Iterable[str], max_bytes: int, counter: list[int], log, stop
 
 def train_ranks(texts: Iterable[str], n_ranks: int, pattern: str = GPT4_SPLIT_PATTERN, *, max_bytes: int = 0,
                 log=None, stop: threading.Event | None = None, total_bytes: int | None = None,
-                ) -> tuple[dict[bytes, int], rustbpe.Tokenizer, int]:
-    """Learn `n_ranks - 256` merges: (mergeable ranks, the rustbpe tokenizer, bytes read).
+                ) -> tuple[dict[bytes, int], rustbpe.Tokenizer | None, int]:
+    """Learn `n_ranks - 256` merges: (mergeable ranks, the rustbpe tokenizer, bytes read). With a
+    `stop` event the training runs in a child process (see _train_in_child), and no trainer comes back.
     The rank table may be shorter than asked when the corpus runs out of pairs to merge."""
     if n_ranks < 256:
         raise UserError(f"tokenizer.vocab_size: {n_ranks} byte and merge tokens is below the 256 byte tokens")
@@ -77,13 +81,67 @@ def train_ranks(texts: Iterable[str], n_ranks: int, pattern: str = GPT4_SPLIT_PA
     except Exception as e:  # fancy-regex compile error raised from Rust
         raise UserError(f"tokenizer.pattern: not a valid regex ({e})") from None
     counter = [0]
+    feed = _limited(texts, max_bytes, counter, log, stop, total_bytes)
+    if stop is not None and "fork" in multiprocessing.get_all_start_methods():
+        ranks, n_bytes = _train_in_child(feed, counter, n_ranks, pattern, stop)
+        return ranks, None, n_bytes
     trainer = rustbpe.Tokenizer()
-    trainer.train_from_iterator(_limited(texts, max_bytes, counter, log, stop, total_bytes), n_ranks,
-                                pattern=pattern)
+    trainer.train_from_iterator(feed, n_ranks, pattern=pattern)
     if stop is not None and stop.is_set():
         raise Stopped()
-    ranks = dict(trainer.get_mergeable_ranks())
-    return ranks, trainer, counter[0]
+    return dict(trainer.get_mergeable_ranks()), trainer, counter[0]
+
+
+def _train_in_child(feed: Iterator[str], counter: list[int], n_ranks: int, pattern: str,
+                    stop: threading.Event) -> tuple[dict[bytes, int], int]:
+    """(ranks, bytes read), trained in a forked child. rustbpe holds the GIL through its merge loop, one
+    native call of up to minutes that no signal interrupts; in a child, a stop (SIGTERM, `runs stop`)
+    is honoured within a poll: the child is killed and Stopped raised. The child reads the corpus
+    itself (the feed is forked with it) and logs progress to the same event file."""
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child_train, args=(feed, counter, n_ranks, pattern, send), daemon=True)
+    child.start()
+    send.close()
+    try:
+        while not receive.poll(_STOP_POLL_S):
+            if stop.is_set():
+                raise Stopped()
+            if not child.is_alive() and not receive.poll(0):
+                raise RuntimeError(f"the tokenizer training process died (exit code {child.exitcode})")
+        try:
+            outcome, value, n_bytes = receive.recv()
+        except EOFError:
+            raise RuntimeError(f"the tokenizer training process died (exit code {child.exitcode})") from None
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        receive.close()
+    if outcome == "ok":
+        return value, n_bytes
+    if outcome == "stopped":
+        raise Stopped()
+    if outcome == "input":
+        raise UserError(value)
+    raise RuntimeError(f"tokenizer training failed: {value}")
+
+
+def _child_train(feed: Iterator[str], counter: list[int], n_ranks: int, pattern: str, send: Any) -> None:
+    """The body of the training child: train, send back ("ok", ranks, bytes) or the failure as text
+    (exceptions with their own constructors do not all survive pickling)."""
+    try:
+        trainer = rustbpe.Tokenizer()
+        trainer.train_from_iterator(feed, n_ranks, pattern=pattern)
+        send.send(("ok", dict(trainer.get_mergeable_ranks()), counter[0]))
+    except Stopped:
+        send.send(("stopped", "", counter[0]))
+    except UserError as e:
+        send.send(("input", str(e), counter[0]))
+    except BaseException as e:  # noqa: BLE001 - a Rust panic (pyo3 PanicException) included
+        send.send(("failed", f"{type(e).__name__}: {e}", counter[0]))
+    finally:
+        send.close()
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, pattern: str = GPT4_SPLIT_PATTERN, *,

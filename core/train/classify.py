@@ -44,6 +44,7 @@ def classification_metrics(y_true: list[int], y_pred: list[int], num_classes: in
         "f1": [c["f1"] for c in r["per_class"]],
         "macro_f1": r["macro"]["f1"],
         "confusion_matrix": r["confusion_matrix"],
+        "class_names": [c["name"] for c in r["per_class"]],  # the live matrix is labelled before any checkpoint
     }
 
 

@@ -81,6 +81,16 @@ def test_globs_folders_and_missing_paths(tmp_path):
         texts(tmp_path / "missing.jsonl")
 
 
+def test_a_file_or_folder_named_with_glob_characters_is_itself(tmp_path):
+    (tmp_path / "stories [v2].txt").write_text("the bracketed story")
+    (tmp_path / "stories v.txt").write_text("what the pattern [v2] would match")
+    assert texts(tmp_path / "stories [v2].txt") == ["the bracketed story"]
+    (tmp_path / "set [a]*").mkdir()
+    (tmp_path / "set [a]*" / "x.txt").write_text("inside")
+    assert texts(tmp_path / "set [a]*") == ["inside"]
+    assert texts(tmp_path / "stories [v]*.txt") == ["what the pattern [v2] would match"]  # not a file: a glob
+
+
 def test_save_to_disk_folder_goes_through_datasets(tmp_path):
     import datasets
 

@@ -86,6 +86,8 @@ def test_classification_metrics_exact():
     assert m["accuracy"] == 4 / 6
     assert m["confusion_matrix"] == [[1, 1, 0], [1, 2, 0], [0, 0, 1]]
     assert m["precision"] == [0.5, 2 / 3, 1.0] and m["recall"] == [0.5, 2 / 3, 1.0]
+    assert m["class_names"] == ["0", "1", "2"]
+    assert classification_metrics([0, 1], [0, 1], 2, ["ham", "spam"])["class_names"] == ["ham", "spam"]
 
 
 def test_dpo_loss_equals_hand_computation():

@@ -93,6 +93,19 @@ def test_runs_list_show_stop(workspace):
     assert code == 0 and not h.run.path.exists()
 
 
+def test_runs_list_shows_long_names_whole_at_80_columns(workspace):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "reliability"))
+    from savedkit import make_run
+
+    long = "20260101-000001-a-preset-with-a-long-descriptive-name-finetune"
+    make_run(workspace, long, "finished")
+    make_run(workspace, "20260101-000002-tiny-pretrain", "stopped")
+    code, out, _ = llmlab("runs", "list", env={"LLMLAB_HOME": str(workspace), "COLUMNS": "80"})
+    assert code == 0 and max(len(line) for line in out.splitlines()) <= 80
+    assert long in "".join(line.split("pretrain")[0].strip() for line in out.splitlines())  # folded, not cut
+    assert "…" not in out and "any unique part of a name selects a run" in out
+
+
 def test_tokenizer_inspect_prints_spans_and_ids(gpt2_cache):
     code, out, err = llmlab("tokenizer", "inspect", "--encoding", "gpt2", "Hello world",
                             env={"TIKTOKEN_CACHE_DIR": str(gpt2_cache)})

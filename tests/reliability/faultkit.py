@@ -145,6 +145,12 @@ def events_size(run: runs.Run) -> int:
         return 0
 
 
+def stderr_of(run: runs.Run) -> str:
+    """The tail of a launched run's stderr.log, for an assertion's message."""
+    p = run.path / "stderr.log"
+    return p.read_text(errors="replace")[-3000:] if p.exists() else ""
+
+
 def wait_for_event(run: runs.Run, pred, pid: int, offset: int = 0, timeout_s: float = 120.0) -> bool:
     """Wait until an event for which `pred(event)` holds is logged after byte `offset` of the
     events; False when the process ended first."""

@@ -19,7 +19,7 @@ import torch
 
 from core import config, runs
 
-from faultkit import (FAULT_KILLS, alive, assert_same_weights, committed_steps, events_size, expected_resume,
+from faultkit import (stderr_of, FAULT_KILLS, alive, assert_same_weights, committed_steps, events_size, expected_resume,
                       final_weights, kill, resume_detached, resumed_from, set_args, cli, time_window_s,
                       verify_committed, wait_exit, wait_for_checkpoint_write, wait_for_train_step)
 
@@ -69,11 +69,6 @@ def overrides(base: SimpleNamespace, method: str, trainable: str) -> list[str]:
 def launch(ov: list[str], home: Path | None = None) -> runs.Handle:
     extra = {"LLMLAB_HOME": str(home)} if home else None
     return runs.launch("finetune", config.load("tiny", ov), root=(home / "runs") if home else None, extra_env=extra)
-
-
-def stderr_of(run: runs.Run) -> str:
-    p = run.path / "stderr.log"
-    return p.read_text(errors="replace")[-3000:] if p.exists() else ""
 
 
 @pytest.fixture(scope="module")

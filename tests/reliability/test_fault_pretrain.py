@@ -29,7 +29,7 @@ from core import checkpoint as ckpt_io
 from core import config, runs
 from core.errors import UserError
 
-from faultkit import (FAULT_KILLS, alive, assert_same_weights, cli, committed_steps, events_size,
+from faultkit import (stderr_of, FAULT_KILLS, alive, assert_same_weights, cli, committed_steps, events_size,
                       expected_resume, final_weights, kill, resume_detached, resumed_from, set_args,
                       time_window_s, tiny_overrides, tmp_checkpoints, verify_committed, wait_exit,
                       wait_for_checkpoint_write, wait_for_event, wait_for_train_step)
@@ -52,11 +52,6 @@ def finish(run: runs.Run) -> subprocess.CompletedProcess:
     r = cli("pretrain", "tiny", *set_args(OVERRIDES), "--resume", run.name, timeout_s=300)
     assert r.returncode == 0, f"final resume exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
     return r
-
-
-def stderr_of(run: runs.Run) -> str:
-    p = run.path / "stderr.log"
-    return p.read_text(errors="replace")[-3000:] if p.exists() else ""
 
 
 @pytest.fixture(scope="module")

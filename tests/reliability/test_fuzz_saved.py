@@ -6,8 +6,8 @@ status.json and events.jsonl, a report.json and a saved chat. The only acceptabl
 another exception, a traceback, a hang past the subprocess bound, or a change to any other file.
 
 Counts: LLMLAB_FUZZ_EXAMPLES in-process examples per test (faultkit; CI keeps the default small) and
-LLMLAB_FUZZ_CLI_EXAMPLES real `llmlab` subprocesses per CLI test (default 3). No GGUF reader exists in
-this branch, so GGUF headers are not fuzzed here.
+LLMLAB_FUZZ_CLI_EXAMPLES real `llmlab` subprocesses per CLI test (default 3). GGUF headers are fuzzed in
+test_fuzz_gguf.py.
 """
 
 from __future__ import annotations

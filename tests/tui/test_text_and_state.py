@@ -121,3 +121,29 @@ async def test_while_a_field_has_focus_the_footer_shows_only_keys_that_work_ther
         await pilot.press("f1")
         await pilot.pause(0.2)
         assert type(app.screen).__name__ == "HelpScreen"
+
+
+@pytest.mark.parametrize("damage", [b"\xff\xfe not utf-8", b"[1, 2]", b'{"state": 7}'], ids=["bytes", "list", "type"])
+async def test_a_damaged_status_json_is_marked_invalid_among_good_runs(make, lab, damage):
+    from tui.screens.pretrain import PretrainScreen
+    from tui.widgets.run_picker import RunPicker
+
+    root = lab / "runs"
+    write_run(root, "20260101-000001-small-pretrain", "finished", FIXED_NOW - 600, [3.0, 2.5])
+    write_run(root, "20260101-000002-small-pretrain", "stopped", FIXED_NOW - 300, [3.0, 2.6])
+    write_run(root, "20260101-000003-small-pretrain", "finished", FIXED_NOW - 60, [3.0, 2.4])
+    (root / "20260101-000002-small-pretrain" / "status.json").write_bytes(damage)
+    app = make(mode="runs")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: "invalid" in screen_text(app), 10)
+        table = app.screen.query_one("#runs-table", DataTable)
+        states = [str(table.get_row_at(i)[3]) for i in range(table.row_count)]
+        assert states == ["finished", "invalid", "finished"]  # one bad run hides no other
+        await pilot.press("down", "o")  # open the damaged one: its problem is shown, its events follow
+        await wait_for(pilot, lambda: "status.json" in screen_text(app) and "step" in screen_text(app), 10)
+        assert app.is_running
+        app.switch_mode("pretrain")
+        await wait_for(pilot, lambda: isinstance(app.screen, PretrainScreen), 10)
+        await pilot.press("a")  # the attach picker lists it too, marked
+        await wait_for(pilot, lambda: isinstance(app.screen, RunPicker) and "invalid" in screen_text(app), 10)
+        assert app.is_running and "Traceback" not in screen_text(app)

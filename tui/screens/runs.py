@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -81,7 +82,7 @@ settings in a sortable table."""
             yield DataTable(cursor_type="row", id="runs-table")
         with Vertical(id="runs-bottom"):
             yield Label("select a run and press o (or enter) to follow its events", id="run-title")
-            yield RichLog(id="run-log", max_lines=2000, wrap=False, markup=False)
+            yield RichLog(id="run-log", max_lines=2000, wrap=True, markup=False)
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -153,8 +154,12 @@ settings in a sortable table."""
             self.notify(str(e), severity="error")
             return
         self.opened = name
-        self.query_one("#run-log", RichLog).clear()
-        self.query_one("#run-title", Label).update(f"[b]{plain(name)}[/]  {run.state}")
+        log = self.query_one("#run-log", RichLog)
+        log.clear()
+        status = run.status()
+        if status.get("problem"):  # a damaged status.json: say what is wrong with it, then show its events
+            log.write(Text(f"invalid: {status['problem']}", style="red"))
+        self.query_one("#run-title", Label).update(f"[b]{plain(name)}[/]  {plain(str(status.get('state')))}")
         self.feed = follow(self, run)
         self.post_message(RunAttached(name, run.stage))
 

@@ -25,6 +25,7 @@ def run_rows(root: Path | None, stage: str | None = None, live_only: bool = Fals
     rows = []
     for r in core_runs.list_runs(root):
         st = r.status()
+        st.setdefault("stage", r.stage)  # a damaged status.json: the stage the run's name ends with
         if stage and st.get("stage") != stage:
             continue
         if live_only and st.get("state") not in ("running", "created"):
@@ -35,7 +36,8 @@ def run_rows(root: Path | None, stage: str | None = None, live_only: bool = Fals
     return rows
 
 
-STATE_STYLE = {"running": "cyan", "finished": "green", "failed": "red", "crashed": "red", "stopped": "yellow"}
+STATE_STYLE = {"running": "cyan", "finished": "green", "failed": "red", "crashed": "red", "stopped": "yellow",
+               "invalid": "red"}
 
 
 def age(seconds_ago: float | None) -> str:

@@ -145,3 +145,5 @@ async def test_wizard_end_to_end_classification_run_updates_the_accuracy_chart(m
         assert chart.points[("val", "accuracy")][0] == [4, 8, 12]
         assert all(0 <= a <= 1 for a in chart.points[("train", "accuracy")][1])
         assert screen.query_one(ConfusionMatrix).matrix is not None
+        first_val = next(e for e in screen.feed.run.events() if e.get("kind") == "val")
+        assert first_val["class_names"] and not first_val["class_names"][0].isdigit()  # named before a checkpoint
