@@ -250,8 +250,10 @@ class JudgeConfig:
 @dataclass
 class EvalConfig:
     model: str = opt("", "model to evaluate (checkpoint or run:PRESET:STAGE; empty = this preset's latest run)")
-    tasks: list[str] = opt(["perplexity", "choice"], "tasks: perplexity, classify, choice, judge, pairwise")
+    tasks: list[str] = opt(["perplexity", "choice"], "tasks: perplexity, classify, choice, judge, pairwise, verify")
     choice_data: str = opt("embedded:tinyworld-choice", "multiple-choice set: embedded:NAME, hf:NAME or local JSONL")
+    verify_data: str = opt("embedded:tinyworld-verify", "questions with checkable answers (field answer) for the verify task")
+    pass_k: int = opt(4, "samples per question of the verify task (pass@k)", lo=1, hi=256)
     num_fewshot: int = opt(0, "examples shown before each multiple-choice question", lo=0, hi=64)
     limit: int = opt(0, "evaluate at most this many examples per task (0 = all)", lo=0)
     max_new_tokens: int = opt(64, "new tokens per generated answer (judge tasks)", lo=1)
@@ -626,7 +628,7 @@ def preset_keys() -> frozenset[str]:
     return frozenset(row[0] for row in schema_rows(Preset))
 
 
-EVAL_TASKS = ("perplexity", "classify", "choice", "judge", "pairwise")
+EVAL_TASKS = ("perplexity", "classify", "choice", "judge", "pairwise", "verify")
 
 
 def from_dict(doc: dict, file: str = "<preset>", default_name: str = "") -> Preset:

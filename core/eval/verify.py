@@ -51,7 +51,10 @@ def score_verifiable(model: Any, tokenizer: Any, records: Sequence[dict], *, k: 
     room = model.config.context_length - max_new_tokens
     stops = stop_ids(tokenizer, "chat")
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    greedy, pass1, passk, shown = [], [], [], []
+    greedy: list[float] = []
+    pass1: list[float] = []
+    passk: list[float] = []
+    shown: list[dict] = []
     for rec in records:
         ids = chat_prompt(tokenizer, rec, room, prompt_field)
         gold = str(rec[answer_field])

@@ -11,6 +11,7 @@ component is logged on its own; the advantage uses the weighted sum (finetune.rl
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import numbers
@@ -80,7 +81,7 @@ class RewardSet:
             if spec == "exact":
                 fn = exact_reward
             elif spec == "number":
-                fn = lambda c, r, t=tolerance: number_reward(c, r, t)  # noqa: E731
+                fn = functools.partial(number_reward, tolerance=tolerance)
             elif spec == "format":
                 fn = format_reward
             else:

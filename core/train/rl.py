@@ -206,7 +206,8 @@ class RLTask:
         from core.train.instruct import stop_ids
 
         assert self.policy is not None, "make_objective() first"
-        model, rl, tok = self.policy, self.rl, self.tokenizer
+        model: Any = self.policy
+        rl, tok = self.rl, self.tokenizer
         device = next(model.parameters()).device
         gen = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + index)
         stops = stop_ids(tok, "chat")
