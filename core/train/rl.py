@@ -215,7 +215,7 @@ class RLTask:
         was = model.training
         model.eval()
         for rec in records:
-            ids = chat_prompt(tok, rec, self.max_len - rl.max_new_tokens)
+            ids = chat_prompt(tok, rec, self.max_len - rl.max_new_tokens, self.ft.prompt_field)
             for c in generate_group(model, ids, rl.group_size, max_new_tokens=rl.max_new_tokens,
                                     temperature=max(self.gen.temperature, 1e-3), top_k=self.gen.top_k,
                                     top_p=self.gen.top_p, stop_ids=stops, generator=gen):
@@ -273,7 +273,7 @@ class RLTask:
 
             done = [{"text": rows[i][2], "reward": totals[i], "advantage": round(float(adv[i]), 4), "parts": parts_of[i]}
                     for i in range(g * G, (g + 1) * G)]
-            self.log.log({"kind": "rollout", "step": step, "prompt": " ".join(question_of(rec)).strip(),
+            self.log.log({"kind": "rollout", "step": step, "prompt": " ".join(question_of(rec, self.ft.prompt_field)).strip(),
                           "answer": rec["answer"], "completions": done})
 
     # ------------------------------------------------------------------------------ held out
@@ -283,7 +283,7 @@ class RLTask:
 
         return score_verifiable(model, self.tokenizer, records, k=self.rl.eval_samples,
                                 max_new_tokens=self.rl.max_new_tokens, temperature=self.gen.temperature,
-                                top_k=self.gen.top_k, top_p=self.gen.top_p)
+                                top_k=self.gen.top_k, top_p=self.gen.top_p, prompt_field=self.ft.prompt_field)
 
     def baseline_report(self, model: torch.nn.Module) -> dict:
         """The starting model on the held-out questions (test, else val): accuracy, pass@1, pass@k."""
