@@ -92,10 +92,22 @@ def verifiable_set(split: str = "train", seed: int = 1337) -> list[dict]:
 def sft_share(split: str, seed: int = 1337) -> list[dict]:
     """Verifiable questions the embedded instruction set includes (train: the first SFT_SHARE; the
     held-out splits: none, so the RL held-out questions were never seen in SFT either)."""
-    return verifiable_set(split, seed)[:SFT_SHARE] if split in ("train", "all") else []
+    return verifiable_set("train", seed)[:SFT_SHARE] if split in ("train", "all") else []
 
 
 # -------------------------------------------------------------------------------- the checker
+
+def question_of(record: dict, prompt_field: str = "") -> tuple[str, str]:
+    """(instruction, input) of a verifiable record: its instruction and input, else its question or prompt."""
+    if prompt_field and prompt_field in record:
+        return str(record[prompt_field]), ""
+    if "instruction" in record:
+        return str(record["instruction"]), str(record.get("input", "") or "")
+    for key in ("question", "prompt"):
+        if key in record:
+            return str(record[key]), ""
+    raise KeyError("instruction")
+
 
 def extract_answer(text: str) -> str:
     """The final answer of a completion: what follows the last "####", else its last line; trimmed

@@ -14,22 +14,10 @@ from typing import Any
 
 import torch
 
-from core.data.verifiable import is_correct
+from core.data.verifiable import is_correct, question_of
 from core.eval.metrics import mean_ci, proportion_ci
 
 EVAL_SEED = 20_240_205  # the same samples at every evaluation, so two evaluations differ by the model only
-
-
-def question_of(record: dict, prompt_field: str = "") -> tuple[str, str]:
-    """(instruction, input) of a verifiable record: its instruction and input, else its question or prompt."""
-    if prompt_field and prompt_field in record:
-        return str(record[prompt_field]), ""
-    if "instruction" in record:
-        return str(record["instruction"]), str(record.get("input", "") or "")
-    for key in ("question", "prompt"):
-        if key in record:
-            return str(record[key]), ""
-    raise KeyError("instruction")
 
 
 def chat_prompt(tokenizer: Any, record: dict, room: int, prompt_field: str = "") -> list[int]:

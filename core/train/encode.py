@@ -55,7 +55,7 @@ def preview_example(record: dict, preset: Preset, tokenizer: Any, max_len: int) 
         return [ExamplePart(title + (" (cut)" if ex["truncated"] else ""), list(ex["ids"]),
                             [int(m) for m in ex["mask"]], bool(ex["truncated"]))]
     if ft.method == "rl":  # the question as RL asks it; the gold answer shown where the model samples its own
-        from core.eval.verify import question_of
+        from core.data.verifiable import question_of
 
         instruction, inp = question_of(record, ft.prompt_field)
         ex = encode_record({"instruction": instruction, "input": inp, "output": str(record.get(ft.rl.answer_field, ""))},

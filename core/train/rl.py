@@ -269,7 +269,7 @@ class RLTask:
                      adv: torch.Tensor, step: int) -> None:
         G = self.rl.group_size
         for g, rec in enumerate(records[:ROLLOUT_SHOWN]):
-            from core.eval.verify import question_of
+            from core.data.verifiable import question_of
 
             done = [{"text": rows[i][2], "reward": totals[i], "advantage": round(float(adv[i]), 4), "parts": parts_of[i]}
                     for i in range(g * G, (g + 1) * G)]
