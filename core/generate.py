@@ -166,10 +166,11 @@ def sampling_options(gen_cfg: Any) -> dict:
 @torch.inference_mode()
 def generate_group(model: GPT, prompt_ids: Sequence[int], n: int, *, max_new_tokens: int, temperature: float = 1.0,
                    top_k: int = 0, top_p: float = 1.0, stop_ids: Iterable[int] = (),
-                   generator: torch.Generator | None = None) -> list[list[int]]:
+                   generator: torch.Generator | None = None, keep_stop: bool = False) -> list[list[int]]:
     """`n` sampled completions of one prompt as one batch: the prompt is prefilled once and its keys
     and values copied to the n rows (a shared-prefix KV cache), then all rows decode together; a
-    row that samples a stop id ends there (the id is not returned) and leaves the batch.
+    row that samples a stop id ends there and leaves the batch (the id ends its list with keep_stop,
+    as RL trains on the choice to stop; else it is not returned).
 
     The prompt must leave room for max_new_tokens in the context (the caller cuts it)."""
     if not prompt_ids:
@@ -194,7 +195,7 @@ def generate_group(model: GPT, prompt_ids: Sequence[int], n: int, *, max_new_tok
             nxt = sample_batch(logits[:, -1], temperature, top_k, top_p, generator)  # (B,)
             done = [tok in stops for tok in nxt.tolist()]
             for row, tok, d in zip(alive.tolist(), nxt.tolist(), done):
-                if not d:
+                if keep_stop or not d:
                     out[row].append(tok)
             if any(done):
                 if all(done):

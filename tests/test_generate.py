@@ -149,5 +149,9 @@ def test_a_group_of_completions_is_one_batch_that_stops_each_row_at_its_end():
     again = generate_group(model, prompt, 6, max_new_tokens=20, temperature=1.5, stop_ids=stops,
                            generator=torch.Generator().manual_seed(5))
     assert again == outs  # the generator's seed decides the rollout
+    kept = generate_group(model, prompt, 6, max_new_tokens=20, temperature=1.5, stop_ids=stops,
+                          generator=torch.Generator().manual_seed(5), keep_stop=True)
+    assert [k[:len(o)] for k, o in zip(kept, outs)] == outs
+    assert all(k[-1] in stops for k, o in zip(kept, outs) if len(o) < 20)
     with pytest.raises(ValueError, match="exceed the context"):
         generate_group(model, prompt, 2, max_new_tokens=61)

@@ -218,11 +218,10 @@ class RLTask:
             ids = chat_prompt(tok, rec, self.max_len - rl.max_new_tokens, self.ft.prompt_field)
             for c in generate_group(model, ids, rl.group_size, max_new_tokens=rl.max_new_tokens,
                                     temperature=max(self.gen.temperature, 1e-3), top_k=self.gen.top_k,
-                                    top_p=self.gen.top_p, stop_ids=stops, generator=gen):
-                text = tok.decode(c)
+                                    top_p=self.gen.top_p, stop_ids=stops, generator=gen, keep_stop=True):
+                text = tok.decode(c[:-1] if c and c[-1] in stops else c)  # the stop id is trained, not scored
                 total, parts = self.rewards.score(text, rec)
-                ended = c + ([stops[0]] if len(c) < rl.max_new_tokens else [])  # the stop is an action too
-                rows.append((ids, ended, text))
+                rows.append((ids, c, text))
                 totals.append(total)
                 parts_of.append(parts)
         rewards = torch.tensor(totals).view(len(records), rl.group_size)
