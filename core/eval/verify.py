@@ -63,7 +63,7 @@ def score_verifiable(model: Any, tokenizer: Any, records: Sequence[dict], *, k: 
     return {"accuracy": acc["rate"], "accuracy_low": acc["ci_low"], "accuracy_high": acc["ci_high"],
             "pass_at_1": p1["mean"], "pass_at_1_low": p1["ci_low"], "pass_at_1_high": p1["ci_high"],
             "pass_at_k": pk["mean"], "pass_at_k_low": pk["ci_low"], "pass_at_k_high": pk["ci_high"],
-            "k": k, "n": len(greedy), "correct": greedy, "examples": shown}
+            "k": k, "n": len(greedy), "correct": greedy, "sampled_correct": pass1, "examples": shown}
 
 
 def paired_difference(before: Sequence[float], after: Sequence[float]) -> dict:

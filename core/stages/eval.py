@@ -137,7 +137,7 @@ def task_verify(ctx: EvalContext) -> dict:
         raise UserError(f"eval.verify_data: {e.verify_data} has no test questions")
     r = score_verifiable(ctx.model, ctx.tokenizer, records, k=e.pass_k, max_new_tokens=e.max_new_tokens,
                          temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)
-    r.pop("correct")
+    r.pop("correct"), r.pop("sampled_correct")
     r["settings"] = {"data": e.verify_data, "split": "test", "k": e.pass_k, "temperature": g.temperature,
                      "max_new_tokens": e.max_new_tokens}
     return r

@@ -295,8 +295,11 @@ class RLTask:
         model.eval()
         out = self.baseline_report(model)
         model.train(was)
-        if baseline and "correct" in baseline:
+        if baseline and "correct" in baseline:  # paired over the same questions: greedy, then sampled pass@1
             out.update(paired_difference(baseline["correct"], out["correct"]))
+        if baseline and "sampled_correct" in baseline:
+            d = paired_difference(baseline["sampled_correct"], out["sampled_correct"])
+            out.update({f"pass_at_1_{k}": v for k, v in d.items() if k != "n"})
         return out
 
 
