@@ -81,7 +81,7 @@ review of the TOML that will run (save it with ctrl+s). Launch starts a run in i
 
 While it trains: the loss, plus accuracy and the confusion matrix (classification) or the reward
 margin and reward accuracy (DPO) or the rewards, KL, clip fraction, held-out pass@1 and the
-rollout viewer (RL: the newest groups first, **p** pauses it). **x** stops at the next step (a checkpoint is saved), **r**
+rollout viewer (RL: the newest groups first, **z** pauses it). **x** stops at the next step (a checkpoint is saved), **r**
 resumes the latest stopped finetuning run, **a** attaches to another run, **l** log loss axis."""
 
     BINDINGS = [
@@ -90,7 +90,7 @@ resumes the latest stopped finetuning run, **a** attaches to another run, **l** 
         Binding("r", "resume", "resume"),
         Binding("a", "attach", "attach"),
         Binding("l", "log_scale", "log y"),
-        Binding("p", "pause_rollouts", "pause rollouts", show=False),  # RL runs only: the viewer says so
+        Binding("z", "pause_rollouts", "pause rollouts", show=False),  # RL runs only: the viewer says so
     ]
 
     def compose_body(self) -> ComposeResult:

@@ -14,7 +14,7 @@ KEEP = 20  # groups held (the newest first)
 
 def rollout_markup(events: list[dict], paused: bool, width: int = 60) -> str:
     """Markup for rollout events, newest first (every number comes from the event)."""
-    head = "[b]rollouts[/] (newest first" + (", [reverse] paused [/] p resumes)" if paused else ", p pauses)")
+    head = "[b]rollouts[/] (newest first" + (", [reverse] paused [/] z resumes)" if paused else ", z pauses)")
     lines = [head]
     for ev in reversed(events):
         lines.append(f"[b]step {ev.get('step', '?')}[/] {plain(str(ev.get('prompt', '')))[:width * 2]}")
