@@ -112,13 +112,15 @@ def format_event(ev: dict) -> str:
             parts.append(f"mfu {ev['mfu'] * 100:.1f}%")
         if _is_num(ev.get("eta_s")) and math.isfinite(ev["eta_s"]):
             parts.append(f"eta {_fmt_eta(ev['eta_s'])}")
-        for k in ("accuracy", "reward_margin", "reward_accuracy"):
+        for k in ("accuracy", "reward_margin", "reward_accuracy", "reward"):
             if _is_num(ev.get(k)):
                 parts.append(f"{k} {ev[k]:.3f}")
         return " | ".join(p for p in parts if p)
     if kind == "val":
         extra = " ".join(f"{k} {v:.4g}" for k, v in ev.items()
                          if k not in ("t", "kind", "step", "val_loss", "val_ppl") and _is_num(v))
+        if not _is_num(ev.get("val_loss")):  # an objective without a validation loss (RL: pass@k)
+            return f"[bold]val[/] step {step} | {extra}".rstrip()
         loss, ppl = (ev.get(k) if _is_num(ev.get(k)) else float("nan") for k in ("val_loss", "val_ppl"))
         return f"[bold]val[/] step {step} | loss {loss:.4f} | ppl {ppl:.2f} {extra}".rstrip()
     if kind == "sample":
@@ -638,7 +640,7 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
     _stage_args(p, "preset (its eval section), or a model to evaluate: a checkpoint folder, a run, run:PRESET:STAGE")
-    p.add_argument("--tasks", metavar="T1,T2", help="comma-separated tasks (perplexity, classify, choice, judge, pairwise)")
+    p.add_argument("--tasks", metavar="T1,T2", help="comma-separated tasks (perplexity, classify, choice, judge, pairwise, verify)")
 
 
 def _tokenizer_args(p: argparse.ArgumentParser) -> None:

@@ -211,8 +211,26 @@ class LoraConfig:
 
 
 @dataclass
+class RLConfig:
+    group_size: int = opt(8, "completions sampled per prompt (G); advantages compare them, so at least 2", lo=1, hi=1024)
+    prompts: int = opt(4, "prompts per rollout batch (each gives group_size completions)", lo=1, hi=4096)
+    max_new_tokens: int = opt(16, "tokens per completion (sampling temperature, top_k, top_p from [generate])", lo=1)
+    updates: int = opt(1, "optimizer steps per rollout batch (the ratio is taken against the rollout policy)", lo=1, hi=64)
+    clip: float = opt(0.2, "clip range epsilon of the policy ratio", lo=0, lo_open=True, hi=10)
+    kl_beta: float = opt(0.0, "weight of the KL penalty to the frozen start (0 = none, no reference kept)", lo=0)
+    scale_std: bool = opt(True, "divide advantages by the group's reward std (false: Dr. GRPO's mean-centred rewards)")
+    loss_norm: str = opt("token", "average the loss over all completion tokens, or per sequence first (GRPO's original)", choices=("token", "sequence"))
+    rewards: list[str] = opt(["exact", "format"], "reward components: exact, number, format, or module:function (imported only then)")
+    weights: list[float] = opt([], "weight per reward component (empty = 1 each)")
+    tolerance: float = opt(1e-6, "relative tolerance of the number reward", lo=0)
+    answer_field: str = opt("answer", "dataset field holding the gold answer (GSM8K: answer, its text after ####)")
+    eval_questions: int = opt(100, "held-out questions scored at every evaluation (0 = all)", lo=0)
+    eval_samples: int = opt(4, "samples per held-out question for pass@k (k = this)", lo=1, hi=256)
+
+
+@dataclass
 class FinetuneConfig:
-    method: str = opt("instruct", "finetuning objective", choices=("classify", "instruct", "preference"))
+    method: str = opt("instruct", "finetuning objective", choices=("classify", "instruct", "preference", "rl"))
     base: str = opt("run:tiny:pretrain", "starting model: a checkpoint folder, run:PRESET:STAGE (latest finished run), a name under models/, a GPT-2 name, or a hub model (owner/name or hf:owner/name, imported once into models/)")
     data: str = opt("embedded:tinyworld-instruct", "finetuning set: embedded:NAME, hf:NAME or a local file")
     hf_config: str = opt("", "hub dataset configuration name")
@@ -229,6 +247,7 @@ class FinetuneConfig:
     lora: LoraConfig = opt(LoraConfig(), "LoRA adapter settings (trainable = lora)")
     beta: float = opt(0.1, "DPO temperature", lo=0, lo_open=True)
     test_fraction: float = opt(0.1, "share held out for the test split when the set has none", lo=0, hi=1, lo_open=True, hi_open=True)
+    rl: RLConfig = opt(RLConfig(), "reinforcement learning with verifiable rewards (method = rl: GRPO)")
 
 
 # ----------------------------------------------------------------------------------------- eval
@@ -247,8 +266,10 @@ class JudgeConfig:
 @dataclass
 class EvalConfig:
     model: str = opt("", "model to evaluate (checkpoint or run:PRESET:STAGE; empty = this preset's latest run)")
-    tasks: list[str] = opt(["perplexity", "choice"], "tasks: perplexity, classify, choice, judge, pairwise")
+    tasks: list[str] = opt(["perplexity", "choice"], "tasks: perplexity, classify, choice, judge, pairwise, verify")
     choice_data: str = opt("embedded:tinyworld-choice", "multiple-choice set: embedded:NAME, hf:NAME or local JSONL")
+    verify_data: str = opt("embedded:tinyworld-verify", "questions with checkable answers (field answer) for the verify task")
+    pass_k: int = opt(4, "samples per question of the verify task (pass@k)", lo=1, hi=256)
     num_fewshot: int = opt(0, "examples shown before each multiple-choice question", lo=0, hi=64)
     limit: int = opt(0, "evaluate at most this many examples per task (0 = all)", lo=0)
     max_new_tokens: int = opt(64, "new tokens per generated answer (judge tasks)", lo=1)
@@ -595,6 +616,15 @@ def validate(p: Preset, file: str) -> list[Problem]:
                 out.append(Problem(file, key, f"{sep!r} (source {source}) is not a regular expression: {e}"))
     if p.data.mixture_end == "budget" and p.data.mixture and not p.data.budget_tokens:
         out.append(Problem(file, "data.budget_tokens", "mixture_end = \"budget\" needs a token budget (> 0)"))
+    rl = p.finetune.rl
+    if p.finetune.method == "rl" and rl.group_size < 2:
+        out.append(Problem(file, "finetune.rl.group_size", f"{rl.group_size}: GRPO compares a prompt's completions with "
+                           "each other, so with one the advantages are all zero and nothing trains; use 2 or more"))
+    if rl.weights and len(rl.weights) != len(rl.rewards):
+        out.append(Problem(file, "finetune.rl.weights", f"{len(rl.weights)} weights for {len(rl.rewards)} rewards; "
+                           "give one per reward or none"))
+    if p.finetune.method == "rl" and not rl.rewards:
+        out.append(Problem(file, "finetune.rl.rewards", "empty; name at least one of exact, number, format or a module:function"))
     bad = [x for x in p.finetune.lora.targets if x not in ("attn", "mlp", "head")]
     if bad:
         out.append(Problem(file, "finetune.lora.targets", f"unknown target(s) {bad}; choose from attn, mlp, head"))
@@ -637,7 +667,7 @@ def preset_keys() -> frozenset[str]:
     return frozenset(row[0] for row in schema_rows(Preset))
 
 
-EVAL_TASKS = ("perplexity", "classify", "choice", "judge", "pairwise")
+EVAL_TASKS = ("perplexity", "classify", "choice", "judge", "pairwise", "verify")
 
 
 def from_dict(doc: dict, file: str = "<preset>", default_name: str = "") -> Preset:

@@ -41,6 +41,24 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+def sample_batch(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token id per row of logits (B, V) -> (B,), with the same rules as `sample_next`."""
+    if temperature <= 0:
+        return torch.argmax(logits, dim=-1)
+    logits = logits.float()
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
+    if top_k and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)  # (B, V)
+    if top_p < 1.0:
+        sorted_p, order = torch.sort(probs, dim=-1, descending=True)
+        drop = (torch.cumsum(sorted_p, dim=-1) - sorted_p) >= top_p
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -154,3 +172,51 @@ def sampling_options(gen_cfg: Any) -> dict:
     """Keyword arguments for generate/generate_text from a preset's GenerateConfig (seed 0 = random)."""
     return {"temperature": gen_cfg.temperature, "top_k": gen_cfg.top_k, "top_p": gen_cfg.top_p,
             "max_new_tokens": gen_cfg.max_new_tokens, "seed": gen_cfg.seed or None}
+
+
+@torch.inference_mode()
+def generate_group(model: GPT, prompt_ids: Sequence[int], n: int, *, max_new_tokens: int, temperature: float = 1.0,
+                   top_k: int = 0, top_p: float = 1.0, stop_ids: Iterable[int] = (),
+                   generator: torch.Generator | None = None, keep_stop: bool = False) -> list[list[int]]:
+    """`n` sampled completions of one prompt as one batch: the prompt is prefilled once and its keys
+    and values copied to the n rows (a shared-prefix KV cache), then all rows decode together; a
+    row that samples a stop id ends there and leaves the batch (the id ends its list with keep_stop,
+    as RL trains on the choice to stop; else it is not returned).
+
+    The prompt must leave room for max_new_tokens in the context (the caller cuts it)."""
+    if not prompt_ids:
+        raise UserError("the prompt encodes to no tokens; give a prompt the tokenizer splits into tokens")
+    ctx = model.config.context_length
+    if len(prompt_ids) + max_new_tokens > ctx:
+        raise ValueError(f"{len(prompt_ids)} prompt tokens + {max_new_tokens} new ones exceed the context ({ctx})")
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    stops = set(stop_ids)
+    cache = KVCache.for_model(model, len(prompt_ids) + max_new_tokens)
+    out: list[list[int]] = [[] for _ in range(n)]
+    alive = torch.arange(n, device=device)  # which of the n completions each cache row holds
+    try:
+        x = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)  # (1, T)
+        logits, _ = model(x, cache=cache, last_only=True)  # (1, 1, V)
+        assert cache.k is not None and cache.v is not None
+        cache.k, cache.v = cache.k.repeat(1, n, 1, 1, 1), cache.v.repeat(1, n, 1, 1, 1)  # (L, n, H, max_len, D)
+        logits = logits.expand(n, -1, -1)
+        for step in range(max_new_tokens):
+            nxt = sample_batch(logits[:, -1], temperature, top_k, top_p, generator)  # (B,)
+            done = [tok in stops for tok in nxt.tolist()]
+            for row, tok, d in zip(alive.tolist(), nxt.tolist(), done):
+                if keep_stop or not d:
+                    out[row].append(tok)
+            if any(done):
+                if all(done):
+                    break
+                keep = torch.tensor([i for i, d in enumerate(done) if not d], device=device)
+                alive, nxt = alive[keep], nxt[keep]
+                cache.k, cache.v = cache.k[:, keep], cache.v[:, keep]  # finished rows leave the batch
+            if step + 1 == max_new_tokens:
+                break
+            logits, _ = model(nxt[:, None], cache=cache, last_only=True)  # (B, 1, V)
+    finally:
+        model.train(was_training)
+    return out

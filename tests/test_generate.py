@@ -131,3 +131,27 @@ def test_decode_weight_copies_only_for_models_that_can_afford_them(monkeypatch):
     assert not gpt.KVCache.for_model(model, weight_copies=False).weight_copies
     monkeypatch.setattr(gpt, "DECODE_COPIES_MAX_PARAMS", 100)
     assert not gpt.KVCache.for_model(model).weight_copies
+
+
+def test_a_group_of_completions_is_one_batch_that_stops_each_row_at_its_end():
+    from core.generate import generate_group
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, context_length=64, vocab_size=97)).eval()
+    prompt = [1, 2, 3, 4]
+    greedy = list(generate(model, prompt, max_new_tokens=12, temperature=0.0))
+    assert generate_group(model, prompt, 3, max_new_tokens=12, temperature=0.0) == [greedy] * 3
+    g = torch.Generator().manual_seed(5)
+    stops = set(range(0, 97, 4))
+    outs = generate_group(model, prompt, 6, max_new_tokens=20, temperature=1.5, stop_ids=stops, generator=g)
+    assert len(outs) == 6 and len({tuple(o) for o in outs}) > 1
+    assert all(not (set(o) & stops) for o in outs) and any(len(o) < 20 for o in outs)
+    again = generate_group(model, prompt, 6, max_new_tokens=20, temperature=1.5, stop_ids=stops,
+                           generator=torch.Generator().manual_seed(5))
+    assert again == outs  # the generator's seed decides the rollout
+    kept = generate_group(model, prompt, 6, max_new_tokens=20, temperature=1.5, stop_ids=stops,
+                          generator=torch.Generator().manual_seed(5), keep_stop=True)
+    assert [k[:len(o)] for k, o in zip(kept, outs)] == outs
+    assert all(k[-1] in stops for k, o in zip(kept, outs) if len(o) < 20)
+    with pytest.raises(ValueError, match="exceed the context"):
+        generate_group(model, prompt, 2, max_new_tokens=61)

@@ -73,7 +73,7 @@ def load_records(spec: str, split: str = "train", *, seed: int = 1337, hf_config
                  **field_names: str) -> list[dict]:
     """Records of a finetuning or evaluation set, one split (train, val, test, or all).
 
-    spec: embedded:tinyworld-classify|-instruct|-preference|-choice, hf:NAME, a save_to_disk folder, or a
+    spec: embedded:tinyworld-classify|-instruct|-preference|-choice|-verify, hf:NAME, a save_to_disk folder, or a
     local file/glob (.jsonl .json .csv .parquet). field_names: canonical_field=dataset_field, e.g.
     text_field="sms", label_field="v1"; a missing field raises UserError listing the fields present.
     String labels become ints (sorted names; `label_name` keeps the name)."""
@@ -83,10 +83,17 @@ def load_records(spec: str, split: str = "train", *, seed: int = 1337, hf_config
         from core.data.synthetic import MAKERS, derived_set
 
         kind = spec.split(":", 1)[1].removeprefix("tinyworld-")
+        if kind == "verify":  # the verifiable set (core.data.verifiable), for RL and the eval task verify
+            from core.data.verifiable import verifiable_set
+            rows = _map_fields(verifiable_set(split, seed), spec, field_names)
+            return rows[:limit] if limit else rows
         if kind not in MAKERS:
             raise UserError(f"{spec}: no such embedded set; choose from "
-                            f"{', '.join('embedded:tinyworld-' + k for k in MAKERS)}")
+                            f"{', '.join('embedded:tinyworld-' + k for k in (*MAKERS, 'verify'))}")
         rows = derived_set(kind, split, seed)
+        if kind == "instruct":  # with some verifiable questions, so that tiny-sft sometimes solves them
+            from core.data.verifiable import sft_share
+            rows += sft_share(split, seed)
         rows = _map_fields(rows, spec, field_names)
         return rows[:limit] if limit else rows
 

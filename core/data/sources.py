@@ -22,7 +22,8 @@ from core.errors import UserError
 
 TEXT_SUFFIXES = (".txt", ".md")
 ROW_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
-EMBEDDED = ("tinyworld", "tinyworld-classify", "tinyworld-instruct", "tinyworld-preference", "tinyworld-choice")
+EMBEDDED = ("tinyworld", "tinyworld-classify", "tinyworld-instruct", "tinyworld-preference", "tinyworld-choice",
+            "tinyworld-verify")
 
 
 @dataclass

@@ -5,7 +5,8 @@ empty = the newest finished finetune or pretrain run of this preset) with its ow
 each task: perplexity (loss, perplexity, bits per byte on the val split of preset.data, tokenized
 with the model's tokenizer), classify (test-split metrics of a classification finetune), choice
 (multiple choice, harness acc/acc_norm), judge (rubric scores of answers to held-out instructions)
-and pairwise (win rate against eval.judge.compare_with). The report is rewritten after every task,
+pairwise (win rate against eval.judge.compare_with) and verify (pass@1 / pass@k on questions a
+program checks, core.eval.verify). The report is rewritten after every task,
 so a stopped evaluation keeps what it measured; `llmlab report MODEL` merges it into the model card.
 """
 
@@ -28,8 +29,8 @@ if TYPE_CHECKING:
     from core.tokenizer.protocol import TextTokenizer
     from core.model.gpt import GPT
 
-TASKS = ("perplexity", "classify", "choice", "judge", "pairwise")
-LM_TASKS = ("perplexity", "choice", "judge", "pairwise")
+TASKS = ("perplexity", "classify", "choice", "judge", "pairwise", "verify")
+LM_TASKS = ("perplexity", "choice", "judge", "pairwise", "verify")
 
 
 @dataclass
@@ -120,6 +121,27 @@ def task_choice(ctx: EvalContext) -> dict:
     r["settings"] = {"data": e.choice_data, "split": "test" if e.choice_data.startswith(("embedded:", "hf:")) else "all",
                      "fewshot_split": ("train" if pool is not None else "same set") if e.num_fewshot else None,
                      **r["settings"]}
+    return r
+
+
+def task_verify(ctx: EvalContext) -> dict:
+    """Questions a program checks (eval.verify_data, test split): greedy accuracy, pass@1, pass@k."""
+    from core.data import load_records
+    from core.eval.verify import score_verifiable
+
+    e, g = ctx.preset.eval, ctx.preset.generate
+    records = load_records(e.verify_data, "test", limit=e.limit)
+    missing = [i for i, r in enumerate(records) if "answer" not in r]
+    if missing:
+        raise UserError(f"eval.verify_data: {e.verify_data} record {missing[0] + 1} has no field 'answer'; "
+                        "a verifiable set needs the gold answer of every question")
+    if not records:
+        raise UserError(f"eval.verify_data: {e.verify_data} has no test questions")
+    r = score_verifiable(ctx.model, ctx.tokenizer, records, k=e.pass_k, max_new_tokens=e.max_new_tokens,
+                         temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)
+    r.pop("correct"), r.pop("sampled_correct")
+    r["settings"] = {"data": e.verify_data, "split": "test", "k": e.pass_k, "temperature": g.temperature,
+                     "max_new_tokens": e.max_new_tokens}
     return r
 
 
@@ -293,7 +315,7 @@ def task_pairwise(ctx: EvalContext) -> dict:
 
 
 RUNNERS = {"perplexity": task_perplexity, "classify": task_classify, "choice": task_choice,
-           "judge": task_judge, "pairwise": task_pairwise}
+           "judge": task_judge, "pairwise": task_pairwise, "verify": task_verify}
 
 
 # ------------------------------------------------------------------------------------ stage
@@ -303,7 +325,9 @@ def _headline(task: str, r: dict) -> dict:
             "choice": ("acc", "acc_norm", "chance", "n"),
             "classify": ("accuracy", "majority_baseline", "n"),
             "judge": ("mean", "ci_low", "ci_high", "n_scored", "n_unparseable", "n_failed", "mean_answer_chars"),
-            "pairwise": ("win_rate", "wins", "losses", "ties", "n_unparseable", "n_failed", "position_consistency")}[task]
+            "pairwise": ("win_rate", "wins", "losses", "ties", "n_unparseable", "n_failed", "position_consistency"),
+            "verify": ("accuracy", "accuracy_low", "accuracy_high", "pass_at_1", "pass_at_1_low", "pass_at_1_high",
+                       "pass_at_k", "k", "n")}[task]
     out = {k: r.get(k) for k in keys if k in r}
     if task == "classify":
         out["macro_f1"] = (r.get("macro") or {}).get("f1")

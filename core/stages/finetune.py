@@ -2,7 +2,7 @@
 
 `run(preset, run_dir, log, stop)` is what `llmlab finetune PRESET` executes. It loads the model
 named by `finetune.base` (a checkpoint, a run, `run:PRESET:STAGE`, or a GPT-2 name imported once
-into `workspace()/models/`), lets the method (classify, instruct, preference) adapt it and build
+into `workspace()/models/`), lets the method (classify, instruct, preference, rl) adapt it and build
 its data, chooses what trains (`finetune.trainable`: head, last_blocks, all or lora) and hands it
 all to `core.train.loop.train`. The resolved base is written to `run_dir/base.json` first, so a
 resumed run (`--resume`) restarts from the same model and DPO keeps the same reference even
@@ -179,6 +179,9 @@ def make_task(preset: Preset, tokenizer: TextTokenizer, log: Logger, max_len: in
     if method == "preference":
         from core.train.preference import PreferenceTask
         return PreferenceTask(preset, tokenizer, log, max_len)
+    if method == "rl":
+        from core.train.rl import RLTask
+        return RLTask(preset, tokenizer, log, max_len)
     raise UserError(f"finetune.method: unknown method {method!r}")
 
 
@@ -192,6 +195,9 @@ def run(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event) -> No
     seed_fork(preset, "finetune", run_dir, log)
     if preset.train.nproc > 1:
         from core.train import ddp
+
+        if preset.finetune.method == "rl":
+            raise UserError("train.nproc: RL (finetune.method = \"rl\") runs in one process for now; set train.nproc = 1")
 
         resolve_base(preset.finetune.base, run_dir, log)  # once, here: the workers read base.json
         ddp.launch(preset, run_dir, log, stop, worker_module="core.stages.finetune")
@@ -226,6 +232,8 @@ def prepare_model(preset: Preset, run_dir: Path, log: Logger, main: bool) -> tup
         trained = model
     if task.method == "preference":
         task.make_objective(model, lora)
+    elif task.method == "rl":
+        task.make_objective(model, trained, lora)  # the policy samples the rollouts; a reference when kl_beta > 0
     return task, trained, tokenizer, base, baseline
 
 
@@ -249,6 +257,8 @@ def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist:
     world = dist.world_size if dist else 1
     accum = preset.grad_accum_steps(world)
     per_step = min(t.micro_batch_size, task.batches.n_train) * accum * world
+    if task.method == "rl":  # a step trains on one rollout batch (finetune.rl.prompts), reused rl.updates times
+        accum, per_step = 1, max(1, ft.rl.prompts // ft.rl.updates)
     total = plan_finetune_steps(t, per_step, task.batches.n_train)
     log.log({"kind": "log", "level": "info",
              "message": f"finetune ({task.method}, trainable {ft.trainable}): {n_train:,} of {n_total:,} parameters "
@@ -274,7 +284,7 @@ def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist:
               "resumed_from": result.resumed_from, "world_size": world, **live_report(result),
               "checkpoint": str(result.checkpoint) if result.checkpoint else None, "baseline": baseline}
     if not result.stopped and result.step > 0:
-        held_out = task.final_report(trained, device)
+        held_out = task.final_report(trained, device, baseline) if task.method == "rl" else task.final_report(trained, device)
         report["test"] = held_out
         log.log({"kind": "test", "step": result.step, **_scalars(held_out)})
         log.log({"kind": "log", "level": "info", "message": "held-out " + _summary(held_out)})
@@ -306,7 +316,8 @@ def _scalars(d: dict) -> dict:
 
 
 def _summary(d: dict) -> str:
-    keys = ("accuracy", "macro_f1", "exact_match", "reward_accuracy", "reward_margin", "logp_accuracy", "loss")
+    keys = ("accuracy", "macro_f1", "exact_match", "reward_accuracy", "reward_margin", "logp_accuracy", "loss",
+            "pass_at_1", "pass_at_k", "gain")
     parts = [f"{k} {d[k]:.3f}" for k in keys if isinstance(d.get(k), float)]
     return ", ".join(parts) + (f" on {d['n']} {d.get('split', 'held-out')} examples" if "n" in d else "")
 

@@ -57,6 +57,14 @@ def preview_example(record: dict, preset: Preset, tokenizer: TextTokenizer, max_
         title = "conversation" if record.get("messages") else "example"
         return [ExamplePart(title + (" (cut)" if ex["truncated"] else ""), list(ex["ids"]),
                             [int(m) for m in ex["mask"]], bool(ex["truncated"]))]
+    if ft.method == "rl":  # the question as RL asks it; the gold answer shown where the model samples its own
+        from core.data.verifiable import question_of
+
+        instruction, inp = question_of(record, ft.prompt_field)
+        ex = encode_record({"instruction": instruction, "input": inp, "output": str(record.get(ft.rl.answer_field, ""))},
+                           tokenizer, "chat", max_len)
+        return [ExamplePart("question, gold answer (RL samples its own)", list(ex["ids"]),
+                            [int(m) for m in ex["mask"]], bool(ex["truncated"]))]
     ex = encode_preference(record, tokenizer, ft.template, max_len)
     return [ExamplePart(side, list(ex[side]["ids"]), [int(m) for m in ex[side]["mask"]], bool(ex[side]["truncated"]))
             for side in ("chosen", "rejected")]

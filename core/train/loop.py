@@ -374,6 +374,8 @@ def _evaluate(r: _Run, state: TrainState) -> dict:
     metrics = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
     if metrics.get("val_loss") is not None:
         state.record_val(metrics["val_loss"])
+    elif metrics:
+        state.val_step = state.step  # evaluated (an objective without a loss, e.g. RL's pass@k): not again at the end
     if metrics:
         r.log.log({"kind": "val", "step": state.step, **metrics})
     return metrics

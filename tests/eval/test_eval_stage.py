@@ -201,3 +201,15 @@ def test_answers_use_the_prompt_format_the_checkpoint_was_tuned_with():
     ctx = SimpleNamespace(preset=config.load("tiny", ["finetune.template=alpaca"]))
     assert _template(ctx, {"finetune": {"method": "instruct", "prompt_format": "chat"}}) == "chat"
     assert _template(ctx, {"head": {"kind": "lm"}}) == "alpaca"
+
+
+def test_verify_task_reports_accuracy_and_pass_at_k_with_intervals(workspace, tok, make_gpt):
+    _, ck = make_run("finetune", make_gpt(tok.n_vocab, context_length=128), tok, {"stage": "finetune"}, loss0=3)
+    run, _ = run_eval(preset(f"eval.model={ck}", 'eval.tasks=["verify"]', "eval.limit=3", "eval.max_new_tokens=4",
+                             "eval.pass_k=2"))
+    r = json.loads((run.path / "report.json").read_text())["tasks"]["verify"]
+    assert r["n"] == 3 and r["k"] == 2 and 0 <= r["pass_at_1"] <= r["pass_at_k"] <= 1
+    assert r["accuracy_low"] <= r["accuracy"] <= r["accuracy_high"] and len(r["examples"]) == 3
+    assert r["settings"]["data"] == "embedded:tinyworld-verify"
+    with pytest.raises(UserError, match="has no field 'answer'"):
+        run_eval(preset(f"eval.model={ck}", 'eval.tasks=["verify"]', "eval.verify_data=embedded:tinyworld-instruct"))

@@ -113,3 +113,23 @@ async def test_advice_panel_fetches_the_corpus_facts_and_says_where_they_come_fr
         assert text.startswith("corpus: ") and "training tokens" in text and "a scan of the local sources" in text
         epochs = next(f for f in panel.findings if f.title == "Repeated data")
         assert epochs.numbers["estimated"] is False  # counted by the tokenizer, not guessed from bytes
+
+
+async def test_rollout_view_shows_the_newest_group_first_and_pauses():
+    from tui.widgets.rollout_view import RolloutView
+
+    view = RolloutView()
+
+    def group(step):
+        return {"kind": "rollout", "step": step, "prompt": f"question {step}", "answer": "3",
+                "completions": [{"text": "3", "reward": 1.1, "advantage": 0.87}, {"text": "Tom", "reward": 0.1, "advantage": -0.87}]}
+    async with Host(view).run_test(size=(70, 30)) as pilot:
+        assert view.add_events([group(1), {"kind": "train", "step": 1}, group(2)]) == 2
+        await pilot.pause()
+        text = str(view.render())
+        assert text.index("step 2") < text.index("step 1") and "r 1.10 A +0.87" in text and "A -0.87" in text
+        assert view.toggle_pause() is True
+        view.add_events([group(3)])
+        assert "step 3" not in str(view.render()) and len(view.events) == 3
+        view.toggle_pause()
+        assert "step 3" in str(view.render())

@@ -4,7 +4,8 @@
 hyperparameters, review), which ends in `core.runs.launch("finetune", preset)`: the run is its own
 process and survives the workbench. This screen follows the run's event log (`tui.feed`) like the
 Pretrain screen: the loss chart, plus accuracy and the latest confusion matrix for classification,
-reward margin and reward accuracy for DPO. A stopped run resumes from its last checkpoint (**r**).
+reward margin and reward accuracy for DPO, rewards, held-out pass@1 and a pausable rollout viewer
+for RL. A stopped run resumes from its last checkpoint (**r**).
 On start it attaches to the newest live finetuning run, else shows the newest finished one.
 """
 
@@ -28,9 +29,15 @@ from tui.screens.shared import number
 from tui.widgets.confusion import ConfusionMatrix
 from tui.widgets.loss_chart import LossChart
 from tui.widgets.metric_chart import METHOD_SERIES, MetricChart
+from tui.widgets.rollout_view import RolloutView
 from tui.widgets.run_picker import run_rows
 
-METRIC_TITLES = {"classify": "accuracy", "preference": "reward margin and accuracy", "instruct": "validation perplexity"}
+METRIC_TITLES = {"classify": "accuracy", "preference": "reward margin and accuracy", "instruct": "validation perplexity",
+                 "rl": "reward and held-out pass@1 / pass@k"}
+RL_ROWS = (("train", "reward", "reward", "{:.3f}"), ("train", "reward_std", "reward std", "{:.3f}"),
+           ("train", "kl", "KL", "{:.4f}"), ("train", "clip_fraction", "clipped", "{:.3f}"),
+           ("train", "entropy", "entropy", "{:.3f}"), ("train", "completion_len", "length", "{:.1f}"),
+           ("val", "pass_at_1", "val pass@1", "{:.3f}"), ("val", "pass_at_k", "val pass@k", "{:.3f}"))
 
 
 def finetune_metrics_text(method: str, train: dict, val: dict, test: dict) -> str:
@@ -44,11 +51,16 @@ def finetune_metrics_text(method: str, train: dict, val: dict, test: dict) -> st
                  ("reward acc", number(train.get("reward_accuracy"), "{:.3f}")),
                  ("val margin", number(val.get("reward_margin"), "{:.3f}")),
                  ("val rew acc", number(val.get("reward_accuracy"), "{:.3f}"))]
+    elif method == "rl":
+        src = {"train": train, "val": val}
+        rows = rows[:2] + [(title, number(src[kind].get(key), fmt)) for kind, key, title, fmt in RL_ROWS]
+        rows += [(f"{k.removeprefix('reward_')}", number(v, "{:.3f}")) for k, v in train.items()
+                 if k.startswith("reward_") and not k.endswith("_std")]
     else:
         rows += [("val ppl", number(val.get("val_ppl"), "{:.2f}"))]
     rows += [("lr", number(train.get("lr"), "{:.2e}")), ("tokens/s", number(train.get("tokens_per_s"), "{:,.0f}"))]
     if test:
-        for k in ("accuracy", "macro_f1", "reward_accuracy", "reward_margin", "loss"):
+        for k in ("accuracy", "macro_f1", "reward_accuracy", "reward_margin", "loss", "pass_at_1", "gain"):
             if isinstance(test.get(k), float):
                 rows.append((f"test {k}"[:11], f"{test[k]:.3f}"))
     return "\n".join(f"[b]{k:<11}[/] {v}" for k, v in rows)
@@ -60,7 +72,7 @@ class FinetuneScreen(LiveRunScreen):
     ATTACH_STAGE = "finetune"
     CSS_PATH = "../styles/model_screens.tcss"
     HELP = """Finetune a model: classification (a new head predicts labels), instruction tuning (SFT)
-or preference tuning (DPO).
+preference tuning (DPO) or reinforcement learning with verifiable rewards (GRPO).
 
 **n** opens the wizard: method, base model (our checkpoints with their lineage, or GPT-2), dataset
 (rows with the prompt template applied; dimmed tokens carry no loss; class balance), what to train
@@ -68,9 +80,10 @@ or preference tuning (DPO).
 review of the TOML that will run (save it with ctrl+s). Launch starts a run in its own process.
 
 While it trains: the loss, plus accuracy and the confusion matrix (classification) or the reward
-margin and reward accuracy (DPO). **x** stops at the next step (a checkpoint is saved), **r**
-resumes the latest stopped finetuning run, **a** attaches to another run, **l** log loss axis,
-**f** forks the attached run from one of its checkpoints through the preset editor."""
+margin and reward accuracy (DPO) or the rewards, KL, clip fraction, held-out pass@1 and the
+rollout viewer (RL: the newest groups first, **z** pauses it). **x** stops at the next step (a checkpoint
+is saved), **r** resumes the latest stopped finetuning run, **a** attaches to another run, **l** log loss
+axis, **f** forks the attached run from one of its checkpoints through the preset editor."""
 
     BINDINGS = [
         Binding("n", "new", "new finetune"),
@@ -79,6 +92,7 @@ resumes the latest stopped finetuning run, **a** attaches to another run, **l** 
         Binding("a", "attach", "attach"),
         Binding("f", "fork", "fork", show=False),
         Binding("l", "log_scale", "log y"),
+        Binding("z", "pause_rollouts", "pause rollouts", show=False),  # RL runs only: the viewer says so
     ]
 
     def compose_body(self) -> ComposeResult:
@@ -91,11 +105,13 @@ resumes the latest stopped finetuning run, **a** attaches to another run, **l** 
                 yield Static(finetune_metrics_text("classify", {}, {}, {}), id="ft-metrics")
                 yield ConfusionMatrix("", id="ft-confusion")
                 yield Static("", id="ft-sample")
+                yield RolloutView(id="ft-rollouts")
 
     def on_mount(self) -> None:
         self.method = "classify"
         self.last: dict[str, dict] = {"train": {}, "val": {}, "test": {}}
         super().on_mount()
+        self.query_one(RolloutView).display = False
         self.watch(self.app, "live_runs", self._live_runs_changed, init=True)
 
     def _live_runs_changed(self, old, new) -> None:
@@ -135,6 +151,9 @@ resumes the latest stopped finetuning run, **a** attaches to another run, **l** 
         confusion.display = self.method == "classify"
         confusion.show(None)
         self.query_one("#ft-sample", Static).update("")
+        rollouts = self.query_one(RolloutView)
+        rollouts.clear()
+        rollouts.display = self.method == "rl"
         self.feed = follow(self, run)
         self.show_state()
         self.post_message(RunAttached(name, run.stage))
@@ -145,6 +164,7 @@ resumes the latest stopped finetuning run, **a** attaches to another run, **l** 
             return
         self.points += self.query_one(LossChart).add_events(events)
         self.points += self.query_one(MetricChart).add_events(events)
+        self.query_one(RolloutView).add_events(events)
         confusion = None
         for ev in events:
             kind = ev.get("kind")
@@ -183,7 +203,7 @@ resumes the latest stopped finetuning run, **a** attaches to another run, **l** 
     # ------------------------------------------------------------------------------ wizard
     def action_new(self) -> None:
         preset = self.preset
-        if preset.finetune.method not in ("classify", "instruct", "preference"):
+        if preset.finetune.method not in ("classify", "instruct", "preference", "rl"):
             preset = method_preset("classify", preset)
         self.open_step(0, preset)
 
@@ -220,6 +240,11 @@ resumes the latest stopped finetuning run, **a** attaches to another run, **l** 
                 raise UserError("no stopped finetuning run to resume")
             return core_runs.relaunch(prev, config.load(prev.preset_path))
         launch_run(self, "finetune", "finetune", start)
+
+    def action_pause_rollouts(self) -> None:
+        view = self.query_one(RolloutView)
+        if view.display:
+            self.notify("rollouts paused" if view.toggle_pause() else "rollouts follow the run")
 
     def action_log_scale(self) -> None:
         chart = self.query_one(LossChart)

@@ -46,9 +46,12 @@ METHODS = {
     "preference": ("Preference tuning (DPO)", "tiny-dpo",
                    "From pairs of a chosen and a rejected answer, the model learns to prefer the chosen one, "
                    "against a frozen copy of its start. Start from an instruction-tuned model."),
+    "rl": ("Reinforcement learning (GRPO)", "tiny-rl",
+           "The model samples several answers per question; a program checks them, and the better ones are "
+           "reinforced (verifiable rewards). Start from an instruction-tuned model."),
 }
 DEFAULT_DATA = {"classify": "embedded:tinyworld-classify", "instruct": "embedded:tinyworld-instruct",
-                "preference": "embedded:tinyworld-preference"}
+                "preference": "embedded:tinyworld-preference", "rl": "embedded:tinyworld-verify"}
 STEP_TITLES = ("method", "base model", "dataset", "what to train", "hyperparameters", "review")
 HYPER_KEYS = ("train.lr", "train.min_lr", "train.warmup_steps", "train.weight_decay", "train.micro_batch_size",
               "train.max_steps", "train.epochs", "train.log_every", "train.eval_every", "train.checkpoint_every", "train.seed",
@@ -136,7 +139,7 @@ def token_spans(tok: Any, ids: list[int]) -> list:
 
 def preview_columns(method: str) -> tuple[str, ...]:
     return {"classify": ("label", "text"), "instruct": ("instruction", "input", "output"),
-            "preference": ("prompt", "chosen", "rejected")}[method]
+            "preference": ("prompt", "chosen", "rejected"), "rl": ("instruction", "input", "answer")}[method]
 
 
 def balance_text(stats: dict) -> str:
@@ -284,7 +287,7 @@ class BaseStep(WizardStep):
             current = str(core_lookup.resolve_checkpoint(current, root=self.runs_root)) if current not in GPT2_NAMES else current
         except UserError:
             pass
-        if self.preset.finetune.method == "preference":  # DPO starts best from an instruction-tuned model
+        if self.preset.finetune.method in ("preference", "rl"):  # DPO and RL start best from an instruction-tuned model
             rows.sort(key=lambda r: r["method"] != "instruct")
         self.app.call_from_thread(self._fill, rows, current)
 

@@ -20,6 +20,7 @@ METHOD_SERIES: dict[str, list[tuple[str, str, str]]] = {
     "preference": [("train", "reward_margin", "margin"), ("train", "reward_accuracy", "reward acc"),
                    ("val", "reward_margin", "val margin"), ("val", "reward_accuracy", "val reward acc")],
     "instruct": [("val", "val_ppl", "val ppl")],
+    "rl": [("train", "reward", "reward"), ("val", "pass_at_1", "val pass@1"), ("val", "pass_at_k", "val pass@k")],
 }
 
 
