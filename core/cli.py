@@ -495,7 +495,7 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
     _stage_args(p, "preset (its eval section), or a model to evaluate: a checkpoint folder, a run, run:PRESET:STAGE")
-    p.add_argument("--tasks", metavar="T1,T2", help="comma-separated tasks (perplexity, classify, choice, judge, pairwise)")
+    p.add_argument("--tasks", metavar="T1,T2", help="comma-separated tasks (perplexity, classify, choice, judge, pairwise, contamination, sensitivity)")
 
 
 def _tokenizer_args(p: argparse.ArgumentParser) -> None:

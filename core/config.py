@@ -231,7 +231,7 @@ class JudgeConfig:
 @dataclass
 class EvalConfig:
     model: str = opt("", "model to evaluate (checkpoint or run:PRESET:STAGE; empty = this preset's latest run)")
-    tasks: list[str] = opt(["perplexity", "choice"], "tasks: perplexity, classify, choice, judge, pairwise")
+    tasks: list[str] = opt(["perplexity", "choice"], "tasks: perplexity, classify, choice, judge, pairwise, contamination, sensitivity")
     choice_data: str = opt("embedded:tinyworld-choice", "multiple-choice set: embedded:NAME, hf:NAME or local JSONL")
     num_fewshot: int = opt(0, "examples shown before each multiple-choice question", lo=0, hi=64)
     limit: int = opt(0, "evaluate at most this many examples per task (0 = all)", lo=0)
@@ -598,7 +598,7 @@ def preset_keys() -> frozenset[str]:
     return frozenset(row[0] for row in schema_rows(Preset))
 
 
-EVAL_TASKS = ("perplexity", "classify", "choice", "judge", "pairwise")
+EVAL_TASKS = ("perplexity", "classify", "choice", "judge", "pairwise", "contamination", "sensitivity")
 
 
 def from_dict(doc: dict, file: str = "<preset>", default_name: str = "") -> Preset:

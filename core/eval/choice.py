@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import UserError
-from core.eval.metrics import mean_ci
+from core.eval.metrics import mean_ci, proportion_ci
 
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"
@@ -301,7 +301,9 @@ def summarize(results: Sequence[ChoiceResult]) -> dict:
         acc = mean_ci([float(r.pred == r.answer) for r in rs])
         norm = mean_ci([float(r.pred_norm == r.answer) for r in rs])
         chance = sum(1.0 / r.n_choices for r in rs) / len(rs) if rs else float("nan")
-        return {"acc": acc["mean"], "acc_stderr": acc["stderr"], "acc_norm": norm["mean"],
+        ci = proportion_ci(sum(r.pred == r.answer for r in rs), len(rs))
+        return {"acc": acc["mean"], "acc_stderr": acc["stderr"], "acc_ci_low": ci["ci_low"], "acc_ci_high": ci["ci_high"],
+                "acc_norm": norm["mean"],
                 "acc_norm_stderr": norm["stderr"], "chance": chance, "n": len(rs)}
 
     out = block(results)
@@ -346,6 +348,7 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, examples: Sequence[ChoiceEx
                        "fewshot_delimiter": FEWSHOT_DELIMITER, "fewshot_seed": FEWSHOT_SEED,
                        "normalisation": "characters"}
     out["complete"] = len(results) == len(examples)
+    out["correct"] = [int(r.pred == r.answer) for r in results]  # per question, for paired comparisons
     out["samples"] = [{"context": r.context, "choices": r.choices, "answer": r.answer, "pred": r.pred,
                        "pred_norm": r.pred_norm, "lls": [round(x, 4) for x in r.lls]} for r in results[:samples]]
     return out

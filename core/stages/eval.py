@@ -5,7 +5,9 @@ empty = the newest finished finetune or pretrain run of this preset) with its ow
 each task: perplexity (loss, perplexity, bits per byte on the val split of preset.data, tokenized
 with the model's tokenizer), classify (test-split metrics of a classification finetune), choice
 (multiple choice, harness acc/acc_norm), judge (rubric scores of answers to held-out instructions)
-and pairwise (win rate against eval.judge.compare_with). The report is rewritten after every task,
+pairwise (win rate against eval.judge.compare_with), contamination (the share of each eval set whose
+13-grams occur in the pretraining corpus of the model's lineage) and sensitivity (multiple-choice
+accuracy across k-shot, prompt formats and the gold answer's position). The report is rewritten after every task,
 so a stopped evaluation keeps what it measured; `llmlab report MODEL` merges it into the model card.
 """
 
@@ -20,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from core.config import EVAL_TASKS as TASKS
 from core.errors import StageFailed, UserError
 from core.runs import Logger
 
 if TYPE_CHECKING:
     from core.model.gpt import GPT
 
-TASKS = ("perplexity", "classify", "choice", "judge", "pairwise")
-LM_TASKS = ("perplexity", "choice", "judge", "pairwise")
+LM_TASKS = ("perplexity", "choice", "judge", "pairwise", "sensitivity")
 
 
 @dataclass
@@ -112,6 +114,10 @@ def task_choice(ctx: EvalContext) -> dict:
     pool = None
     if e.num_fewshot and e.choice_data.startswith(("embedded:", "hf:")):
         pool = load_task(e.choice_data, "train")  # shots from the training split, as the harness does
+    available = len(pool) if pool is not None else len(examples) - 1  # a question is never its own shot
+    if e.num_fewshot > available:
+        raise UserError(f"eval.num_fewshot: {e.num_fewshot} solved examples per question, but {e.choice_data} has "
+                        f"only {available} to draw them from; lower eval.num_fewshot or use a larger set")
     r = evaluate(ctx.model, ctx.tokenizer, examples, num_fewshot=e.num_fewshot, fewshot_pool=pool, limit=e.limit,
                  batch_size=max(4, ctx.preset.train.micro_batch_size), stop=ctx.stop,
                  progress=ctx.progress("multiple choice", "questions"))
@@ -158,8 +164,29 @@ def task_classify(ctx: EvalContext) -> dict:
     if names is not None and len(names) != num_classes:
         names = None
     r = classification_report(y_true, y_pred, num_classes, names)
+    r.update(_accuracy_ci(r["accuracy"], r["n"]))
+    r["baseline_bow"] = _bow_baseline(ctx, records[:len(y_true)], fields, num_classes)
     r["settings"] = {"data": ft.data, "split": "test", "limit": ctx.preset.eval.limit}
     return r
+
+
+def _accuracy_ci(acc: float, n: int) -> dict:
+    from core.eval.metrics import proportion_ci
+
+    ci = proportion_ci(acc * n, n)
+    return {"ci_low": ci["ci_low"], "ci_high": ci["ci_high"]}
+
+
+def _bow_baseline(ctx: EvalContext, test: list[dict], fields: dict, num_classes: int) -> dict:
+    """The bag-of-words logistic regression fit on the same training split, on the same test examples."""
+    from core.eval.baseline import bag_of_words_baseline
+    from core.train.examples import read_split
+
+    ft = ctx.preset.finetune
+    train = read_split(ft.data, "train", ("text", "label"), "classification", seed=ctx.preset.train.seed,
+                       hf_config=ft.hf_config, test_fraction=ft.test_fraction, **fields)
+    return bag_of_words_baseline([str(r["text"]) for r in train], [int(r["label"]) for r in train],
+                                 [str(r["text"]) for r in test], [int(r["label"]) for r in test], num_classes)
 
 
 def _instructions(ctx: EvalContext) -> list[dict]:
@@ -240,8 +267,70 @@ def task_pairwise(ctx: EvalContext) -> dict:
     return r
 
 
+def _example_texts(spec: str, split: str, seed: int, hf_config: str = "") -> list[str]:
+    """The texts of an eval set's examples, whole (question with its answer, prompt with its reply)."""
+    from core.data import load_records
+
+    recs = load_records(spec, split, seed=seed, hf_config=hf_config)
+    out = []
+    for r in recs:
+        if "choices" in r and "question" in r:
+            ans = r.get("answer")
+            gold = r["choices"][ans] if isinstance(ans, int) and 0 <= ans < len(r["choices"]) else ""
+            out.append(f"{r['question']} {gold}")
+        elif "prompt" in r:
+            out.append(f"{r['prompt']} {r.get('chosen', '')}")
+        elif "instruction" in r:
+            out.append(" ".join(str(r.get(k) or "") for k in ("instruction", "input", "output")))
+        else:
+            out.append(str(r.get("text", "")))
+    return out
+
+
+def task_contamination(ctx: EvalContext) -> dict:
+    from core.eval.contamination import NGRAM, check_set, corpus_index, pretraining_data
+
+    p = ctx.preset
+    run_path, data = pretraining_data(ctx.meta["path"])
+    sets = {f"{p.eval.choice_data} (test)": (p.eval.choice_data, "test")}
+    if p.finetune.data:
+        sets[f"{p.finetune.data} (test)"] = (p.finetune.data, "test")
+    if any(t in p.eval.tasks for t in ("judge", "pairwise")) and p.finetune.method != "instruct":
+        sets["embedded:tinyworld-instruct (test)"] = ("embedded:tinyworld-instruct", "test")
+    texts = {name: _example_texts(spec, split, p.train.seed, p.finetune.hf_config if spec == p.finetune.data else "")
+             for name, (spec, split) in sets.items() if spec.startswith(("embedded:", "hf:")) or Path(spec).exists()}
+    ctx.log.log({"kind": "progress", "what": "indexing the pretraining corpus", "done": 0, "total": 1, "unit": "corpus"})
+    index = corpus_index(data, ctx.stop)
+    if ctx.stop.is_set():
+        return {}
+    checked = {name: check_set(index, t) for name, t in texts.items()}
+    return {"ngram": NGRAM, "sets": checked,
+            "max_dirty_share": max((c["dirty_share"] for c in checked.values() if c["n_checked"]), default=0.0),
+            "corpus": {"run": run_path, "source": data.source if not data.mixture else "mixture",
+                       "documents": index.documents, "words": index.words, "distinct_ngrams": int(len(index.hashes)),
+                       "truncated": index.truncated}}
+
+
+def task_sensitivity(ctx: EvalContext) -> dict:
+    from core.eval.choice import load_task
+    from core.eval.sensitivity import sensitivity
+
+    e = ctx.preset.eval
+    examples = load_task(e.choice_data, "test")
+    if e.limit:
+        examples = examples[:e.limit]
+    embedded = e.choice_data.startswith(("embedded:", "hf:"))
+    pool = load_task(e.choice_data, "train") if embedded else examples
+    r = sensitivity(ctx.model, ctx.tokenizer, examples, pool, batch_size=max(4, ctx.preset.train.micro_batch_size),
+                    stop=ctx.stop, progress=ctx.progress("sensitivity", "settings"))
+    r["settings"] = {"data": e.choice_data, "split": "test" if embedded else "all", "limit": e.limit,
+                     "fewshot_split": "train" if embedded else "same set"}
+    return r
+
+
 RUNNERS = {"perplexity": task_perplexity, "classify": task_classify, "choice": task_choice,
-           "judge": task_judge, "pairwise": task_pairwise}
+           "judge": task_judge, "pairwise": task_pairwise, "contamination": task_contamination,
+           "sensitivity": task_sensitivity}
 
 
 # ------------------------------------------------------------------------------------ stage
@@ -249,12 +338,17 @@ RUNNERS = {"perplexity": task_perplexity, "classify": task_classify, "choice": t
 def _headline(task: str, r: dict) -> dict:
     keys = {"perplexity": ("loss", "perplexity", "bits_per_byte", "tokens"),
             "choice": ("acc", "acc_norm", "chance", "n"),
-            "classify": ("accuracy", "majority_baseline", "n"),
+            "classify": ("accuracy", "ci_low", "ci_high", "majority_baseline", "n"),
+            "contamination": ("max_dirty_share", "ngram"),
+            "sensitivity": ("n", "chance"),
             "judge": ("mean", "ci_low", "ci_high", "n_scored", "n_unparseable", "n_failed", "mean_answer_chars"),
             "pairwise": ("win_rate", "wins", "losses", "ties", "n_unparseable", "n_failed", "position_consistency")}[task]
     out = {k: r.get(k) for k in keys if k in r}
     if task == "classify":
         out["macro_f1"] = (r.get("macro") or {}).get("f1")
+        out["baseline_bow"] = (r.get("baseline_bow") or {}).get("accuracy")
+    if task == "sensitivity":
+        out.update({f"{g}_{k}": v[k] for g, v in (r.get("ranges") or {}).items() for k in ("min", "max")})
     return out
 
 
