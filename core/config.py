@@ -236,6 +236,7 @@ class EvalConfig:
     num_fewshot: int = opt(0, "examples shown before each multiple-choice question", lo=0, hi=64)
     limit: int = opt(0, "evaluate at most this many examples per task (0 = all)", lo=0)
     max_new_tokens: int = opt(64, "new tokens per generated answer (judge tasks)", lo=1)
+    seed: int = opt(1234, "seed of the few-shot draw (`llmlab eval --seeds N` varies it)", lo=0)
     judge: JudgeConfig = opt(JudgeConfig(), "LLM judge settings")
 
 

@@ -316,12 +316,13 @@ def summarize(results: Sequence[ChoiceResult]) -> dict:
 def evaluate(model: torch.nn.Module, tokenizer: Any, examples: Sequence[ChoiceExample], *,
              num_fewshot: int = 0, fewshot_pool: Sequence[ChoiceExample] | None = None, limit: int = 0,
              batch_size: int = 16, stop: threading.Event | None = None,
-             progress: Callable[[int, int], None] | None = None, samples: int = 5) -> dict:
+             progress: Callable[[int, int], None] | None = None, samples: int = 5,
+             fewshot_seed: int = FEWSHOT_SEED) -> dict:
     """acc / acc_norm / chance (+ stderr, per kind) of the model on the examples, with settings.
 
     `fewshot_pool` defaults to the examples themselves (the evaluated one is never its own shot)."""
     examples = list(examples)
-    sampler = FewshotSampler(fewshot_pool if fewshot_pool is not None else examples)
+    sampler = FewshotSampler(fewshot_pool if fewshot_pool is not None else examples, fewshot_seed)
     if limit:
         examples = examples[:limit]
     results: list[ChoiceResult] = []
@@ -345,7 +346,7 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, examples: Sequence[ChoiceEx
             progress(len(results), len(examples))
     out = summarize(results)
     out["settings"] = {"num_fewshot": num_fewshot, "limit": limit, "target_delimiter": TARGET_DELIMITER,
-                       "fewshot_delimiter": FEWSHOT_DELIMITER, "fewshot_seed": FEWSHOT_SEED,
+                       "fewshot_delimiter": FEWSHOT_DELIMITER, "fewshot_seed": fewshot_seed,
                        "normalisation": "characters"}
     out["complete"] = len(results) == len(examples)
     out["correct"] = [int(r.pred == r.answer) for r in results]  # per question, for paired comparisons

@@ -131,7 +131,8 @@ def build_index(texts: Iterable[str], n: int = NGRAM, max_ngrams: int = MAX_NGRA
 
 def check_set(index: NgramIndex, texts: list[str], show: int = 3) -> dict:
     """Dirty share (with its 95% interval) of a set's example texts, and a few dirty examples."""
-    dirty, short, examples = 0, 0, []
+    dirty, short = 0, 0
+    examples: list[dict] = []
     for t in texts:
         hit = index.first_overlap(t)
         if hit is None:

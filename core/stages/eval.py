@@ -120,53 +120,71 @@ def task_choice(ctx: EvalContext) -> dict:
                         f"only {available} to draw them from; lower eval.num_fewshot or use a larger set")
     r = evaluate(ctx.model, ctx.tokenizer, examples, num_fewshot=e.num_fewshot, fewshot_pool=pool, limit=e.limit,
                  batch_size=max(4, ctx.preset.train.micro_batch_size), stop=ctx.stop,
-                 progress=ctx.progress("multiple choice", "questions"))
+                 progress=ctx.progress("multiple choice", "questions"), fewshot_seed=e.seed)
     r["settings"] = {"data": e.choice_data, "split": "test" if e.choice_data.startswith(("embedded:", "hf:")) else "all",
                      "fewshot_split": ("train" if pool is not None else "same set") if e.num_fewshot else None,
                      **r["settings"]}
     return r
 
 
-def task_classify(ctx: EvalContext) -> dict:
+def _classify_fields(ft: Any) -> dict:
+    return {"text_field": ft.text_field if ft.text_field != "text" else "",
+            "label_field": ft.label_field if ft.label_field != "label" else ""}
+
+
+def classify_predictions(model: GPT, tokenizer: Any, preset: Any, stop: threading.Event | None = None,
+                         progress: Any = None) -> tuple[list[dict], list[int], list[int]]:
+    """(test records, true labels, predicted labels) of a classifier on the preset's finetune.data."""
     from core.data.formats import collate_classify, encode_classify
-    from core.eval.metrics import classification_report
     from core.train.classify import class_logits
     from core.train.examples import read_split
 
-    ft = ctx.preset.finetune
+    ft = preset.finetune
+    records = read_split(ft.data, "test", ("text", "label"), "classification", seed=preset.train.seed,
+                         hf_config=ft.hf_config, test_fraction=ft.test_fraction, **_classify_fields(ft))
+    if preset.eval.limit:
+        records = records[:preset.eval.limit]
+    if not records:
+        raise UserError(f"{ft.data}: the test split is empty; nothing to classify")
+    T, B = model.config.context_length, preset.train.micro_batch_size
+    device = next(model.parameters()).device
+    y_true: list[int] = []
+    y_pred: list[int] = []
+    with torch.inference_mode():
+        for i in range(0, len(records), B):
+            if stop is not None and stop.is_set():
+                break
+            batch = [encode_classify({"text": str(r["text"]), "label": int(r["label"])}, tokenizer, T)
+                     for r in records[i:i + B]]
+            x, last, labels = collate_classify(batch, tokenizer.eot_id)
+            logits = class_logits(model, x.to(device), last.to(device))
+            y_true += labels.tolist()
+            y_pred += logits.argmax(-1).tolist()
+            if progress is not None:
+                progress(len(y_true), len(records))
+    return records[:len(y_true)], y_true, y_pred
+
+
+def classify_outcomes(model: GPT, tokenizer: Any, preset: Any, stop: threading.Event | None = None) -> list[float]:
+    """1.0 / 0.0 per test example: whether the classifier got it right (for paired comparisons)."""
+    _, y_true, y_pred = classify_predictions(model, tokenizer, preset, stop)
+    return [float(t == p) for t, p in zip(y_true, y_pred)]
+
+
+def task_classify(ctx: EvalContext) -> dict:
+    from core.eval.metrics import classification_report
+
     info = ctx.meta.get("finetune") or {}
     num_classes = int(info.get("num_classes") or ctx.model.lm_head.out_features)
     names = info.get("class_names") or None
-    fields = {"text_field": ft.text_field if ft.text_field != "text" else "",
-              "label_field": ft.label_field if ft.label_field != "label" else ""}
-    records = read_split(ft.data, "test", ("text", "label"), "classification", seed=ctx.preset.train.seed,
-                         hf_config=ft.hf_config, test_fraction=ft.test_fraction, **fields)
-    if ctx.preset.eval.limit:
-        records = records[:ctx.preset.eval.limit]
-    if not records:
-        raise UserError(f"{ft.data}: the test split is empty; nothing to classify")
-    T = ctx.model.config.context_length
-    y_true: list[int] = []
-    y_pred: list[int] = []
-    B = ctx.preset.train.micro_batch_size
-    progress = ctx.progress("classifying", "examples")
-    with torch.inference_mode():
-        for i in range(0, len(records), B):
-            if ctx.stop.is_set():
-                break
-            batch = [encode_classify({"text": str(r["text"]), "label": int(r["label"])}, ctx.tokenizer, T)
-                     for r in records[i:i + B]]
-            x, last, labels = collate_classify(batch, ctx.tokenizer.eot_id)
-            logits = class_logits(ctx.model, x.to(ctx.device), last.to(ctx.device))
-            y_true += labels.tolist()
-            y_pred += logits.argmax(-1).tolist()
-            progress(len(y_true), len(records))
+    records, y_true, y_pred = classify_predictions(ctx.model, ctx.tokenizer, ctx.preset, ctx.stop,
+                                                   ctx.progress("classifying", "examples"))
     if names is not None and len(names) != num_classes:
         names = None
     r = classification_report(y_true, y_pred, num_classes, names)
     r.update(_accuracy_ci(r["accuracy"], r["n"]))
-    r["baseline_bow"] = _bow_baseline(ctx, records[:len(y_true)], fields, num_classes)
-    r["settings"] = {"data": ft.data, "split": "test", "limit": ctx.preset.eval.limit}
+    r["baseline_bow"] = _bow_baseline(ctx, records, _classify_fields(ctx.preset.finetune), num_classes)
+    r["settings"] = {"data": ctx.preset.finetune.data, "split": "test", "limit": ctx.preset.eval.limit}
     return r
 
 
