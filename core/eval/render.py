@@ -101,16 +101,37 @@ def task_rows(task: str, r: dict) -> list[tuple[str, str, str]]:
         return [("judge score", f"{_fmt(r.get('mean'))} [{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]",
                  f"scale {r.get('scale')}; {r.get('n_scored')} scored, {r.get('n_unparseable')} unparseable, "
                  f"{r.get('n_failed')} failed; {sett}"),
-                ("mean answer length", f"{_fmt(r.get('mean_answer_chars'))} chars", "")]
+                ("mean answer length", f"{_fmt(r.get('mean_answer_chars'))} chars", ""), *_judge_bias_rows(r)]
     if task == "pairwise":
         return [("win rate", f"{_fmt(r.get('win_rate'))} [{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]",
                  f"vs {settings.get('compare_with', '-')}; {r.get('wins')} wins, {r.get('losses')} losses, "
                  f"{r.get('ties')} ties; both orders asked"),
                 ("position consistency", _fmt(r.get("position_consistency")),
-                 f"{r.get('n_unparseable')} unparseable, {r.get('n_failed')} failed")]
+                 f"{r.get('n_unparseable')} unparseable, {r.get('n_failed')} failed"), *_judge_bias_rows(r)]
     return [(k, _fmt(v), "") for k, v in r.items() if isinstance(v, (int, float))]
 
 
+
+
+def _judge_bias_rows(r: dict) -> list[tuple[str, str, str]]:
+    b = r.get("bias") or {}
+    rows = []
+    if "length_correlation" in b:
+        c = b["length_correlation"]
+        rows.append(("score-length correlation", _fmt(c.get("r")), f"Pearson r over {c.get('n')} scored answers"))
+    if "sample_agreement" in b:
+        a = b["sample_agreement"]
+        rows.append(("two-sample agreement", _fmt(a.get("agreement")),
+                     f"within {_fmt(a.get('tolerance'))} on {a.get('n')} answers scored twice"))
+    if "flip" in b:
+        f = b["flip"]
+        rows.append(("flip rate", _fmt(f.get("flip_rate")), f"{f.get('n_flipped')} of {f.get('n')} pairs change "
+                                                            f"verdict when the answers swap"))
+    if "length_controlled" in b:
+        lc = b["length_controlled"]
+        rows.append(("length-controlled win rate", _fmt(lc.get("lc_win_rate")),
+                     f"raw {_fmt(lc.get('win_rate'))}; length coefficient {_fmt(lc.get('length_coef'))}; n {lc.get('n')}"))
+    return rows
 
 
 def _interval(r: dict) -> str:
