@@ -228,7 +228,7 @@ def _seed_runs(args: argparse.Namespace) -> list[runs.Run]:
         raise UserError(f"--seeds: {args.seeds}; give the number of seeds to run (1 or more)")
     if args.detach or args.resume:
         raise UserError("--seeds runs its seeds one after another in the foreground; leave out --detach and --resume")
-    stage, con = args.verb, Console()
+    stage = args.verb
     base = _eval_preset(args) if stage == "eval" else _load_preset(args)
     key = "eval.seed" if stage == "eval" else "train.seed"
     first = base.eval.seed if stage == "eval" else base.train.seed
@@ -236,6 +236,7 @@ def _seed_runs(args: argparse.Namespace) -> list[runs.Run]:
     for i in range(args.seeds):
         preset = config.load(args.preset, [*(args.set or []), f"{key}={first + i}"])
         handle = runs.launch(stage, preset)
+        con = Console()  # a fresh progress display per run (a closed one cannot be reused)
         con.out.print(f"{stage}: seed {i + 1}/{args.seeds} ({key}={first + i}): run {handle.run.name}")
         if _follow(handle.run, con) != EXIT_OK:
             raise UserError(f"--seeds: run {handle.run.name} did not finish; see `llmlab runs show {handle.run.name}`")
