@@ -207,6 +207,8 @@ def _eval_preset(args: argparse.Namespace) -> config.Preset:
 
 def cmd_stage(args: argparse.Namespace) -> int:
     stage = args.verb
+    if getattr(args, "seeds", None) is not None:
+        return cmd_seeds(args)
     preset = _eval_preset(args) if stage == "eval" else _load_preset(args)
     con = Console()
     if getattr(args, "fork", None) and args.resume:
@@ -226,6 +228,101 @@ def cmd_stage(args: argparse.Namespace) -> int:
         con.out.print(f"detached; follow with `llmlab runs tail {handle.run.name}`")
         return EXIT_OK
     return _follow(handle.run, con)
+
+
+# ------------------------------------------------------------------- seeds and honest comparisons
+
+def _seed_runs(args: argparse.Namespace) -> list[runs.Run]:
+    """N runs of the stage, one after another, each with its own seed (train.seed or eval.seed)."""
+    if args.seeds < 1:
+        raise UserError(f"--seeds: {args.seeds}; give the number of seeds to run (1 or more)")
+    if args.detach or args.resume:
+        raise UserError("--seeds runs its seeds one after another in the foreground; leave out --detach and --resume")
+    stage = args.verb
+    base = _eval_preset(args) if stage == "eval" else _load_preset(args)
+    key = "eval.seed" if stage == "eval" else "train.seed"
+    first = base.eval.seed if stage == "eval" else base.train.seed
+    done = []
+    for i in range(args.seeds):
+        preset = config.load(args.preset, [*(args.set or []), f"{key}={first + i}"])
+        handle = runs.launch(stage, preset)
+        con = Console()  # a fresh progress display per run (a closed one cannot be reused)
+        con.out.print(f"{stage}: seed {i + 1}/{args.seeds} ({key}={first + i}): run {handle.run.name}")
+        if _follow(handle.run, con) != EXIT_OK:
+            raise UserError(f"--seeds: run {handle.run.name} did not finish; see `llmlab runs show {handle.run.name}`")
+        done.append(handle.run)
+    return done
+
+
+def _seed_metrics(report: dict) -> dict[str, float]:
+    """The scalar results of one run's report: finetune's held-out test, eval's task headlines."""
+    out = {k: v for k, v in (report.get("test") or {}).items() if isinstance(v, float)}
+    for task, r in (report.get("tasks") or {}).items():
+        out.update({f"{task}.{k}": v for k, v in r.items() if isinstance(v, float) and not k.endswith(("_low", "_high"))})
+    return out
+
+
+def cmd_seeds(args: argparse.Namespace) -> int:
+    """`llmlab finetune|eval ... --seeds N`: N runs, then each metric's mean and 95% interval."""
+    from rich.console import Console as RichConsole
+    from rich.table import Table
+
+    from core.eval.compare import seed_summary
+
+    done = _seed_runs(args)
+    per_run = [_seed_metrics(runs.read_report(r.path) or {}) for r in done]
+    keys = [k for k in per_run[0] if all(k in m for m in per_run)]
+    table = Table(title=f"{args.verb} over {len(done)} seeds: mean and 95% interval")
+    for col in ("metric", "mean", "95% interval", "values"):
+        table.add_column(col)
+    summary = {}
+    for k in keys:
+        s = summary[k] = seed_summary([m[k] for m in per_run])
+        interval = "n/a (1 seed)" if len(done) < 2 else f"[{s['ci_low']:.4g}, {s['ci_high']:.4g}]"
+        table.add_row(k, f"{s['mean']:.4g}", interval, ", ".join(f"{v:.4g}" for v in s["values"]))
+    RichConsole().print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"runs": [str(r.path) for r in done], "metrics": summary}, indent=1))
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """`llmlab compare MODEL_A MODEL_B`: the same examples, a paired difference and its interval (the
+    verdict line says "B is better" only when the interval excludes 0)."""
+    from rich.console import Console as RichConsole
+    from rich.table import Table
+
+    from core.eval.compare import compare_models
+
+    ckpt = lookup.resolve_checkpoint(args.model_a)
+    run_preset = ckpt.parent.parent / "preset.toml"
+    preset = config.load(args.preset or (str(run_preset) if run_preset.exists() else "tiny"), args.set or [])
+    r = compare_models(args.model_a, args.model_b, preset)
+    table = Table(title=f"{r['metric']} on the same {r['n']} examples (paired bootstrap, {r['resamples']} resamples)")
+    for col in ("", "model", "score"):
+        table.add_column(col)
+    table.add_row("A", r["models"]["A"]["checkpoint"], f"{r['mean_a']:.4f}")
+    table.add_row("B", r["models"]["B"]["checkpoint"], f"{r['mean_b']:.4f}")
+    table.add_row("B - A", f"95% interval [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}], p = {r['p_value']:.3g}",
+                  f"{r['difference']:+.4f}")
+    RichConsole().print(table)
+    print(r["verdict"])
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1))
+    return EXIT_OK
+
+
+def _seeds_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=int, metavar="N", help="run N seeds one after another; report each metric's mean and 95%% interval")
+    p.add_argument("--json", metavar="FILE", help="with --seeds: also write the summary as JSON")
+
+
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_a", help="checkpoint, run, run:PRESET:STAGE or models/ name")
+    p.add_argument("model_b", help="the model compared with A (B - A is reported)")
+    p.add_argument("--preset", help="preset whose eval section names the examples (default: the one A was trained with)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a preset value, e.g. eval.limit=100")
+    p.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -638,9 +735,15 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
                    "with this preset's settings; same as --set train.fork_from=RUN@STEP")
 
 
+def _finetune_args(p: argparse.ArgumentParser) -> None:
+    _pretrain_args(p)
+    _seeds_arg(p)
+
+
 def _eval_args(p: argparse.ArgumentParser) -> None:
     _stage_args(p, "preset (its eval section), or a model to evaluate: a checkpoint folder, a run, run:PRESET:STAGE")
-    p.add_argument("--tasks", metavar="T1,T2", help="comma-separated tasks (perplexity, classify, choice, judge, pairwise, verify)")
+    p.add_argument("--tasks", metavar="T1,T2", help="comma-separated tasks (perplexity, classify, choice, judge, pairwise, verify, contamination, sensitivity)")
+    _seeds_arg(p)
 
 
 def _tokenizer_args(p: argparse.ArgumentParser) -> None:
@@ -730,13 +833,15 @@ def _execute_args(p: argparse.ArgumentParser) -> None:
 VERBS: list[Verb] = [
     Verb("tui", "open the workbench (the default when no verb is given)", cmd_tui, _tui_args),
     *[Verb(name, help_, cmd_serve if name == "serve" else cmd_stage,
-           {"tokenizer": _tokenizer_args, "pretrain": _pretrain_args, "finetune": _pretrain_args,
+           {"tokenizer": _tokenizer_args, "pretrain": _pretrain_args, "finetune": _finetune_args,
             "eval": _eval_args, "serve": _serve_args}.get(name, _stage_args))
       for name, (_mod, help_) in STAGES.items()],
     Verb("generate", "continue a prompt with a trained model", cmd_generate, _generate_args),
     Verb("chat", "chat with a model in the terminal", cmd_chat, _chat_args),
     Verb("inspect", "what the model finds hard: per-token loss and its top-5 predictions", cmd_inspect,
          _inspect_model_args),
+    Verb("compare", "compare two models on the same examples: paired difference, bootstrap interval, p-value",
+         cmd_compare, _compare_args),
     Verb("report", "the model card: every stage and evaluation of a model", cmd_report, _report_args),
     Verb("import", "import a model (GPT-2, Llama, Mistral, Qwen2/3, SmolLM2/3) from the hub, a folder or a GGUF file",
          cmd_import, _import_args),

@@ -266,13 +266,14 @@ class JudgeConfig:
 @dataclass
 class EvalConfig:
     model: str = opt("", "model to evaluate (checkpoint or run:PRESET:STAGE; empty = this preset's latest run)")
-    tasks: list[str] = opt(["perplexity", "choice"], "tasks: perplexity, classify, choice, judge, pairwise, verify")
+    tasks: list[str] = opt(["perplexity", "choice"], "tasks: perplexity, classify, choice, judge, pairwise, verify, contamination, sensitivity")
     choice_data: str = opt("embedded:tinyworld-choice", "multiple-choice set: embedded:NAME, hf:NAME or local JSONL")
     verify_data: str = opt("embedded:tinyworld-verify", "questions with checkable answers (field answer) for the verify task")
     pass_k: int = opt(4, "samples per question of the verify task (pass@k)", lo=1, hi=256)
     num_fewshot: int = opt(0, "examples shown before each multiple-choice question", lo=0, hi=64)
     limit: int = opt(0, "evaluate at most this many examples per task (0 = all)", lo=0)
     max_new_tokens: int = opt(64, "new tokens per generated answer (judge tasks)", lo=1)
+    seed: int = opt(1234, "seed of the few-shot draw (`llmlab eval --seeds N` varies it)", lo=0)
     judge: JudgeConfig = opt(JudgeConfig(), "LLM judge settings")
 
 
@@ -667,7 +668,7 @@ def preset_keys() -> frozenset[str]:
     return frozenset(row[0] for row in schema_rows(Preset))
 
 
-EVAL_TASKS = ("perplexity", "classify", "choice", "judge", "pairwise", "verify")
+EVAL_TASKS = ("perplexity", "classify", "choice", "judge", "pairwise", "verify", "contamination", "sensitivity")
 
 
 def from_dict(doc: dict, file: str = "<preset>", default_name: str = "") -> Preset:

@@ -1,15 +1,18 @@
-"""The embedded synthetic world "tinyworld": seeded short stories and the sets derived from them.
+"""The embedded synthetic world "tinyworld": seeded short stories, and the registry of derived sets.
 
-It is the corpus of a fresh, offline machine. A small world (20 children with fixed pronouns, 10
-places each with its own activities and things, good and bad events with the feelings they cause)
-is told through a few hundred sentence templates, so a ~1M-parameter GPT trained for minutes on a
-CPU learns grammatical, coherent text. The world's rules are what the derived sets test:
-  classify    story -> mood at the end (0 = sad, 1 = happy), decided by its event and feeling words
+It is the corpus of a fresh, offline machine. The world (core.data.world: 20 children, 10 places
+with their own activities and things, good and bad events) is told through a few hundred sentence
+templates, so a ~1M-parameter GPT trained for minutes on a CPU learns grammatical, coherent text.
+Half the stories are about one child (a plot: lost and found, broken and fixed, rain, a gift, ...);
+the other half about two friends and facts that span sentences: who has what after a gift, where
+each one went, how many things each found, who went home first, and how each felt, often followed
+by a recap sentence stating the fact. The derived sets (core.data.world_sets, and the instruction
+set here) ask about those facts, so pretraining helps every later stage:
+  classify    story -> how it ends for the first child (0 = sad, 1 = happy): the order of events decides
   instruct    questions about a 2-3 sentence story (who, where, what, how) and rewrites; exact answers
-  preference  the same questions: chosen is correct and polite, rejected is wrong or rude
-  choice      continuations where exactly one option keeps the world's rules (place, feeling, pronoun)
-The stories contain the same patterns (dialogue questions and answers, lists of things, feelings
-that follow events), so pretraining helps every later stage. Everything is deterministic for a seed.
+  preference  who has what / where is someone now / who went first: chosen right, rejected the other one
+  choice      a fact that spans sentences, four continuations, one true
+Everything is deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -18,105 +21,13 @@ import functools
 import hashlib
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-# ------------------------------------------------------------------------------------ the world
+from core.data.world import (CHILDREN, COLORS, EVAL_PAIRS, FAMILY, HAPPY, HAPPY_SIGNS, HOMES, PETS, PLACE_BY_NAME,
+                             PLACES, SAD, SAD_SIGNS, STORY_PAIRS, TOYS, TRAITS, Child, Place, a, cap, join_list, plural)
+from core.data.world_sets import FACTS, choice_example, classify_example, preference_example
 
-
-@dataclass(frozen=True)
-class Child:
-    name: str
-    kind: str  # boy | girl
-
-    @property
-    def he(self) -> str:
-        return "he" if self.kind == "boy" else "she"
-
-    @property
-    def his(self) -> str:
-        return "his" if self.kind == "boy" else "her"
-
-    @property
-    def him(self) -> str:
-        return "him" if self.kind == "boy" else "her"
-
-
-BOYS = ("Tom", "Ben", "Sam", "Max", "Leo", "Jack", "Tim", "Dan", "Finn", "Noah")
-GIRLS = ("Lily", "Mia", "Anna", "Sue", "Emma", "Lucy", "Kate", "Zoe", "Amy", "Ella")
-CHILDREN = tuple(Child(n, "boy") for n in BOYS) + tuple(Child(n, "girl") for n in GIRLS)
-
-
-@dataclass(frozen=True)
-class Place:
-    name: str
-    acts: tuple[tuple[str, str], ...]  # (base form, past tense): what children do there
-    things: tuple[str, ...]  # what children find there
-    spots: tuple[str, ...]  # where a lost thing turns up
-    prep: str = "at"
-
-    @property
-    def at(self) -> str:
-        return f"{self.prep} the {self.name}"
-
-
-# The rule "each place has its own activities and things" is what the choice set tests.
-PLACES = (
-    Place("park", (("play on the swings", "played on the swings"), ("go down the slide", "went down the slide"),
-                   ("fly a kite", "flew a kite")), ("ball", "kite", "leaf"), ("under a tree", "near the bench")),
-    Place("beach", (("build a sand castle", "built a sand castle"), ("swim in the sea", "swam in the sea"),
-                    ("look for shells", "looked for shells")), ("shell", "bucket", "crab"), ("in the sand", "near the water")),
-    Place("forest", (("climb a tree", "climbed a tree"), ("pick berries", "picked berries"),
-                     ("listen to the birds", "listened to the birds")), ("stick", "pinecone", "mushroom"),
-          ("behind a rock", "under some leaves"), "in"),
-    Place("garden", (("plant seeds", "planted seeds"), ("water the flowers", "watered the flowers"),
-                     ("watch the bees", "watched the bees")), ("flower", "worm", "carrot"), ("by the fence", "under a bush"), "in"),
-    Place("kitchen", (("bake a cake", "baked a cake"), ("make cookies", "made cookies"),
-                      ("wash the cups", "washed the cups")), ("cup", "spoon", "cookie"), ("on the table", "under a chair"), "in"),
-    Place("library", (("read a book", "read a book"), ("look at pictures", "looked at pictures"),
-                      ("sit very quietly", "sat very quietly")), ("book", "map", "pencil"), ("on a shelf", "under a desk")),
-    Place("farm", (("feed the chickens", "fed the chickens"), ("ride a horse", "rode a horse"),
-                   ("milk the cow", "milked the cow")), ("egg", "feather", "apple"), ("in the barn", "near the gate")),
-    Place("pond", (("feed the ducks", "fed the ducks"), ("sail a toy boat", "sailed a toy boat"),
-                   ("watch the fish", "watched the fish")), ("frog", "boat", "stone"), ("in the grass", "by the water")),
-    Place("school", (("draw a picture", "drew a picture"), ("sing a song", "sang a song"),
-                     ("learn to count", "learned to count")), ("crayon", "ruler", "sticker"), ("in a box", "under a desk")),
-    Place("market", (("buy some bread", "bought some bread"), ("look at the fruit", "looked at the fruit"),
-                     ("carry the bags", "carried the bags")), ("orange", "basket", "coin"), ("near a stall", "under a cart")),
-)
-PLACE_BY_NAME = {p.name: p for p in PLACES}
-
-# Things a child owns and carries around (the lost-and-found plot uses these).
-TOYS = ("ball", "kite", "doll", "teddy bear", "toy car", "hat", "book", "red bag", "drum", "robot")
-COLORS = ("red", "blue", "green", "yellow", "big", "little", "new", "shiny")
-TRAITS = ("little", "kind", "brave", "small", "curious", "clever", "funny", "quiet")
-HOMES = ("a small house", "a big town", "a little village", "a house by the hill")
-FAMILY = ("mom", "dad", "grandma", "grandpa", "sister", "brother")
-PETS = ("dog", "cat", "puppy", "kitten")
-
-# The mood rule: bad events make a child sad, good events make a child happy.
-HAPPY = ("happy", "glad", "excited", "proud")
-SAD = ("sad", "upset", "unhappy", "lonely")
-HAPPY_SIGNS = ("smiled", "laughed", "clapped")
-SAD_SIGNS = ("cried", "frowned", "sighed")
-CHOICE_FEELINGS = ("happy", "glad", "excited", "sad", "upset", "unhappy")
-RUDE = ("Figure it out yourself.", "That is a silly question.", "I do not care.", "Stop asking me.",
-        "Read it yourself.", "Go away.")
-NUMBERS = ("zero", "one", "two", "three", "four")
-
-
-def a(noun: str) -> str:
-    """The noun with its indefinite article."""
-    return ("an " if noun[0] in "aeiou" else "a ") + noun
-
-
-def cap(s: str) -> str:
-    return s[0].upper() + s[1:]
-
-
-def join_list(items: list[str]) -> str:
-    """'a', 'a and b', 'a, b and c'."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
+__all__ = ["CHILDREN", "HAPPY", "PLACES", "PLACE_BY_NAME", "SAD", "SPLITS", "StoryTeller", "derived_set",
+           "iter_stories", "split_of"]
 
 # ----------------------------------------------------------------------------------- the stories
 
@@ -126,7 +37,7 @@ class StoryTeller:
 
     def __init__(self, rng: random.Random):
         self.r = rng
-        self.hero, self.friend = rng.sample(CHILDREN, 2)
+        self.hero, self.friend = rng.choice(STORY_PAIRS)  # never a pair reserved for evaluation
         self.place = rng.choice(PLACES)
         self.toy = rng.choice(TOYS)
         self.color = rng.choice(COLORS)
@@ -137,6 +48,8 @@ class StoryTeller:
 
     def story(self) -> str:
         r, h = self.r, self.hero
+        if r.random() < FACTS_SHARE:
+            return self.facts_story()
         self.intro()
         self.journey()
         self.activity()
@@ -244,6 +157,18 @@ class StoryTeller:
                  f"{cap(h.his)} {fam} asked, \"What did you do {p.at}?\" "
                  f"{h.name} said, \"I {self.r.choice(p.acts)[1]}.\"")
 
+    # ------------------------------------------------------------- facts that span sentences
+    def facts_story(self) -> str:
+        h, f = self.hero, self.friend
+        self.say(f"{h.name} and {f.name} were friends.", f"Once upon a time, there were two friends, {h.name} and {f.name}.",
+                 f"{h.name} and {f.name} lived in {self.r.choice(HOMES)}.")
+        pair = (h, f) if self.r.random() < 0.5 else (f, h)
+        for fact in self.r.sample(FACTS, self.r.choice((2, 3))):
+            self.out.extend(fact(self.r, *pair).told(recap=self.r.random() < RECAP_SHARE))
+        self.ending(True)
+        assert h.name in self.out[0]
+        return " ".join(self.out)
+
     def ending(self, happy: bool) -> None:
         h = self.hero
         if happy:
@@ -252,6 +177,10 @@ class StoryTeller:
         else:
             self.say(f"{h.name} went home. {cap(h.he)} was still sad.",
                      f"That night, {h.name} went to sleep feeling {self.r.choice(SAD)}.", "The end.")
+
+
+FACTS_SHARE = 0.5  # of the stories: two friends and facts that span sentences
+RECAP_SHARE = 0.7  # of those facts: followed by the sentence that states them (what the choice set asks)
 
 
 def iter_stories(seed: int = 1337, max_bytes: int = 4_000_000) -> Iterator[str]:
@@ -276,32 +205,8 @@ def split_of(key: str) -> str:
     return "train" if x < 0.8 else "val" if x < 0.9 else "test"
 
 
-def classify_example(r: random.Random, i: int) -> dict:
-    """A short story; its label (0 sad, 1 happy) follows from its event and, mostly, a feeling word."""
-    happy = i % 2 == 1
-    h, f = r.sample(CHILDREN, 2)
-    p = r.choice(PLACES)
-    toy = r.choice(TOYS)
-    s = [r.choice((f"{h.name} went to the {p.name}.", f"{h.name} and {f.name} went to the {p.name}.",
-                   f"One day, {h.name} took {h.his} {toy} to the {p.name}.",
-                   f"{cap(p.at)}, {h.name} {r.choice(p.acts)[1]}."))]
-    if happy:
-        s.append(r.choice((f"{cap(h.he)} found {a(r.choice(p.things))} {r.choice(p.spots)}.",
-                           f"{f.name} gave {h.him} {a(r.choice(TOYS))}.", "The sun was warm and bright.",
-                           f"{cap(h.he)} won a prize.", f"{f.name} played with {h.him} all day.")))
-    else:
-        s.append(r.choice((f"Then {h.he} lost {h.his} {toy}.", f"Then {h.his} {toy} broke.",
-                           "Then it started to rain.", f"{cap(h.he)} fell down and hurt {h.his} knee.",
-                           f"{f.name} did not want to play with {h.him}.")))
-    if r.random() < 0.8:
-        word = r.choice(HAPPY if happy else SAD)
-        sign = r.choice(HAPPY_SIGNS if happy else SAD_SIGNS)
-        s.append(r.choice((f"{h.name} was very {word}.", f"{cap(h.he)} felt {word}.", f"{cap(h.he)} {sign}.")))
-    return {"text": " ".join(s), "label": int(happy), "label_name": "happy" if happy else "sad"}
-
-
 def _two_trips(r: random.Random) -> tuple[list[str], list[tuple[Child, Place]]]:
-    kids = r.sample(CHILDREN, 2)
+    kids = list(r.choice(EVAL_PAIRS))
     places = r.sample(PLACES, 2)
     trips = list(zip(kids, places))
     sents = [r.choice((f"{c.name} went to the {p.name}.", f"{c.name} walked to the {p.name}.",
@@ -346,61 +251,6 @@ def instruct_example(r: random.Random, i: int) -> dict:
     return {"instruction": "Rewrite the sentence in the past tense.",
             "input": f"{h.name} likes to {act_base} {p.at}.",
             "output": f"{h.name} liked to {act_base} {p.at}."}
-
-
-def preference_example(r: random.Random, i: int) -> dict:
-    """A question about a tiny story; chosen answers correctly and politely, rejected is wrong or rude."""
-    sents, trips = _two_trips(r)
-    (c, p), (other, other_p) = trips if r.random() < 0.5 else trips[::-1]
-    if i % 2 == 0:
-        instruction, right, wrong = f"Who went to the {p.name}?", c.name, other.name
-        chosen = r.choice((f"{right} went to the {p.name}.", f"It was {right}."))
-        wrong_polite = r.choice((f"{wrong} went to the {p.name}.", f"It was {wrong}."))
-    else:
-        instruction, right, wrong = f"Where did {c.name} go?", p.name, other_p.name
-        chosen = r.choice((f"{c.name} went to the {right}.", f"To the {right}."))
-        wrong_polite = r.choice((f"{c.name} went to the {wrong}.", f"To the {wrong}."))
-    flavour = i // 2 % 3  # wrong, rude, or both
-    rude = r.choice(RUDE)
-    rejected = wrong_polite if flavour == 0 else f"{rude} {chosen}" if flavour == 1 else f"{wrong_polite} {rude}"
-    text = " ".join(sents)
-    return {"prompt": f"{instruction}\n\n{text}", "instruction": instruction, "input": text,
-            "chosen": chosen, "rejected": rejected}
-
-
-def choice_example(r: random.Random, i: int) -> dict:
-    """A context and four continuations; only one keeps the world's rules."""
-    kind = ("activity", "feeling", "pronoun", "thing")[i % 4]
-    h = r.choice(CHILDREN)
-    p = r.choice(PLACES)
-    if kind == "activity":
-        others = r.sample([q for q in PLACES if q is not p], 3)
-        right = r.choice(p.acts)[1]
-        wrong = [r.choice(q.acts)[1] for q in others]
-        question = f"{h.name} went to the {p.name}. {cap(p.at)}, {h.he}"
-    elif kind == "feeling":
-        toy = r.choice(TOYS)
-        happy = r.random() < 0.5
-        event = f"{h.name} found {a(r.choice(p.things))} {p.at}." if happy \
-            else f"{h.name} lost {h.his} {toy} {p.at}."
-        right = r.choice(HAPPY[:3] if happy else SAD[:3])
-        wrong = list(r.sample(SAD[:3] if happy else HAPPY[:3], 3))
-        question = f"{event} {cap(h.he)} was very"
-    elif kind == "pronoun":
-        act, fam = r.choice(p.acts)[1], r.choice(FAMILY)
-        he, she = h.he, ("she" if h.kind == "boy" else "he")
-        right = f"{he} {act}. Then {he} went home."
-        wrong = [f"{she} {act}. Then {she} went home.", f"{he} {act}. Then {she} went home.",
-                 f"{she} {act}. Then {he} went home."]
-        question = f"{h.name} went to the {p.name} with {h.his} {fam}. {cap(p.at)},"
-    else:
-        others = r.sample([q for q in PLACES if q is not p], 3)
-        right = f"{a(r.choice(p.things))} {r.choice(p.spots)}."
-        wrong = [f"{a(r.choice(q.things))} {r.choice(p.spots)}." for q in others]
-        question = f"{h.name} went to the {p.name}. {cap(h.he)} found"
-    choices = [right, *wrong]
-    r.shuffle(choices)
-    return {"question": question, "choices": choices, "answer": choices.index(right), "kind": kind}
 
 
 MAKERS = {"classify": classify_example, "instruct": instruct_example,

@@ -6,6 +6,11 @@
     judge.py       an LLM judge on any OpenAI-compatible endpoint: rubric scores, pairwise win rates
     report.py      the model card's data along a model's lineage (report.json is core.runs')
     render.py      the card as Markdown and HTML with inline SVG loss curves
+    contamination.py  13-gram overlap of each eval set with the lineage's pretraining corpus
+    sensitivity.py multiple-choice accuracy across k-shot, prompt formats and the gold position
+    baseline.py    a bag-of-words logistic regression beside a classifier
+    judge_bias.py  a judge's length, position and sampling biases
+    compare.py     paired bootstrap comparisons of two models; mean and interval over seeds
 
 The eval stage itself is core.stages.eval.
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from core.errors import UserError
 from core.model.gpt import GPT
-from core.eval.metrics import mean_ci
+from core.eval.metrics import mean_ci, proportion_ci
 
 if TYPE_CHECKING:
     from core.tokenizer.protocol import TextTokenizer
@@ -305,7 +305,9 @@ def summarize(results: Sequence[ChoiceResult]) -> dict:
         acc = mean_ci([float(r.pred == r.answer) for r in rs])
         norm = mean_ci([float(r.pred_norm == r.answer) for r in rs])
         chance = sum(1.0 / r.n_choices for r in rs) / len(rs) if rs else float("nan")
-        return {"acc": acc["mean"], "acc_stderr": acc["stderr"], "acc_norm": norm["mean"],
+        ci = proportion_ci(sum(r.pred == r.answer for r in rs), len(rs))
+        return {"acc": acc["mean"], "acc_stderr": acc["stderr"], "acc_ci_low": ci["ci_low"], "acc_ci_high": ci["ci_high"],
+                "acc_norm": norm["mean"],
                 "acc_norm_stderr": norm["stderr"], "chance": chance, "n": len(rs)}
 
     out = block(results)
@@ -318,12 +320,13 @@ def summarize(results: Sequence[ChoiceResult]) -> dict:
 def evaluate(model: GPT, tokenizer: TextTokenizer, examples: Sequence[ChoiceExample], *,
              num_fewshot: int = 0, fewshot_pool: Sequence[ChoiceExample] | None = None, limit: int = 0,
              batch_size: int = 16, stop: threading.Event | None = None,
-             progress: Callable[[int, int], None] | None = None, samples: int = 5) -> dict:
+             progress: Callable[[int, int], None] | None = None, samples: int = 5,
+             fewshot_seed: int = FEWSHOT_SEED) -> dict:
     """acc / acc_norm / chance (+ stderr, per kind) of the model on the examples, with settings.
 
     `fewshot_pool` defaults to the examples themselves (the evaluated one is never its own shot)."""
     examples = list(examples)
-    sampler = FewshotSampler(fewshot_pool if fewshot_pool is not None else examples)
+    sampler = FewshotSampler(fewshot_pool if fewshot_pool is not None else examples, fewshot_seed)
     if limit:
         examples = examples[:limit]
     results: list[ChoiceResult] = []
@@ -348,9 +351,10 @@ def evaluate(model: GPT, tokenizer: TextTokenizer, examples: Sequence[ChoiceExam
             progress(len(results), len(examples))
     out = summarize(results)
     out["settings"] = {"num_fewshot": num_fewshot, "limit": limit, "target_delimiter": TARGET_DELIMITER,
-                       "fewshot_delimiter": FEWSHOT_DELIMITER, "fewshot_seed": FEWSHOT_SEED,
+                       "fewshot_delimiter": FEWSHOT_DELIMITER, "fewshot_seed": fewshot_seed,
                        "normalisation": "characters"}
     out["complete"] = len(results) == len(examples)
+    out["correct"] = [int(r.pred == r.answer) for r in results]  # per question, for paired comparisons
     out["samples"] = [{"context": r.context, "choices": r.choices, "answer": r.answer, "pred": r.pred,
                        "pred_norm": r.pred_norm, "lls": [round(x, 4) for x in r.lls]} for r in results[:samples]]
     return out

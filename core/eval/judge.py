@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from core.eval.judge_bias import flip_rate, length_controlled_win_rate, length_correlation, sample_agreement
 from core.eval.metrics import mean_ci
 from core.runs import Logger
 
@@ -251,9 +252,11 @@ class _Breaker:
 
 def score_answers(client: JudgeClient, items: Sequence[dict], *, scale: str = "0-100",
                   max_consecutive_failures: int = 3, log: Logger | None = None, stop: threading.Event | None = None,
-                  progress: Callable[[int, int], None] | None = None, samples: int = 5) -> dict:
+                  progress: Callable[[int, int], None] | None = None, samples: int = 5, resample: int = 50) -> dict:
     """Rubric scores of items [{"instruction", "input"?, "reference"?, "answer"}]: mean with a 95%
-    interval over the parsed scores, counts of unparseable and failed requests, answer length."""
+    interval over the parsed scores, counts of unparseable and failed requests, answer length, and
+    the judge's biases (core.eval.judge_bias): score-length correlation, and the agreement of a
+    second sample (temperature 1) of the first `resample` answers."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; use {', '.join(SCALES)}")
     scores: list[float] = []
@@ -287,12 +290,32 @@ def score_answers(client: JudgeClient, items: Sequence[dict], *, scale: str = "0
         if progress is not None:
             progress(i + 1, len(items))
     ci = mean_ci(scores)
-    return {"scale": scale, "mean": ci["mean"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
+    bias = {"length_correlation": length_correlation([r["score"] for r in rows], [len(r["answer"]) for r in rows]),
+            "sample_agreement": _second_samples(client, items, rows, scale, resample, breaker, stop)}
+    return {"scale": scale, "mean": ci["mean"], "bias": bias, "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
             "stderr": ci["stderr"], "n": len(rows), "n_scored": len(scores), "n_unparseable": unparseable,
             "n_failed": failed, "n_not_sent": skipped, "error": breaker.reason if failed else None,
             **_lengths([r["answer"] for r in rows]),
             "judge": {"base_url": client.base_url, "model": client.model},  # never the key
             "samples": rows[:samples]}
+
+
+def _second_samples(client: JudgeClient, items: Sequence[dict], rows: list[dict], scale: str, k: int,
+                    breaker: _Breaker, stop: threading.Event | None) -> dict:
+    """A second score (temperature 1) of the first k scored answers, compared with the first."""
+    firsts, seconds = [], []
+    for item, row in list(zip(items, rows))[:k]:
+        if row["score"] is None or breaker.open or (stop is not None and stop.is_set()):
+            continue
+        try:
+            reply = client.chat(rubric_messages(item, scale), temperature=1.0)
+            breaker.record(None)
+        except JudgeError as e:
+            breaker.record(str(e))
+            continue
+        firsts.append(row["score"])
+        seconds.append(parse_score(reply, scale))
+    return sample_agreement(firsts, seconds, SCALES[scale])
 
 
 def pairwise(client: JudgeClient, items: Sequence[dict], *, max_consecutive_failures: int = 3, log: Logger | None = None,
@@ -357,7 +380,11 @@ def pairwise(client: JudgeClient, items: Sequence[dict], *, max_consecutive_fail
             progress(i + 1, len(items))
     ci = mean_ci(outcomes)
     n = len(outcomes)
-    return {"win_rate": ci["mean"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "stderr": ci["stderr"],
+    judged = [(r, it) for r, it in zip(rows, items) if "score" in r]
+    bias = {"flip": flip_rate([(r["verdict_ab"], r["verdict_ba"]) for r, _ in judged]),
+            "length_controlled": length_controlled_win_rate(
+                [r["score"] for r, _ in judged], [len(it["answer_a"]) - len(it["answer_b"]) for _, it in judged])}
+    return {"win_rate": ci["mean"], "bias": bias, "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "stderr": ci["stderr"],
             "wins": wins, "losses": losses, "ties": ties, "n": len(rows), "n_judged": n,
             "n_unparseable": unparseable, "n_failed": failed, "n_not_sent": skipped,
             "position_consistency": consistent / n if n else float("nan"),

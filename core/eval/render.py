@@ -69,26 +69,73 @@ def task_rows(task: str, r: dict) -> list[tuple[str, str, str]]:
                 ("bits per byte", _fmt(r.get("bits_per_byte")), f"{_fmt(r.get('tokens'))} tokens")]
     if task == "choice":
         chance = _fmt(r.get("chance"))
-        return [("acc", f"{_fmt(r.get('acc'))} ± {_fmt(r.get('acc_stderr'), 2)}", f"chance {chance}; {sett}"),
+        interval = f" [{_fmt(r.get('acc_ci_low'))}, {_fmt(r.get('acc_ci_high'))}]" if "acc_ci_low" in r else ""
+        return [("acc", f"{_fmt(r.get('acc'))} ± {_fmt(r.get('acc_stderr'), 2)}{interval}", f"chance {chance}; {sett}"),
                 ("acc_norm", f"{_fmt(r.get('acc_norm'))} ± {_fmt(r.get('acc_norm_stderr'), 2)}",
                  f"chance {chance}; n {_fmt(r.get('n'))}")]
     if task == "classify":
-        return [("accuracy", _fmt(r.get("accuracy")), f"majority baseline {_fmt(r.get('majority_baseline'))}; {sett}"),
+        rows = [("accuracy", f"{_fmt(r.get('accuracy'))}{_interval(r)}",
+                 f"majority baseline {_fmt(r.get('majority_baseline'))}; {sett}"),
                 ("macro F1", _fmt((r.get("macro") or {}).get("f1")), f"n {_fmt(r.get('n'))}")]
+        bow = r.get("baseline_bow") or {}
+        if bow:
+            rows.append(("bag-of-words baseline", f"{_fmt(bow.get('accuracy'))}{_interval(bow)}",
+                         f"logistic regression on {bow.get('features')} word counts, fit on {bow.get('n_train')} "
+                         f"training examples"))
+        return rows
+    if task == "contamination":
+        rows = [(f"dirty share {name}", f"{_fmt(c.get('dirty_share'))}{_interval(c)}",
+                 f"{c.get('n_dirty')} of {c.get('n_checked')} examples share a {r.get('ngram')}-gram with the corpus"
+                 + (f" ({c.get('n_too_short')} too short to check)" if c.get("n_too_short") else "")
+                 + "".join(f"; e.g. \"{x['ngram']}\"" for x in (c.get("examples") or [])[:1]))
+                for name, c in (r.get("sets") or {}).items()]
+        corpus = r.get("corpus") or {}
+        return rows + [("corpus", _fmt(corpus.get("distinct_ngrams")) + " n-grams",
+                        f"{corpus.get('source')} of {corpus.get('run')}; {_fmt(corpus.get('documents'))} documents")]
+    if task == "sensitivity":
+        labels = {"kshot": "k-shot (0, 1, 3, 5)", "formats": "prompt formats", "position": "gold position (lettered)"}
+        return [(f"acc over {labels[g]}", f"{_fmt(rg['min'])} .. {_fmt(rg['max'])}",
+                 ", ".join(f"{k} {_fmt(v)}" for k, v in (r.get(g) or {}).items()) + f"; chance {_fmt(r.get('chance'))}")
+                for g, rg in (r.get("ranges") or {}).items()]
     if task == "judge":
         return [("judge score", f"{_fmt(r.get('mean'))} [{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]",
                  f"scale {r.get('scale')}; {r.get('n_scored')} scored, {r.get('n_unparseable')} unparseable, "
                  f"{r.get('n_failed')} failed; {sett}"),
-                ("mean answer length", f"{_fmt(r.get('mean_answer_chars'))} chars", "")]
+                ("mean answer length", f"{_fmt(r.get('mean_answer_chars'))} chars", ""), *_judge_bias_rows(r)]
     if task == "pairwise":
         return [("win rate", f"{_fmt(r.get('win_rate'))} [{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]",
                  f"vs {settings.get('compare_with', '-')}; {r.get('wins')} wins, {r.get('losses')} losses, "
                  f"{r.get('ties')} ties; both orders asked"),
                 ("position consistency", _fmt(r.get("position_consistency")),
-                 f"{r.get('n_unparseable')} unparseable, {r.get('n_failed')} failed")]
+                 f"{r.get('n_unparseable')} unparseable, {r.get('n_failed')} failed"), *_judge_bias_rows(r)]
     return [(k, _fmt(v), "") for k, v in r.items() if isinstance(v, (int, float))]
 
 
+
+
+def _judge_bias_rows(r: dict) -> list[tuple[str, str, str]]:
+    b = r.get("bias") or {}
+    rows = []
+    if "length_correlation" in b:
+        c = b["length_correlation"]
+        rows.append(("score-length correlation", _fmt(c.get("r")), f"Pearson r over {c.get('n')} scored answers"))
+    if "sample_agreement" in b:
+        a = b["sample_agreement"]
+        rows.append(("two-sample agreement", _fmt(a.get("agreement")),
+                     f"within {_fmt(a.get('tolerance'))} on {a.get('n')} answers scored twice"))
+    if "flip" in b:
+        f = b["flip"]
+        rows.append(("flip rate", _fmt(f.get("flip_rate")), f"{f.get('n_flipped')} of {f.get('n')} pairs change "
+                                                            f"verdict when the answers swap"))
+    if "length_controlled" in b:
+        lc = b["length_controlled"]
+        rows.append(("length-controlled win rate", _fmt(lc.get("lc_win_rate")),
+                     f"raw {_fmt(lc.get('win_rate'))}; length coefficient {_fmt(lc.get('length_coef'))}; n {lc.get('n')}"))
+    return rows
+
+
+def _interval(r: dict) -> str:
+    return f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if isinstance(r.get("ci_low"), float) else ""
 
 
 def _held_out(d: dict) -> str:

@@ -5,8 +5,10 @@ empty = the newest finished finetune or pretrain run of this preset) with its ow
 each task: perplexity (loss, perplexity, bits per byte on the val split of preset.data, tokenized
 with the model's tokenizer), classify (test-split metrics of a classification finetune), choice
 (multiple choice, harness acc/acc_norm), judge (rubric scores of answers to held-out instructions)
-pairwise (win rate against eval.judge.compare_with) and verify (pass@1 / pass@k on questions a
-program checks, core.eval.verify). The report is rewritten after every task,
+pairwise (win rate against eval.judge.compare_with), verify (pass@1 / pass@k on questions a
+program checks, core.eval.verify), contamination (the share of each eval set whose 13-grams occur
+in the pretraining corpus of the model's lineage) and sensitivity (multiple-choice accuracy across
+k-shot, prompt formats and the gold answer's position). The report is rewritten after every task,
 so a stopped evaluation keeps what it measured; `llmlab report MODEL` merges it into the model card.
 """
 
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
+from core.config import EVAL_TASKS as TASKS
 from core.errors import StageFailed, UserError
 from core.runs import Logger
 
@@ -29,8 +32,7 @@ if TYPE_CHECKING:
     from core.tokenizer.protocol import TextTokenizer
     from core.model.gpt import GPT
 
-TASKS = ("perplexity", "classify", "choice", "judge", "pairwise", "verify")
-LM_TASKS = ("perplexity", "choice", "judge", "pairwise", "verify")
+LM_TASKS = ("perplexity", "choice", "judge", "pairwise", "verify", "sensitivity")
 
 
 @dataclass
@@ -115,9 +117,13 @@ def task_choice(ctx: EvalContext) -> dict:
     pool = None
     if e.num_fewshot and e.choice_data.startswith(("embedded:", "hf:")):
         pool = load_task(e.choice_data, "train")  # shots from the training split, as the harness does
+    available = len(pool) if pool is not None else len(examples) - 1  # a question is never its own shot
+    if e.num_fewshot > available:
+        raise UserError(f"eval.num_fewshot: {e.num_fewshot} solved examples per question, but {e.choice_data} has "
+                        f"only {available} to draw them from; lower eval.num_fewshot or use a larger set")
     r = evaluate(ctx.model, ctx.tokenizer, examples, num_fewshot=e.num_fewshot, fewshot_pool=pool, limit=e.limit,
                  batch_size=max(4, ctx.preset.train.micro_batch_size), stop=ctx.stop,
-                 progress=ctx.progress("multiple choice", "questions"))
+                 progress=ctx.progress("multiple choice", "questions"), fewshot_seed=e.seed)
     r["settings"] = {"data": e.choice_data, "split": "test" if e.choice_data.startswith(("embedded:", "hf:")) else "all",
                      "fewshot_split": ("train" if pool is not None else "same set") if e.num_fewshot else None,
                      **r["settings"]}
@@ -145,45 +151,67 @@ def task_verify(ctx: EvalContext) -> dict:
     return r
 
 
-def task_classify(ctx: EvalContext, split: str = "test") -> dict:
+def _classify_fields(ft: Any) -> dict:
+    return {"text_field": ft.text_field if ft.text_field != "text" else "",
+            "label_field": ft.label_field if ft.label_field != "label" else ""}
+
+
+def classify_predictions(model: GPT, tokenizer: Any, preset: Any, stop: threading.Event | None = None,
+                         progress: Any = None, split: str = "test") -> tuple[list[dict], list[int], list[int]]:
+    """(records of `split`, true labels, predicted labels) of a classifier on the preset's finetune.data."""
     from core.data.formats import collate_classify, encode_classify
-    from core.eval.metrics import classification_report
     from core.train.classify import class_logits
     from core.train.examples import read_split
 
-    ft = ctx.preset.finetune
+    ft = preset.finetune
+    records = read_split(ft.data, split, ("text", "label"), "classification", seed=preset.train.seed,
+                         hf_config=ft.hf_config, test_fraction=ft.test_fraction, **_classify_fields(ft))
+    if preset.eval.limit:
+        records = records[:preset.eval.limit]
+    if not records:
+        raise UserError(f"{ft.data}: the {split} split is empty; nothing to classify")
+    T, B = model.config.context_length, preset.train.micro_batch_size
+    device = next(model.parameters()).device
+    y_true: list[int] = []
+    y_pred: list[int] = []
+    with torch.inference_mode():
+        for i in range(0, len(records), B):
+            if stop is not None and stop.is_set():
+                break
+            batch = [encode_classify({"text": str(r["text"]), "label": int(r["label"])}, tokenizer, T)
+                     for r in records[i:i + B]]
+            x, last, labels = collate_classify(batch, tokenizer.eot_id)
+            logits = class_logits(model, x.to(device), last.to(device))
+            y_true += labels.tolist()
+            y_pred += logits.argmax(-1).tolist()
+            if progress is not None:
+                progress(len(y_true), len(records))
+    return records[:len(y_true)], y_true, y_pred
+
+
+def classify_outcomes(model: GPT, tokenizer: Any, preset: Any, stop: threading.Event | None = None) -> list[float]:
+    """1.0 / 0.0 per test example: whether the classifier got it right (for paired comparisons)."""
+    _, y_true, y_pred = classify_predictions(model, tokenizer, preset, stop)
+    return [float(t == p) for t, p in zip(y_true, y_pred)]
+
+
+def task_classify(ctx: EvalContext, split: str = "test") -> dict:
+    from core.eval.metrics import classification_report
+
     info = ctx.meta.get("finetune") or {}
     num_classes = int(info.get("num_classes") or ctx.model.lm_head.out_features)
     names = info.get("class_names") or None
-    fields = {"text_field": ft.text_field if ft.text_field != "text" else "",
-              "label_field": ft.label_field if ft.label_field != "label" else ""}
-    records = read_split(ft.data, split, ("text", "label"), "classification", seed=ctx.preset.train.seed,
-                         hf_config=ft.hf_config, test_fraction=ft.test_fraction, **fields)
-    if ctx.preset.eval.limit:
-        records = records[:ctx.preset.eval.limit]
-    if not records:
-        raise UserError(f"{ft.data}: the {split} split is empty; nothing to classify")
-    T = ctx.model.config.context_length
-    y_true: list[int] = []
-    y_pred: list[int] = []
-    B = ctx.preset.train.micro_batch_size
-    progress = ctx.progress("classifying", "examples")
-    with torch.inference_mode():
-        for i in range(0, len(records), B):
-            if ctx.stop.is_set():
-                break
-            batch = [encode_classify({"text": str(r["text"]), "label": int(r["label"])}, ctx.tokenizer, T)
-                     for r in records[i:i + B]]
-            x, last, labels = collate_classify(batch, ctx.tokenizer.eot_id)
-            logits = class_logits(ctx.model, x.to(ctx.device), last.to(ctx.device))
-            y_true += labels.tolist()
-            y_pred += logits.argmax(-1).tolist()
-            progress(len(y_true), len(records))
+    records, y_true, y_pred = classify_predictions(ctx.model, ctx.tokenizer, ctx.preset, ctx.stop,
+                                                   ctx.progress("classifying", "examples"), split)
     if names is not None and len(names) != num_classes:
         names = None
     r = classification_report(y_true, y_pred, num_classes, names)
-    r["settings"] = {"data": ft.data, "split": split, "limit": ctx.preset.eval.limit}
+    r.update(_accuracy_ci(r["accuracy"], r["n"]))
+    if split == "test":  # the live evaluations during training skip the baseline's fit
+        r["baseline_bow"] = _bow_baseline(ctx, records, _classify_fields(ctx.preset.finetune), num_classes)
+    r["settings"] = {"data": ctx.preset.finetune.data, "split": split, "limit": ctx.preset.eval.limit}
     return r
+
 
 
 LiveTask = Callable[[torch.nn.Module, threading.Event], dict]
@@ -234,6 +262,25 @@ def live_eval_for(preset: Any, tokenizer: Any, head: str, device: torch.device) 
     if not t.eval_tasks and not t.early_stop.metric:
         return None
     return LiveEval(live_tasks(preset, tokenizer, head, device), t.eval_budget_s, EarlyStop.of(t.early_stop))
+
+
+def _accuracy_ci(acc: float, n: int) -> dict:
+    from core.eval.metrics import proportion_ci
+
+    ci = proportion_ci(acc * n, n)
+    return {"ci_low": ci["ci_low"], "ci_high": ci["ci_high"]}
+
+
+def _bow_baseline(ctx: EvalContext, test: list[dict], fields: dict, num_classes: int) -> dict:
+    """The bag-of-words logistic regression fit on the same training split, on the same test examples."""
+    from core.eval.baseline import bag_of_words_baseline
+    from core.train.examples import read_split
+
+    ft = ctx.preset.finetune
+    train = read_split(ft.data, "train", ("text", "label"), "classification", seed=ctx.preset.train.seed,
+                       hf_config=ft.hf_config, test_fraction=ft.test_fraction, **fields)
+    return bag_of_words_baseline([str(r["text"]) for r in train], [int(r["label"]) for r in train],
+                                 [str(r["text"]) for r in test], [int(r["label"]) for r in test], num_classes)
 
 
 def _instructions(ctx: EvalContext) -> list[dict]:
@@ -314,8 +361,70 @@ def task_pairwise(ctx: EvalContext) -> dict:
     return r
 
 
+def _example_texts(spec: str, split: str, seed: int, hf_config: str = "") -> list[str]:
+    """The texts of an eval set's examples, whole (question with its answer, prompt with its reply)."""
+    from core.data import load_records
+
+    recs = load_records(spec, split, seed=seed, hf_config=hf_config)
+    out = []
+    for r in recs:
+        if "choices" in r and "question" in r:
+            ans = r.get("answer")
+            gold = r["choices"][ans] if isinstance(ans, int) and 0 <= ans < len(r["choices"]) else ""
+            out.append(f"{r['question']} {gold}")
+        elif "prompt" in r:
+            out.append(f"{r['prompt']} {r.get('chosen', '')}")
+        elif "instruction" in r:
+            out.append(" ".join(str(r.get(k) or "") for k in ("instruction", "input", "output")))
+        else:
+            out.append(str(r.get("text", "")))
+    return out
+
+
+def task_contamination(ctx: EvalContext) -> dict:
+    from core.eval.contamination import NGRAM, check_set, corpus_index, pretraining_data
+
+    p = ctx.preset
+    run_path, data = pretraining_data(ctx.meta["path"])
+    sets = {f"{p.eval.choice_data} (test)": (p.eval.choice_data, "test")}
+    if p.finetune.data:
+        sets[f"{p.finetune.data} (test)"] = (p.finetune.data, "test")
+    if any(t in p.eval.tasks for t in ("judge", "pairwise")) and p.finetune.method != "instruct":
+        sets["embedded:tinyworld-instruct (test)"] = ("embedded:tinyworld-instruct", "test")
+    texts = {name: _example_texts(spec, split, p.train.seed, p.finetune.hf_config if spec == p.finetune.data else "")
+             for name, (spec, split) in sets.items() if spec.startswith(("embedded:", "hf:")) or Path(spec).exists()}
+    ctx.log.log({"kind": "progress", "what": "indexing the pretraining corpus", "done": 0, "total": 1, "unit": "corpus"})
+    index = corpus_index(data, ctx.stop)
+    if ctx.stop.is_set():
+        return {}
+    checked = {name: check_set(index, t) for name, t in texts.items()}
+    return {"ngram": NGRAM, "sets": checked,
+            "max_dirty_share": max((c["dirty_share"] for c in checked.values() if c["n_checked"]), default=0.0),
+            "corpus": {"run": run_path, "source": data.source if not data.mixture else "mixture",
+                       "documents": index.documents, "words": index.words, "distinct_ngrams": int(len(index.hashes)),
+                       "truncated": index.truncated}}
+
+
+def task_sensitivity(ctx: EvalContext) -> dict:
+    from core.eval.choice import load_task
+    from core.eval.sensitivity import sensitivity
+
+    e = ctx.preset.eval
+    examples = load_task(e.choice_data, "test")
+    if e.limit:
+        examples = examples[:e.limit]
+    embedded = e.choice_data.startswith(("embedded:", "hf:"))
+    pool = load_task(e.choice_data, "train") if embedded else examples
+    r = sensitivity(ctx.model, ctx.tokenizer, examples, pool, batch_size=max(4, ctx.preset.train.micro_batch_size),
+                    stop=ctx.stop, progress=ctx.progress("sensitivity", "settings"))
+    r["settings"] = {"data": e.choice_data, "split": "test" if embedded else "all", "limit": e.limit,
+                     "fewshot_split": "train" if embedded else "same set"}
+    return r
+
+
 RUNNERS = {"perplexity": task_perplexity, "classify": task_classify, "choice": task_choice,
-           "judge": task_judge, "pairwise": task_pairwise, "verify": task_verify}
+           "judge": task_judge, "pairwise": task_pairwise, "verify": task_verify,
+           "contamination": task_contamination, "sensitivity": task_sensitivity}
 
 
 # ------------------------------------------------------------------------------------ stage
@@ -323,7 +432,9 @@ RUNNERS = {"perplexity": task_perplexity, "classify": task_classify, "choice": t
 def _headline(task: str, r: dict) -> dict:
     keys = {"perplexity": ("loss", "perplexity", "bits_per_byte", "tokens"),
             "choice": ("acc", "acc_norm", "chance", "n"),
-            "classify": ("accuracy", "majority_baseline", "n"),
+            "classify": ("accuracy", "ci_low", "ci_high", "majority_baseline", "n"),
+            "contamination": ("max_dirty_share", "ngram"),
+            "sensitivity": ("n", "chance"),
             "judge": ("mean", "ci_low", "ci_high", "n_scored", "n_unparseable", "n_failed", "mean_answer_chars"),
             "pairwise": ("win_rate", "wins", "losses", "ties", "n_unparseable", "n_failed", "position_consistency"),
             "verify": ("accuracy", "accuracy_low", "accuracy_high", "pass_at_1", "pass_at_1_low", "pass_at_1_high",
@@ -331,6 +442,9 @@ def _headline(task: str, r: dict) -> dict:
     out = {k: r.get(k) for k in keys if k in r}
     if task == "classify":
         out["macro_f1"] = (r.get("macro") or {}).get("f1")
+        out["baseline_bow"] = (r.get("baseline_bow") or {}).get("accuracy")
+    if task == "sensitivity":
+        out.update({f"{g}_{k}": v[k] for g, v in (r.get("ranges") or {}).items() for k in ("min", "max")})
     return out
 
 

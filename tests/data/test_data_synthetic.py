@@ -58,15 +58,21 @@ def test_derived_sets_are_deterministic_with_disjoint_splits():
         assert sizes[0] > 6 * sizes[2] > 0
 
 
-def test_classify_labels_follow_from_the_text_and_are_balanced():
+GOOD = ("found his", "found her", "fixed the", "sun came out", "got better")
+BAD = ("lost his", "lost her", "broke", "began to rain", "hurt", "could not find")
+
+
+def test_classify_labels_follow_from_the_order_of_events_and_are_balanced():
     rows = load_records("embedded:tinyworld-classify", "all")
     assert abs(sum(r["label"] for r in rows) / len(rows) - 0.5) < 0.03
-    happy_words = set(HAPPY) | {"smiled", "laughed", "clapped", "found", "gave", "won", "warm", "played"}
     for r in rows:
-        words = set(re.findall(r"[a-z]+", r["text"].lower()))
-        has_sad = bool(words & set(SAD) | words & {"cried", "frowned", "sighed", "lost", "broke", "rain", "hurt"})
-        has_happy = bool(words & happy_words)
-        assert (r["label"] == 1) == (has_happy and not has_sad), r
+        sents = r["text"].split(". ")
+        first, last = sents[1], sents[3]
+        assert last.startswith("Later, ") and r["text"].split()[0] in first + last
+        good_last = any(g in last for g in GOOD) and not any(b in last for b in BAD)
+        good_first = any(g in first for g in GOOD) and not any(b in first for b in BAD)
+        assert good_last != good_first, r  # one good and one bad event: only their order differs
+        assert r["label"] == int(good_last), r
         assert r["label_name"] == ("happy" if r["label"] else "sad")
 
 
@@ -99,43 +105,89 @@ def test_instruct_answers_follow_from_the_input():
     assert kinds >= {"Who", "Where", "List", "How", "What", "Rewrite"}
 
 
-def test_preference_chosen_is_right_and_polite_rejected_is_wrong_or_rude():
-    for r in load_records("embedded:tinyworld-preference", "val"):
+def _solve_preference(q: str, text: str) -> str:
+    if q.startswith("Who has the "):
+        thing = q.removeprefix("Who has the ").removesuffix(" now?")
+        m = re.search(rf"gave the {thing} to (\w+)", text) or re.search(rf"(\w+) got the {thing} from", text)
+        return m.group(1)
+    if q.startswith("Where is "):
+        name = q.split()[2]
+        m = re.search(rf"Then {name} went to the (\w+)", text) or re.search(rf"{name} went to the (\w+) after", text)
+        return m.group(1)
+    m = re.search(r"(\w+) went home\. Then", text) or re.search(r"(\w+) went home before", text) \
+        or re.search(r"went home after (\w+)", text)
+    return m.group(1)
+
+
+def test_preference_chosen_is_right_rejected_wrong_in_the_same_words():
+    rows = load_records("embedded:tinyworld-preference", "all")
+    diffs = []
+    for r in rows:
         assert r["prompt"] == f"{r['instruction']}\n\n{r['input']}"
-        assert r["chosen"] != r["rejected"]
-        q = r["instruction"]
-        sents = r["input"].split(". ")
-        if q.startswith("Who"):
-            place = q.removeprefix("Who went to the ").rstrip("?")
-            right = next(s for s in sents if f"the {place}" in s).split()[0]
-        else:
-            name = q.split()[2]
-            right = re.search(r"to the (\w+)", next(s for s in sents if s.startswith(name))).group(1)
-        assert right in r["chosen"]
-        rude = any(x in r["rejected"] for x in ("yourself", "silly", "care", "Stop", "Go away"))
-        assert rude or right not in r["rejected"].replace(q.split()[2], "") if not q.startswith("Who") else \
-            rude or right not in r["rejected"]
+        right = _solve_preference(r["instruction"], r["input"])
+        assert right in r["chosen"].split()[0] + r["chosen"].split()[-1].rstrip("."), r
+        assert right not in r["rejected"].rstrip(".").split()[-1] + r["rejected"].split()[0] or \
+            r["rejected"].split()[0] == right and r["instruction"].startswith("Where"), r
+        a, b = r["chosen"].split(), r["rejected"].split()
+        assert len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1  # one word differs
+        diffs.append(len(r["chosen"]) - len(r["rejected"]))
+    assert abs(sum(diffs) / len(diffs)) < 0.3  # as long on average (characters)
 
 
-def test_choice_answers_keep_the_world_rules():
-    rows = load_records("embedded:tinyworld-choice", "test")
-    assert {r["kind"] for r in rows} == {"activity", "feeling", "pronoun", "thing"}
+def test_choice_answers_follow_from_facts_that_span_sentences():
+    rows = load_records("embedded:tinyworld-choice", "all")
+    assert {r["kind"] for r in rows} == {"owner", "place", "count", "order", "feeling"}
     answers = [r["answer"] for r in rows]
     assert all(answers.count(k) > len(rows) / 8 for k in range(4))  # not always the same position
     for r in rows:
         assert len(r["choices"]) == 4 and len(set(r["choices"])) == 4
-        right = r["choices"][r["answer"]]
-        place = PLACE_BY_NAME[re.search(r"went to the (\w+)|at the (\w+)|in the (\w+)", r["question"]).group(1) or
-                              re.search(r"(?:at|in) the (\w+)", r["question"]).group(1)]
-        if r["kind"] == "activity":
-            assert right in [p for _, p in place.acts]
-            assert all(c not in [p for _, p in place.acts] for c in r["choices"] if c != right)
-        elif r["kind"] == "thing":
-            assert any(right.startswith(f"a {t} ") or right.startswith(f"an {t} ") for t in place.things)
-        elif r["kind"] == "feeling":
-            happy = " found " in r["question"]
-            assert (right in HAPPY) == happy and (right in SAD) != happy
+        right = r["choices"][r["answer"]].rstrip(".")
+        solved = _solve_choice(r["question"], r["kind"])
+        assert (right in HAPPY) == (solved == "happy") if r["kind"] == "feeling" else right == solved, r
+        names = set(re.findall(r"\b[A-Z][a-z]+\b", r["question"])) & set(BY_NAME)
+        assert len(names) == 2  # two children; the stem alone does not say which value is whose
+        if r["kind"] in ("owner", "place", "order"):  # the other child's value is a wrong option
+            assert sum(c.rstrip(".") in r["question"] for c in r["choices"]) >= 2, r
+
+
+def _solve_choice(q: str, kind: str) -> str:
+    """An independent reader of the world's facts (the last fact's sentences and its stem)."""
+    sents = q.split(". ")
+    stem = sents[-1]
+    if kind == "owner":
+        thing = re.search(r"looked at the (.+)$", sents[-2]).group(1)
+        owner = None
+        for s in sents:
+            m = re.fullmatch(rf"(\w+) had an? {thing}", s)
+            owner = m.group(1) if m else owner
+            m = re.fullmatch(rf"(\w+) gave the {thing} to (\w+)", s)
+            owner = m.group(2) if m else owner
+            m = re.fullmatch(rf"(\w+) got the {thing} from (\w+)", s)
+            owner = m.group(1) if m else owner
+        return owner
+    if kind == "place":
+        name = stem.split()[2]
+        return [re.fullmatch(rf"{name} went to the (\w+)", s).group(1) for s in sents
+                if re.fullmatch(rf"{name} went to the (\w+)", s)][-1]
+    if kind == "count":
+        name = stem.split()[-2]
+        i = max(k for k, s in enumerate(sents) if s.endswith(f"went to the {s.split()[-1]}") and " and " in s)
+        n = sum(s.startswith(f"{name} found ") for s in sents[i:])
+        thing = next(s.split()[-1] for s in sents[i:] if s.startswith(f"{name} found a"))
+        from core.data.world import plural
+        return f"{('one', 'two', 'three')[n - 1]} {thing if n == 1 else plural(thing)}"
+    if kind == "order":
+        told = ". ".join(sents[-3:-1])
+        if m := re.search(r"(\w+) went home\. Then (\w+) went home", told):
+            first, second = m.group(1), m.group(2)
+        elif m := re.search(r"(\w+) went home before (\w+)$", told):
+            first, second = m.group(1), m.group(2)
         else:
-            he = BY_NAME[r["question"].split()[0]].he
-            assert right.split()[0] == he and right.split()[-3] == he
-    assert len(PLACES) == 10
+            m = re.search(r"(\w+) went home after (\w+)$", told)
+            first, second = m.group(2), m.group(1)
+        return first if " first one " in stem else second
+    name = stem.split()[-2]
+    event = next(s for s in sents[-3:-1] if s.startswith(name))
+    happy = any(w in event for w in ("found", "won", "got"))
+    assert re.search(r"felt (\w+) and", stem).group(1) in (SAD if happy else HAPPY)
+    return "happy" if happy else "sad"

@@ -137,4 +137,4 @@ def test_task_file_errors_name_file_and_line(tmp_path):
 def test_embedded_set_loads_with_kinds():
     ex = load_task("embedded:tinyworld-choice", "test", limit=40)
     assert len(ex) == 40 and all(len(e.choices) == 4 and 0 <= e.answer < 4 for e in ex)
-    assert {e.kind for e in ex} == {"activity", "feeling", "pronoun", "thing"}
+    assert {e.kind for e in ex} == {"owner", "place", "count", "order", "feeling"}

@@ -86,7 +86,7 @@ def test_eval_writes_report_and_the_card_merges_pretrain_and_finetune(chain):
 
     md = to_markdown(card)
     assert md.index("## 1. pretrain") < md.index("## 2. finetune") < md.index(f"### Evaluation {ev_run.name}")
-    assert re.search(r"\| choice \| acc \| [0-9.]+ ± [0-9.]+ \| chance 0.25; data embedded:tinyworld-choice", md)
+    assert re.search(r"\| choice \| acc \| [0-9.]+ ± [0-9.]+ \[[0-9.]+, [0-9.]+\] \| chance 0.25; data embedded:tinyworld-choice", md)
     assert "| perplexity | bits per byte |" in md and "| tokens seen | 2,560 |" in md
 
     page = to_html(card)
@@ -159,7 +159,7 @@ def test_judge_and_pairwise_through_the_stage(chain, serve):
     assert state == "finished" and j["mean"] == 3.0 and j["n_scored"] == 3 and j["scale"] == "1-5"
     assert pw["n_judged"] == 3 and pw["win_rate"] == 0.5 and pw["position_consistency"] == 0.0
     assert pw["settings"]["compare_with"] == str(pre_ck) and j["settings"]["decoding"] == "greedy"
-    assert len(srv.requests) == 3 + 6  # three rubric requests, then each pair in both orders
+    assert len(srv.requests) == 3 + 3 + 6  # three rubric requests, a second sample of each, each pair in both orders
     assert "judge score" in to_markdown(model_card(str(ft_ck)))
 
 

@@ -191,3 +191,32 @@ def test_a_local_judge_is_reached_directly_despite_a_proxy(serve, monkeypatch):
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     srv = serve(lambda body, n: (200, completion("Score: 12"), 0))
     assert JudgeClient(srv.base_url, "m", timeout_s=5, retries=0).chat([{"role": "user", "content": "x"}]) == "Score: 12"
+
+
+def test_judge_biases_length_position_and_noise_with_a_biased_local_judge(serve):
+    """A judge on 127.0.0.1 that scores by length, always prefers the first answer, and is noisy when sampled."""
+    from core.eval.judge_bias import length_controlled_win_rate
+
+    def reply(body, n):
+        text = user_text(body)
+        if "### Answer A:" in text:  # pairwise: always position A
+            return 200, completion("[[A]]"), 0
+        answer = text.split("### Response:")[1].strip().split("\n\n")[0]
+        score = min(100, len(answer.strip()) * 2)
+        if body.get("temperature", 0) > 0:  # the second sample: far off every other time
+            score = (score + 50 * (n % 2)) % 101
+        return 200, completion(f"Score: {score}"), 0
+
+    srv = serve(reply)
+    client = JudgeClient(srv.base_url, "m", timeout_s=5)
+    items = [{"instruction": f"Q{i}", "answer": "word " * (i + 1)} for i in range(10)]
+    r = score_answers(client, items, resample=6)
+    assert r["bias"]["length_correlation"]["r"] > 0.95 and r["bias"]["length_correlation"]["n"] == 10
+    agree = r["bias"]["sample_agreement"]
+    assert agree["n"] == 6 and 0.3 <= agree["agreement"] <= 0.7
+    pairs = [{"instruction": f"Q{i}", "answer_a": "a" * (i + 1), "answer_b": "b" * 3} for i in range(6)]
+    p = pairwise(client, pairs)
+    assert p["bias"]["flip"] == {"flip_rate": 1.0, "n_flipped": 6, "n": 6}
+    # longer answers win: the length-controlled rate removes what length explains
+    lc = length_controlled_win_rate([1.0] * 30 + [0.0] * 10, [50.0] * 30 + [-50.0] * 10)
+    assert lc["win_rate"] == 0.75 and lc["length_coef"] > 2 and abs(lc["lc_win_rate"] - 0.5) < 0.2

@@ -65,8 +65,10 @@ def scores_of(card: dict) -> list[Score]:
                 out.append(Score(f"choice acc {tag}", acc, _sub(acc, 1.96 * se), _add(acc, 1.96 * se), r.get("chance")))
                 out.append(Score(f"choice norm {tag}", r.get("acc_norm"), reference=r.get("chance")))
             elif task == "classify":
-                out.append(Score(f"classify acc {tag}", r.get("accuracy"), reference=r.get("majority_baseline"),
-                                 reference_label="majority"))
+                bow = (r.get("baseline_bow") or {}).get("accuracy")
+                out.append(Score(f"classify acc {tag}", r.get("accuracy"), r.get("ci_low"), r.get("ci_high"),
+                                 bow if bow is not None else r.get("majority_baseline"),
+                                 reference_label="bag of words" if bow is not None else "majority"))
             elif task == "judge":
                 scale = 100.0 if r.get("scale", "0-100") == "0-100" else 5.0
                 out.append(Score(f"judge {tag}", _div(r.get("mean"), scale), _div(r.get("ci_low"), scale),

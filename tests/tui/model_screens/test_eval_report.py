@@ -62,3 +62,11 @@ async def test_report_of_a_classifier_shows_its_confusion_matrix(make, models):
         preset = screen.eval_preset()
         assert preset.eval.tasks == ["classify"] and preset.eval.model == str(models["classify"])
         assert preset.finetune.data == "embedded:tinyworld-classify"
+
+
+def test_classify_bars_carry_the_interval_and_the_bag_of_words_reference():
+    card = {"evaluations": [{"run": "20260101-000000-tiny-eval", "tasks": {"classify": {
+        "accuracy": 0.9, "ci_low": 0.85, "ci_high": 0.94, "majority_baseline": 0.5,
+        "baseline_bow": {"accuracy": 0.62}}}}]}
+    (bar,) = scores_of(card)
+    assert (bar.value, bar.low, bar.high, bar.reference, bar.reference_label) == (0.9, 0.85, 0.94, 0.62, "bag of words")
