@@ -28,6 +28,9 @@ from core.tokenizer.encodings import ENDOFTEXT, Tokenizer
 MAX_VOCAB = 65_536  # ids fit uint16 token shards
 _PROGRESS_EVERY_S = 0.5
 _STOP_POLL_S = 0.1  # how often a stop is looked for while a child process trains
+# rustbpe's thread pool (rayon) does not survive a fork: a child forked after this process trained
+# in-process would wait forever for pool threads that are not there. So once it has, it keeps doing so.
+_trained_in_process = False
 
 
 def special_tokens_for(chat_template: str) -> list[str]:
@@ -71,7 +74,8 @@ def train_ranks(texts: Iterable[str], n_ranks: int, pattern: str = GPT4_SPLIT_PA
                 log=None, stop: threading.Event | None = None, total_bytes: int | None = None,
                 ) -> tuple[dict[bytes, int], rustbpe.Tokenizer | None, int]:
     """Learn `n_ranks - 256` merges: (mergeable ranks, the rustbpe tokenizer, bytes read). With a
-    `stop` event the training runs in a child process (see _train_in_child), and no trainer comes back.
+    `stop` event the training runs in a child process (see _train_in_child), and no trainer comes back,
+    unless this process has trained in-process before (then it trains here; a stop waits for the call).
     The rank table may be shorter than asked when the corpus runs out of pairs to merge."""
     if n_ranks < 256:
         raise UserError(f"tokenizer.vocab_size: {n_ranks} byte and merge tokens is below the 256 byte tokens")
@@ -82,9 +86,11 @@ def train_ranks(texts: Iterable[str], n_ranks: int, pattern: str = GPT4_SPLIT_PA
         raise UserError(f"tokenizer.pattern: not a valid regex ({e})") from None
     counter = [0]
     feed = _limited(texts, max_bytes, counter, log, stop, total_bytes)
-    if stop is not None and "fork" in multiprocessing.get_all_start_methods():
+    global _trained_in_process
+    if stop is not None and not _trained_in_process and "fork" in multiprocessing.get_all_start_methods():
         ranks, n_bytes = _train_in_child(feed, counter, n_ranks, pattern, stop)
         return ranks, None, n_bytes
+    _trained_in_process = True
     trainer = rustbpe.Tokenizer()
     trainer.train_from_iterator(feed, n_ranks, pattern=pattern)
     if stop is not None and stop.is_set():

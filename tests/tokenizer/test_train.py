@@ -131,3 +131,19 @@ def test_saved_encoding_matches_rustbpe_and_round_trips(twin, text):
     ids = tok.encode(text)
     assert ids == trainer.encode(text)
     assert tok.decode(ids) == text
+
+
+def test_a_stoppable_training_after_an_in_process_one_does_not_hang():
+    """rustbpe's thread pool does not survive a fork: once a process has trained in-process, a
+    stoppable training (which forks a child when it can) must train in-process too, not wait forever."""
+    import subprocess
+    import sys
+
+    code = ("import threading; import core.tokenizer.train as t\n"
+            "texts = [f'the cat {i} sat on the mat {i * 7}' for i in range(2000)]\n"
+            "t.train_ranks(texts, 300)\n"
+            "r, _, n = t.train_ranks(texts, 300, stop=threading.Event())\n"
+            "print(len(r), n)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split()[0] == "300"
