@@ -292,7 +292,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console as RichConsole
     from rich.table import Table
 
-    from core.eval.compare import compare_models
+    from core.stages.compare import compare_models
 
     ckpt = lookup.resolve_checkpoint(args.model_a)
     run_preset = ckpt.parent.parent / "preset.toml"

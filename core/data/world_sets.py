@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.data.world import CHILDREN, EVAL_PAIRS, FAMILY, HAPPY, PLACES, SAD, TOYS, Child, a, plural
-from core.eval.contamination import NGRAM, words
+from core.data.words import NGRAM, words
 
 COUNT_WORDS = ("one", "two", "three", "four")
 

@@ -1,7 +1,7 @@
 """Honest comparisons: two models on the same examples, a paired difference and its bootstrap interval.
 
-`compare_models` scores both models on the same questions (multiple choice for language models,
-the test split for classifiers) and `paired_bootstrap` resamples the questions, not each model's
+`core.stages.compare.compare_models` scores both models on the same questions (multiple choice for
+language models, the test split for classifiers) and `paired_bootstrap` resamples the questions, not each model's
 score separately, so the interval is as narrow as the shared examples allow (the paired bootstrap
 of Koehn 2004 / Dror et al. 2018). The verdict says "B is better" (or A) only when the 95% interval
 of the difference excludes zero; otherwise the two are tied at this sample size. `seed_summary`
@@ -10,9 +10,7 @@ is the mean and 95% interval of one metric over runs with different seeds.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -43,42 +41,6 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = RE
     verdict = "B is better" if lo > 0 else "A is better" if hi < 0 else "tied: the interval includes 0"
     return {"mean_a": float(x.mean()), "mean_b": float(y.mean()), "difference": diff, "ci_low": lo, "ci_high": hi,
             "p_value": max(p, 1.0 / resamples), "n": int(len(d)), "resamples": resamples, "verdict": verdict}
-
-
-def _per_example(model: Any, tokenizer: Any, meta: dict, preset: Any, stop: threading.Event | None) -> tuple[str, list[float]]:
-    head = (meta.get("head") or {}).get("kind", "lm")
-    if head == "classify":
-        from core.stages.eval import classify_outcomes
-
-        return "classify accuracy", classify_outcomes(model, tokenizer, preset, stop)
-    from core.eval.choice import evaluate, load_task
-
-    e = preset.eval
-    examples = load_task(e.choice_data, "test", limit=e.limit)
-    r = evaluate(model, tokenizer, examples, batch_size=max(4, preset.train.micro_batch_size), stop=stop)
-    return "multiple-choice acc", [float(c) for c in r["correct"]]
-
-
-def compare_models(spec_a: str, spec_b: str, preset: Any, stop: threading.Event | None = None) -> dict:
-    """Both models on the same examples: each one's score and the paired difference B - A."""
-    from core.stages.eval import load_for_eval
-    from core.train.device import pick_device
-
-    device = pick_device(preset.train.device)
-    out: dict[str, Any] = {"models": {}}
-    scores = []
-    for key, spec in (("A", spec_a), ("B", spec_b)):
-        model, tok, meta = load_for_eval(spec, device)
-        metric, per = _per_example(model, tok, meta, preset, stop)
-        out["models"][key] = {"spec": spec, "checkpoint": str(meta["path"]), "metric": metric}
-        scores.append(per)
-    metrics = {m["metric"] for m in out["models"].values()}
-    if len(metrics) > 1:
-        raise UserError(f"compare: {spec_a} and {spec_b} have different heads ({' vs '.join(sorted(metrics))}); "
-                        f"compare two language models or two classifiers")
-    out["metric"] = metrics.pop()
-    out.update(paired_bootstrap(scores[0], scores[1]))
-    return out
 
 
 def seed_summary(values: Sequence[float]) -> dict:

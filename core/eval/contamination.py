@@ -12,7 +12,6 @@ pretraining run's preset -> core.data.Documents), re-read from its source.
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,18 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from core.data.words import NGRAM, words
 from core.errors import UserError
 from core.eval.metrics import proportion_ci
 
-NGRAM = 13
 MAX_NGRAMS = 50_000_000  # 400 MB of hashes; a larger corpus is indexed up to here and says so
 _PRIME = np.uint64(1099511628211)  # the FNV-64 prime, as the polynomial's base
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def words(text: str) -> list[str]:
-    """Lowercased alphanumeric words: punctuation and case do not hide an overlap."""
-    return _WORD.findall(text.lower())
 
 
 @dataclass

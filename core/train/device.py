@@ -142,7 +142,8 @@ class Feed:
     Every rank draws the same global sequence and keeps micro-batch i when i % world == rank
     (see core.train.loop); `next()` returns (batch on the device, tokens of the world micro-batches
     it stands for, its own included). `state_dict()` is the source's position before the batch
-    drawn ahead, so a checkpoint resumes at the batch that was not yet trained on."""
+    drawn ahead, so a checkpoint resumes at the batch that was not yet trained on. A source with
+    `prefetch = False` (rollouts sampled from the model being trained) is drawn only when asked."""
 
     def __init__(self, source: Any, device: torch.device, rank: int = 0, world: int = 1):
         self.source, self.device, self.rank, self.world = source, device, rank, world
@@ -159,6 +160,8 @@ class Feed:
         return to_device(mine, self.device), tokens
 
     def next(self) -> tuple[Any, int]:
+        if not getattr(self.source, "prefetch", True):  # batches made by the policy itself (RL rollouts)
+            return self._draw()
         if self._ahead is None:
             self._ahead = self._draw()
         out = self._ahead

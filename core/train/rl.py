@@ -102,6 +102,8 @@ class GRPOObjective:
 class RolloutSource:
     """The loop's batch source: a fresh rollout batch every finetune.rl.updates steps."""
 
+    prefetch = False  # a batch is sampled with the current policy: never drawn a step ahead (core.train.device.Feed)
+
     def __init__(self, task: RLTask):
         self.task = task
         self.prompts = ExampleLoader(task.train, task.rl.prompts, lambda rows: rows, seed=task.seed)

@@ -1,6 +1,7 @@
 """GGUF export without llama.cpp: the file read back through the gguf package (keys, tokenizer,
 dequantized weights), the perplexity a quantization costs, the Ollama Modelfile, and bad input."""
 
+import re
 import shutil
 
 import gguf
@@ -59,7 +60,7 @@ def test_quantized_types_shrink_the_file_and_report_the_perplexity(tmp_path, cap
     assert errors["f32"] == 0 < errors["f16"] < errors["bf16"] < errors["q4_0"] and errors["q8_0"] < errors["q4_0"]
     assert main(["export-gguf", str(ckpt), str(tmp_path / "cli.gguf"), "--type", "q8_0"]) == 0
     out = capsys.readouterr().out
-    assert "perplexity on 4,840 held-out tokens:" in out and "after q8_0" in out
+    assert re.search(r"perplexity on [\d,]+ held-out tokens:", out) and "after q8_0" in out
 
 
 def test_ollama_modelfile_translates_chatml_with_stops_and_the_presets_sampling(tmp_path):

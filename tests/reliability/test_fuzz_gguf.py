@@ -127,7 +127,7 @@ def _import_reads(path: Path) -> None:
     import torch
 
     from core.model.gguf_import import read_gguf
-    from core.model.tokenizer_files import HFTokenizerFiles
+    from core.model.hf_tokenizer import HFTokenizerFiles
 
     try:
         with bounded():
