@@ -5,6 +5,8 @@ name, help and quit in the footer, nothing past the right edge), and snapshots o
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from conftest import wait_for
 from screen_text import screen_text
@@ -25,9 +27,12 @@ async def ready(pilot, mode: str) -> None:
     elif mode == "pretrain":
         screen.attach(RUN)
         await wait_for(pilot, lambda: screen.state.startswith("finished"), 20)
+        chart = screen.query_one("#loss-chart")
+        await wait_for(pilot, lambda: len(chart.train) > 0 and not chart._dirty, 20)  # the curve drawn
     elif mode == "runs":
         await wait_for(pilot, lambda: screen.query_one("#runs-table").row_count == 2, 20)
-    await pilot.app.workers.wait_for_complete()
+    # every worker done; one that a newer one of its group replaced (exclusive) ends cancelled, which is fine
+    await asyncio.gather(*[w.wait() for w in pilot.app.workers], return_exceptions=True)
     await pilot.pause(0.6)  # charts redraw twice a second
 
 

@@ -58,8 +58,10 @@ def test_pretrain_screen(snap_compare, make, fixed_runs):
         screen.attach(RUN)
         await wait_for(pilot, lambda: screen.state.startswith("finished"))
         screen.load_overlay(OLD)
-        await wait_for(pilot, lambda: screen.query_one("LossChart").overlays)
+        chart = screen.query_one("LossChart")
+        await wait_for(pilot, lambda: chart.overlays and len(chart.train) > 0)
         await pilot.pause(0.8)  # the chart redraws twice a second
+        await wait_for(pilot, lambda: not chart._dirty)
 
     assert snap_compare(make(mode="pretrain"), terminal_size=(100, 30), run_before=before)
 
