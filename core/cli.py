@@ -298,15 +298,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     run_preset = ckpt.parent.parent / "preset.toml"
     preset = config.load(args.preset or (str(run_preset) if run_preset.exists() else "tiny"), args.set or [])
     r = compare_models(args.model_a, args.model_b, preset)
-    table = Table(title=f"{r['metric']} on the same {r['n']} examples (paired bootstrap, {r['resamples']} resamples)")
-    for col in ("", "model", "score"):
+    RichConsole().print(f"A {r['models']['A']['checkpoint']}\nB {r['models']['B']['checkpoint']}")
+    table = Table(title="the same examples for both (paired bootstrap, 95% interval of B - A)")
+    for col in ("task", "n", "A", "B", "B - A [95% interval]", "p"):
         table.add_column(col)
-    table.add_row("A", r["models"]["A"]["checkpoint"], f"{r['mean_a']:.4f}")
-    table.add_row("B", r["models"]["B"]["checkpoint"], f"{r['mean_b']:.4f}")
-    table.add_row("B - A", f"95% interval [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}], p = {r['p_value']:.3g}",
-                  f"{r['difference']:+.4f}")
+    for task, t in r["tasks"].items():
+        table.add_row(task, str(t["n"]), f"{t['mean_a']:.3f}", f"{t['mean_b']:.3f}",
+                      f"{t['difference']:+.3f} [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}]", f"{t['p_value']:.2g}")
     RichConsole().print(table)
-    print(r["verdict"])
+    for task, t in r["tasks"].items():
+        print(f"{task}: {t['verdict']} ({t['metric']}, {t['data']})")
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=1))
     return EXIT_OK

@@ -266,7 +266,8 @@ class JudgeConfig:
 @dataclass
 class EvalConfig:
     model: str = opt("", "model to evaluate (checkpoint or run:PRESET:STAGE; empty = this preset's latest run)")
-    tasks: list[str] = opt(["perplexity", "choice"], "tasks: perplexity, classify, choice, judge, pairwise, verify, contamination, sensitivity")
+    tasks: list[str] = opt(["perplexity", "choice"], "tasks: perplexity, classify, choice, judge, pairwise, verify, contamination, sensitivity, compare")
+    baseline: str = opt("", "model A of the compare task (B - A, B the evaluated model; empty = the model's base in its lineage)")
     choice_data: str = opt("embedded:tinyworld-choice", "multiple-choice set: embedded:NAME, hf:NAME or local JSONL")
     verify_data: str = opt("embedded:tinyworld-verify", "questions with checkable answers (field answer) for the verify task")
     pass_k: int = opt(4, "samples per question of the verify task (pass@k)", lo=1, hi=256)
@@ -668,7 +669,8 @@ def preset_keys() -> frozenset[str]:
     return frozenset(row[0] for row in schema_rows(Preset))
 
 
-EVAL_TASKS = ("perplexity", "classify", "choice", "judge", "pairwise", "verify", "contamination", "sensitivity")
+EVAL_TASKS = ("perplexity", "classify", "choice", "judge", "pairwise", "verify", "contamination", "sensitivity",
+              "compare")
 
 
 def from_dict(doc: dict, file: str = "<preset>", default_name: str = "") -> Preset:

@@ -1,7 +1,8 @@
 """Honest comparisons: two models on the same examples, a paired difference and its bootstrap interval.
 
 `core.stages.compare.compare_models` scores both models on the same questions (multiple choice for
-language models, the test split for classifiers) and `paired_bootstrap` resamples the questions, not each model's
+language models, the test split for classifiers, and the held-out instructions and preference pairs
+of a tuned model) and `paired_bootstrap` resamples the questions, not each model's
 score separately, so the interval is as narrow as the shared examples allow (the paired bootstrap
 of Koehn 2004 / Dror et al. 2018). The verdict says "B is better" (or A) only when the 95% interval
 of the difference excludes zero; otherwise the two are tied at this sample size. `seed_summary`

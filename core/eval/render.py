@@ -108,7 +108,22 @@ def task_rows(task: str, r: dict) -> list[tuple[str, str, str]]:
                  f"{r.get('ties')} ties; both orders asked"),
                 ("position consistency", _fmt(r.get("position_consistency")),
                  f"{r.get('n_unparseable')} unparseable, {r.get('n_failed')} failed"), *_judge_bias_rows(r)]
+    if task == "compare":
+        return paired_rows(r)
     return [(k, _fmt(v), "") for k, v in r.items() if isinstance(v, (int, float))]
+
+
+def signed(v: Any) -> str:
+    return f"{v:+.3f}" if isinstance(v, (int, float)) else "-"
+
+
+def paired_rows(r: dict) -> list[tuple[str, str, str]]:
+    """One row per task of a paired comparison: B - A with its interval, the verdict, p, both means."""
+    a = (r.get("models") or {}).get("A") or {}
+    return [(f"{task} B - A", f"{signed(t.get('difference'))} [{signed(t.get('ci_low'))}, {signed(t.get('ci_high'))}]",
+             f"{t.get('verdict')}; p {_fmt(t.get('p_value'), 2)}; {t.get('metric')} A {_fmt(t.get('mean_a'), 3)} "
+             f"vs B {_fmt(t.get('mean_b'), 3)} on the same {t.get('n')} examples; A = {a.get('checkpoint', '-')}")
+            for task, t in (r.get("tasks") or {}).items()]
 
 
 

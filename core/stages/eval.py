@@ -8,7 +8,8 @@ with the model's tokenizer), classify (test-split metrics of a classification fi
 pairwise (win rate against eval.judge.compare_with), verify (pass@1 / pass@k on questions a
 program checks, core.eval.verify), contamination (the share of each eval set whose 13-grams occur
 in the pretraining corpus of the model's lineage) and sensitivity (multiple-choice accuracy across
-k-shot, prompt formats and the gold answer's position). The report is rewritten after every task,
+k-shot, prompt formats and the gold answer's position) and compare (this model against eval.baseline or
+its base, paired, per task: core.stages.compare). The report is rewritten after every task,
 so a stopped evaluation keeps what it measured; `llmlab report MODEL` merges it into the model card.
 """
 
@@ -422,14 +423,31 @@ def task_sensitivity(ctx: EvalContext) -> dict:
     return r
 
 
+def task_compare(ctx: EvalContext) -> dict:
+    """This model (B) against eval.baseline or its base in the lineage (A), paired, per task."""
+    from core.stages.compare import compare_models
+
+    baseline = ctx.preset.eval.baseline or (ctx.meta.get("lineage") or {}).get("base") or ""
+    if not baseline:
+        raise UserError(f"eval.baseline: empty, and {ctx.meta['path']} has no base in its lineage (a pretrained "
+                        f"model); set eval.baseline to the model to compare it with")
+    r = compare_models(str(baseline), str(ctx.meta["path"]), ctx.preset, ctx.stop,
+                       progress=lambda what: ctx.log.log({"kind": "progress", "what": f"compare: {what}",
+                                                          "done": 0, "total": 0, "unit": "tasks"}))
+    r["settings"] = {"baseline": str(baseline), "resamples": next(iter(r["tasks"].values()), {}).get("resamples")}
+    return r
+
+
 RUNNERS = {"perplexity": task_perplexity, "classify": task_classify, "choice": task_choice,
            "judge": task_judge, "pairwise": task_pairwise, "verify": task_verify,
-           "contamination": task_contamination, "sensitivity": task_sensitivity}
+           "contamination": task_contamination, "sensitivity": task_sensitivity, "compare": task_compare}
 
 
 # ------------------------------------------------------------------------------------ stage
 
 def _headline(task: str, r: dict) -> dict:
+    if task == "compare":
+        return {f"{t}_{k}": v[k] for t, v in r["tasks"].items() for k in ("difference", "ci_low", "ci_high", "p_value")}
     keys = {"perplexity": ("loss", "perplexity", "bits_per_byte", "tokens"),
             "choice": ("acc", "acc_norm", "chance", "n"),
             "classify": ("accuracy", "ci_low", "ci_high", "majority_baseline", "n"),

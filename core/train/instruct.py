@@ -64,6 +64,14 @@ def answer(model: GPT, tokenizer: TextTokenizer, prompt_format: str, instruction
     return tokenizer.decode(out)
 
 
+def exact_answer(model: GPT, tokenizer: TextTokenizer, prompt_format: str, record: dict) -> tuple[bool, str]:
+    """Whether the greedy answer to one instruction equals its reference output (whitespace-stripped), and the answer."""
+    budget = len(tokenizer.encode(str(record["output"]))) + 8  # room to see the stop after a right answer
+    got = answer(model, tokenizer, prompt_format, record["instruction"], record.get("input", "") or "",
+                 max_new_tokens=budget).strip()
+    return got == str(record["output"]).strip(), got
+
+
 def exact_match(model: GPT, tokenizer: TextTokenizer, prompt_format: str, records: list[dict],
                 limit: int = EXACT_MATCH_LIMIT) -> dict:
     """Share of instructions whose greedy answer equals the reference output (whitespace-stripped)."""
@@ -71,10 +79,7 @@ def exact_match(model: GPT, tokenizer: TextTokenizer, prompt_format: str, record
     hits = 0
     examples: list[dict] = []
     for r in rows:
-        budget = len(tokenizer.encode(str(r["output"]))) + 8  # room to see the stop after a right answer
-        got = answer(model, tokenizer, prompt_format, r["instruction"], r.get("input", "") or "",
-                     max_new_tokens=budget).strip()
-        ok = got == str(r["output"]).strip()
+        ok, got = exact_answer(model, tokenizer, prompt_format, r)
         hits += ok
         if len(examples) < 5:
             examples.append({"instruction": r["instruction"], "input": r.get("input", ""), "expected": r["output"],

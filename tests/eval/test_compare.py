@@ -33,11 +33,11 @@ def test_compare_cli_scores_both_models_on_the_same_questions(chain, tmp_path, c
     pre_run, pre_ck, ft_run, ft_ck = chain
     out = tmp_path / "cmp.json"
     assert cli.main(["compare", str(pre_ck), str(ft_ck), "--set", "eval.limit=20", "--json", str(out)]) == 0
-    r = json.loads(out.read_text())
+    r = json.loads(out.read_text())["tasks"]["choice"]
     assert r["n"] == 20 and r["metric"] == "multiple-choice acc"
     assert r["difference"] == pytest.approx(r["mean_b"] - r["mean_a"])
     assert r["ci_low"] <= r["difference"] <= r["ci_high"]
-    assert r["verdict"] in capsys.readouterr().out
+    assert f"choice: {r['verdict']}" in capsys.readouterr().out
     assert cli.main(["compare", str(pre_ck), str(tmp_path / "nothing")]) == 2
 
 
