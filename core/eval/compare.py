@@ -5,7 +5,7 @@ language models, the test split for classifiers, and the held-out instructions a
 of a tuned model) and `paired_bootstrap` resamples the questions, not each model's
 score separately, so the interval is as narrow as the shared examples allow (the paired bootstrap
 of Koehn 2004 / Dror et al. 2018). The verdict says "B is better" (or A) only when the 95% interval
-of the difference excludes zero; otherwise the two are tied at this sample size. `seed_summary`
+of the difference excludes zero; otherwise there is no difference at this sample size. `seed_summary`
 is the mean and 95% interval of one metric over runs with different seeds.
 """
 
@@ -39,7 +39,7 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = RE
     lo, hi = (float(v) for v in np.percentile(means, [2.5, 97.5]))
     # the null (no difference) by shifting the bootstrap distribution to mean 0
     p = float(np.mean(np.abs(means - diff) >= abs(diff))) if diff else 1.0
-    verdict = "B is better" if lo > 0 else "A is better" if hi < 0 else "tied: the interval includes 0"
+    verdict = "B is better" if lo > 0 else "A is better" if hi < 0 else "no difference: the interval includes 0"
     return {"mean_a": float(x.mean()), "mean_b": float(y.mean()), "difference": diff, "ci_low": lo, "ci_high": hi,
             "p_value": max(p, 1.0 / resamples), "n": int(len(d)), "resamples": resamples, "verdict": verdict}
 

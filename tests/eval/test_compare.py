@@ -15,9 +15,9 @@ def test_paired_bootstrap_says_better_only_when_the_interval_excludes_zero():
     assert better["difference"] == pytest.approx(0.5) and better["ci_low"] > 0.35 and better["verdict"] == "B is better"
     assert better["p_value"] < 0.001
     same = paired_bootstrap(a, a)
-    assert same["difference"] == 0 and same["p_value"] == 1.0 and same["verdict"].startswith("tied")
+    assert same["difference"] == 0 and same["p_value"] == 1.0 and same["verdict"].startswith("no difference")
     noisy = paired_bootstrap(a, [0.0, 1.0] * 48 + [1.0, 1.0] * 2)  # +0.02 on 100 questions: not significant
-    assert noisy["ci_low"] < 0 < noisy["ci_high"] and noisy["verdict"].startswith("tied") and noisy["p_value"] > 0.05
+    assert noisy["ci_low"] < 0 < noisy["ci_high"] and noisy["verdict"].startswith("no difference") and noisy["p_value"] > 0.05
     worse = paired_bootstrap([1.0, 1.0] * 50, a)
     assert worse["verdict"] == "A is better"
     with pytest.raises(ValueError, match="same examples"):

@@ -5,8 +5,9 @@ stages from pretraining to the last finetuning (each with its loss curves, held-
 samples) and every evaluation run that measured one of those checkpoints. Scores are tables and
 bars (multiple choice against chance, classification against the majority baseline, judge scores
 and win rates with their intervals), with a confusion matrix for classifiers. **e** launches a new
-evaluation of the model as a run and reloads the card when it ends; **x** / **h** export the card
-as Markdown / HTML (core.eval.render.to_markdown / to_html).
+evaluation of the model as a run and reloads the card when it ends; **c** launches the compare task
+against a second model (by default its base) and the Comparison section shows the paired verdicts;
+**x** / **h** export the card as Markdown / HTML (core.eval.render.to_markdown / to_html).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from textual.widgets import Label, Static
 from core import config
 from core import runs as core_runs
 from core.errors import UserError
+from core.eval.render import signed
 from tui.text import plain
 from tui.feed import RunFeed
 from tui.messages import MetricsArrived, RunEnded, RunStarted
@@ -118,6 +120,31 @@ def evaluations_renderable(card: dict):
     return Group(*parts)
 
 
+VERDICT_STYLE = {"B": "bold green", "A": "bold red"}  # "B is better" / "A is better"; no difference: dim
+
+
+def comparisons_renderable(card: dict, newest: int = 2):
+    """The paired verdicts of the newest compare evaluations: per task B - A, its interval, p, the
+    verdict and the means A -> B, two short lines each (the left pane is about 45 columns at 80x24)."""
+    found = [ev for ev in reversed(card.get("evaluations") or []) if "compare" in (ev.get("tasks") or {})][:newest]
+    if not found:
+        return None
+    out = Text.from_markup("[b]Comparison[/] [dim](B - A on the same examples, 95% paired interval)[/]")
+    for ev in found:
+        r = ev["tasks"]["compare"]
+        a = ((r.get("models") or {}).get("A") or {}).get("checkpoint", "?")
+        out.append(f"\nB this model, A {short_path(a)}", style="italic")
+        for task, row in (r.get("tasks") or {}).items():
+            verdict = str(row.get("verdict", ""))
+            out.append(f"\n{task:<10} ", style="bold")
+            out.append(f"{signed(row.get('difference'))} [{signed(row.get('ci_low'))},{signed(row.get('ci_high'))}]"
+                       f" p {row.get('p_value', 1):.2g}")
+            out.append(f"\n{'':<10} ")
+            out.append(verdict.split(":")[0], style=VERDICT_STYLE.get(verdict[:1], "dim"))
+            out.append(f"  {row.get('mean_a', 0):.3f} \u2192 {row.get('mean_b', 0):.3f}", style="dim")
+    return out
+
+
 def held_out_text(card: dict) -> str:
     lines = []
     for st in card.get("lineage") or []:
@@ -166,12 +193,17 @@ majority class, judge scores and win rates with their 95% intervals), the confus
 classifier, and sample generations.
 
 **e** runs a new evaluation of the model (the current preset's eval.tasks, or classify for a
-classifier) as a run; the report reloads when it ends. **x** exports the report as Markdown,
+classifier) as a run; the report reloads when it ends. **c** compares the model (B) with another
+one (A; the picker starts on its base, the stage before it): both answer the same held-out
+questions (multiple choice, and the exact match or preference accuracy its finetuning claims) and
+the Comparison section shows B - A per task with its 95% paired-bootstrap interval, p and the
+verdict, "B is better" only where the interval excludes 0. **x** exports the report as Markdown,
 **h** as a self-contained HTML page (into the working directory). **g** reloads."""
 
     BINDINGS = [
         Binding("m", "pick_model", "model"),
         Binding("e", "evaluate", "evaluate"),
+        Binding("c", "compare", "compare"),
         Binding("x", "export('md')", "export md"),
         Binding("h", "export('html')", "export html"),
         Binding("g", "reload", "reload"),
@@ -188,6 +220,9 @@ classifier) as a run; the report reloads when it ends. **x** exports the report 
             with VerticalScroll(id="ev-left"):
                 yield Label("[b]Lineage[/]", classes="ev-section")
                 yield LineageView("", id="ev-lineage")
+                compared = Static("", id="ev-compare")
+                compared.display = False  # until a comparison of the model is loaded
+                yield compared
                 yield Static("", id="ev-tables")
                 yield Static("[b]Scores[/] [dim](\u2502 chance, majority or tie; \u2500 95% interval)[/]",
                             classes="ev-section", id="ev-scores-title")
@@ -248,6 +283,9 @@ classifier) as a run; the report reloads when it ends. **x** exports the report 
         n_stages = len(card.get("lineage") or [])
         self._header(f"{n_stages} stage{'s' * (n_stages != 1)}, {n_eval} evaluation{'s' * (n_eval != 1)}")
         self.query_one(LineageView).show(card_chain(card))
+        compared = comparisons_renderable(card)
+        self.query_one("#ev-compare", Static).display = compared is not None
+        self.query_one("#ev-compare", Static).update(compared or "")
         self.query_one("#ev-tables", Static).update(evaluations_renderable(card))
         scores = scores_of(card)
         self.query_one("#ev-scores-title").display = bool(scores)
@@ -292,8 +330,9 @@ classifier) as a run; the report reloads when it ends. **x** exports the report 
         self.app.push_screen(ModelPicker("Report of", self.app.runs_root, current=self.spec), done)
 
     # -------------------------------------------------------------------------- evaluation
-    def eval_preset(self) -> config.Preset:
-        """The current preset aimed at this model: a classifier is scored on its own finetuning set."""
+    def eval_preset(self, baseline: str = "") -> config.Preset:
+        """The current preset aimed at this model: a classifier is scored on its own finetuning set.
+        With a baseline: the compare task, this model (B) against it (A)."""
         from tui.screens.finetune_steps import edit
 
         assert self.spec is not None
@@ -307,8 +346,32 @@ classifier) as a run; the report reloads when it ends. **x** exports the report 
                 if key in ft:
                     values[f"finetune.{key}"] = ft[key]
         else:
-            values["eval.tasks"] = [t for t in self.preset.eval.tasks if t != "classify"] or ["perplexity"]
+            values["eval.tasks"] = [t for t in self.preset.eval.tasks if t not in ("classify", "compare")] or ["perplexity"]
+        if baseline:
+            values.update({"eval.tasks": ["compare"], "eval.baseline": baseline})
         return edit(self.preset, values)
+
+    def base_spec(self) -> str | None:
+        """The checkpoint this model was finetuned from (the stage before it in its lineage)."""
+        stages = [st for st in (self.card or {}).get("lineage") or [] if not st.get("missing")]
+        return stages[-2]["checkpoint"] if len(stages) >= 2 else None
+
+    def action_compare(self) -> None:
+        if not self.spec or self.card is None:
+            self.notify("no model: press m to pick one")
+            return
+        base = self.base_spec()
+
+        def done(spec: str | None) -> None:
+            if spec:
+                try:
+                    preset = self.eval_preset(baseline=spec)
+                except config.PresetError as e:
+                    self.notify(str(e), title="cannot compare", severity="error")
+                    return
+                self.launch(preset)
+        title = "Compare this model (B) with A" + (": enter keeps its base" if base else "")
+        self.app.push_screen(ModelPicker(title, self.app.runs_root, current=base), done)
 
     def action_evaluate(self) -> None:
         if not self.spec:
