@@ -434,7 +434,7 @@ def task_compare(ctx: EvalContext) -> dict:
     r = compare_models(str(baseline), str(ctx.meta["path"]), ctx.preset, ctx.stop,
                        progress=lambda what: ctx.log.log({"kind": "progress", "what": f"compare: {what}",
                                                           "done": 0, "total": 0, "unit": "tasks"}))
-    r["settings"] = {"baseline": str(baseline), "resamples": next(iter(r["tasks"].values()), {}).get("resamples")}
+    r["settings"] = {"baseline": str(baseline)}
     return r
 
 
