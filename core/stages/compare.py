@@ -68,7 +68,7 @@ def _choice(model: Any, tok: Any, source: Any, limit: int, stop: threading.Event
 
 
 def _classify(model: Any, tok: Any, source: Any, limit: int, stop: threading.Event | None) -> list[float]:
-    from core.stages.eval import classify_outcomes
+    from core.stages.scoring import classify_outcomes
 
     return classify_outcomes(model, tok, source, stop)
 
@@ -121,7 +121,7 @@ def compare_models(spec_a: str, spec_b: str, preset: Any, stop: threading.Event 
                    progress: Callable[[str], None] | None = None) -> dict:
     """Both models on the same examples, per task: each one's score and the paired difference B - A."""
     from core.lookup import read_meta, resolve_checkpoint
-    from core.stages.eval import load_for_eval
+    from core.stages.scoring import load_for_eval
     from core.train.device import pick_device
 
     metas = []

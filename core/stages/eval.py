@@ -28,6 +28,7 @@ import torch
 from core.config import EVAL_TASKS as TASKS
 from core.errors import StageFailed, UserError
 from core.runs import Logger
+from core.stages.scoring import classify_fields, classify_predictions, load_for_eval
 
 if TYPE_CHECKING:
     from core.tokenizer.protocol import TextTokenizer
@@ -66,21 +67,6 @@ def default_model(preset: Any, root: Path | None = None) -> str:
     # newest by when it ended (two runs started in the same second have names that sort by stage)
     st = {r.name: r.raw_status() for r in found}
     return str(max(found, key=lambda r: (st[r.name].get("ended") or st[r.name].get("created") or 0, r.name)).path)
-
-
-def load_for_eval(spec: str, device: torch.device) -> tuple[GPT, Any, dict]:
-    """(model, tokenizer, meta) of a model name; a checkpoint without a tokenizer is refused clearly."""
-    from core.checkpoint import load_model
-    from core.lookup import resolve_checkpoint
-
-    ckpt = resolve_checkpoint(spec)
-    model, tokenizer, meta = load_model(ckpt, device=device)
-    if tokenizer is None:
-        raise UserError(f"{ckpt}: the checkpoint has no tokenizer (model.json names none or its tokenizer/ folder is "
-                        f"missing), so its text cannot be encoded for evaluation; save checkpoints with their "
-                        f"tokenizer (core.checkpoint.save_checkpoint(..., tokenizer=...)), as pretraining and "
-                        f"finetuning do")
-    return model, tokenizer, meta
 
 
 def _head(meta: dict) -> str:
@@ -152,50 +138,6 @@ def task_verify(ctx: EvalContext) -> dict:
     return r
 
 
-def _classify_fields(ft: Any) -> dict:
-    return {"text_field": ft.text_field if ft.text_field != "text" else "",
-            "label_field": ft.label_field if ft.label_field != "label" else ""}
-
-
-def classify_predictions(model: GPT, tokenizer: Any, preset: Any, stop: threading.Event | None = None,
-                         progress: Any = None, split: str = "test") -> tuple[list[dict], list[int], list[int]]:
-    """(records of `split`, true labels, predicted labels) of a classifier on the preset's finetune.data."""
-    from core.data.formats import collate_classify, encode_classify
-    from core.train.classify import class_logits
-    from core.train.examples import read_split
-
-    ft = preset.finetune
-    records = read_split(ft.data, split, ("text", "label"), "classification", seed=preset.train.seed,
-                         hf_config=ft.hf_config, test_fraction=ft.test_fraction, **_classify_fields(ft))
-    if preset.eval.limit:
-        records = records[:preset.eval.limit]
-    if not records:
-        raise UserError(f"{ft.data}: the {split} split is empty; nothing to classify")
-    T, B = model.config.context_length, preset.train.micro_batch_size
-    device = next(model.parameters()).device
-    y_true: list[int] = []
-    y_pred: list[int] = []
-    with torch.inference_mode():
-        for i in range(0, len(records), B):
-            if stop is not None and stop.is_set():
-                break
-            batch = [encode_classify({"text": str(r["text"]), "label": int(r["label"])}, tokenizer, T)
-                     for r in records[i:i + B]]
-            x, last, labels = collate_classify(batch, tokenizer.eot_id)
-            logits = class_logits(model, x.to(device), last.to(device))
-            y_true += labels.tolist()
-            y_pred += logits.argmax(-1).tolist()
-            if progress is not None:
-                progress(len(y_true), len(records))
-    return records[:len(y_true)], y_true, y_pred
-
-
-def classify_outcomes(model: GPT, tokenizer: Any, preset: Any, stop: threading.Event | None = None) -> list[float]:
-    """1.0 / 0.0 per test example: whether the classifier got it right (for paired comparisons)."""
-    _, y_true, y_pred = classify_predictions(model, tokenizer, preset, stop)
-    return [float(t == p) for t, p in zip(y_true, y_pred)]
-
-
 def task_classify(ctx: EvalContext, split: str = "test") -> dict:
     from core.eval.metrics import classification_report
 
@@ -209,7 +151,7 @@ def task_classify(ctx: EvalContext, split: str = "test") -> dict:
     r = classification_report(y_true, y_pred, num_classes, names)
     r.update(_accuracy_ci(r["accuracy"], r["n"]))
     if split == "test":  # the live evaluations during training skip the baseline's fit
-        r["baseline_bow"] = _bow_baseline(ctx, records, _classify_fields(ctx.preset.finetune), num_classes)
+        r["baseline_bow"] = _bow_baseline(ctx, records, classify_fields(ctx.preset.finetune), num_classes)
     r["settings"] = {"data": ctx.preset.finetune.data, "split": split, "limit": ctx.preset.eval.limit}
     return r
 
