@@ -129,3 +129,28 @@ def test_compare_without_a_base_is_a_clear_input_error(workspace, tok, make_gpt,
     assert cli.main(["eval", str(pre), "--tasks", "compare"]) == 2
     assert "eval.baseline: empty" in capsys.readouterr().out  # the launched run's error, as the CLI prints it
     assert cli.main(["compare", str(pre), str(workspace / "nothing")]) == 2
+
+
+def test_the_tasks_follow_from_the_two_models(tmp_path):
+    from core.errors import UserError
+    from core.stages.compare import plan_tasks
+
+    def meta(name: str, preset_name: str | None, method: str = "", head: str = "lm") -> dict:
+        ck = tmp_path / name / "checkpoints" / "step-00000010"
+        ck.mkdir(parents=True)
+        if preset_name:
+            (tmp_path / name / "preset.toml").write_text(config.dump(config.load(preset_name)))
+        return {"path": str(ck), "head": {"kind": head}, "finetune": {"method": method} if method else {}}
+
+    tiny = config.load("tiny")
+    pre, sft, dpo = meta("pre", "tiny"), meta("sft", "tiny-sft", "instruct"), meta("dpo", "tiny-dpo", "preference")
+    plan = plan_tasks(pre, sft, tiny)
+    assert list(plan) == ["choice", "instruct"] and plan["instruct"].name == "tiny-sft"
+    assert list(plan_tasks(sft, dpo, tiny)) == ["choice", "preference", "instruct"]
+    exported = meta("exported", None, "preference")  # no run folder: only a preset of that method names the pairs
+    assert list(plan_tasks(pre, exported, tiny)) == ["choice"]
+    assert plan_tasks(pre, exported, config.load("tiny-dpo"))["preference"].name == "tiny-dpo"
+    clf_a, clf_b = meta("c1", "tiny-classify", "classify", "classify"), meta("c2", None, "classify", "classify")
+    assert list(plan_tasks(clf_a, clf_b, tiny)) == ["classify"]
+    with pytest.raises(UserError, match="different heads"):
+        plan_tasks(pre, clf_a, tiny)
