@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 SHARD_FORMAT = 2  # 2: the validation split is stratified by source
 CHUNK_CHARS = 1 << 20  # text per task sent to a tokenizer process: large enough that IPC is noise
+# (smaller when shards are: a chunk of ~4 characters a token fits in one, so commits come every shard_tokens)
 CHUNK_DOCS = 8192
 TOP_TOKENS = 50
 # Document lengths are kept as a histogram over quarter-octave bins, so statistics against any
@@ -143,7 +144,7 @@ def _encode_chunk(docs: list[str], is_val: np.ndarray) -> tuple[np.ndarray, np.n
 Chunk = tuple[list[str], np.ndarray, np.ndarray, int]  # documents, is_val, source index, chars
 
 
-def _chunks(docs: Iterable[tuple[str, int, bool]]) -> Iterator[Chunk]:
+def _chunks(docs: Iterable[tuple[str, int, bool]], max_chars: int = CHUNK_CHARS) -> Iterator[Chunk]:
     chunk: list[str] = []
     flags: list[bool] = []
     srcs: list[int] = []
@@ -153,7 +154,7 @@ def _chunks(docs: Iterable[tuple[str, int, bool]]) -> Iterator[Chunk]:
         flags.append(is_val)
         srcs.append(src)
         chars += len(doc)
-        if chars >= CHUNK_CHARS or len(chunk) >= CHUNK_DOCS:
+        if chars >= max_chars or len(chunk) >= CHUNK_DOCS:
             yield chunk, np.array(flags, dtype=bool), np.array(srcs, dtype=np.int64), chars
             chunk, flags, srcs, chars = [], [], [], 0
     if chunk:
@@ -280,7 +281,7 @@ def write_shards(docs: Iterable[tuple[str, int, bool]], folder: Path, tokenizer:
             part, since = part + 1, 0
 
         for (train, val, lengths), (_, is_val, srcs, chars) in _ordered_pool_map(
-                _chunks(_skip(docs, done_docs)), tokenizer.enc, tokenizer.eot_id, dtype, workers, stop):
+                _chunks(_skip(docs, done_docs), min(CHUNK_CHARS, 4 * shard_tokens)), tokenizer.enc, tokenizer.eot_id, dtype, workers, stop):
             if stop is not None and stop.is_set():
                 raise Stopped()
             train.tofile(ftrain)
