@@ -623,6 +623,9 @@ def validate(p: Preset, file: str) -> list[Problem]:
                 re.compile(sep)
             except re.error as e:
                 out.append(Problem(file, key, f"{sep!r} (source {source}) is not a regular expression: {e}"))
+    if p.data.prepare == "stream" and t.epochs and not (t.max_steps or t.max_tokens):
+        out.append(Problem(file, "data.prepare", "\"stream\" starts before the corpus size is known, so train.epochs "
+                           "cannot end the run; set train.max_steps or train.max_tokens"))
     if p.data.prepare == "stream" and t.nproc > 1:
         out.append(Problem(file, "data.prepare", f"\"stream\" runs in one process; with train.nproc = {t.nproc} "
                            "prepare the shards ahead (`llmlab data PRESET`) or set data.prepare = \"ahead\""))

@@ -4,6 +4,7 @@ pretraining run trains on the shards committed so far."""
 
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -19,7 +20,8 @@ from core.config import from_dict
 from core.data import prepare_shards, read_meta, shard_key
 from core.data.parts import last_commit
 from core.data.shards import partial_folder
-from core.errors import Stopped
+from core.errors import Stopped, UserError
+from core.runs import NullLogger
 from core.tokenizer.encodings import get_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,19 +120,7 @@ def test_a_resume_over_a_changed_source_starts_over(workspace, tmp_path, big_cor
     src = tmp_path / "c.jsonl"
     src.write_bytes(big_corpus.read_bytes())
     p = preset(src, shard_tokens=5000)
-    partial = partial_folder(shard_key(p.data, gpt2))
-    stop = threading.Event()
-
-    def stop_after_two_commits():
-        while not (partial / "parts" / "part-000001.json").exists():
-            time.sleep(0.005)
-        stop.set()
-
-    watcher = threading.Thread(target=stop_after_two_commits, daemon=True)
-    watcher.start()
-    with pytest.raises(Stopped):
-        prepare_shards(p, gpt2, stop=stop)
-    assert last_commit(partial)["part"] >= 1
+    assert stopped_after(p, gpt2, 1)["part"] >= 1
     with open(src, "a") as f:
         f.write(json.dumps({"text": "A new last document."}) + "\n")
     events = []
@@ -143,3 +133,113 @@ def test_a_resume_over_a_changed_source_starts_over(workspace, tmp_path, big_cor
     assert not any("resuming" in e.get("message", "") for e in events)
     meta = read_meta(again)
     assert meta["train_docs"] + meta["val_docs"] == 12_000 - 100 + 1
+
+
+def stream_preset(source, *extra):
+    from core import config
+
+    return config.load("tiny", [f'data.source="{source}"', "data.prepare=\"stream\"", "data.shard_tokens=5000",
+                                "data.val_fraction=0.05", 'tokenizer.kind="tiktoken"', 'tokenizer.encoding="gpt2"',
+                                "model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.context_length=32",
+                                "train.micro_batch_size=4", "train.max_steps=30", "train.log_every=1",
+                                "train.eval_every=15", "train.eval_batches=2", "train.checkpoint_every=15",
+                                "train.sample_every=0", "train.device=cpu", *extra])
+
+
+def stopped_after(p, tok, part):
+    """A preparation of p stopped once its shard `part` is committed (as a killed one leaves it)."""
+    partial = partial_folder(shard_key(p.data, tok))
+    stop = threading.Event()
+
+    def watch():
+        while not (partial / "parts" / f"part-{part:06d}.json").exists():
+            time.sleep(0.005)
+        stop.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    with pytest.raises(Stopped):
+        prepare_shards(p, tok, stop=stop)
+    return last_commit(partial)
+
+
+def test_a_streamed_run_trains_on_committed_shards_and_waits_for_more(workspace, big_corpus, gpt2):
+    """The preparation is held at a known commit (this test holds its lock), so the run must train
+    on what is committed, wait with a progress event when it catches up, and go on once released."""
+    import fcntl
+
+    from core import run_stage
+
+    probe = stream_preset(big_corpus, "data.shard_tokens=1000")
+    held_at = stopped_after(probe, gpt2, 1)
+    covered = (held_at["train_tokens"] - 1) // 128  # steps of 4 x 32 windows within the committed tokens
+    lock = open(workspace / "data" / ".locks" / shard_key(probe.data, gpt2), "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    trained_while_held: list[int] = []
+
+    def on(e):
+        if e["kind"] == "train" and not lock.closed:
+            trained_while_held.append(e["step"])
+        if e["kind"] == "progress" and e["what"] == "waiting for train shards" and not lock.closed:
+            lock.close()  # releases the lock: the preparation continues from its last commit
+
+    steps = covered + 6
+    run = run_stage("pretrain", stream_preset(big_corpus, "data.shard_tokens=1000", f"train.max_steps={steps}",
+                                              f"train.eval_every={steps}", f"train.checkpoint_every={steps}"),
+                    echo=ListLog(on))
+    assert run.status()["state"] == "finished", run.status()
+    assert lock.closed, "the run never waited for shards"
+    # it trained up to (and drew ahead to) the last committed batch, never past it, before waiting
+    assert trained_while_held and covered - 1 <= max(trained_while_held) <= covered
+    events = run.events()
+    assert any(f"after commit {held_at['part']}:" in e.get("message", "") for e in events)
+    assert json.loads((run.path / "report.json").read_text())["steps"] == steps
+    assert all(math.isfinite(e["loss"]) for e in events if e["kind"] == "train")
+
+
+class ListLog:
+    def __init__(self, on):
+        self.on = on
+
+    def log(self, e):
+        self.on(e)
+
+    def close(self):
+        pass
+
+
+def test_the_stream_loader_reads_in_order_and_wraps_once_complete(workspace, tmp_path, gpt2):
+    from core.data.stream import ShardStream, StreamTokenLoader
+
+    src = tmp_path / "c.jsonl"
+    src.write_text("".join(json.dumps({"text": f"Document {i} about a cat and a dog."}) + "\n" for i in range(300)))
+    p = stream_preset(src)
+    folder = prepare_shards(p, gpt2)
+    train = np.fromfile(folder / "train.bin", dtype=np.uint16)
+    stream = ShardStream(p, gpt2, NullLogger())  # complete already: reads the finished folder
+    try:
+        loader = StreamTokenLoader(stream, "train", 32, 4, threading.Event())
+        n_windows = (len(train) - 1) // 32
+        for i in range(n_windows // 4 + 3):  # past the end: around again
+            x, y = loader.next_batch()
+            starts = [((i * 4 + j) % n_windows) * 32 for j in range(4)]
+            assert x.tolist() == [train[s:s + 32].tolist() for s in starts]
+            assert y.tolist() == [train[s + 1:s + 33].tolist() for s in starts]
+        loader.load_state_dict({"step": 1})
+        assert loader.next_batch()[0][0].tolist() == train[4 * 32:5 * 32].tolist()
+    finally:
+        stream.close()
+
+
+def test_a_failed_streamed_preparation_fails_the_run_by_name(workspace, tmp_path, big_corpus):
+    from core import config, runs
+
+    lines = big_corpus.read_text().splitlines()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines[:9000] + ['"not an object"'] + lines[9000:]) + "\n")
+    p = stream_preset(bad, "train.max_steps=100000")
+    run = runs.create_run("bad", "pretrain", config.dump(p))
+    with pytest.raises(UserError, match=r"preparation .* failed: .*bad.jsonl:9001: expected a JSON object"):
+        runs.execute(run, "pretrain", p)
+    st = run.status()
+    assert st["state"] == "failed" and st["error_kind"] == "input", st
+    assert "preparation" in st["error"] and "bad.jsonl:9001" in st["error"], st["error"]
