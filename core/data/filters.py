@@ -92,7 +92,12 @@ class RuleCount:
 class HashSet64:
     """The exact-dedup memory: 64-bit hashes in an open-addressing table in one numpy array (16 bytes
     per hash at most half full). A Python set costs ~70 bytes per hash, and merging sorted arrays
-    fragments the heap; this table grows by doubling, so peak memory stays near 16 bytes a document."""
+    fragments the heap; this table grows by doubling, so peak memory stays near 16 bytes a document.
+
+    The bound, chosen over an on-disk set: 16 bytes per kept document (24 while doubling), 16 GB per
+    billion documents; FineWeb-Edu sample-10BT (9.7M documents of ~4.7 KB) needs ~155 MB, 0.3% of its
+    text. An on-disk or sharded set would pay a disk probe per document, or a sort-merge pass that
+    cannot decide a document while the stream goes by, for memory that is small at this scale."""
 
     def __init__(self, capacity: int = 1 << 16):
         self._table = np.zeros(capacity, dtype=np.uint64)  # 0 marks an empty slot

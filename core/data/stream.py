@@ -66,13 +66,20 @@ class ShardStream:
         self.error: BaseException | None = None
         self.log = log
         self._maps: dict[str, tuple[Path, int, np.memmap]] = {}
+        self._ended = threading.Event()
+        self._proc: Any = None
+        if self.complete:
+            self._ended.set()
+            log.log({"kind": "log", "level": "info", "message": f"reading the token shards {self.final} in order"})
+            return
+        log.log({"kind": "log", "level": "info", "message": "training starts on the shards committed so far while "
+                 "their preparation continues (data.prepare = \"stream\")"})
         ctx = mp.get_context("spawn")  # never fork beside the training's threads
         self._queue, self._halt = ctx.Queue(), ctx.Event()
         # not a daemon: its own tokenizing workers are processes
         self._proc = ctx.Process(target=_prepare_in_child, args=(preset, tokenizer, self._queue, self._halt),
                                  name="llmlab-shards")
         self._proc.start()
-        self._ended = threading.Event()
         self._relay = threading.Thread(target=self._forward, daemon=True, name="llmlab-shards-events")
         self._relay.start()
 
@@ -139,6 +146,8 @@ class ShardStream:
 
     def close(self) -> None:
         """Stop the preparation where it is (it continues from its last commit next time) and wait for it."""
+        if self._proc is None:
+            return
         self._halt.set()
         self._proc.join()
         self._relay.join()

@@ -33,20 +33,17 @@ SAMPLE_SEED = 1234  # samples use their own generator: the training RNG stream s
 
 
 def prepare(preset: Preset, log: Logger, stop: threading.Event) -> tuple[Any, Path | ShardStream] | None:
-    """The tokenizer and the token-shard folder (both cached), or with data.prepare = "stream" and
-    shards not yet complete, the preparation started in a thread; None when stopped meanwhile."""
-    from core.data import prepare_shards, shard_key
-    from core.data.shards import workspace
+    """The tokenizer and the token-shard folder (both cached), or with data.prepare = "stream" the
+    shards as they are committed (prepared beside the run while not complete, and read in order
+    even once they are, so a resumed run draws the same batches); None when stopped meanwhile."""
+    from core.data import prepare_shards
     from core.tokenizer import tokenizer_for
 
     t0 = time.time()
     try:
         tokenizer = tokenizer_for(preset, log, stop)
         t1 = time.time()
-        done = (workspace() / "data" / shard_key(preset.data, tokenizer) / "meta.json").exists()
-        if preset.data.prepare == "stream" and not done:
-            log.log({"kind": "log", "level": "info", "message": "training starts on the shards committed so far "
-                     "while their preparation continues (data.prepare = \"stream\")"})
+        if preset.data.prepare == "stream":
             return tokenizer, ShardStream(preset, tokenizer, log)
         folder = prepare_shards(preset, tokenizer, log, stop)
     except Stopped:
