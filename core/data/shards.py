@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.data import parts
-from core.errors import StageFailed, Stopped, UserError
+from core.data.workers import Judge, WorkerFailed, result_of
+from core.errors import Stopped, UserError
 from core.runs import Logger
 from core.schemas import SHARD_META, read_json
 
@@ -107,25 +108,6 @@ def _encode_chunk_in_worker(docs: list[str], is_val: np.ndarray) -> tuple[np.nda
         raise WorkerFailed(f"a tokenizing worker failed: {type(e).__name__}: {e}") from None
 
 
-class WorkerFailed(StageFailed):
-    """A worker process failed or died; the run fails with this message instead of waiting."""
-
-
-def _result(res: Any, pool: Any, pids: set[int], stop: threading.Event | None) -> Any:
-    """res.get() that never waits forever: it checks every second that no worker has died (the pool
-    would replace it silently and the task would never finish) and whether a stop was asked."""
-    while True:
-        try:
-            return res.get(timeout=1.0)
-        except mp.TimeoutError:
-            pass
-        if stop is not None and stop.is_set():
-            raise Stopped()
-        alive = {p.pid for p in pool._pool if p.exitcode is None}
-        if not pids <= alive:
-            raise WorkerFailed("a tokenizing worker process died (killed, or out of memory); the shards were not written")
-
-
 def _encode_chunk(docs: list[str], is_val: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Token ids of a chunk of documents, each preceded by eot: (train ids, val ids, document lengths)."""
     enc, eot, dtype = _worker["enc"], _worker["eot"], _worker["dtype"]
@@ -179,10 +161,10 @@ def _ordered_pool_map(chunks: Iterator[Chunk], enc: Any, eot: int, dtype: np.dty
             pending.append((pool.apply_async(_encode_chunk_in_worker, (chunk[0], chunk[1])), chunk))
             if len(pending) >= 2 * workers:
                 res, c = pending.popleft()
-                yield _result(res, pool, pids, stop), c
+                yield result_of(res, pool, pids, stop), c
         while pending:
             res, c = pending.popleft()
-            yield _result(res, pool, pids, stop), c
+            yield result_of(res, pool, pids, stop), c
 
 
 # ------------------------------------------------------------------------------------- writing
@@ -375,12 +357,13 @@ def _prepare_into(preset: Any, tokenizer: TextTokenizer, key: str, final: Path, 
     tmp = partial_folder(key)
     tmp.mkdir(exist_ok=True)
     try:
-        docs = Documents(data, count_tokens=lambda text: len(tokenizer.enc.encode_ordinary(text)) + 1)
-        reference = read_reference(data.relevance_reference) if data.relevance_reference else None
-        sampler = QualitySampler(len(docs.source_names()), data.seed)
-        stats = write_shards(sampler.observe(docs.tagged()), tmp, tokenizer, n_sources=len(docs.source_names()),
-                             workers=data.workers, log=log, stop=stop, total_bytes=docs.total_bytes(),
-                             shard_tokens=data.shard_tokens, stamp=parts.source_stamp(data))
+        with Judge(data.workers, stop) if data.workers > 1 else contextlib.nullcontext() as judge:
+            docs = Documents(data, count_tokens=lambda text: len(tokenizer.enc.encode_ordinary(text)) + 1, judge=judge)
+            reference = read_reference(data.relevance_reference) if data.relevance_reference else None
+            sampler = QualitySampler(len(docs.source_names()), data.seed)
+            stats = write_shards(sampler.observe(docs.tagged()), tmp, tokenizer, n_sources=len(docs.source_names()),
+                                 workers=data.workers, log=log, stop=stop, total_bytes=docs.total_bytes(),
+                                 shard_tokens=data.shard_tokens, stamp=parts.source_stamp(data))
         _check_enough(stats, docs.name, data, preset.model.context_length)
     except UserError:
         shutil.rmtree(tmp, ignore_errors=True)  # the input is wrong: nothing of it is worth resuming

@@ -69,6 +69,29 @@ def test_one_and_two_workers_write_identical_shards_and_commits(workspace, big_c
     assert not list((one / "parts").glob("state-*"))  # only a resume needs the saved statistics
 
 
+def test_filters_judged_by_workers_decide_as_this_process_does(workspace, tmp_path, big_corpus, gpt2, monkeypatch):
+    """Rules and the exact-dedup hash computed in worker processes, over a mixture that stops early:
+    the same shards, filter report and source accounts (unread documents included) as one process."""
+    other = tmp_path / "other.jsonl"
+    rows = [f"Note {i}: " + ("#$%&" * (i % 4)) + " the river went over the stone" * (1 + i % 3) for i in range(3000)]
+    other.write_text("".join(json.dumps({"text": t}) + "\n" for t in rows))
+
+    def mixed(workers):
+        return from_dict({"data": {"mixture": [{"source": str(big_corpus), "weight": 2.0},
+                                               {"source": str(other), "weight": 1.0, "filters": {"min_words": 9}}],
+                                   "mixture_end": "smallest", "val_fraction": 0.05, "workers": workers,
+                                   "filters": {"max_non_letter_frac": 0.1, "min_chars": 40}},
+                          "tokenizer": {"kind": "tiktoken", "encoding": "gpt2"}, "model": {"context_length": 16}})
+
+    one = prepare_shards(mixed(1), gpt2)
+    monkeypatch.setenv("LLMLAB_HOME", str(workspace / "three"))
+    three = prepare_shards(mixed(3), gpt2)
+    assert shard_bytes(one) == shard_bytes(three)
+    a, b = read_meta(one), read_meta(three)
+    assert a["filter_report"] == b["filter_report"] and a["source_report"] == b["source_report"]
+    assert a["filter_report"]["rules"]["max_non_letter_frac"]["docs"] > 0 and a["source_report"]["left_unread"]
+
+
 CHILD = """
 import sys
 from core.config import from_dict
