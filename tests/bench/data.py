@@ -10,7 +10,10 @@ record (FineWeb-Edu's documents average a few thousand characters). The small fi
     fastest single-threaded way, and `encode_ordinary_batch` with 8 threads for reference);
   * prepare_shards with N workers on the small file (default filters): MB/s of text and the peak
     RSS of the main process and of the largest worker, each in a fresh subprocess (ru_maxrss);
+  * with the length, word, non-letter and repeated-line rules on, at the fewest and most workers;
   * with exact dedup on, at the small and the large size: the peak memory growth with corpus size.
+Each row also reports the CPU-seconds of the main process and of the workers: on a loaded machine
+wall time says little, but the main process's CPU per MB bounds what free cores can reach.
 This machine may be shared: the load average is printed beside the numbers. Prints a table and a
 last JSON line.
 """
@@ -37,17 +40,23 @@ from pathlib import Path
 from core.config import from_dict
 from core.data import prepare_shards, read_meta
 from core.tokenizer.encodings import get_tokenizer
-src, workers, dedup, home = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
-p = from_dict({"data": {"source": src, "workers": workers, "val_fraction": 0.01, "filters": {"dedup_exact": dedup}},
+src, workers, dedup, home, rules = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4], sys.argv[5] == "1"
+filters = {"dedup_exact": dedup, **({"max_non_letter_frac": 0.3, "max_repeated_line_frac": 0.5, "min_words": 5} if rules else {})}
+p = from_dict({"data": {"source": src, "workers": workers, "val_fraction": 0.01, "filters": filters},
                "tokenizer": {"kind": "tiktoken", "encoding": "gpt2"}})
 tok = get_tokenizer("gpt2")
+def cpu(who):
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+cpu0 = cpu(resource.RUSAGE_SELF)
 t = time.time()
 folder = prepare_shards(p, tok)
 dt = time.time() - t
 meta = read_meta(folder)
 print(json.dumps({"seconds": dt, "bytes": meta["chars"], "tokens": meta["train_tokens"] + meta["val_tokens"],
                   "rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+                  "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+                  "cpu_main_s": cpu(resource.RUSAGE_SELF) - cpu0, "cpu_workers_s": cpu(resource.RUSAGE_CHILDREN)}))
 """
 
 
@@ -114,9 +123,10 @@ def baseline(path: Path, threads: int) -> dict:
     return {"seconds": time.time() - t, "bytes": chars, "tokens": tokens}
 
 
-def shards(path: Path, workers: int, dedup: bool, home: Path) -> dict:
+def shards(path: Path, workers: int, dedup: bool, home: Path, rules: bool = False) -> dict:
     env = {**os.environ, "LLMLAB_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", CHILD, str(path), str(workers), "1" if dedup else "0", str(home)],
+    out = subprocess.run([sys.executable, "-c", CHILD, str(path), str(workers), "1" if dedup else "0", str(home),
+                          "1" if rules else "0"],
                          capture_output=True, text=True, env=env, cwd=ROOT, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -150,6 +160,8 @@ def main() -> None:
     add("tiktoken encode_ordinary_batch, 8 threads", baseline(small, 8))
     by_workers = {w: add(f"prepare_shards workers={w} ({args.small_mb:g} MB)", shards(small, w, False, homes / f"w{w}"))
                   for w in counts}
+    rules = {w: add(f"+ rules, workers={w} ({args.small_mb:g} MB)", shards(small, w, True, homes / f"r{w}", True))
+             for w in (counts[0], counts[-1])}
     w_mem = max(counts)
     d_small = add(f"+ dedup_exact, workers={w_mem} ({args.small_mb:g} MB)", shards(small, w_mem, True, homes / "ds"))
     d_large = add(f"+ dedup_exact, workers={w_mem} ({args.large_mb:g} MB)", shards(large, w_mem, True, homes / "dl"))
@@ -157,10 +169,15 @@ def main() -> None:
 
     print(f"corpus: {large} ({large.stat().st_size / 1e6:.0f} MB; generated/cached in {gen_s:.0f} s), "
           f"cpus: {os.cpu_count()}; shared machine: `load` is the 1-minute load average at the end of each row")
-    print(f"{'run':<46} {'MB':>6} {'s':>7} {'MB/s':>6} {'tokens':>11} {'RSS main':>9} {'RSS wkr':>8} {'load':>5}")
+    print("CPU main / wkr: CPU-seconds of the main process / of all workers; on free cores the main process's "
+          "CPU per MB bounds the throughput (`ceiling`)")
+    print(f"{'run':<46} {'MB':>6} {'s':>7} {'MB/s':>6} {'tokens':>11} {'RSS main':>9} {'RSS wkr':>8} "
+          f"{'CPU main':>9} {'CPU wkr':>8} {'load':>5}")
+    nan = float("nan")
     for r in rows:
         print(f"{r['name']:<46} {r['bytes'] / 1e6:>6.0f} {r['seconds']:>7.1f} {r['mb_per_s']:>6.2f} {r['tokens']:>11,} "
-              f"{r.get('rss_main_mb', float('nan')):>9.0f} {r.get('rss_worker_mb', float('nan')):>8.0f} {r['load']:>5}")
+              f"{r.get('rss_main_mb', nan):>9.0f} {r.get('rss_worker_mb', nan):>8.0f} {r.get('cpu_main_s', nan):>9.2f} "
+              f"{r.get('cpu_workers_s', nan):>8.2f} {r['load']:>5}")
     one = by_workers[counts[0]]
     print(json.dumps({
         "bench": "data",
@@ -168,6 +185,11 @@ def main() -> None:
         "encode_ordinary_loop_mb_per_s": round(loop["mb_per_s"], 3),
         "mb_per_s_by_workers": {str(w): round(r["mb_per_s"], 3) for w, r in by_workers.items()},
         "speedup_by_workers": {str(w): round(r["mb_per_s"] / one["mb_per_s"], 3) for w, r in by_workers.items()},
+        "cpu_main_s_by_workers": {str(w): round(r["cpu_main_s"], 2) for w, r in by_workers.items()},
+        "cpu_workers_s_by_workers": {str(w): round(r["cpu_workers_s"], 2) for w, r in by_workers.items()},
+        "ceiling_mb_per_s_by_workers": {str(w): round(r["bytes"] / 1e6 / r["cpu_main_s"], 2) for w, r in by_workers.items()},
+        "rules_cpu_main_s_by_workers": {str(w): round(r["cpu_main_s"], 2) for w, r in rules.items()},
+        "rules_mb_per_s_by_workers": {str(w): round(r["mb_per_s"], 3) for w, r in rules.items()},
         "rss_main_mb_by_workers": {str(w): round(r["rss_main_mb"]) for w, r in by_workers.items()},
         "rss_worker_mb_by_workers": {str(w): round(r["rss_worker_mb"]) for w, r in by_workers.items()},
         "rss_main_mb_dedup": {f"{args.small_mb:g}": round(d_small["rss_main_mb"]),
