@@ -25,6 +25,7 @@ from core.runs import NullLogger
 from core.tokenizer.encodings import get_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
+N_TEXTS = 6_000
 WORDS = "the a cat dog sun river stone went found quietly over under bright small old new green red".split()
 
 
@@ -35,12 +36,12 @@ def gpt2(gpt2_cache):
 
 @pytest.fixture(scope="module")
 def big_corpus(tmp_path_factory):
-    """~3 MB of distinct documents (a few planted exact duplicates), as jsonl."""
+    """~1.5 MB of distinct documents and 100 planted exact duplicates, as jsonl."""
     rng = np.random.default_rng(7)
     path = tmp_path_factory.mktemp("corpus") / "docs.jsonl"
-    texts = [f"Story {i}: " + " ".join(rng.choice(WORDS, size=int(rng.integers(20, 60)))) + "." for i in range(11_900)]
+    texts = [f"Story {i}: " + " ".join(rng.choice(WORDS, size=int(rng.integers(20, 60)))) + "." for i in range(N_TEXTS)]
     with open(path, "w") as f:
-        for text in texts + texts[5_000:5_100]:
+        for text in texts + texts[1_000:1_100]:
             f.write(json.dumps({"text": text}) + "\n")
     return path
 
@@ -55,9 +56,9 @@ def shard_bytes(folder):
 
 
 def test_one_and_two_workers_write_identical_shards_and_commits(workspace, big_corpus, gpt2, monkeypatch):
-    one = prepare_shards(preset(big_corpus, shard_tokens=50_000), gpt2)
+    one = prepare_shards(preset(big_corpus, shard_tokens=20_000), gpt2)
     monkeypatch.setenv("LLMLAB_HOME", str(workspace / "other"))
-    two = prepare_shards(preset(big_corpus, shard_tokens=50_000, workers=2), gpt2)
+    two = prepare_shards(preset(big_corpus, shard_tokens=20_000, workers=2), gpt2)
     assert shard_bytes(one) == shard_bytes(two)
     commits = [sorted((f / "parts").glob("part-*.json")) for f in (one, two)]
     assert len(commits[0]) > 5 and [p.read_text() for p in commits[0]] == [p.read_text() for p in commits[1]]
@@ -155,7 +156,7 @@ def test_a_resume_over_a_changed_source_starts_over(workspace, tmp_path, big_cor
     again = prepare_shards(p, gpt2, Log())
     assert not any("resuming" in e.get("message", "") for e in events)
     meta = read_meta(again)
-    assert meta["train_docs"] + meta["val_docs"] == 12_000 - 100 + 1
+    assert meta["train_docs"] + meta["val_docs"] == N_TEXTS + 1
 
 
 def stream_preset(source, *extra):
@@ -258,11 +259,11 @@ def test_a_failed_streamed_preparation_fails_the_run_by_name(workspace, tmp_path
 
     lines = big_corpus.read_text().splitlines()
     bad = tmp_path / "bad.jsonl"
-    bad.write_text("\n".join(lines[:9000] + ['"not an object"'] + lines[9000:]) + "\n")
+    bad.write_text("\n".join(lines[:4000] + ['"not an object"'] + lines[4000:]) + "\n")
     p = stream_preset(bad, "train.max_steps=100000")
     run = runs.create_run("bad", "pretrain", config.dump(p))
-    with pytest.raises(UserError, match=r"preparation .* failed: .*bad.jsonl:9001: expected a JSON object"):
+    with pytest.raises(UserError, match=r"preparation .* failed: .*bad.jsonl:4001: expected a JSON object"):
         runs.execute(run, "pretrain", p)
     st = run.status()
     assert st["state"] == "failed" and st["error_kind"] == "input", st
-    assert "preparation" in st["error"] and "bad.jsonl:9001" in st["error"], st["error"]
+    assert "preparation" in st["error"] and "bad.jsonl:4001" in st["error"], st["error"]
