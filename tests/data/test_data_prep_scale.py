@@ -267,3 +267,14 @@ def test_a_failed_streamed_preparation_fails_the_run_by_name(workspace, tmp_path
     st = run.status()
     assert st["state"] == "failed" and st["error_kind"] == "input", st
     assert "preparation" in st["error"] and "bad.jsonl:4001" in st["error"], st["error"]
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["train.nproc=2"], r"data\.prepare: \"stream\" runs in one process; with train\.nproc = 2"),
+    (["train.epochs=1", "train.max_steps=0"], r"data\.prepare: .* train\.epochs cannot end the run"),
+])
+def test_stream_settings_that_cannot_work_are_refused_by_key(sets, message):
+    from core import config
+
+    with pytest.raises(UserError, match=message):
+        config.load("tiny", ['data.prepare="stream"', *sets])
