@@ -262,8 +262,9 @@ def write_shards(docs: Iterable[tuple[str, int, bool]], folder: Path, tokenizer:
                          [ftrain, fval])
             part, since = part + 1, 0
 
+        chunks = _chunks(_skip(docs, done_docs), min(CHUNK_CHARS, 4 * shard_tokens))
         for (train, val, lengths), (_, is_val, srcs, chars) in _ordered_pool_map(
-                _chunks(_skip(docs, done_docs), min(CHUNK_CHARS, 4 * shard_tokens)), tokenizer.enc, tokenizer.eot_id, dtype, workers, stop):
+                chunks, tokenizer.enc, tokenizer.eot_id, dtype, workers, stop):
             if stop is not None and stop.is_set():
                 raise Stopped()
             train.tofile(ftrain)
