@@ -278,3 +278,30 @@ def test_stream_settings_that_cannot_work_are_refused_by_key(sets, message):
 
     with pytest.raises(UserError, match=message):
         config.load("tiny", ['data.prepare="stream"', *sets])
+
+
+def test_a_stop_while_waiting_for_shards_ends_the_run_and_its_preparation(workspace, big_corpus, gpt2):
+    import fcntl
+
+    from core.stages import pretrain
+
+    p = stream_preset(big_corpus, "data.shard_tokens=1000", "train.max_steps=1000")
+    held_at = stopped_after(p, gpt2, 0)
+    lock = open(workspace / "data" / ".locks" / shard_key(p.data, gpt2), "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the preparation waits for this lock: the run catches up and waits
+    stop = threading.Event()
+    events = []
+
+    def on(e):
+        events.append(e)
+        if e["kind"] == "progress" and e["what"] == "waiting for train shards":
+            stop.set()
+
+    try:
+        assert pretrain.fit(p, workspace / "run", ListLog(on), stop) is None
+    finally:
+        lock.close()
+    steps = [e["step"] for e in events if e["kind"] == "train"]
+    assert steps and max(steps) <= (held_at["train_tokens"] - 1) // 128
+    assert any("preparation paused" in e.get("message", "") for e in events)
+    assert last_commit(partial_folder(shard_key(p.data, gpt2)))["part"] == held_at["part"]
