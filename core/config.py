@@ -85,6 +85,10 @@ class SourceConfig:
     filters: SourceFilters = opt(SourceFilters(), "filter thresholds for this source")
 
 
+# data fields that change how fast or when shards are written, never their content (not in any cache key)
+DATA_SPEED_KEYS = ("workers", "prepare", "shard_tokens")
+
+
 @dataclass
 class DataConfig:
     source: str = opt("embedded:tinyworld", "corpus: embedded:tinyworld, hf:NAME (hub), or a local file or glob (.txt .jsonl .json .parquet .csv)")
@@ -105,7 +109,11 @@ class DataConfig:
     synthetic_mb: float = opt(4.0, "size of the embedded synthetic corpus in MB", lo=0, lo_open=True, hi=4096)
     seed: int = opt(1337, "seed for the synthetic world, the split and shuffling")
     val_fraction: float = opt(0.05, "share of documents held out for validation", lo=0, hi=1, lo_open=True, hi_open=True)
-    num_proc: int = opt(2, "processes used to tokenize into shards", lo=1, hi=256)
+    workers: int = opt(1, "processes that tokenize into shards (the shards are identical for any number)", lo=1, hi=256)
+    prepare: str = opt("ahead", "pretraining waits for the whole shards (ahead) or starts on the shards committed so far "
+                       "while preparation continues (stream)", choices=("ahead", "stream"))
+    shard_tokens: int = opt(1 << 22, "tokens per committed shard: what a killed preparation redoes at most, and how "
+                            "soon a streamed pretraining starts", lo=1)
     filters: FilterConfig = opt(FilterConfig(), "quality filters and deduplication")
 
 
@@ -616,6 +624,12 @@ def validate(p: Preset, file: str) -> list[Problem]:
                 re.compile(sep)
             except re.error as e:
                 out.append(Problem(file, key, f"{sep!r} (source {source}) is not a regular expression: {e}"))
+    if p.data.prepare == "stream" and t.epochs and not (t.max_steps or t.max_tokens):
+        out.append(Problem(file, "data.prepare", "\"stream\" starts before the corpus size is known, so train.epochs "
+                           "cannot end the run; set train.max_steps or train.max_tokens"))
+    if p.data.prepare == "stream" and t.nproc > 1:
+        out.append(Problem(file, "data.prepare", f"\"stream\" runs in one process; with train.nproc = {t.nproc} "
+                           "prepare the shards ahead (`llmlab data PRESET`) or set data.prepare = \"ahead\""))
     if p.data.mixture_end == "budget" and p.data.mixture and not p.data.budget_tokens:
         out.append(Problem(file, "data.budget_tokens", "mixture_end = \"budget\" needs a token budget (> 0)"))
     rl = p.finetune.rl

@@ -10,11 +10,15 @@ source: core/data/mixture.py). After a complete pass, `source_report()` has ever
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from core.config import DataConfig
 from core.data.filters import DocumentFilter
 from core.data.mixture import Account, mix, sources_of
 from core.data.sources import ReadCounts, source_bytes
+
+if TYPE_CHECKING:
+    from core.data.workers import Judge
 
 
 def estimated_tokens(text: str) -> int:
@@ -32,8 +36,8 @@ class Documents:
     so a source of b real bytes per token gives the tokenizer b / 4 times its share of the shards'
     text (tests/data/test_data_mixture.py pins both)."""
 
-    def __init__(self, data: DataConfig, count_tokens: Callable[[str], int] | None = None):
-        self.data = data
+    def __init__(self, data: DataConfig, count_tokens: Callable[[str], int] | None = None, judge: Judge | None = None):
+        self.data, self.judge = data, judge  # judge: filter verdicts from worker processes (core/data/workers.py)
         self.count_tokens = count_tokens or estimated_tokens
         self.counts = ReadCounts()
         self.filter = DocumentFilter(data.filters, data.seed)
@@ -63,7 +67,7 @@ class Documents:
         self.filter = DocumentFilter(self.data.filters, self.data.seed)
         self.accounts = []
         self.complete = False
-        yield from mix(self.data, self.filter, self.counts, self.accounts, self.count_tokens)
+        yield from mix(self.data, self.filter, self.counts, self.accounts, self.count_tokens, self.judge)
         self.filter.check_not_empty(self.name)
         self.complete = True
 

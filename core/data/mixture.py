@@ -17,14 +17,18 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from core.config import DataConfig, FilterConfig, SourceConfig
-from core.data.filters import DocumentFilter
+from core.data.filters import DocumentFilter, Verdict
 from core.data.sources import TEXT_SUFFIXES, ReadCounts, expand_paths, is_saved_dataset, iter_texts
 from core.data.textfiles import iter_text_file
 from core.errors import UserError
+
+if TYPE_CHECKING:
+    from core.data.workers import Ahead, Judge
 
 REMOVED, TRAIN, VAL = 0, 1, 2
 
@@ -112,8 +116,8 @@ class SourceStream:
     """The kept documents of one source as (text, is_val); later epochs replay the training ones."""
 
     def __init__(self, index: int, cfg: SourceConfig, d: DataConfig, flt: DocumentFilter, limit: ReadLimit,
-                 counts: ReadCounts, account: Account):
-        self.index, self.cfg, self.d, self.flt, self.limit = index, cfg, d, flt, limit
+                 counts: ReadCounts, account: Account, judge: Judge | None = None):
+        self.index, self.cfg, self.d, self.flt, self.limit, self.judge = index, cfg, d, flt, limit, judge
         self.counts, self.acc = counts, account
         self.fcfg = source_filters(d.filters, cfg)
         self.state = bytearray()  # per document read: REMOVED, TRAIN or VAL (replays reuse it)
@@ -121,6 +125,7 @@ class SourceStream:
         self._interval = 0
         self._next_val = self._val_position(0)
         self._source = source_texts(cfg, d, counts)
+        self._ahead: Ahead | None = None
 
     def _val_position(self, interval: int) -> int:
         """The held-out document of the interval-th run of ~1/val_fraction kept documents."""
@@ -136,8 +141,17 @@ class SourceStream:
         return VAL
 
     def first_pass(self) -> Iterator[tuple[str, bool]]:
+        """The kept documents; with a Judge, their filter verdicts come from worker processes (what
+        they read ahead and the mixture did not take still counts as unread)."""
+        if self.judge is None:
+            yield from self._first_pass(((text, None) for text in self._source))
+            return
+        self._ahead = self.judge.ahead(self._source, self.fcfg, self.flt.cfg.dedup_exact)
+        yield from self._first_pass(self._ahead)
+
+    def _first_pass(self, docs: Iterator[tuple[str, Verdict | None]]) -> Iterator[tuple[str, bool]]:
         a, kept = self.acc, 0
-        for text in self._source:
+        for text, verdict in docs:
             size = len(text.encode("utf-8"))
             if self.cfg.max_docs and a.docs_read >= self.cfg.max_docs or not self.limit.allows(size):
                 a.stopped_by = self.limit.hit or "its max_docs"
@@ -145,7 +159,7 @@ class SourceStream:
                 break
             a.docs_read += 1
             a.bytes_read += size
-            if not self.flt.keep(text, self.index, self.fcfg):
+            if not self.flt.keep(text, self.index, self.fcfg, verdict):
                 a.docs_removed += 1
                 a.bytes_removed += size
                 self.state.append(REMOVED)
@@ -173,7 +187,7 @@ class SourceStream:
             if a.stopped_by or not a.finished:
                 a.docs_unread = a.bytes_unread = None
             return
-        for text in self._source:
+        for text in self._ahead.rest() if self._ahead is not None else self._source:
             a.docs_unread = (a.docs_unread or 0) + 1
             a.bytes_unread = (a.bytes_unread or 0) + len(text.encode("utf-8"))
         if a.docs_unread and not a.stopped_by:
@@ -192,7 +206,7 @@ class _Member:
 
 
 def mix(d: DataConfig, flt: DocumentFilter, counts: ReadCounts, accounts: list[Account],
-        measure: Callable[[str], int]) -> Iterator[tuple[str, int, bool]]:
+        measure: Callable[[str], int], judge: Judge | None = None) -> Iterator[tuple[str, int, bool]]:
     """(text, source index, is_val) under d.mixture_end; fills `accounts` as it goes. `measure` is
     a document's size in tokens, used only by mixture_end = "budget"."""
     srcs = sources_of(d)
@@ -201,7 +215,7 @@ def mix(d: DataConfig, flt: DocumentFilter, counts: ReadCounts, accounts: list[A
     members = []
     for i, s in enumerate(srcs):
         accounts.append(Account(s.source, round(s.weight / total_w, 6)))
-        members.append(_Member(SourceStream(i, s, d, flt, limit, counts, accounts[-1]), s.weight / total_w))
+        members.append(_Member(SourceStream(i, s, d, flt, limit, counts, accounts[-1], judge), s.weight / total_w))
     yield from _schedule(d, members, accounts, limit, flt, measure)
     for m in members:  # only after a complete pass: a reader that stops early reads nothing more
         m.stream.count_unread()

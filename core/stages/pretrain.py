@@ -20,6 +20,7 @@ import torch
 from core.config import Preset
 from core.errors import Stopped, UserError
 from core.runs import Logger, write_report
+from core.data.stream import ShardStream, StreamTokenLoader
 from core.train.device import Dist, seed_everything
 from core.train.loop import LoopResult, lm_objective, train
 from core.train.optim import plan_steps
@@ -31,8 +32,10 @@ if TYPE_CHECKING:
 SAMPLE_SEED = 1234  # samples use their own generator: the training RNG stream stays untouched
 
 
-def prepare(preset: Preset, log: Logger, stop: threading.Event) -> tuple[Any, Path] | None:
-    """The tokenizer and the token-shard folder (both cached); None when stopped meanwhile."""
+def prepare(preset: Preset, log: Logger, stop: threading.Event) -> tuple[Any, Path | ShardStream] | None:
+    """The tokenizer and the token-shard folder (both cached), or with data.prepare = "stream" the
+    shards as they are committed (prepared beside the run while not complete, and read in order
+    even once they are, so a resumed run draws the same batches); None when stopped meanwhile."""
     from core.data import prepare_shards
     from core.tokenizer import tokenizer_for
 
@@ -40,6 +43,8 @@ def prepare(preset: Preset, log: Logger, stop: threading.Event) -> tuple[Any, Pa
     try:
         tokenizer = tokenizer_for(preset, log, stop)
         t1 = time.time()
+        if preset.data.prepare == "stream":
+            return tokenizer, ShardStream(preset, tokenizer, log)
         folder = prepare_shards(preset, tokenizer, log, stop)
     except Stopped:
         return None
@@ -108,13 +113,36 @@ def make_sampler(preset: Preset, tokenizer: TextTokenizer):
 
 def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist: Dist | None = None) -> LoopResult | None:
     """Setup and the loop, in this process (a single process, or one rank of torchrun)."""
-    from core.data import TokenLoader, read_meta
-    from core.fork import lineage_of
-
     prepared = prepare(preset, log, stop)
     if prepared is None:
         return None
-    tokenizer, folder = prepared
+    tokenizer, shards = prepared
+    try:
+        return _fit(preset, run_dir, log, stop, dist, tokenizer, shards)
+    except Stopped:  # while waiting for streamed shards: the last checkpoint stands
+        return None
+    finally:
+        if isinstance(shards, ShardStream):
+            shards.close()
+
+
+def _loaders(shards: Path | ShardStream, T: int, t: Any, stop: threading.Event) -> tuple[Any, Any, dict]:
+    """Training and validation batches and the shards' meta (empty while they are streamed)."""
+    from core.data import TokenLoader, read_meta
+
+    if isinstance(shards, ShardStream):
+        return (StreamTokenLoader(shards, "train", T, t.micro_batch_size, stop),
+                StreamTokenLoader(shards, "val", T, t.micro_batch_size, stop), {})
+    # every rank draws the same global sequence of micro-batches and keeps its share (see loop.train),
+    # so all ranks build the same loader and a checkpoint resumes at any world size
+    return (TokenLoader(shards / "train.bin", T, t.micro_batch_size, seed=t.seed),
+            TokenLoader(shards / "val.bin", T, t.micro_batch_size, seed=t.seed), read_meta(shards))
+
+
+def _fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist: Dist | None, tokenizer: Any,
+         shards: Path | ShardStream) -> LoopResult | None:
+    from core.fork import lineage_of
+
     t = preset.train
     seed_everything(t.seed)
     model, lineage = build_model(preset, tokenizer, log)
@@ -128,17 +156,14 @@ def fit(preset: Preset, run_dir: Path, log: Logger, stop: threading.Event, dist:
                         f"use a multiple of {micro_tokens:,} or another train.nproc")
     accum = preset.grad_accum_steps(world, T)
     tokens_per_step = preset.tokens_per_step(world, T)
-    meta = read_meta(folder)
+    train_loader, val_loader, meta = _loaders(shards, T, t, stop)
     total = plan_steps(t, tokens_per_step, meta.get("train_tokens"))
-    # every rank draws the same global sequence of micro-batches and keeps its share (see loop.train),
-    # so all ranks build the same loader and a checkpoint resumes at any world size
-    train_loader = TokenLoader(folder / "train.bin", T, t.micro_batch_size, seed=t.seed)
-    val_loader = TokenLoader(folder / "val.bin", T, t.micro_batch_size, seed=t.seed)
     n_params = sum(p.numel() for p in model.parameters())
     if dist is None or dist.is_main:
         log.log({"kind": "log", "level": "info",
                  "message": f"model {n_params / 1e6:.2f}M parameters, vocab {model.config.vocab_size}, context {T}; "
-                            f"{meta.get('train_tokens', 0):,} training tokens, {tokens_per_step:,} tokens per step"})
+                            + (f"{meta['train_tokens']:,} training tokens" if meta else "training tokens as they are prepared")
+                            + f", {tokens_per_step:,} tokens per step"})
     from core.stages.eval import live_eval_for
     from core.train.device import pick_device
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.config import DATA_SPEED_KEYS
 from core.errors import UserError
 from core.runs import workspace
 from core.tokenizer.encodings import Tokenizer, get_tokenizer, is_saved_tokenizer
@@ -35,7 +36,8 @@ KEY_VERSION = 2           # bump when training changes what a key produces (2: v
 def tokenizer_key(preset) -> str:
     """Hash of what decides a trained tokenizer: the corpus definition and the BPE settings."""
     data = dataclasses.asdict(preset.data)
-    data.pop("num_proc", None)  # how fast shards are written, not what the corpus is
+    for k in DATA_SPEED_KEYS:  # how fast shards are written, not what the corpus is
+        data.pop(k, None)
     data.pop("relevance_reference", None)  # what the report compares the corpus with
     t = preset.tokenizer
     spec = {"v": KEY_VERSION, "data": data, "vocab_size": t.vocab_size, "pattern": t.pattern,

@@ -1,18 +1,21 @@
-"""Benchmark: token-shard writing throughput and peak memory against plain tiktoken.
+"""Benchmark: shard preparation throughput with 1, 2 and all cores' workers, and peak memory at two corpus sizes.
 
-    python tests/bench/data.py [--small-mb 100] [--large-mb 400] [--num-proc 2]
+    python tests/bench/data.py [--small-mb 20] [--large-mb 80] [--workers 1,2,0]   (0 = os.cpu_count())
 
-The embedded tinyworld corpus is written once to a text file (one story per line, the first
-`small-mb` MB of the large one), then:
-  * baseline: one process, tiktoken gpt2 `encode_ordinary_batch` over the same lines, single-threaded
-    (and with its default 8 threads, for reference), reading the file the same way; and a plain loop
-    of `encode_ordinary`, which is faster single-threaded than the batch call (no thread hand-off per
-    document), so `ratio_vs_loop` is the stricter comparison;
-  * prepare_shards with `num-proc` tokenizer processes on the small and the large file, each in a
-    fresh subprocess that reports its own peak RSS (ru_maxrss) and the largest worker's;
-  * the same with exact deduplication on, whose hash set grows with the number of documents.
-Targets (issue 3): shards >= 1.6x the single-process baseline with 2 processes on 2 cores; peak RSS
-at the large size within 10% of the small size. Prints a table and a last JSON line.
+The corpus has the FineWeb-Edu shape: a jsonl of records with a `text` field (and id, url, score,
+...), read as a stream, line by line; the documents are the embedded tinyworld stories, ~10 to a
+record (FineWeb-Edu's documents average a few thousand characters). The small file is the first
+`small-mb` MB of the large one. Rows:
+  * baseline: one process, tiktoken gpt2 over the same texts (`encode_ordinary` in a loop, the
+    fastest single-threaded way, and `encode_ordinary_batch` with 8 threads for reference);
+  * prepare_shards with N workers on the small file (default filters): MB/s of text and the peak
+    RSS of the main process and of the largest worker, each in a fresh subprocess (ru_maxrss);
+  * with the length, word, non-letter and repeated-line rules on, at the fewest and most workers;
+  * with exact dedup on, at the small and the large size: the peak memory growth with corpus size.
+Each row also reports the CPU-seconds of the main process and of the workers: on a loaded machine
+wall time says little, but the main process's CPU per MB bounds what free cores can reach.
+This machine may be shared: the load average is printed beside the numbers. Prints a table and a
+last JSON line.
 """
 
 from __future__ import annotations
@@ -37,30 +40,44 @@ from pathlib import Path
 from core.config import from_dict
 from core.data import prepare_shards, read_meta
 from core.tokenizer.encodings import get_tokenizer
-src, num_proc, dedup, home = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
-p = from_dict({"data": {"source": src, "txt_mode": "line", "num_proc": num_proc, "val_fraction": 0.01,
-                        "filters": {"dedup_exact": dedup}},
+src, workers, dedup, home, rules = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4], sys.argv[5] == "1"
+filters = {"dedup_exact": dedup, **({"max_non_letter_frac": 0.3, "max_repeated_line_frac": 0.5, "min_words": 5} if rules else {})}
+p = from_dict({"data": {"source": src, "workers": workers, "val_fraction": 0.01, "filters": filters},
                "tokenizer": {"kind": "tiktoken", "encoding": "gpt2"}})
 tok = get_tokenizer("gpt2")
+def cpu(who):
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+cpu0 = cpu(resource.RUSAGE_SELF)
 t = time.time()
 folder = prepare_shards(p, tok)
 dt = time.time() - t
 meta = read_meta(folder)
-print(json.dumps({"seconds": dt, "bytes": Path(src).stat().st_size, "tokens": meta["train_tokens"] + meta["val_tokens"],
+print(json.dumps({"seconds": dt, "bytes": meta["chars"], "tokens": meta["train_tokens"] + meta["val_tokens"],
                   "rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+                  "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+                  "cpu_main_s": cpu(resource.RUSAGE_SELF) - cpu0, "cpu_workers_s": cpu(resource.RUSAGE_CHILDREN)}))
 """
 
 
 def write_corpus(path: Path, mb: float, seed: int = 1337) -> Path:
+    """FineWeb-Edu-shaped records (text, id, dump, url, language, language_score, token_count, score)."""
     if path.exists() and path.stat().st_size >= mb * 1e6 * 0.99:
         return path
     from core.data.synthetic import iter_stories
 
     tmp = path.with_suffix(".tmp")
+    group: list[str] = []
+    n = 0
     with open(tmp, "w") as f:
         for story in iter_stories(seed, int(mb * 1_000_000)):
-            f.write(story + "\n")
+            group.append(story)
+            if len(group) == 10:
+                text = "\n\n".join(group)
+                f.write(json.dumps({"text": text, "id": f"<urn:uuid:{n:08d}>", "dump": "CC-MAIN-2024-10",
+                                    "url": f"https://example.org/{n}", "language": "en", "language_score": 0.97,
+                                    "token_count": len(text) // 4, "score": 3.1, "int_score": 3}) + "\n")
+                group, n = [], n + 1
     tmp.replace(path)
     return path
 
@@ -80,13 +97,13 @@ def prefix(src: Path, dst: Path, mb: float) -> Path:
 
 
 def baseline(path: Path, threads: int) -> dict:
-    """Plain tiktoken over the same documents: read lines, encode_ordinary_batch in batches of 4096
-    (threads = 0: a loop of encode_ordinary, the fastest single-threaded way)."""
+    """Plain tiktoken over the same texts: read records, encode in batches of 1024 (threads = 0: a
+    loop of encode_ordinary, the fastest single-threaded way)."""
     import tiktoken
 
     enc = tiktoken.get_encoding("gpt2")
     t = time.time()
-    tokens = 0
+    tokens, chars = 0, 0
     batch: list[str] = []
 
     def encode(batch: list[str]) -> int:
@@ -96,83 +113,90 @@ def baseline(path: Path, threads: int) -> dict:
 
     with open(path, encoding="utf-8") as f:
         for line in f:
-            batch.append(line.rstrip("\n"))
-            if len(batch) == 4096:
+            batch.append(json.loads(line)["text"])
+            chars += len(batch[-1])
+            if len(batch) == 1024:
                 tokens += encode(batch)
                 batch = []
     if batch:
         tokens += encode(batch)
-    dt = time.time() - t
-    return {"seconds": dt, "bytes": path.stat().st_size, "tokens": tokens}
+    return {"seconds": time.time() - t, "bytes": chars, "tokens": tokens}
 
 
-def shards(path: Path, num_proc: int, dedup: bool, home: Path) -> dict:
+def shards(path: Path, workers: int, dedup: bool, home: Path, rules: bool = False) -> dict:
     env = {**os.environ, "LLMLAB_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", CHILD, str(path), str(num_proc), "1" if dedup else "0", str(home)],
+    out = subprocess.run([sys.executable, "-c", CHILD, str(path), str(workers), "1" if dedup else "0", str(home),
+                          "1" if rules else "0"],
                          capture_output=True, text=True, env=env, cwd=ROOT, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--small-mb", type=float, default=100)
-    ap.add_argument("--large-mb", type=float, default=400)
-    ap.add_argument("--num-proc", type=int, default=2)
+    ap.add_argument("--small-mb", type=float, default=20)
+    ap.add_argument("--large-mb", type=float, default=80)
+    ap.add_argument("--workers", default="1,2,0", help="worker counts to measure (0 = os.cpu_count())")
     ap.add_argument("--dir", default="/tmp/llmlab-bench-data")
-    ap.add_argument("--no-dedup-rows", action="store_true", help="skip the runs with exact dedup on")
     args = ap.parse_args()
     d = Path(args.dir)
     d.mkdir(parents=True, exist_ok=True)
     t = time.time()
-    large = write_corpus(d / f"tinyworld-{args.large_mb:g}mb.txt", args.large_mb)
-    small = prefix(large, d / f"tinyworld-{args.small_mb:g}mb.txt", args.small_mb)
+    large = write_corpus(d / f"fineweb-shape-{args.large_mb:g}mb.jsonl", args.large_mb)
+    small = prefix(large, d / f"fineweb-shape-{args.small_mb:g}mb.jsonl", args.small_mb)
     gen_s = time.time() - t
-
+    counts = sorted({int(w) or (os.cpu_count() or 1) for w in args.workers.split(",")})
     rows = []
 
     def add(name: str, r: dict) -> dict:
-        r = {"name": name, **r, "mb_per_s": r["bytes"] / 1e6 / r["seconds"]}
+        r = {"name": name, **r, "mb_per_s": r["bytes"] / 1e6 / r["seconds"], "load": round(os.getloadavg()[0], 1)}
         rows.append(r)
         return r
 
-    base = add("tiktoken encode_ordinary_batch, 1 thread", baseline(small, 1))
-    add("tiktoken encode_ordinary_batch, 8 threads", baseline(small, 8))
-    loop = add("tiktoken encode_ordinary loop, 1 thread", baseline(small, 0))
     import shutil
 
     homes = d / "homes"
     shutil.rmtree(homes, ignore_errors=True)
-    s_small = add(f"prepare_shards num_proc={args.num_proc} ({args.small_mb:g} MB)",
-                  shards(small, args.num_proc, False, homes / "a"))
-    s_large = add(f"prepare_shards num_proc={args.num_proc} ({args.large_mb:g} MB)",
-                  shards(large, args.num_proc, False, homes / "b"))
-    s_one = add(f"prepare_shards num_proc=1 ({args.small_mb:g} MB)", shards(small, 1, False, homes / "c"))
-    if not args.no_dedup_rows:
-        d_small = add(f"+ dedup_exact ({args.small_mb:g} MB)", shards(small, args.num_proc, True, homes / "d"))
-        d_large = add(f"+ dedup_exact ({args.large_mb:g} MB)", shards(large, args.num_proc, True, homes / "e"))
+    loop = add("tiktoken encode_ordinary loop, 1 thread", baseline(small, 0))
+    add("tiktoken encode_ordinary_batch, 8 threads", baseline(small, 8))
+    by_workers = {w: add(f"prepare_shards workers={w} ({args.small_mb:g} MB)", shards(small, w, False, homes / f"w{w}"))
+                  for w in counts}
+    rules = {w: add(f"+ rules, workers={w} ({args.small_mb:g} MB)", shards(small, w, True, homes / f"r{w}", True))
+             for w in (counts[0], counts[-1])}
+    w_mem = max(counts)
+    d_small = add(f"+ dedup_exact, workers={w_mem} ({args.small_mb:g} MB)", shards(small, w_mem, True, homes / "ds"))
+    d_large = add(f"+ dedup_exact, workers={w_mem} ({args.large_mb:g} MB)", shards(large, w_mem, True, homes / "dl"))
     shutil.rmtree(homes, ignore_errors=True)
 
-    print(f"corpus: {large} ({large.stat().st_size / 1e6:.0f} MB; generated/cached in {gen_s:.0f} s), cpus: {os.cpu_count()}")
-    print(f"{'run':<46} {'MB':>7} {'s':>7} {'MB/s':>7} {'tokens':>12} {'RSS main':>9} {'RSS wkr':>8}")
+    print(f"corpus: {large} ({large.stat().st_size / 1e6:.0f} MB; generated/cached in {gen_s:.0f} s), "
+          f"cpus: {os.cpu_count()}; shared machine: `load` is the 1-minute load average at the end of each row")
+    print("CPU main / wkr: CPU-seconds of the main process / of all workers; on free cores the main process's "
+          "CPU per MB bounds the throughput (`ceiling`)")
+    print(f"{'run':<46} {'MB':>6} {'s':>7} {'MB/s':>6} {'tokens':>11} {'RSS main':>9} {'RSS wkr':>8} "
+          f"{'CPU main':>9} {'CPU wkr':>8} {'load':>5}")
+    nan = float("nan")
     for r in rows:
-        print(f"{r['name']:<46} {r['bytes'] / 1e6:>7.0f} {r['seconds']:>7.1f} {r['mb_per_s']:>7.2f} {r['tokens']:>12,} "
-              f"{r.get('rss_main_mb', float('nan')):>9.0f} {r.get('rss_worker_mb', float('nan')):>8.0f}")
-    result = {
+        print(f"{r['name']:<46} {r['bytes'] / 1e6:>6.0f} {r['seconds']:>7.1f} {r['mb_per_s']:>6.2f} {r['tokens']:>11,} "
+              f"{r.get('rss_main_mb', nan):>9.0f} {r.get('rss_worker_mb', nan):>8.0f} {r.get('cpu_main_s', nan):>9.2f} "
+              f"{r.get('cpu_workers_s', nan):>8.2f} {r['load']:>5}")
+    one = by_workers[counts[0]]
+    print(json.dumps({
         "bench": "data",
-        "baseline_mb_per_s": round(base["mb_per_s"], 3),
-        "shards_mb_per_s": round(s_small["mb_per_s"], 3),
-        "shards_1proc_mb_per_s": round(s_one["mb_per_s"], 3),
-        "ratio": round(s_small["mb_per_s"] / base["mb_per_s"], 3),
+        "cpus": os.cpu_count(),
         "encode_ordinary_loop_mb_per_s": round(loop["mb_per_s"], 3),
-        "ratio_vs_loop": round(s_small["mb_per_s"] / loop["mb_per_s"], 3),
-        "num_proc": args.num_proc,
-        "rss_main_mb": {f"{args.small_mb:g}": round(s_small["rss_main_mb"]), f"{args.large_mb:g}": round(s_large["rss_main_mb"])},
-        "rss_growth": round(s_large["rss_main_mb"] / s_small["rss_main_mb"] - 1, 4),
-        "rss_worker_mb": {f"{args.small_mb:g}": round(s_small["rss_worker_mb"]), f"{args.large_mb:g}": round(s_large["rss_worker_mb"])},
-    }
-    if not args.no_dedup_rows:
-        result["rss_growth_dedup_exact"] = round(d_large["rss_main_mb"] / d_small["rss_main_mb"] - 1, 4)
-    print(json.dumps(result))
+        "mb_per_s_by_workers": {str(w): round(r["mb_per_s"], 3) for w, r in by_workers.items()},
+        "speedup_by_workers": {str(w): round(r["mb_per_s"] / one["mb_per_s"], 3) for w, r in by_workers.items()},
+        "cpu_main_s_by_workers": {str(w): round(r["cpu_main_s"], 2) for w, r in by_workers.items()},
+        "cpu_workers_s_by_workers": {str(w): round(r["cpu_workers_s"], 2) for w, r in by_workers.items()},
+        "ceiling_mb_per_s_by_workers": {str(w): round(r["bytes"] / 1e6 / r["cpu_main_s"], 2) for w, r in by_workers.items()},
+        "rules_cpu_main_s_by_workers": {str(w): round(r["cpu_main_s"], 2) for w, r in rules.items()},
+        "rules_mb_per_s_by_workers": {str(w): round(r["mb_per_s"], 3) for w, r in rules.items()},
+        "rss_main_mb_by_workers": {str(w): round(r["rss_main_mb"]) for w, r in by_workers.items()},
+        "rss_worker_mb_by_workers": {str(w): round(r["rss_worker_mb"]) for w, r in by_workers.items()},
+        "rss_main_mb_dedup": {f"{args.small_mb:g}": round(d_small["rss_main_mb"]),
+                              f"{args.large_mb:g}": round(d_large["rss_main_mb"])},
+        "rss_growth_dedup_exact": round(d_large["rss_main_mb"] / d_small["rss_main_mb"] - 1, 4),
+        "load_avg": [r["load"] for r in rows],
+    }))
 
 
 if __name__ == "__main__":

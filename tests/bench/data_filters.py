@@ -41,7 +41,7 @@ p = from_dict({"data": {"mixture": [
     {"source": f"{work}/pages.jsonl", "weight": sizes["pages"]},
     {"source": f"{work}/fortunes.txt", "weight": sizes["fortunes"], "separator": "^%$"},
     {"source": f"{work}/books", "weight": sizes["books"], "txt_mode": "block", "strip": "gutenberg"}],
-    "mixture_end": "largest", "num_proc": 1, "val_fraction": 0.01, "filters": filters},
+    "mixture_end": "largest", "workers": 1, "val_fraction": 0.01, "filters": filters},
     "tokenizer": {"kind": "tiktoken", "encoding": "gpt2"}})
 tok = get_tokenizer("gpt2")
 t = time.time()

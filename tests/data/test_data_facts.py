@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_facts_from_a_scan_then_from_the_shards(workspace, tmp_path, gpt2_cache):
     fortunes_file(tmp_path / "f.txt", random.Random(4), 300)
     preset = load("tiny", {"data.source": str(tmp_path / "f.txt"), "data.separator": "^%$",
-                           "tokenizer.kind": "tiktoken", "model.context_length": 32, "data.num_proc": 1})
+                           "tokenizer.kind": "tiktoken", "model.context_length": 32, "data.workers": 1})
     before = corpus_facts(preset)
     assert before.origin.startswith("a scan of the local sources") and before.corpus_bytes == (tmp_path / "f.txt").stat().st_size
     assert len(before.doc_tokens) == 300 and before.corpus_tokens > 0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.config import from_dict
-from core.data import TokenLoader, prepare_shards, read_meta
+from core.data import TokenLoader, prepare_shards, read_meta, shard_key
 from core.errors import Stopped, UserError
 from core.tokenizer.encodings import get_tokenizer
 
@@ -20,7 +20,7 @@ def gpt2(gpt2_cache):
 
 
 def preset(source, **data):
-    return from_dict({"data": {"source": str(source), "val_fraction": 0.2, "num_proc": 1, **data},
+    return from_dict({"data": {"source": str(source), "val_fraction": 0.2, "workers": 1, **data},
                       "tokenizer": {"kind": "tiktoken", "encoding": "gpt2"}, "model": {"context_length": 16}})
 
 
@@ -48,7 +48,7 @@ def split_docs(folder, tok):
 
 
 def digest(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).iterdir())}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).iterdir()) if p.is_file()}
 
 
 def test_shards_decode_back_to_the_kept_text(workspace, tmp_path, gpt2):
@@ -68,12 +68,12 @@ def test_shards_decode_back_to_the_kept_text(workspace, tmp_path, gpt2):
 
 def test_two_processes_write_the_same_bytes_as_one(workspace, tmp_path, gpt2, monkeypatch):
     src, _ = corpus(tmp_path, 300)
-    one = digest(prepare_shards(preset(src, num_proc=1), gpt2))
+    one = digest(prepare_shards(preset(src, workers=1), gpt2))
     monkeypatch.setenv("LLMLAB_HOME", str(tmp_path / "other"))
     import core.data.shards as shards
 
     monkeypatch.setattr(shards, "CHUNK_DOCS", 16)  # many chunks, so order across processes matters
-    two = digest(prepare_shards(preset(src, num_proc=2), gpt2))
+    two = digest(prepare_shards(preset(src, workers=2), gpt2))
     assert {k: v for k, v in one.items() if k != "meta.json"} == {k: v for k, v in two.items() if k != "meta.json"}
 
 
@@ -87,7 +87,7 @@ def test_unchanged_preset_reuses_the_shards(workspace, tmp_path, gpt2):
 
     a = prepare_shards(preset(src), gpt2, Log())
     before = digest(a), (a / "train.bin").stat().st_mtime_ns
-    b = prepare_shards(preset(src, num_proc=2), gpt2, Log())
+    b = prepare_shards(preset(src, workers=2), gpt2, Log())
     assert a == b and (digest(b), (b / "train.bin").stat().st_mtime_ns) == before
     assert "reusing" in events[-1]["message"]
     assert any(e["kind"] == "progress" and e["unit"] == "bytes" for e in events)
@@ -112,7 +112,9 @@ def test_failures_leave_prepared_shards_untouched(workspace, tmp_path, gpt2):
     with pytest.raises(Stopped):
         prepare_shards(preset(src, seed=5), gpt2, stop=stop)
     assert digest(good) == before
-    assert sorted(p.name for p in (workspace / "data").iterdir()) == [good.name]  # no temporary leftovers
+    # no temporary leftovers; the stopped preparation stays, to continue after its last commit
+    assert sorted(p.name for p in (workspace / "data").iterdir() if p.name != ".locks") == \
+        sorted([good.name, f".partial-{shard_key(preset(src, seed=5).data, gpt2)}"])
 
 
 def test_duck_typed_tokenizer_with_a_large_vocabulary_gets_uint32(workspace, tmp_path, gpt2):

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def small_preset(**data):
     return from_dict({"name": "t", "data": {"source": "embedded:tinyworld", "synthetic_mb": 0.2, "val_fraction": 0.05,
-                                            "num_proc": 1, "filters": {"min_chars": 20}, **data},
+                                            "workers": 1, "filters": {"min_chars": 20}, **data},
                       "tokenizer": {"kind": "tiktoken", "encoding": "gpt2"}, "model": {"context_length": 64}})
 
 

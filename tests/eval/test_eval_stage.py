@@ -14,7 +14,7 @@ from core.errors import UserError
 from core.eval.render import svg_chart, to_html, to_markdown
 from core.eval.report import model_card, read_report
 
-SMALL = ["data.synthetic_mb=0.05", "data.num_proc=1", "train.micro_batch_size=4"]
+SMALL = ["data.synthetic_mb=0.05", "data.workers=1", "train.micro_batch_size=4"]
 
 
 def preset(*overrides: str) -> config.Preset:

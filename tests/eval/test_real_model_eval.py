@@ -21,7 +21,7 @@ def test_perplexity_choice_and_judge_on_a_real_checkpoint(workspace, ckpt, serve
     from judge_server import completion
 
     srv = serve(lambda body, n: (200, completion("Fine.\nScore: 4"), 0))
-    p = config.load("tiny", ["data.synthetic_mb=0.05", "data.num_proc=1", "data.val_fraction=0.3", "train.micro_batch_size=4",
+    p = config.load("tiny", ["data.synthetic_mb=0.05", "data.workers=1", "data.val_fraction=0.3", "train.micro_batch_size=4",
                              f"eval.model={ckpt}", 'eval.tasks=["perplexity", "choice", "judge"]', "eval.limit=4",
                              "eval.max_new_tokens=4", f"eval.judge.base_url={srv.base_url}", "eval.judge.scale=1-5",
                              "finetune.template=chat"])

@@ -28,7 +28,7 @@ def wait_for(cond, timeout=30.0, what="condition"):
 
 
 SMALL = {
-    "name": "small", "data.synthetic_mb": 0.05, "data.num_proc": 1, "tokenizer.vocab_size": 300,
+    "name": "small", "data.synthetic_mb": 0.05, "data.workers": 1, "tokenizer.vocab_size": 300,
     "model.n_layer": 1, "model.n_head": 2, "model.n_embd": 32, "model.context_length": 32,
     "train.micro_batch_size": 4, "train.warmup_steps": 2, "train.log_every": 1, "train.eval_every": 1000,
     "train.eval_batches": 2, "train.sample_every": 0, "train.checkpoint_every": 1000, "train.device": "cpu",

@@ -29,7 +29,7 @@ FUZZ_EXAMPLES = int(os.environ.get("LLMLAB_FUZZ_EXAMPLES", "100"))
 # A model of a few thousand parameters on a 50 KB synthetic corpus with a 300-id BPE: a run of
 # 24 steps with a checkpoint every 2 takes a few seconds, most of it the interpreter starting.
 TINY = [
-    "data.synthetic_mb=0.05", "data.num_proc=1",
+    "data.synthetic_mb=0.05", "data.workers=1",
     "tokenizer.vocab_size=300",
     "model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.context_length=16",
     "train.micro_batch_size=4", "train.lr=3e-3", "train.min_lr=3e-4", "train.warmup_steps=2",

@@ -218,7 +218,7 @@ def test_a_panic_in_a_shard_worker_fails_the_run_instead_of_hanging(tmp_path):
     enc = tiktoken.Encoding(name="no-a", pat_str=r"\w+|\s", mergeable_ranks=ranks, special_tokens={})
     t0 = time.monotonic()
     with pytest.raises(StageFailed, match="PanicException"):
-        write_shards([("a story about a cat", 0, i == 3) for i in range(4)], tmp_path, Tokenizer(enc), num_proc=2)
+        write_shards([("a story about a cat", 0, i == 3) for i in range(4)], tmp_path, Tokenizer(enc), workers=2)
     assert time.monotonic() - t0 < 120
 
 

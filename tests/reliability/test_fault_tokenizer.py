@@ -32,7 +32,7 @@ def _corpus(path: Path) -> int:
 @pytest.mark.slow
 def test_sigterm_while_rustbpe_merges_stops_the_run_promptly(workspace):
     size = _corpus(workspace / "words.txt")
-    preset = config.load("tiny", [f'data.source="{workspace / "words.txt"}"', "data.num_proc=1",
+    preset = config.load("tiny", [f'data.source="{workspace / "words.txt"}"', "data.workers=1",
                                   "tokenizer.vocab_size=65000"])
     h = runs.launch("tokenizer", preset)
     try:

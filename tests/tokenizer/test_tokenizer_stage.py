@@ -70,7 +70,7 @@ def test_trains_once_then_loads_from_the_cache(workspace, corpus_file, documents
 
 def test_key_follows_what_changes_the_tokenizer(corpus_file):
     base = preset_for(corpus_file)
-    assert tokenizer_key(preset_for(corpus_file, **{"data.num_proc": 8})) == tokenizer_key(base)
+    assert tokenizer_key(preset_for(corpus_file, **{"data.workers": 8})) == tokenizer_key(base)
     for change in ({"tokenizer.vocab_size": 512}, {"tokenizer.train_max_bytes": 100_000},
                    {"data.seed": 1}, {"tokenizer.pattern": r"\S+|\s+"}):
         assert tokenizer_key(preset_for(corpus_file, **change)) != tokenizer_key(base), change

@@ -20,7 +20,7 @@ PINNED = {1: 6.654994964599609, 10: 6.081126689910889, 50: 3.2148618698120117}
 
 def test_tiny_preset_losses_at_steps_1_10_50(workspace):
     assert torch.get_num_threads() == 1
-    preset = config.load("tiny", ["data.synthetic_mb=0.5", "data.num_proc=1", "train.micro_batch_size=2",
+    preset = config.load("tiny", ["data.synthetic_mb=0.5", "data.workers=1", "train.micro_batch_size=2",
                                   "train.max_steps=50", "train.eval_every=50", "train.checkpoint_every=50",
                                   "train.sample_every=0", "train.device=cpu"])
     log = ListLog()

@@ -9,7 +9,7 @@ import threading
 from core import config
 
 TINY = [
-    "data.synthetic_mb=0.1", "data.num_proc=1",
+    "data.synthetic_mb=0.1", "data.workers=1",
     "tokenizer.vocab_size=512",
     "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.context_length=32",
     "train.micro_batch_size=4", "train.lr=3e-3", "train.min_lr=3e-4", "train.warmup_steps=2",

@@ -19,7 +19,7 @@ async def test_report_shows_the_prepared_run_and_rows_sort(make, lab, gpt2_cache
     fortunes_file(lab / "f.txt", random.Random(1), 120, exact=4, junk=3)
     (lab / "rows.jsonl").write_text("".join(f'{{"text": "row number {i} says hello"}}\n' for i in range(40)))
     (lab / "mix.toml").write_text(
-        'name = "mix"\nextends = "gpt2tok.toml"\n[data]\nmixture_end = "largest"\nnum_proc = 1\n'
+        'name = "mix"\nextends = "gpt2tok.toml"\n[data]\nmixture_end = "largest"\nworkers = 1\n'
         '[[data.mixture]]\nsource = "f.txt"\nseparator = "^%$"\n[[data.mixture]]\nsource = "rows.jsonl"\nweight = 0.1\n'
         '[data.filters]\nmax_non_letter_frac = 0.3\n[model]\ncontext_length = 32\n')
     prepare_shards(load(lab / "mix.toml"), get_tokenizer("gpt2"))
