@@ -554,6 +554,10 @@ def _check_bounds(f: dataclasses.Field, value: Any, key: str, file: str, problem
             problems.append(Problem(file, key, f"must be {'<' if m['hi_open'] else '<='} {hi:g}, got {value:g}"))
 
 
+# keys a release renamed: an old preset's key is answered with its new name
+RENAMED = {"data.num_proc": "data.workers"}
+
+
 def _build(cls: type, doc: dict, prefix: str, file: str, problems: list[Problem]) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -562,7 +566,7 @@ def _build(cls: type, doc: dict, prefix: str, file: str, problems: list[Problem]
         part = k or '""'  # an empty quoted TOML key must not read as a problem of the whole file
         key = f"{prefix}.{part}" if prefix else part
         if k not in fields:
-            hint = difflib.get_close_matches(k, list(fields), n=1)
+            hint = [RENAMED[key].rsplit(".", 1)[-1]] if key in RENAMED else difflib.get_close_matches(k, list(fields), n=1)
             extra = f"; did you mean {(prefix + '.' if prefix else '') + hint[0]!r}?" if hint else ""
             problems.append(Problem(file, key, f"unknown key{extra}"))
             continue

@@ -140,3 +140,8 @@ def test_mixture_tables(tmp_path):
     f.write_text('[[data.mixture]]\nsorce = "a.txt"\n')
     with pytest.raises(PresetError, match=r"data.mixture\[0\].sorce: unknown key"):
         config.load(f)
+
+
+def test_a_renamed_key_is_answered_with_its_new_name(tmp_path):
+    probs, f = problems_of(tmp_path, '[data]\nnum_proc = 2\n')
+    assert probs == [f"{f}: data.num_proc: unknown key; did you mean 'data.workers'?"]
