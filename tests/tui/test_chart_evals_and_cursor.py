@@ -1,0 +1,59 @@
+"""The live loss chart on a real short run: its live evaluations (`eval` events) are drawn against a
+second axis at 80x24, and `f` with the chart focused forks from the checkpoint nearest at or before
+the cursor's step (without the picker)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from conftest import settle, wait_for
+
+from core import config, runs as core_runs
+
+
+def _run_with_live_evals(lab) -> core_runs.Run:
+    from core.stages import pretrain
+
+    preset = config.load(lab / "small.toml", ["train.max_steps=20", "train.sample_every=0", "train.eval_tasks=[\"choice\"]",
+                                              "eval.limit=8", "train.checkpoint_every=10", "train.eval_every=5"])
+    run = core_runs.create_run(preset.name, "pretrain", config.dump(preset), root=lab / "runs")
+    pretrain.run(preset, run.path, core_runs.EventLog(run.events_path), threading.Event())
+    run.write_status(state="finished")
+    return run
+
+
+@pytest.mark.slow  # a real (small) pretraining run with live evaluations
+async def test_evals_on_the_chart_and_f_at_the_cursor(make, lab):
+    from tui.screens.dialogs import PresetEditor
+    from tui.screens.fork import CheckpointPicker
+    from tui.widgets.loss_chart import LossChart
+
+    run = _run_with_live_evals(lab)
+    evals = [e for e in run.events() if e["kind"] == "eval"]
+    assert [e["step"] for e in evals] == [5, 10, 15, 20]
+    app = make(mode="pretrain")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.screen.attach(run.name)
+        chart = app.screen.query_one(LossChart)
+        await wait_for(pilot, lambda: len(chart.evals.get("choice acc", ())) == 4, 20)
+        assert chart.evals["choice acc"].values == [e["acc"] for e in evals]
+        assert chart.evals["choice acc"].steps == [5, 10, 15, 20]
+        await pilot.pause(1.2)  # the next redraw
+        legend = str(chart.render())
+        assert "choice acc (right)" in legend and "val" in legend
+        assert chart.cursor_step is None
+        chart.focus()
+        await pilot.press("end", "left", "left", "left")  # train points every 2 steps: 20 -> 14
+        assert chart.cursor_step == 14
+        await pilot.pause(1.2)
+        assert "step 14: loss" in str(chart.render())
+        await pilot.press("f")
+        await wait_for(pilot, lambda: isinstance(app.screen, PresetEditor), 5)
+        assert app.screen.preset.train.fork_from == f"{run.path}@10"  # checkpoints at 10 and 20
+        app.screen.dismiss(None)
+        await settle(pilot)
+        app.screen.set_focus(None)  # the chart without focus: `f` asks which checkpoint
+        await pilot.press("f")
+        await wait_for(pilot, lambda: isinstance(app.screen, CheckpointPicker), 5)
