@@ -532,8 +532,8 @@ def cmd_runs_diff(names: list[str], out: Any) -> int:
 
 def _loss_style(loss: float, high: float) -> str:
     """Green for an easy token, through yellow, to red for the hardest of the text."""
-    share = min(1.0, loss / high) if high > 0 else 0.0
-    return ("on dark_green", "on green4", "on yellow4", "on dark_orange3", "on red3")[min(4, int(share * 5))]
+    from core.token_loss import loss_level
+    return ("on dark_green", "on green4", "on yellow4", "on dark_orange3", "on red3")[loss_level(loss, high)]
 
 
 def _print_token_losses(res: Any, out: Any, rows: int) -> None:
@@ -564,12 +564,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise ArgError('llmlab inspect: give a text or --file FILE, e.g. llmlab inspect run:tiny:pretrain "Once upon a time"')
     ckpt = lookup.resolve_checkpoint(args.model)  # before torch loads: a wrong name is answered at once
 
-    from core.checkpoint import load_model, require_tokenizer
-    from core.token_loss import hardest, token_losses
-    model, tok, meta = load_model(ckpt)
-    tok = require_tokenizer(tok, meta, "score text")
-    if (meta.get("head") or {}).get("kind", "lm") != "lm":
-        raise UserError(f"{meta['path']}: a classifier scores labels, not tokens; inspect a pretrained or instruction-tuned model")
+    from core.token_loss import hardest, load_scorer, token_losses
+    model, tok, meta = load_scorer(ckpt)
     out = RichConsole(highlight=False)
     if args.file:
         try:
