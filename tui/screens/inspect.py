@@ -1,4 +1,4 @@
-"""Inspect: what a model finds hard. Opened from the Model screen with `i`, for any checkpoint.
+"""Inspect: what a model finds hard, for any checkpoint (opened from the Model screen with `i`).
 
 A typed text (enter) or one of the held-out documents of the checkpoint's run is scored by
 core.token_loss in a thread worker; the tokens are drawn coloured by their loss (tui/widgets/
