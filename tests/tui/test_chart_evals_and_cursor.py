@@ -1,6 +1,6 @@
-"""The live loss chart on a real short run: its live evaluations (`eval` events) are drawn against a
-second axis at 80x24, and `f` with the chart focused forks from the checkpoint nearest at or before
-the cursor's step (without the picker)."""
+"""The live loss charts on real short runs: their live evaluations (`eval` events) are drawn against a
+second axis at 80x24 on the Pretrain and Finetune screens, and `f` with the chart focused forks from
+the checkpoint nearest at or before the cursor's step (without the picker)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from conftest import settle, wait_for
 from core import config, runs as core_runs
 
 
-def _run_with_live_evals(lab) -> core_runs.Run:
+def _pretrain(lab, *overrides: str) -> core_runs.Run:
+    """A finished real pretraining run of small.toml (20 steps unless `overrides` say otherwise)."""
     from core.stages import pretrain
 
-    preset = config.load(lab / "small.toml", ["train.max_steps=20", "train.sample_every=0", "train.eval_tasks=[\"choice\"]",
-                                              "eval.limit=8", "train.checkpoint_every=10", "train.eval_every=5"])
+    preset = config.load(lab / "small.toml", ["train.max_steps=20", "train.sample_every=0", *overrides])
     run = core_runs.create_run(preset.name, "pretrain", config.dump(preset), root=lab / "runs")
     pretrain.run(preset, run.path, core_runs.EventLog(run.events_path), threading.Event())
     run.write_status(state="finished")
@@ -29,7 +29,7 @@ async def test_evals_on_the_chart_and_f_at_the_cursor(make, lab):
     from tui.screens.fork import CheckpointPicker
     from tui.widgets.loss_chart import LossChart
 
-    run = _run_with_live_evals(lab)
+    run = _pretrain(lab, 'train.eval_tasks=["choice"]', "eval.limit=8", "train.checkpoint_every=10", "train.eval_every=5")
     evals = [e for e in run.events() if e["kind"] == "eval"]
     assert [e["step"] for e in evals] == [5, 10, 15, 20]
     app = make(mode="pretrain")
@@ -57,3 +57,34 @@ async def test_evals_on_the_chart_and_f_at_the_cursor(make, lab):
         app.screen.set_focus(None)  # the chart without focus: `f` asks which checkpoint
         await pilot.press("f")
         await wait_for(pilot, lambda: isinstance(app.screen, CheckpointPicker), 5)
+
+
+def _classify_finetune(lab, base: core_runs.Run) -> core_runs.Run:
+    from core.stages import finetune
+
+    preset = config.load("tiny-classify", [f"finetune.base={base.path}", "train.max_steps=6", "train.epochs=0",
+                                           "train.micro_batch_size=4", "train.eval_every=3", "train.checkpoint_every=3",
+                                           "train.log_every=1", "train.eval_batches=2", "train.warmup_steps=1",
+                                           'train.eval_tasks=["classify"]', "eval.limit=8", "train.device=cpu"])
+    run = core_runs.create_run(preset.name, "finetune", config.dump(preset), root=lab / "runs")
+    finetune.run(preset, run.path, core_runs.EventLog(run.events_path), threading.Event())
+    run.write_status(state="finished")
+    return run
+
+
+@pytest.mark.slow  # a real small pretraining run and a classification finetune of it with live evaluations
+async def test_the_finetune_chart_draws_classify_evals(make, lab):
+    from tui.widgets.loss_chart import LossChart
+
+    run = _classify_finetune(lab, _pretrain(lab, "train.max_steps=10"))
+    evals = [e for e in run.events() if e["kind"] == "eval"]
+    assert [(e["step"], e["task"]) for e in evals] == [(3, "classify"), (6, "classify")]
+    app = make(mode="finetune")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        app.screen.attach(run.name)
+        chart = app.screen.query_one(LossChart)
+        await wait_for(pilot, lambda: len(chart.evals.get("classify accuracy", ())) == 2, 20)
+        assert chart.evals["classify accuracy"].values == [e["accuracy"] for e in evals]
+        await pilot.pause(1.2)
+        assert "classify accuracy (right)" in str(chart.render())
