@@ -56,6 +56,36 @@ def test_a_task_the_run_has_no_data_for_is_refused_before_training(workspace, ex
     assert not (workspace / "checkpoints").exists()
 
 
+class Crash(BaseException):
+    """What a killed process leaves: no stop path, no checkpoint of the step it died at."""
+
+
+def _crash_at(step: int) -> ListLog:
+    def on(ev: dict) -> None:
+        if ev["kind"] == "train" and ev["step"] == step:
+            raise Crash
+    return ListLog(on)
+
+
+def test_early_stopping_survives_a_crash_between_evaluations(workspace, tmp_path):
+    # the process dies at step 10: the resume starts from step 8's checkpoint, whose rule has waited one
+    # evaluation since the best (step 4); the next one (12) ends the run, as in an unbroken run
+    over = ("train.max_steps=20", "train.early_stop.metric=val_loss", "train.early_stop.mode=max",
+            "train.early_stop.patience=2")
+    full = ListLog()
+    pretrain.run(tiny_preset(*over), workspace, full, threading.Event())
+    broken = tmp_path / "crashed"
+    broken.mkdir()
+    with pytest.raises(Crash):
+        pretrain.run(tiny_preset(*over), broken, _crash_at(10), threading.Event())
+    second = ListLog()
+    pretrain.run(tiny_preset(*over), broken, second, threading.Event())
+    assert [e["resumed_step"] for e in second.events if "resumed_step" in e] == [8]
+    assert [e["early_stop"] for e in second.events if "early_stop" in e] == [
+        e["early_stop"] for e in full.events if "early_stop" in e]
+    assert max(e["step"] for e in second.kind("train")) == 12
+
+
 def test_early_stopping_continues_across_a_resume(workspace, tmp_path):
     # val loss falls, so in "max" mode step 4 stays the best; patience 2 ends an unbroken run at step 12.
     # A run stopped at step 6 (between evaluations) must stop there too: a rule that forgot its best and
