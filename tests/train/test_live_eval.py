@@ -108,3 +108,17 @@ def test_early_stopping_continues_across_a_resume(workspace, tmp_path):
     assert (broken / "checkpoints" / "best").read_text().strip() == "step-00000004"
     report = json.loads((broken / "report.json").read_text())
     assert report["resumed_from"] == 6 and report["early_stopped_at"] == 12 and report["best_step"] == 4
+
+
+def test_a_damaged_early_stop_state_is_named_by_its_key():
+    from core.schemas import FileFormatError, check_trainer_state
+
+    good = {"version": 1, "optimizer": {}, "step": 8, "tokens": 0, "rng": {"python": [], "numpy": {}, "torch": None},
+            "live_eval": {"eval_s": 1.5, "rule": {"metric": "val_loss", "best": 2.0, "best_step": 4, "waited": 1}}}
+    check_trainer_state(good, "trainer.pt")
+    bad = {**good, "live_eval": {"eval_s": 1.5, "rule": {**good["live_eval"]["rule"], "waited": -1}}}
+    with pytest.raises(FileFormatError, match="live_eval.rule.waited"):
+        check_trainer_state(bad, "trainer.pt")
+    e = EarlyStop("choice.acc", "max", patience=3)
+    e.load_state_dict(good["live_eval"]["rule"])  # saved for another metric: the rule starts afresh
+    assert (e.best, e.best_step, e.waited) == (None, None, 0)
