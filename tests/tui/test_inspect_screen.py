@@ -45,6 +45,17 @@ async def test_the_unpredictable_token_is_shown_as_the_hardest(make, pattern_ckp
         assert not isinstance(app.screen, InspectScreen)
 
 
+async def test_a_model_that_is_not_there_is_a_notification(make):
+    from tui.screens.inspect import InspectScreen
+
+    app = make(mode="model")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("i", "h")  # the preset's pretraining run does not exist yet
+        await wait_for(pilot, lambda: any(n.title == "cannot inspect" for n in app._notifications), 30)
+        assert isinstance(app.screen, InspectScreen) and not app.screen.documents
+
+
 def test_the_loss_levels_differ_in_shape_without_colour():
     from rich.style import Style
 

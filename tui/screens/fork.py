@@ -97,8 +97,8 @@ def start_fork(screen: Screen, stage: str, run_name: str | None, at_step: int | 
         return
     step = checkpoint_at_or_before(rows, at_step)
     if step is None:
-        screen.notify(f"{run.name} has no committed checkpoint at or before step {at_step:,} (the first is step "
+        screen.notify(f"{plain(run.name)} has no committed checkpoint at or before step {at_step:,} (the first is step "
                       f"{min(s for s, _ in rows):,})", severity="warning")
         return
-    screen.notify(f"forking {run.name} from step {step:,}, the checkpoint nearest at or before step {at_step:,}")
+    screen.notify(f"forking {plain(run.name)} from step {step:,}, the checkpoint nearest at or before step {at_step:,}")
     picked(step)

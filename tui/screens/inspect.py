@@ -117,7 +117,7 @@ class InspectScreen(Screen):
             return
         if message.error:
             self.show_model()
-            self.notify(message.error, title="cannot inspect", severity="error", timeout=8)
+            self.notify(plain(message.error), title="cannot inspect", severity="error", timeout=8)
             return
         self.loaded = message.loaded
         self.show_model()
