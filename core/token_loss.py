@@ -11,7 +11,6 @@ that `llmlab inspect` and the Model screen's inspect view (tui/screens/inspect.p
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,7 +106,7 @@ def held_out_documents(ckpt: str | Path, tokenizer: Any, max_docs: int = 32) -> 
     """The first `max_docs` documents of the validation shard of the run that wrote `ckpt` (its preset's
     data in the checkpoint's tokenizer), decoded; a UserError when the run or its shards are not here."""
     from core import config
-    from core.data.shards import shard_key
+    from core.data.shards import read_meta, shard_key
     from core.runs import workspace
 
     run_dir = Path(ckpt).parent.parent
@@ -118,12 +117,13 @@ def held_out_documents(ckpt: str | Path, tokenizer: Any, max_docs: int = 32) -> 
     except config.PresetError as e:
         raise UserError(f"{run_dir / 'preset.toml'}: {e.problems[0]}") from None
     folder = workspace() / "data" / shard_key(preset.data, tokenizer)
+    if not (folder / "meta.json").is_file():
+        raise UserError(f"{folder}: no validation shard of {run_dir.name}'s data here; run `llmlab data "
+                        f"{run_dir / 'preset.toml'}` first")
     try:
-        dtype = json.loads((folder / "meta.json").read_text())["dtype"]
-        ids = np.memmap(folder / "val.bin", dtype=np.dtype(dtype), mode="r")
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{folder}: no validation shard of {run_dir.name}'s data ({e}); run `llmlab data "
-                        f"{run_dir / 'preset.toml'}` first") from None
+        ids = np.memmap(folder / "val.bin", dtype=np.dtype(read_meta(folder)["dtype"]), mode="r")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{folder / 'val.bin'}: cannot read ({e})") from None
     window = ids[: max_docs * preset.model.context_length * 2].tolist()
     docs: list[str] = []
     cur: list[int] = []

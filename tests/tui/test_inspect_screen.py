@@ -4,6 +4,9 @@ apart with 16 colours or none; the hardest held-out documents of a real run are 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -83,6 +86,11 @@ async def test_h_lists_the_hardest_held_out_documents(make, lab):
     _, tok, meta = load_scorer(run.path, root=lab / "runs")
     docs = held_out_documents(meta["path"], tok)
     assert 1 < len(docs) <= 32 and all(d.strip() for d in docs)
+    env = {**os.environ, "LLMLAB_HOME": str(lab), "COLUMNS": "160"}
+    done = subprocess.run([sys.executable, "-m", "core.cli", "inspect", str(run.path), "--held-out", "--hardest", "2"],
+                          env=env, cwd=lab, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("mean loss") == 2
     app = make(mode="model")
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
