@@ -54,6 +54,12 @@ async def test_evals_on_the_chart_and_f_at_the_cursor(make, lab):
         assert app.screen.preset.train.fork_from == f"{run.path}@10"  # checkpoints at 10 and 20
         app.screen.dismiss(None)
         await settle(pilot)
+        chart.focus()
+        await pilot.press("home", "f")  # step 1: before the first checkpoint, nothing opens
+        assert chart.cursor_step == 1
+        await wait_for(pilot, lambda: any("no committed checkpoint at or before step 1 " in n.message
+                                          for n in app._notifications), 5)
+        assert not isinstance(app.screen, PresetEditor)
         app.screen.set_focus(None)  # the chart without focus: `f` asks which checkpoint
         await pilot.press("f")
         await wait_for(pilot, lambda: isinstance(app.screen, CheckpointPicker), 5)
