@@ -28,6 +28,8 @@ def level_style(level: int, few_colours: bool) -> str:
 class LossView(TokenView):
     """`set_tokens(core.token_loss.TokenLoss list)`; `hardest` is the index of the highest loss."""
 
+    high = 0.0  # the text's highest token loss: the top of the scale
+
     def set_tokens(self, tokens: Sequence) -> None:
         self.set_spans(tokens)
         self.high = max((t.loss for t in tokens), default=0.0)
