@@ -533,8 +533,8 @@ def cmd_runs_diff(names: list[str], out: Any) -> int:
 
 def _loss_style(loss: float, high: float) -> str:
     """Green for an easy token, through yellow, to red for the hardest of the text."""
-    share = min(1.0, loss / high) if high > 0 else 0.0
-    return ("on dark_green", "on green4", "on yellow4", "on dark_orange3", "on red3")[min(4, int(share * 5))]
+    from core.token_loss import loss_level
+    return ("on dark_green", "on green4", "on yellow4", "on dark_orange3", "on red3")[loss_level(loss, high)]
 
 
 def _print_token_losses(res: Any, out: Any, rows: int) -> None:
@@ -559,22 +559,20 @@ def _print_token_losses(res: Any, out: Any, rows: int) -> None:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """`llmlab inspect MODEL "text"`: each token coloured by its loss, with the model's top-5 there;
-    `--file` ranks the lines of a file (a dataset's rows) by loss and shows the hardest."""
+    `--file` ranks the lines of a file (a dataset's rows) by loss and shows the hardest, `--held-out`
+    the first documents of the validation shard of the checkpoint's run."""
     from rich.console import Console as RichConsole
-    if not args.text and not args.file:
+    if not args.text and not args.file and not args.held_out:
         raise ArgError('llmlab inspect: give a text or --file FILE, e.g. llmlab inspect run:tiny:pretrain "Once upon a time"')
     ckpt = lookup.resolve_checkpoint(args.model)  # before torch loads: a wrong name is answered at once
 
-    from core.checkpoint import load_model, require_tokenizer
-    from core.token_loss import hardest, token_losses
-    model, tok, meta = load_model(ckpt)
-    tok = require_tokenizer(tok, meta, "score text")
-    if (meta.get("head") or {}).get("kind", "lm") != "lm":
-        raise UserError(f"{meta['path']}: a classifier scores labels, not tokens; inspect a pretrained or instruction-tuned model")
+    from core.token_loss import hardest, held_out_documents, load_scorer, token_losses
+    model, tok, meta = load_scorer(ckpt)
     out = RichConsole(highlight=False)
-    if args.file:
+    if args.file or args.held_out:
         try:
-            lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+            lines = (held_out_documents(meta["path"], tok) if args.held_out
+                     else Path(args.file).read_text(encoding="utf-8").splitlines())
         except (OSError, UnicodeDecodeError) as e:
             raise UserError(f"{args.file}: cannot read as UTF-8 text ({e})") from None
         for res in hardest(model, tok, lines, n=args.hardest):
@@ -761,7 +759,9 @@ def _inspect_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="checkpoint folder, run folder or name, run:PRESET:STAGE")
     p.add_argument("text", nargs="*", help="the text to score")
     p.add_argument("--file", metavar="FILE", help="score every line of a text file and show the hardest")
-    p.add_argument("--hardest", type=int, default=3, metavar="N", help="with --file: how many lines to show")
+    p.add_argument("--held-out", action="store_true",
+                   help="score the first documents of the validation shard of the checkpoint's run and show the hardest")
+    p.add_argument("--hardest", type=int, default=3, metavar="N", help="with --file or --held-out: how many to show")
     p.add_argument("--rows", type=int, default=8, metavar="N", help="table rows: the N hardest tokens (0 = all)")
 
 

@@ -117,13 +117,12 @@ def seed_fork(preset: config.Preset, stage: str, run_dir: Path, log: Logger) -> 
     plan = plan_fork(preset, stage)
     from core.checkpoint import copy_checkpoint, load_trainer_state
 
-    trainer = None
-    if not (plan.keep_optimizer and plan.keep_data):
-        trainer = load_trainer_state(plan.checkpoint)
-        if not plan.keep_optimizer:  # Adam's moments start at zero; the groups' settings follow the preset
-            trainer["optimizer"] = {"state": {}, "param_groups": trainer["optimizer"]["param_groups"]}
-        if not plan.keep_data:
-            trainer["data"] = None
+    trainer = load_trainer_state(plan.checkpoint)
+    trainer.pop("live_eval", None)  # a fork's early stopping and evaluation time start afresh
+    if not plan.keep_optimizer:  # Adam's moments start at zero; the groups' settings follow the preset
+        trainer["optimizer"] = {"state": {}, "param_groups": trainer["optimizer"]["param_groups"]}
+    if not plan.keep_data:
+        trainer["data"] = None
     copy_checkpoint(plan.checkpoint, run_dir, trainer)
     Run(Path(run_dir)).write_status(parent=plan.parent.name, fork_step=plan.step)
     log.log({"kind": "log", "level": "info", "message": plan.summary(),

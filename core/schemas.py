@@ -241,11 +241,20 @@ def model_config_of(meta: dict, file: str | Path) -> Any:
 TRAINER_STATE = {"version": F((int,)), "optimizer": F((dict,)), "step": F((int,), lo=0, hi=2**62),
                  "tokens": F((int,), lo=0, hi=2**62), "rng": F((dict,)), "best_val_loss": F((float, NoneType), required=False),
                  "val_loss": F((float, NoneType), required=False), "data": F((dict, NoneType), required=False),
-                 "train_s": F((float, int), required=False, lo=0)}
+                 "train_s": F((float, int), required=False, lo=0), "live_eval": F((dict, NoneType), required=False)}
+
+
+LIVE_EVAL_STATE = {"eval_s": F((float, int), required=False, lo=0), "rule": F((dict, NoneType), required=False)}
+EARLY_STOP_STATE = {"metric": F((str,), max_len=200), "best": F((float, int, NoneType)),
+                    "best_step": F((int, NoneType), lo=0, hi=2**62), "waited": F((int,), lo=0, hi=2**62)}
 
 
 def check_trainer_state(state: Any, file: str | Path) -> dict:
     check(state, TRAINER_STATE, file)
+    if isinstance(live := state.get("live_eval"), dict):  # train.eval_tasks' seconds and early stopping
+        check(live, LIVE_EVAL_STATE, file, "live_eval")
+        if live.get("rule") is not None:
+            check(live["rule"], EARLY_STOP_STATE, file, "live_eval.rule")
     return check(state["rng"], {"python": F((list,)), "numpy": F((dict,)), "torch": F((object,))}, file, "rng")
 
 

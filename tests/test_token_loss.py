@@ -8,41 +8,19 @@ import subprocess
 import sys
 
 import pytest
-import torch
-
-from core.config import ModelConfig
-
-SENTENCE = "the cat sat on the mat and the dog ran to the park. "
+from pattern_model import ODD, SENTENCE, train_pattern_model
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from core.checkpoint import save_checkpoint
-    from core.model.gpt import GPT
-    from core.tokenizer import train_bpe
-
-    torch.manual_seed(0)
-    tok = train_bpe([SENTENCE * 20], 280, name="pattern-bpe")
-    ids = torch.tensor(([tok.eot_id] + tok.encode(SENTENCE * 4)) * 10)  # documents, as pretraining sees them
-    model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, context_length=48, vocab_size=tok.n_vocab))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(150):
-        starts = torch.randint(0, len(ids) - 49, (8,))
-        x = torch.stack([ids[s:s + 48] for s in starts])
-        y = torch.stack([ids[s + 1:s + 49] for s in starts])
-        _, loss = model(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    ckpt = save_checkpoint(tmp_path_factory.mktemp("pattern-run"), 150, model, tokenizer=tok)
-    return model, tok, ckpt
+    return train_pattern_model(tmp_path_factory.mktemp("pattern-run"))
 
 
 def test_the_token_that_breaks_the_pattern_has_the_highest_loss(trained):
     from core.token_loss import hardest, token_losses
 
     model, tok, _ = trained
-    odd = SENTENCE + "the cat sat on the mat and the dog ran to the mat"  # the last word breaks the pattern
+    odd = ODD  # the last word breaks the pattern
     res = token_losses(model, tok, odd)
     worst = max(range(len(res.tokens)), key=lambda i: res.tokens[i].loss)
     prefix = "".join(t.text for t in res.tokens[:worst])

@@ -54,6 +54,15 @@ class EarlyStop:
     def should_stop(self) -> bool:
         return self.waited >= self.patience
 
+    def state_dict(self) -> dict:
+        """What trainer.pt keeps, so that a resumed run stops at the step an unbroken one would."""
+        return {"metric": self.metric, "best": self.best, "best_step": self.best_step, "waited": self.waited}
+
+    def load_state_dict(self, saved: dict | None) -> None:
+        """Continue a saved rule; a rule saved for another metric (the preset changed it) starts afresh."""
+        if saved and saved.get("metric") == self.metric:
+            self.best, self.best_step, self.waited = saved["best"], saved["best_step"], int(saved["waited"])
+
 
 @dataclass
 class LiveEval:
@@ -63,6 +72,17 @@ class LiveEval:
     eval_s: float = 0.0                  # seconds spent in the tasks (validation loss not included)
     stopped_at: int | None = None        # the step early stopping ended the run
     last: dict[str, float] = field(default_factory=dict)
+
+    def state_dict(self) -> dict:
+        return {"eval_s": self.eval_s, "rule": self.early.state_dict() if self.early else None}
+
+    def load_state_dict(self, saved: dict | None) -> None:
+        """Evaluation seconds and the early-stopping rule of a resumed run (absent in older checkpoints)."""
+        if not saved:
+            return
+        self.eval_s = float(saved.get("eval_s") or 0.0)
+        if self.early is not None:
+            self.early.load_state_dict(saved.get("rule"))
 
     def run_tasks(self, model: Any, step: int, log: Logger) -> dict[str, float]:
         """Every task once, each within the budget; returns {"TASK.KEY": value}."""

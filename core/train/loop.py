@@ -227,6 +227,8 @@ def _resume(r: _Run, state: TrainState, tokenizer: TextTokenizer | None) -> None
     restore(state, saved, ckpt, None if r.fsdp else r.optimizer, r.scaler, r.feed)
     if r.fsdp:
         r.saved_optimizer = saved["optimizer"]
+    if r.live is not None:
+        r.live.load_state_dict(saved.get("live_eval"))
     for g in r.optimizer.param_groups:  # the preset's settings win over the saved ones (a fork may change them)
         if "betas" in g:
             g["betas"] = (r.cfg.beta1, r.cfg.beta2)
@@ -409,6 +411,8 @@ def _save(r: _Run, state: TrainState) -> None:
     if r.main:
         assert model is not None and opt_state is not None
         trainer = trainer_state(state, opt_state, r.scaler, r.feed, r.total_steps, r.world)
+        if r.live is not None:
+            trainer["live_eval"] = r.live.state_dict()
         kwargs = r.checkpoint_kwargs
         if r.live is not None and r.live.early is not None and r.live.early.best_step is not None:
             kwargs = {**kwargs, "best_step": r.live.early.best_step}

@@ -57,6 +57,30 @@ async def test_loss_chart_takes_train_and_val_points_and_skips_bad_ones():
         assert len(chart.train) == 0
 
 
+async def test_loss_chart_draws_live_evals_on_the_right_and_moves_a_cursor():
+    chart = LossChart()
+    async with Host(chart).run_test(size=(80, 20)) as pilot:
+        added = chart.add_events([{"kind": "train", "step": s, "loss": 5.0 - s / 10, "tokens": 10 * s} for s in (1, 2, 3)]
+                                 + [{"kind": "eval", "step": 2, "task": "choice", "acc": 0.4, "n": 8, "seconds": 0.1},
+                                    {"kind": "eval", "step": 3, "task": "classify", "accuracy": 0.7, "n": 8},
+                                    {"kind": "eval", "step": 3, "task": "choice", "acc": float("nan")}])
+        assert added == 5 and chart.evals["choice acc"].values == [0.4] and chart.evals["classify accuracy"].steps == [3]
+        assert chart.evals["choice acc"].tokens == [30]  # an eval event has no tokens: the run's count so far
+        chart.focus()
+        assert chart.cursor_step is None
+        await pilot.press("left")  # the first key places the cursor on the newest point
+        assert chart.cursor_step == 3
+        await pilot.press("left", "left", "left")
+        assert chart.cursor_step == 1
+        await pilot.press("end")
+        assert chart.cursor_step == 3
+        await pilot.pause(1.2)
+        text = str(chart.render())
+        assert "choice acc (right)" in text and "step 3: loss 4.700" in text
+        chart.clear_run()
+        assert chart.cursor_step is None and not chart.evals
+
+
 async def test_token_view_moves_and_posts_selected():
     spans = [Span(1, b"a", "a", 0, 1, False), Span(2, b"b", "b", 1, 2, False), Span(3, b"<s>", "<s>", 2, 2, False, True)]
     view = TokenView(spans, loss_mask=[0, 1, 1])

@@ -81,9 +81,11 @@ review of the TOML that will run (save it with ctrl+s). Launch starts a run in i
 
 While it trains: the loss, plus accuracy and the confusion matrix (classification) or the reward
 margin and reward accuracy (DPO) or the rewards, KL, clip fraction, held-out pass@1 and the
-rollout viewer (RL: the newest groups first, **z** pauses it). **x** stops at the next step (a checkpoint
-is saved), **r** resumes the latest stopped finetuning run, **a** attaches to another run, **l** log loss
-axis, **f** forks the attached run from one of its checkpoints through the preset editor."""
+rollout viewer (RL: the newest groups first, **z** pauses it); live evaluations (train.eval_tasks)
+against the loss chart's right axis. **x** stops at the next step (a checkpoint is saved), **r**
+resumes the latest stopped finetuning run, **a** attaches to another run, **l** log loss axis,
+**f** forks the attached run through the preset editor: from the checkpoint nearest at or before
+the loss chart's cursor (**left**/**right** with the chart focused), else from a picked one."""
 
     BINDINGS = [
         Binding("n", "new", "new finetune"),

@@ -1,6 +1,8 @@
 """Forking from the Pretrain and Finetune screens: `f` picks a committed checkpoint of the attached
-run, opens the run's own preset in the editor with train.fork_from set to it, and launches the
-fork once core.fork.plan_fork accepts the changes (an architecture change is refused by name).
+run (the one nearest at or before the loss chart's cursor when the chart has focus and a cursor,
+else through a picker), opens the run's own preset in the editor with train.fork_from set to it,
+and launches the fork once core.fork.plan_fork accepts the changes (an architecture change is
+refused by name).
 """
 
 from __future__ import annotations
@@ -52,8 +54,14 @@ class CheckpointPicker(ModalScreen[int | None]):
         self.dismiss(int(event.option.id or 0))
 
 
-def start_fork(screen: Screen, stage: str, run_name: str | None) -> None:
-    """The `f` key: checkpoint -> preset editor -> plan -> launch (each refusal is a notification)."""
+def checkpoint_at_or_before(rows: list[tuple[int, str]], step: int) -> int | None:
+    """The step of the newest committed checkpoint at or before `step`, or None."""
+    return max((s for s, _ in rows if s <= step), default=None)
+
+
+def start_fork(screen: Screen, stage: str, run_name: str | None, at_step: int | None = None) -> None:
+    """The `f` key: checkpoint (the one at or before `at_step`, else picked) -> preset editor -> plan
+    -> launch (each refusal is a notification)."""
     if not run_name:
         screen.notify("attach to a run first (a), then f forks it", severity="warning")
         return
@@ -84,4 +92,13 @@ def start_fork(screen: Screen, stage: str, run_name: str | None) -> None:
                                 str(run.preset_path))
         screen.app.push_screen(PresetEditor(fork, screen.app.workdir, ["train", "data", "finetune", "eval"]),  # type: ignore[attr-defined]
                                edited)
-    screen.app.push_screen(CheckpointPicker(run.name, rows), picked)
+    if at_step is None:
+        screen.app.push_screen(CheckpointPicker(run.name, rows), picked)
+        return
+    step = checkpoint_at_or_before(rows, at_step)
+    if step is None:
+        screen.notify(f"{plain(run.name)} has no committed checkpoint at or before step {at_step:,} (the first is step "
+                      f"{min(s for s, _ in rows):,})", severity="warning")
+        return
+    screen.notify(f"forking {plain(run.name)} from step {step:,}, the checkpoint nearest at or before step {at_step:,}")
+    picked(step)

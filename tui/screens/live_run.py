@@ -127,9 +127,12 @@ class LiveRunScreen(StageScreen):
         self.launch(resume=True)
 
     def action_fork(self) -> None:
+        """From the loss chart's cursor when the chart has focus and a cursor, else through a picker."""
         from tui.screens.fork import start_fork
+        from tui.widgets.loss_chart import LossChart
 
-        start_fork(self, self.MODE, self.run_name)
+        chart = self.focused if isinstance(self.focused, LossChart) else None
+        start_fork(self, self.MODE, self.run_name, chart.cursor_step if chart is not None else None)
 
     def action_attach(self) -> None:
         def done(name: str | None) -> None:

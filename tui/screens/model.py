@@ -130,9 +130,13 @@ class ModelScreen(StageScreen):
 the right (parameters per component, training memory at the micro-batch and dtype below,
 FLOPs per token, KV cache) and the layer tree follow as you type. A valid edit becomes the
 current preset (save it with **e**, then ctrl+s). Problems show beside their fields.
-A vocabulary size of 0 takes the tokenizer's."""
+A vocabulary size of 0 takes the tokenizer's.
+**i** opens what a trained model finds hard: any checkpoint (the preset's latest pretraining run
+first, **o** picks another), a typed text or the held-out documents with the highest loss (**h**),
+each token coloured by its loss, the model's top-5 predictions under the cursor."""
 
-    BINDINGS = [Binding("f", "focus_form", "fields"), Binding("T", "focus_tree", "layer tree / numbers")]
+    BINDINGS = [Binding("f", "focus_form", "fields"), Binding("T", "focus_tree", "layer tree / numbers"),
+                Binding("i", "inspect", "inspect a checkpoint", show=False)]
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="model-main"):
@@ -204,6 +208,11 @@ A vocabulary size of 0 takes the tokenizer's."""
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "model-dtype":
             self.show_numbers(self.app.preset)
+
+    def action_inspect(self) -> None:
+        from tui.screens.inspect import InspectScreen
+
+        self.app.push_screen(InspectScreen(f"run:{self.app.preset.name}:pretrain", self.app.runs_root))
 
     def action_focus_form(self) -> None:
         """Put the cursor in the first architecture field (tab moves on from there)."""

@@ -72,10 +72,12 @@ pretraining run of this preset from its last checkpoint.
 **a** attaches to another run (one started from the CLI or another terminal);
 **o** lays a past run's loss under the current one, **c** clears those overlays.
 **l** toggles a log loss axis, **t** cycles the x axis (step, tokens, time), **m** the smoothing.
-**f** forks the attached run: pick one of its checkpoints, change settings in the preset editor
-(the learning rate and schedule keep the optimizer state, a new batch size or data starts it
-afresh, an architecture change is refused), and the fork starts; its chart begins with the
-parent's curve up to the fork step."""
+Live evaluations (train.eval_tasks) are drawn against the chart's right axis.
+With the chart focused, **left**/**right** (page up/down, home/end) move a cursor over the steps.
+**f** forks the attached run: from the checkpoint nearest at or before the cursor (else pick one
+of its checkpoints), change settings in the preset editor (the learning rate and schedule keep
+the optimizer state, a new batch size or data starts it afresh, an architecture change is
+refused), and the fork starts; its chart begins with the parent's curve up to the fork step."""
 
     BINDINGS = [
         Binding("s", "start", "start"),

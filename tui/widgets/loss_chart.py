@@ -3,7 +3,10 @@
 Points come from run events (`train` and `val`); the chart keeps them per series and redraws at most
 a few times a second, however fast they arrive. The x axis is the step, the tokens seen or the wall
 time; the y axis linear or log; the train curve can be smoothed (exponential moving average, as
-TensorBoard does) while validation points are shown as they are.
+TensorBoard does) while validation points are shown as they are. Live downstream evaluations (`eval`
+events: a task's headline metric by step) are drawn against a second axis on the right.
+With focus, left/right move a cursor over the logged steps (shown in the title); a screen reads
+`cursor_step` (the Pretrain and Finetune screens fork from there with `f`).
 """
 
 from __future__ import annotations
@@ -11,13 +14,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from textual.binding import Binding
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
 
 X_AXES = ("step", "tokens", "time")
 SMOOTHING = (0.0, 0.6, 0.9)
 # distinct in 256 colours and on both dark and light backgrounds
-COLORS = {"train": "cyan", "val": "orange", "overlay": ("gray", "magenta", "green", "yellow")}
+COLORS = {"train": "cyan", "val": "orange", "overlay": ("gray", "magenta", "green", "yellow"),
+          "eval": ("green", "magenta", "yellow"), "cursor": "red"}
+# the metric of an `eval` event that the chart draws, per task; others draw their first number
+EVAL_METRIC = {"choice": "acc", "classify": "accuracy", "verify": "pass_at_1", "perplexity": "perplexity"}
+NOT_METRICS = {"step", "t", "seconds", "n", "chance", "budget_hit", "tokens", "k", "ngram"}
 
 
 @dataclass
@@ -47,6 +55,15 @@ class Series:
         return self.steps
 
 
+def eval_point(ev: dict) -> tuple[str, float] | None:
+    """(label, value) of the metric an `eval` event's task is charted by, or None."""
+    task = str(ev.get("task", "eval"))
+    key = EVAL_METRIC.get(task) or next((k for k, v in ev.items() if k not in NOT_METRICS and _finite(v)), None)
+    if key is None or not _finite(ev.get(key)):
+        return None
+    return f"{task} {key}", float(ev[key])
+
+
 def smooth(values: list[float], weight: float) -> list[float]:
     """Exponential moving average with TensorBoard's debiasing, so the start is not pulled to 0."""
     if weight <= 0:
@@ -65,6 +82,10 @@ class LossChart(PlotextPlot):
     DEFAULT_CSS = """
     LossChart { height: 1fr; min-height: 8; }
     """
+    can_focus = True
+    BINDINGS = [Binding("left", "cursor(-1)", "cursor", show=False), Binding("right", "cursor(1)", "cursor", show=False),
+                Binding("pageup", "cursor(-10)", show=False), Binding("pagedown", "cursor(10)", show=False),
+                Binding("home", "cursor_end(0)", show=False), Binding("end", "cursor_end(-1)", show=False)]
 
     x_axis: reactive[str] = reactive("step")
     log_y: reactive[bool] = reactive(False)
@@ -78,6 +99,8 @@ class LossChart(PlotextPlot):
         self.train = Series("train")
         self.val = Series("val")
         self.overlays: dict[str, tuple[Series, Series]] = {}
+        self.evals: dict[str, Series] = {}    # "TASK METRIC" -> its points (right axis)
+        self.cursor: int | None = None        # an index into the train points, once a key placed it
         self._t0: float | None = None
         self._dirty = True
 
@@ -99,17 +122,50 @@ class LossChart(PlotextPlot):
         return train, val
 
     def add_events(self, events: list[dict]) -> int:
-        """Take `train` and `val` events; returns how many points were added."""
+        """Take `train`, `val` and `eval` events; returns how many points were added."""
         before = len(self.train) + len(self.val)
         self._points(events, self.train, self.val)
+        added = self._eval_points(events)
         if self._t0 is None and (self.train.times or self.val.times):
             self._t0 = min(self.train.times[:1] + self.val.times[:1])
         self._dirty = True
-        return len(self.train) + len(self.val) - before
+        return len(self.train) + len(self.val) - before + added
+
+    def _eval_points(self, events: list[dict]) -> int:
+        added = 0
+        for ev in events:
+            point = eval_point(ev) if ev.get("kind") == "eval" else None
+            if point is not None:
+                tokens = self.train.tokens[-1] if self.train.tokens else 0
+                self.evals.setdefault(point[0], Series(point[0])).add(ev.get("step", 0), ev.get("tokens", tokens),
+                                                                      ev.get("t", 0.0), point[1])
+                added += 1
+        return added
 
     def clear_run(self) -> None:
-        self.train, self.val, self._t0 = Series("train"), Series("val"), None
+        self.train, self.val, self._t0, self.cursor = Series("train"), Series("val"), None, None
+        self.evals = {}
         self._dirty = True
+
+    # ---------------------------------------------------------------------------- cursor
+    @property
+    def cursor_step(self) -> int | None:
+        """The step under the cursor (None until a key placed it)."""
+        return int(self.train.steps[self.cursor]) if self.cursor is not None and len(self.train) else None
+
+    def action_cursor(self, delta: int) -> None:
+        if not len(self.train):
+            return
+        at = len(self.train) - 1 if self.cursor is None else self.cursor + delta
+        self.cursor = max(0, min(len(self.train) - 1, at))
+        self._dirty = True
+        self._redraw_if_dirty()
+
+    def action_cursor_end(self, index: int) -> None:
+        if len(self.train):
+            self.cursor = index % len(self.train)
+            self._dirty = True
+            self._redraw_if_dirty()
 
     def set_overlay(self, name: str, events: list[dict]) -> None:
         """Lay a past run's curves under the current one."""
@@ -151,7 +207,7 @@ class LossChart(PlotextPlot):
         plt.clear_figure()
         label = {"step": "step", "tokens": "tokens", "time": "minutes"}[self.x_axis]
         smooth_txt = f", smoothing {self.smoothing:g}" if self.smoothing else ""
-        plt.title(f"{self.title} ({'log' if self.log_y else 'linear'}{smooth_txt})")
+        plt.title(f"{self.title} ({'log' if self.log_y else 'linear'}{smooth_txt}){self._cursor_text()}")
         plt.xlabel(label)
         # a log axis over no points makes plotext raise while drawing: only with points
         if self.log_y and (len(self.train) or len(self.val) or any(len(tr) for tr, _ in self.overlays.values())):
@@ -174,13 +230,32 @@ class LossChart(PlotextPlot):
         if len(self.val):
             plt.plot(self.val.xs(self.x_axis, t0), self.val.values, label="val", color=COLORS["val"], marker="dot")
             drawn = True
+        drawn = self._plot_evals(t0) or drawn
+        if self.cursor_step is not None and self.cursor is not None:
+            plt.vline(self.train.xs(self.x_axis, t0)[self.cursor], COLORS["cursor"])
         if not drawn:
             plt.title(f"{self.title}: no points yet")
         elif self.x_axis != "time":
-            xs = steps + self.train.xs(self.x_axis, t0) + self.val.xs(self.x_axis, t0)
+            xs = steps + self.train.xs(self.x_axis, t0) + self.val.xs(self.x_axis, t0) + [
+                x for ev in self.evals.values() for x in ev.xs(self.x_axis, t0)]
             ticks = whole_ticks(min(xs), max(xs))
             plt.xticks(ticks, [tick_label(t) for t in ticks])
         self.refresh()
+
+    def _plot_evals(self, t0: float) -> bool:
+        """The live evaluations against the right axis (their metrics are not losses: never log)."""
+        for i, (name, ev) in enumerate(self.evals.items()):
+            self.plt.plot(ev.xs(self.x_axis, t0), ev.values, label=f"{name} (right)", yside="right",
+                          color=COLORS["eval"][i % len(COLORS["eval"])], marker="dot")
+        return bool(self.evals)
+
+    def _cursor_text(self) -> str:
+        step = self.cursor_step
+        if step is None or self.cursor is None:
+            return ""
+        val = next((v for s, v in zip(self.val.steps, self.val.values) if s == step), None)
+        return (f"  step {step:,}: loss {self.train.values[self.cursor]:.3f}"
+                + (f", val {val:.3f}" if val is not None else ""))
 
 
 def whole_ticks(lo: float, hi: float, n: int = 5) -> list[int]:
