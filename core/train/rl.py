@@ -1,8 +1,8 @@
 """Reinforcement learning with verifiable rewards: GRPO (DeepSeekMath, Shao et al., 2024).
 
-For each prompt of a rollout batch the policy samples G completions (one batch per prompt with a
-shared-prefix KV cache, core.generate.generate_group); the rewards (core.train.rewards) give each
-completion an advantage A = (r - mean of its group) / std of its group (Dr. GRPO: no std). The
+For each prompt of a rollout batch the policy samples G completions (all P x G as one left-padded
+batch with a shared-prefix KV cache, core.generate.generate_groups); the rewards
+(core.train.rewards) give each completion an advantage A = (r - mean of its group) / std of its group (Dr. GRPO: no std). The
 loss per completion token is the clipped ratio objective
 
     -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A) + beta * KL(policy || reference)
@@ -203,7 +203,7 @@ class RLTask:
     @torch.no_grad()
     def rollout(self, records: list[dict], index: int, step: int) -> dict:
         """Sample G completions per prompt, score them and build the training batch (CPU tensors)."""
-        from core.generate import generate_group
+        from core.generate import generate_groups
         from core.eval.verify import chat_prompt
         from core.train.instruct import stop_ids
 
@@ -216,16 +216,17 @@ class RLTask:
         rows, totals, parts_of = [], [], []
         was = model.training
         model.eval()
-        for rec in records:
-            ids = chat_prompt(tok, rec, self.max_len - rl.max_new_tokens, self.ft.prompt_field)
-            for c in generate_group(model, ids, rl.group_size, max_new_tokens=rl.max_new_tokens,
-                                    temperature=max(self.gen.temperature, 1e-3), top_k=self.gen.top_k,
-                                    top_p=self.gen.top_p, stop_ids=stops, generator=gen, keep_stop=True):
-                text = tok.decode(c[:-1] if c and c[-1] in stops else c)  # the stop id is trained, not scored
-                total, parts = self.rewards.score(text, rec)
-                rows.append((ids, c, text))
-                totals.append(total)
-                parts_of.append(parts)
+        prompts = [chat_prompt(tok, rec, self.max_len - rl.max_new_tokens, self.ft.prompt_field) for rec in records]
+        completions = generate_groups(model, prompts, rl.group_size, max_new_tokens=rl.max_new_tokens,
+                                      temperature=max(self.gen.temperature, 1e-3), top_k=self.gen.top_k,
+                                      top_p=self.gen.top_p, stop_ids=stops, generator=gen, keep_stop=True)
+        for i, c in enumerate(completions):
+            rec, ids = records[i // rl.group_size], prompts[i // rl.group_size]
+            text = tok.decode(c[:-1] if c and c[-1] in stops else c)  # the stop id is trained, not scored
+            total, parts = self.rewards.score(text, rec)
+            rows.append((ids, c, text))
+            totals.append(total)
+            parts_of.append(parts)
         rewards = torch.tensor(totals).view(len(records), rl.group_size)
         adv = advantages(rewards, rl.scale_std).view(-1)
         batch = self._tensors(rows, adv)
