@@ -77,6 +77,16 @@ def test_grpo_with_lora_trains_only_the_adapters(base_ckpt, verify_file, tmp_pat
     assert result.step == 2 and all("kl" in e for e in rec.of("train"))
 
 
+def test_oversampling_trains_only_on_groups_whose_rewards_differ(base_ckpt, verify_file, tmp_path):
+    _, rec = run_fit(rl_preset(base_ckpt, verify_file, train__max_steps=3, finetune__rl__oversample=3), tmp_path / "run")
+    train = {e["step"]: e for e in rec.of("train")}
+    assert all(1 <= e["kept_groups"] <= 2 for e in train.values())  # at most `prompts` groups of the 6 drawn
+    assert any(e["solved_groups"] > 0 for e in train.values())
+    for r in rec.of("rollout"):  # the viewer shows a kept group: one that teaches, whenever any did
+        rewards = {c["reward"] for c in r["completions"]}
+        assert (len(rewards) > 1) == (train[r["step"]]["solved_groups"] > 0)
+
+
 # ------------------------------------------------------------------------------------ the math
 
 def test_advantages_are_centred_per_group_and_scaled_unless_dr_grpo():
