@@ -160,9 +160,10 @@ class RLTask:
         self.policy: torch.nn.Module | None = None
         self.objective = GRPOObjective(self)
         self.batches = _Batches(self)
+        drawn = f" (of {self.rl.prompts * self.rl.oversample} drawn)" if self.rl.oversample > 1 else ""
         log.log({"kind": "log", "level": "info",
                  "message": f"GRPO: {len(self.train)} train / {len(self.val)} val / {len(self.test)} test questions; "
-                            f"{self.rl.prompts} prompts x {self.rl.group_size} completions of <= "
+                            f"{self.rl.prompts} prompts{drawn} x {self.rl.group_size} completions of <= "
                             f"{self.rl.max_new_tokens} tokens per rollout, {self.rl.updates} update(s) each; "
                             f"rewards {', '.join(self.rewards.names)}; KL beta {self.rl.kl_beta:g}"})
 
