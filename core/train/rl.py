@@ -2,8 +2,10 @@
 
 For each prompt of a rollout batch the policy samples G completions (all P x G as one left-padded
 batch with a shared-prefix KV cache, core.generate.generate_groups); the rewards
-(core.train.rewards) give each completion an advantage A = (r - mean of its group) / std of its group (Dr. GRPO: no std). The
-loss per completion token is the clipped ratio objective
+(core.train.rewards) give each completion an advantage A = (r - mean of its group) / std of its
+group (Dr. GRPO: no std). With finetune.rl.oversample = N a rollout draws P x N questions and trains
+on the first P groups whose rewards differ (DAPO's dynamic sampling: the others have zero
+advantages). The loss per completion token is the clipped ratio objective
 
     -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A) + beta * KL(policy || reference)
 
