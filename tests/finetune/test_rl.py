@@ -56,10 +56,10 @@ def test_grpo_trains_and_reports_rewards_rollouts_and_held_out_accuracy(base_ckp
     assert {"accuracy", "correct"} <= set(report["baseline"])
 
 
-@pytest.mark.parametrize("updates", [1, 2])
-def test_a_resumed_grpo_run_equals_an_uninterrupted_one(base_ckpt, verify_file, tmp_path, updates):
+@pytest.mark.parametrize("updates,oversample", [(1, 1), (2, 2)])
+def test_a_resumed_grpo_run_equals_an_uninterrupted_one(base_ckpt, verify_file, tmp_path, updates, oversample):
     over = dict(train__max_steps=5, train__checkpoint_every=100, train__eval_every=100, finetune__rl__updates=updates,
-                finetune__rl__kl_beta=0.05)
+                finetune__rl__kl_beta=0.05, finetune__rl__oversample=oversample)
     full, rec_full = run_fit(rl_preset(base_ckpt, verify_file, **over), tmp_path / "full")
     part, _ = run_fit(rl_preset(base_ckpt, verify_file, **over), tmp_path / "part", stop_after=3)
     assert part.stopped and part.step == 3
