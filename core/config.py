@@ -223,6 +223,7 @@ class RLConfig:
     group_size: int = opt(8, "completions sampled per prompt (G); advantages compare them, so at least 2", lo=1, hi=1024)
     prompts: int = opt(4, "prompts per rollout batch (each gives group_size completions)", lo=1, hi=4096)
     max_new_tokens: int = opt(16, "tokens per completion (sampling temperature, top_k, top_p from [generate])", lo=1)
+    oversample: int = opt(1, "prompts drawn per rollout batch = prompts x this; above 1 only the first `prompts` groups whose rewards differ are trained on (the rest teach nothing)", lo=1, hi=64)
     updates: int = opt(1, "optimizer steps per rollout batch (the ratio is taken against the rollout policy)", lo=1, hi=64)
     clip: float = opt(0.2, "clip range epsilon of the policy ratio", lo=0, lo_open=True, hi=10)
     kl_beta: float = opt(0.0, "weight of the KL penalty to the frozen start (0 = none, no reference kept)", lo=0)

@@ -174,34 +174,42 @@ def sampling_options(gen_cfg: Any) -> dict:
             "max_new_tokens": gen_cfg.max_new_tokens, "seed": gen_cfg.seed or None}
 
 
-@torch.inference_mode()
-def generate_group(model: GPT, prompt_ids: Sequence[int], n: int, *, max_new_tokens: int, temperature: float = 1.0,
-                   top_k: int = 0, top_p: float = 1.0, stop_ids: Iterable[int] = (),
-                   generator: torch.Generator | None = None, keep_stop: bool = False) -> list[list[int]]:
-    """`n` sampled completions of one prompt as one batch: the prompt is prefilled once and its keys
-    and values copied to the n rows (a shared-prefix KV cache), then all rows decode together; a
-    row that samples a stop id ends there and leaves the batch (the id ends its list with keep_stop,
-    as RL trains on the choice to stop; else it is not returned).
+def generate_group(model: GPT, prompt_ids: Sequence[int], n: int, **options: Any) -> list[list[int]]:
+    """`n` sampled completions of one prompt as one batch (`generate_groups` with one prompt)."""
+    return generate_groups(model, [prompt_ids], n, **options)
 
-    The prompt must leave room for max_new_tokens in the context (the caller cuts it)."""
-    if not prompt_ids:
+
+@torch.inference_mode()
+def generate_groups(model: GPT, prompts: Sequence[Sequence[int]], n: int, *, max_new_tokens: int,
+                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stop_ids: Iterable[int] = (),
+                    generator: torch.Generator | None = None, keep_stop: bool = False) -> list[list[int]]:
+    """`n` sampled completions of each prompt, all P x n as one batch: the prompts are left-padded to
+    one length and prefilled once (the cache masks the padding and counts each row's positions from
+    its first token), their keys and values copied to n rows each (a shared-prefix KV cache), then
+    all rows decode together; a row that samples a stop id ends there and leaves the batch (the id
+    ends its list with keep_stop, as RL trains on the choice to stop; else it is not returned).
+    Returns the P x n completions prompt by prompt.
+
+    Every prompt must leave room for max_new_tokens in the context (the caller cuts it)."""
+    if not prompts or not all(prompts):
         raise UserError("the prompt encodes to no tokens; give a prompt the tokenizer splits into tokens")
-    ctx = model.config.context_length
-    if len(prompt_ids) + max_new_tokens > ctx:
-        raise ValueError(f"{len(prompt_ids)} prompt tokens + {max_new_tokens} new ones exceed the context ({ctx})")
+    ctx, longest = model.config.context_length, max(map(len, prompts))
+    if longest + max_new_tokens > ctx:
+        raise ValueError(f"{longest} prompt tokens + {max_new_tokens} new ones exceed the context ({ctx})")
     was_training = model.training
     model.eval()
     device = _device(model)
     stops = set(stop_ids)
-    cache = KVCache.for_model(model, len(prompt_ids) + max_new_tokens)
-    out: list[list[int]] = [[] for _ in range(n)]
-    alive = torch.arange(n, device=device)  # which of the n completions each cache row holds
+    cache = KVCache.for_model(model, longest + max_new_tokens)
+    out: list[list[int]] = [[] for _ in range(len(prompts) * n)]
     try:
-        x = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)  # (1, T)
-        logits, _ = model(x, cache=cache, last_only=True)  # (1, 1, V)
-        assert cache.k is not None and cache.v is not None
-        cache.k, cache.v = cache.k.repeat(1, n, 1, 1, 1), cache.v.repeat(1, n, 1, 1, 1)  # (L, n, H, max_len, D)
-        logits = logits.expand(n, -1, -1)
+        x = torch.tensor([[0] * (longest - len(p)) + list(p) for p in prompts], dtype=torch.long, device=device)
+        if any(len(p) < longest for p in prompts):
+            cache.pad = torch.tensor([longest - len(p) for p in prompts], device=device)
+        logits, _ = model(x, cache=cache, last_only=True)  # (P, 1, V)
+        alive = torch.arange(len(out), device=device)  # which completion each cache row holds
+        cache.select(alive // n)  # (L, P * n, H, max_len, D): each prompt's cache copied to its n rows
+        logits = logits[alive // n]
         for step in range(max_new_tokens):
             nxt = sample_batch(logits[:, -1], temperature, top_k, top_p, generator)  # (B,)
             done = [tok in stops for tok in nxt.tolist()]
@@ -213,7 +221,7 @@ def generate_group(model: GPT, prompt_ids: Sequence[int], n: int, *, max_new_tok
                     break
                 keep = torch.tensor([i for i, d in enumerate(done) if not d], device=device)
                 alive, nxt = alive[keep], nxt[keep]
-                cache.k, cache.v = cache.k[:, keep], cache.v[:, keep]  # finished rows leave the batch
+                cache.select(keep)  # finished rows leave the batch
             if step + 1 == max_new_tokens:
                 break
             logits, _ = model(nxt[:, None], cache=cache, last_only=True)  # (B, 1, V)

@@ -18,6 +18,7 @@ from core.data.verifiable import is_correct, question_of
 from core.eval.metrics import mean_ci, proportion_ci
 
 EVAL_SEED = 20_240_205  # the same samples at every evaluation, so two evaluations differ by the model only
+EVAL_BATCH = 16  # questions per generation batch (x k samples each)
 
 
 def chat_prompt(tokenizer: Any, record: dict, room: int, prompt_field: str = "") -> list[int]:
@@ -33,7 +34,7 @@ def score_verifiable(model: Any, tokenizer: Any, records: Sequence[dict], *, k: 
                      temperature: float, top_k: int = 0, top_p: float = 1.0, answer_field: str = "answer",
                      prompt_field: str = "", seed: int = EVAL_SEED, examples: int = 3) -> dict:
     """Greedy accuracy, pass@1 and pass@k (each with a 95% interval) over `records`, and a few examples."""
-    from core.generate import generate_group
+    from core.generate import generate_groups
     from core.train.instruct import stop_ids
 
     room = model.config.context_length - max_new_tokens
@@ -43,21 +44,23 @@ def score_verifiable(model: Any, tokenizer: Any, records: Sequence[dict], *, k: 
     pass1: list[float] = []
     passk: list[float] = []
     shown: list[dict] = []
-    for rec in records:
-        ids = chat_prompt(tokenizer, rec, room, prompt_field)
-        gold = str(rec[answer_field])
-        best = tokenizer.decode(generate_group(model, ids, 1, max_new_tokens=max_new_tokens, temperature=0.0,
-                                               stop_ids=stops)[0])
-        samples = [tokenizer.decode(c) for c in generate_group(
+    for at in range(0, len(records), EVAL_BATCH):
+        chunk = records[at: at + EVAL_BATCH]
+        ids = [chat_prompt(tokenizer, rec, room, prompt_field) for rec in chunk]
+        bests = [tokenizer.decode(c) for c in generate_groups(model, ids, 1, max_new_tokens=max_new_tokens,
+                                                               temperature=0.0, stop_ids=stops)]
+        samples = [tokenizer.decode(c) for c in generate_groups(
             model, ids, k, max_new_tokens=max_new_tokens, temperature=max(temperature, 1e-3), top_k=top_k,
             top_p=top_p, stop_ids=stops, generator=gen)]
-        right = [is_correct(s, gold) for s in samples]
-        greedy.append(float(is_correct(best, gold)))
-        pass1.append(sum(right) / k)
-        passk.append(float(any(right)))
-        if len(shown) < examples:
-            shown.append({"question": " ".join(question_of(rec, prompt_field)).strip(), "answer": gold,
-                          "greedy": best, "correct": bool(greedy[-1])})
+        for i, (rec, best) in enumerate(zip(chunk, bests)):
+            gold = str(rec[answer_field])
+            right = [is_correct(s, gold) for s in samples[i * k: (i + 1) * k]]
+            greedy.append(float(is_correct(best, gold)))
+            pass1.append(sum(right) / k)
+            passk.append(float(any(right)))
+            if len(shown) < examples:
+                shown.append({"question": " ".join(question_of(rec, prompt_field)).strip(), "answer": gold,
+                              "greedy": best, "correct": bool(greedy[-1])})
     acc = proportion_ci(sum(greedy), len(greedy))
     p1, pk = mean_ci(pass1), mean_ci(passk)
     return {"accuracy": acc["rate"], "accuracy_low": acc["ci_low"], "accuracy_high": acc["ci_high"],

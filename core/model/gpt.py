@@ -30,6 +30,8 @@ class KVCache:
 
     The tensors are allocated on the first write (then their dtype and device follow the model,
     autocast included) with room for `max_len` positions; `pos` is the number of positions filled.
+    Rows of different lengths are left-padded: `pad` (B,) counts each row's padding positions, which
+    no query attends to and which shift the row's positions (see `positions`, `attn_mask`).
     """
 
     def __init__(self, n_layer: int, max_len: int, weight_copies: bool = True):
@@ -42,6 +44,8 @@ class KVCache:
         self.decode_weights: dict[int, torch.Tensor] = {}
         self.k: torch.Tensor | None = None  # (n_layer, B, n_kv_head, max_len, head_dim)
         self.v: torch.Tensor | None = None
+        self.pad: torch.Tensor | None = None  # (B,) left-padding per row; None: no row is padded
+        self.mask: torch.Tensor | None = None  # (B, 1, T, pos + T) of the forward pass under way, with pad
 
     @classmethod
     def for_model(cls, model: GPT, max_len: int | None = None, weight_copies: bool | None = None) -> KVCache:
@@ -60,6 +64,27 @@ class KVCache:
         self.k[layer, :, :, self.pos:end] = k
         self.v[layer, :, :, self.pos:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # (B, n_kv_head, end, head_dim)
+
+    def positions(self, T: int, device: torch.device) -> torch.Tensor:
+        """The token positions of the next T cache slots: (T,), or (B, T) counted from each row's first real token."""
+        slots = torch.arange(self.pos, self.pos + T, device=device)
+        return slots if self.pad is None else (slots[None, :] - self.pad[:, None]).clamp(min=0)
+
+    def attn_mask(self, T: int, device: torch.device) -> torch.Tensor:
+        """(B, 1, T, pos + T) True where the T new queries may attend: causal, never to a row's padding
+        (a padding query attends to itself only, so every softmax row stays finite)."""
+        assert self.pad is not None
+        q = torch.arange(self.pos, self.pos + T, device=device)[:, None]  # (T, 1)
+        key = torch.arange(self.pos + T, device=device)[None, :]  # (1, pos + T)
+        real = key[None] >= self.pad[:, None, None]  # (B, 1, pos + T)
+        return ((key <= q)[None] & (real | (key == q)[None]))[:, None]  # (B, 1, T, pos + T)
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep these batch rows (an index tensor, repeats allowed: a prefilled prompt copied to its group)."""
+        assert self.k is not None and self.v is not None
+        self.k, self.v = self.k[:, rows], self.v[:, rows]
+        if self.pad is not None:
+            self.pad = self.pad[rows]
 
     def reset(self) -> None:
         """Start over (the weights may have changed since: drop the decode copies too)."""
@@ -106,12 +131,14 @@ def rope_inv_freq(cfg: ModelConfig, device: torch.device) -> torch.Tensor:
     return torch.where(medium, (1 - smooth) * scaled / factor + smooth * scaled, scaled)
 
 
-def rope_tables(cfg: ModelConfig, start: int, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape (T, head_dim) for positions start..start+T, computed in fp32 (as HF Llama)."""
-    inv_freq = rope_inv_freq(cfg, device)  # (head_dim / 2,)
-    t = torch.arange(start, start + T, device=device, dtype=torch.float32)
-    freqs = torch.outer(t, inv_freq)  # (T, head_dim / 2)
-    emb = torch.cat((freqs, freqs), dim=-1)  # (T, head_dim): the "rotate half" layout of HF Llama
+def rope_tables(cfg: ModelConfig, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (T, head_dim) for positions (T,), or (B, 1, T, head_dim) for per-row positions
+    (B, T), computed in fp32 (as HF Llama)."""
+    inv_freq = rope_inv_freq(cfg, positions.device)  # (head_dim / 2,)
+    freqs = positions.to(torch.float32)[..., None] * inv_freq  # (..., T, head_dim / 2)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (..., T, head_dim): the "rotate half" layout of HF Llama
+    if emb.dim() == 3:
+        emb = emb[:, None]  # (B, 1, T, head_dim): broadcast over the heads
     return emb.cos(), emb.sin()
 
 
@@ -155,7 +182,9 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             start = cache.pos
             k, v = cache.update(self.layer_idx, k, v)  # (B, n_kv_head, start + T, head_dim)
-            if T == 1:
+            if cache.mask is not None:  # left-padded rows
+                mask, causal = cache.mask, False
+            elif T == 1:
                 causal = False  # one new query sees every cached position
             elif start > 0:
                 # T new queries at positions start..start+T-1 against start+T keys
@@ -247,15 +276,20 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {start + T} tokens is longer than the context ({self.config.context_length})")
         x = self.wte(idx)  # (B, T, C)
         rope = None
+        # (T,), or (B, T) for left-padded rows in a cache
+        pos = cache.positions(T, idx.device) if cache is not None else torch.arange(T, device=idx.device)
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(start, start + T, device=idx.device))  # (T, C) broadcast over B
+            x = x + self.wpe(pos)  # (T, C) broadcast over B, or (B, T, C)
         else:
-            rope = rope_tables(self.config, start, T, idx.device)
+            rope = rope_tables(self.config, pos)
+        if cache is not None and cache.pad is not None:
+            cache.mask = cache.attn_mask(T, idx.device)
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, rope, cache)
         if cache is not None:
             cache.pos += T
+            cache.mask = None
         return self.ln_f(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,

@@ -1,9 +1,11 @@
 """Reinforcement learning with verifiable rewards: GRPO (DeepSeekMath, Shao et al., 2024).
 
-For each prompt of a rollout batch the policy samples G completions (one batch per prompt with a
-shared-prefix KV cache, core.generate.generate_group); the rewards (core.train.rewards) give each
-completion an advantage A = (r - mean of its group) / std of its group (Dr. GRPO: no std). The
-loss per completion token is the clipped ratio objective
+For each prompt of a rollout batch the policy samples G completions (all P x G as one left-padded
+batch with a shared-prefix KV cache, core.generate.generate_groups); the rewards
+(core.train.rewards) give each completion an advantage A = (r - mean of its group) / std of its
+group (Dr. GRPO: no std). With finetune.rl.oversample = N a rollout draws P x N questions and trains
+on the first P groups whose rewards differ (DAPO's dynamic sampling: the others have zero
+advantages). The loss per completion token is the clipped ratio objective
 
     -min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A) + beta * KL(policy || reference)
 
@@ -106,7 +108,8 @@ class RolloutSource:
 
     def __init__(self, task: RLTask):
         self.task = task
-        self.prompts = ExampleLoader(task.train, task.rl.prompts, lambda rows: rows, seed=task.seed)
+        self.prompts = ExampleLoader(task.train, task.rl.prompts * task.rl.oversample, lambda rows: rows,
+                                     seed=task.seed)
         self.calls = 0
         self.batch: dict | None = None
 
@@ -159,9 +162,10 @@ class RLTask:
         self.policy: torch.nn.Module | None = None
         self.objective = GRPOObjective(self)
         self.batches = _Batches(self)
+        drawn = f" (of {self.rl.prompts * self.rl.oversample} drawn)" if self.rl.oversample > 1 else ""
         log.log({"kind": "log", "level": "info",
                  "message": f"GRPO: {len(self.train)} train / {len(self.val)} val / {len(self.test)} test questions; "
-                            f"{self.rl.prompts} prompts x {self.rl.group_size} completions of <= "
+                            f"{self.rl.prompts} prompts{drawn} x {self.rl.group_size} completions of <= "
                             f"{self.rl.max_new_tokens} tokens per rollout, {self.rl.updates} update(s) each; "
                             f"rewards {', '.join(self.rewards.names)}; KL beta {self.rl.kl_beta:g}"})
 
@@ -202,34 +206,26 @@ class RLTask:
 
     @torch.no_grad()
     def rollout(self, records: list[dict], index: int, step: int) -> dict:
-        """Sample G completions per prompt, score them and build the training batch (CPU tensors)."""
-        from core.generate import generate_group
-        from core.eval.verify import chat_prompt
-        from core.train.instruct import stop_ids
-
+        """Sample G completions per prompt, score them, keep the groups that teach (`keep_groups`) and
+        build the training batch (CPU tensors)."""
         assert self.policy is not None, "make_objective() first"
         model: Any = self.policy
-        rl, tok = self.rl, self.tokenizer
+        rl = self.rl
         device = next(model.parameters()).device
         gen = torch.Generator(device=device).manual_seed(self.seed * 1_000_003 + index)
-        stops = stop_ids(tok, "chat")
-        rows, totals, parts_of = [], [], []
         was = model.training
         model.eval()
-        for rec in records:
-            ids = chat_prompt(tok, rec, self.max_len - rl.max_new_tokens, self.ft.prompt_field)
-            for c in generate_group(model, ids, rl.group_size, max_new_tokens=rl.max_new_tokens,
-                                    temperature=max(self.gen.temperature, 1e-3), top_k=self.gen.top_k,
-                                    top_p=self.gen.top_p, stop_ids=stops, generator=gen, keep_stop=True):
-                text = tok.decode(c[:-1] if c and c[-1] in stops else c)  # the stop id is trained, not scored
-                total, parts = self.rewards.score(text, rec)
-                rows.append((ids, c, text))
-                totals.append(total)
-                parts_of.append(parts)
+        rows, totals, parts_of = self._sample(model, records, gen)
         rewards = torch.tensor(totals).view(len(records), rl.group_size)
+        varied = (rewards.max(1).values > rewards.min(1).values).float()
+        stats = {**self._stats(rewards, parts_of, rows), "solved_groups": varied.mean()}  # over all groups drawn
+        keep = self.keep_groups(varied)
+        G = rl.group_size
+        records, rewards = [records[g] for g in keep], rewards[keep]
+        rows, totals, parts_of = ([xs[g * G + j] for g in keep for j in range(G)] for xs in (rows, totals, parts_of))
         adv = advantages(rewards, rl.scale_std).view(-1)
         batch = self._tensors(rows, adv)
-        batch["stats"] = self._stats(rewards, parts_of, batch)
+        batch["stats"] = {**stats, "kept_groups": float(len(keep))}
         if rl.updates > 1:
             batch["old_logp"] = token_logps(model, batch["x"].to(device), batch["y"].to(device))[0].cpu()
         if rl.kl_beta > 0:
@@ -237,6 +233,37 @@ class RLTask:
         model.train(was)
         self._log_rollout(records, rows, totals, parts_of, adv, step)
         return batch
+
+    def keep_groups(self, varied: torch.Tensor) -> list[int]:
+        """The groups trained on: all of them, or with oversample > 1 the first `prompts` whose rewards
+        differ (a group whose answers all score alike has zero advantages: DAPO's dynamic sampling);
+        when none differ, the first group (its loss is zero, the step still counts)."""
+        if self.rl.oversample <= 1:
+            return list(range(len(varied)))
+        return [int(g) for g in varied.nonzero()[:, 0][: self.rl.prompts]] or [0]
+
+    def _sample(self, model: Any, records: list[dict], gen: torch.Generator) -> tuple[list, list[float], list[dict]]:
+        """All records x G completions as one batch: (prompt ids, completion ids, text) rows, their
+        total rewards and reward components, prompt by prompt."""
+        from core.eval.verify import chat_prompt
+        from core.generate import generate_groups
+        from core.train.instruct import stop_ids
+
+        rl, tok = self.rl, self.tokenizer
+        stops = stop_ids(tok, "chat")
+        prompts = [chat_prompt(tok, rec, self.max_len - rl.max_new_tokens, self.ft.prompt_field) for rec in records]
+        completions = generate_groups(model, prompts, rl.group_size, max_new_tokens=rl.max_new_tokens,
+                                      temperature=max(self.gen.temperature, 1e-3), top_k=self.gen.top_k,
+                                      top_p=self.gen.top_p, stop_ids=stops, generator=gen, keep_stop=True)
+        rows, totals, parts_of = [], [], []
+        for i, c in enumerate(completions):
+            rec, ids = records[i // rl.group_size], prompts[i // rl.group_size]
+            text = tok.decode(c[:-1] if c and c[-1] in stops else c)  # the stop id is trained, not scored
+            total, parts = self.rewards.score(text, rec)
+            rows.append((ids, c, text))
+            totals.append(total)
+            parts_of.append(parts)
+        return rows, totals, parts_of
 
     def _tensors(self, rows: list[tuple[list[int], list[int], str]], adv: torch.Tensor) -> dict:
         """x, y (N, T) right-padded: y is -100 on prompt and padding positions; adv (N,)."""
@@ -250,10 +277,9 @@ class RLTask:
             y[i, len(p) - 1: len(seq) - 1] = seq[len(p):]
         return {"x": x, "y": y, "adv": adv.float()}
 
-    def _stats(self, rewards: torch.Tensor, parts_of: list[dict], batch: dict) -> dict:
+    def _stats(self, rewards: torch.Tensor, parts_of: list[dict], rows: list) -> dict:
         stats = {"reward": rewards.mean(), "reward_std": rewards.std(unbiased=False),
-                 "completion_len": (batch["y"] != -100).sum(1).float().mean(),
-                 "solved_groups": (rewards.max(1).values > rewards.min(1).values).float().mean()}
+                 "completion_len": torch.tensor([float(len(c)) for _, c, _ in rows]).mean()}
         for name in self.rewards.names:
             v = torch.tensor([p[name] for p in parts_of])
             stats[f"reward_{name}"], stats[f"reward_{name}_std"] = v.mean(), v.std(unbiased=False)

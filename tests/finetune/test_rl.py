@@ -56,10 +56,10 @@ def test_grpo_trains_and_reports_rewards_rollouts_and_held_out_accuracy(base_ckp
     assert {"accuracy", "correct"} <= set(report["baseline"])
 
 
-@pytest.mark.parametrize("updates", [1, 2])
-def test_a_resumed_grpo_run_equals_an_uninterrupted_one(base_ckpt, verify_file, tmp_path, updates):
+@pytest.mark.parametrize("updates,oversample", [(1, 1), (2, 2)])
+def test_a_resumed_grpo_run_equals_an_uninterrupted_one(base_ckpt, verify_file, tmp_path, updates, oversample):
     over = dict(train__max_steps=5, train__checkpoint_every=100, train__eval_every=100, finetune__rl__updates=updates,
-                finetune__rl__kl_beta=0.05)
+                finetune__rl__kl_beta=0.05, finetune__rl__oversample=oversample)
     full, rec_full = run_fit(rl_preset(base_ckpt, verify_file, **over), tmp_path / "full")
     part, _ = run_fit(rl_preset(base_ckpt, verify_file, **over), tmp_path / "part", stop_after=3)
     assert part.stopped and part.step == 3
@@ -75,6 +75,16 @@ def test_grpo_with_lora_trains_only_the_adapters(base_ckpt, verify_file, tmp_pat
     result, rec = run_fit(rl_preset(base_ckpt, verify_file, train__max_steps=2, finetune__trainable="lora",
                                     finetune__rl__kl_beta=0.1), tmp_path / "run")
     assert result.step == 2 and all("kl" in e for e in rec.of("train"))
+
+
+def test_oversampling_trains_only_on_groups_whose_rewards_differ(base_ckpt, verify_file, tmp_path):
+    _, rec = run_fit(rl_preset(base_ckpt, verify_file, train__max_steps=3, finetune__rl__oversample=3), tmp_path / "run")
+    train = {e["step"]: e for e in rec.of("train")}
+    assert all(1 <= e["kept_groups"] <= 2 for e in train.values())  # at most `prompts` groups of the 6 drawn
+    assert any(e["solved_groups"] > 0 for e in train.values())
+    for r in rec.of("rollout"):  # the viewer shows a kept group: one that teaches, whenever any did
+        rewards = {c["reward"] for c in r["completions"]}
+        assert (len(rewards) > 1) == (train[r["step"]]["solved_groups"] > 0)
 
 
 # ------------------------------------------------------------------------------------ the math
