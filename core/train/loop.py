@@ -309,6 +309,19 @@ def _refuse_non_finite(r: _Run, state: TrainState, loss: float, norm: float, lr:
     raise StageFailed(msg)
 
 
+def _refuse_non_finite_val(r: _Run, state: TrainState, val_loss: float) -> None:
+    """The update of the step just taken made the weights non-finite (its own loss and norm were
+    finite): fail before that step is validated into a checkpoint."""
+    with contextlib.suppress(Exception):
+        r.saver.wait()
+    msg = (f"non-finite validation loss at step {state.step} (val_loss {val_loss}): step {state.step}'s update made "
+           f"the weights non-finite; no checkpoint of it was written"
+           + (f" and {state.checkpoint.name} is the last good checkpoint" if state.checkpoint else "")
+           + ". Lower train.lr, raise train.warmup_steps or set train.grad_clip")
+    r.log.log({"kind": "log", "level": "error", "message": msg})
+    raise StageFailed(msg)
+
+
 def _step(r: _Run, state: TrainState, lr: float) -> _Step:
     """One optimizer step: accumulate, clip, reduce the logged loss (and stop requests), check, update.
     Only a step that is `_readback_due` waits for the device; the others flag a non-finite value there."""
@@ -385,6 +398,8 @@ def _evaluate(r: _Run, state: TrainState) -> dict:
             metrics = {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
     r.raw.train()
     metrics = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
+    if metrics.get("val_loss") is not None and not math.isfinite(metrics["val_loss"]) and r.scaler is None:
+        _refuse_non_finite_val(r, state, metrics["val_loss"])
     if metrics.get("val_loss") is not None:
         state.record_val(metrics["val_loss"])
     elif metrics:
