@@ -3,7 +3,8 @@
 `train()` takes a model, an objective (a function or small object turning a batch into a loss and
 a metrics dict), a batch source, the preset's train section, a logger, a stop event and the run
 folder. It runs AdamW with warmup and cosine decay, gradient accumulation and clipping, autocast
-on GPUs, optional torch.compile, and DDP or FSDP2 (core.train.fsdp); it validates, samples, checkpoints, and resumes exactly
+on GPUs, optional torch.compile, and DDP or FSDP2 (core.train.fsdp); it validates, samples, checkpoints (copied to
+host memory and committed in a background thread, core.train.saver; sharded per rank under FSDP), and resumes exactly
 from the newest committed checkpoint of the run (core.train.state). Devices and dtypes come from
 core.train.device. It is composition, not a trainer class: a finetuning stage passes its own objective.
 

@@ -50,8 +50,9 @@ class HostCopy:
     def __init__(self, model: Any):
         self.config = model.config
         self.head_kind = model.head_kind
-        head = model.lm_head
-        self.lm_head = SimpleNamespace(out_features=head.out_features, bias=None if head.bias is None else True)
+        head = model.lm_head  # a LoRA-wrapped head may lack these; model.json reads them for other heads only
+        self.lm_head = SimpleNamespace(out_features=getattr(head, "out_features", None),
+                                       bias=None if getattr(head, "bias", None) is None else True)
         self._weights = to_host(model.weights())
 
     def weights(self) -> dict[str, torch.Tensor]:
