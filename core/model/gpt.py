@@ -265,8 +265,9 @@ class GPT(nn.Module):
         """idx (B, T) -> logits (B, T, V), or (B, 1, V) with last_only; loss when targets (B, T) are given.
 
         Targets equal to -100 are ignored (prompt and padding positions in finetuning). With targets
-        and `logits=False` the logits are None: in float32 the loss then comes from the head and the
-        cross-entropy fused over row chunks (core.model.head_loss), which never holds all the logits.
+        and `logits=False` the caller needs the loss only: in float32 (outside autocast) it comes from
+        the head and the cross-entropy fused over row chunks (core.model.head_loss), which never holds
+        all the logits, and the logits returned are None.
         """
         x = self.hidden_states(idx, cache=cache)  # (B, T, C)
         if targets is not None and not logits and type(self.lm_head) is nn.Linear and self.lm_head.bias is None \
