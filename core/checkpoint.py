@@ -6,6 +6,9 @@
         tokenizer/          the tokenizer's own files, so the folder loads with no preset at hand
         trainer.pt          optimizer, schedule, RNG states, data position (tensors and plain containers)
         COMMITTED           written last: sizes and sha256 of the files above
+    An FSDP run's checkpoint holds shards/ (torch.distributed.checkpoint: one __R_0.distcp per rank
+    and .metadata) instead of model.safetensors, with the optimizer state in it too; model.json says
+    "sharded": {"world_size": N}. Every reader below loads both layouts in one process.
     run_dir/checkpoints/latest, best    text files naming a committed step
 
 A checkpoint is written into a temporary folder, every file is fsynced, COMMITTED goes last and
@@ -43,6 +46,7 @@ if TYPE_CHECKING:
 FORMAT = CHECKPOINT_FORMAT
 VERSION = 1
 MANIFEST_MAX_BYTES, META_MAX_BYTES = 4 * MiB, 16 * MiB
+SHARDS = "shards"  # a sharded checkpoint's torch.distributed.checkpoint folder
 # fields that describe how a model was trained, not what it is: a resume may change them
 NOT_ARCHITECTURE = ("init_from", "dropout")
 
@@ -119,16 +123,22 @@ def restore_rng_state(state: dict) -> None:
 def write_checkpoint(dest: str | Path, step: int, model: torch.nn.Module, *, tokenizer: Any = None,
                      trainer_state: dict | None = None, val_loss: float | None = None,
                      chat_template: str | None = None, lineage: dict | None = None,
-                     extra: dict | None = None) -> Path:
+                     extra: dict | None = None, sharded: int | None = None) -> Path:
     """Write one committed checkpoint folder at `dest`: files into a temporary sibling, each
-    fsynced, COMMITTED last, then renamed into place (replacing an older `dest`)."""
+    fsynced, COMMITTED last, then renamed into place (replacing an older `dest`). With `sharded`
+    (the world size) the temporary folder already holds the ranks' shards/ (core.train.fsdp)."""
     model = _unwrap(model)
     final = Path(dest)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = temp_folder(final)
+    if sharded is None:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    elif not (tmp / SHARDS).is_dir():
+        raise FileNotFoundError(f"{tmp / SHARDS}: the ranks' shards were not written")
+    if sharded is not None:
+        extra = {**(extra or {}), "sharded": {"world_size": sharded}}
 
     try:
         _write_files(tmp, step, model, tokenizer, trainer_state, val_loss, chat_template, lineage, extra)
@@ -147,6 +157,11 @@ def write_checkpoint(dest: str | Path, step: int, model: torch.nn.Module, *, tok
     return final
 
 
+def temp_folder(final: Path) -> Path:
+    """Where the checkpoint `final` is written before it is committed and renamed into place."""
+    return final.with_name(f".tmp-{final.name}-{os.getpid()}")
+
+
 def _save_weights(weights: dict, path: Path) -> None:
     """safetensors' save_file reports a full disk as SafetensorError: turn an I/O failure back into
     the OSError (ENOSPC, EFBIG, ...) that callers handle."""
@@ -162,7 +177,8 @@ def _save_weights(weights: dict, path: Path) -> None:
 
 def _write_files(tmp: Path, step: int, model: Any, tokenizer: Any, trainer_state: dict | None,
                  val_loss: float | None, chat_template: str | None, lineage: dict | None, extra: dict | None) -> None:
-    _save_weights(model.weights(), tmp / WEIGHTS)
+    if not (extra or {}).get("sharded"):
+        _save_weights(model.weights(), tmp / WEIGHTS)
     head: dict[str, Any] = {"kind": model.head_kind}
     if model.head_kind != "lm":
         head.update(out_features=model.lm_head.out_features, bias=model.lm_head.bias is not None)
@@ -244,18 +260,20 @@ def copy_checkpoint(src: Path, run_dir: Path, trainer_state: dict | None = None)
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, *, tokenizer: Any = None,
                     trainer_state: dict | None = None, val_loss: float | None = None, keep_last: int = 2,
                     chat_template: str | None = None, lineage: dict | None = None,
-                    extra: dict | None = None, best_step: int | None = None) -> Path:
+                    extra: dict | None = None, best_step: int | None = None, sharded: int | None = None) -> Path:
     """Write and commit `run_dir/checkpoints/step-NNNNNNNN`, update `latest` (and `best` when
     `val_loss` is the lowest so far), rotate old ones; returns the checkpoint folder.
 
     `trainer_state` holds tensors and plain containers only (use `capture_rng_state()` for RNG);
     `lineage` says where the model came from (base checkpoint, preset, stage), `extra` is any
     more JSON for model.json. `best_step` (an early-stopping rule's best evaluation) names the best
-    checkpoint instead of the lowest validation loss. Under DDP only rank 0 calls this, after a barrier.
+    checkpoint instead of the lowest validation loss. Under DDP only rank 0 calls this, after a barrier;
+    under FSDP rank 0 calls it with `sharded` after every rank wrote its shard (core.train.fsdp).
     """
     root = Path(run_dir) / "checkpoints"
     final = write_checkpoint(root / step_name(step), step, model, tokenizer=tokenizer, trainer_state=trainer_state,
-                             val_loss=val_loss, chat_template=chat_template, lineage=lineage, extra=extra)
+                             val_loss=val_loss, chat_template=chat_template, lineage=lineage, extra=extra,
+                             sharded=sharded)
     write_text_atomic(root / "latest", final.name + "\n")
     best = read_pointer(root, "best")
     best_loss = _val_loss(best) if best is not None else None
@@ -328,7 +346,28 @@ def verify(ckpt: str | Path, *, hashes: bool = True) -> dict:
         if hashes and _sha256(p) != info["sha256"]:
             raise UserError(f"{p}: contents changed since the checkpoint was committed (sha256 mismatch); it is corrupt")
     meta = check_model_json(read_json(ckpt / META, META_MAX_BYTES), ckpt / META, FORMAT)
+    world = sharded_world(meta, ckpt)
+    for rel in shard_files(world) if world else []:
+        if rel not in manifest:
+            raise UserError(f"{ckpt / rel}: missing from the checkpoint (its {COMMITTED} does not list it); "
+                            f"the checkpoint is incomplete (use an earlier checkpoint)")
     return meta
+
+
+def sharded_world(meta: dict, ckpt: Path) -> int | None:
+    """The world size of a sharded checkpoint's model.json, None for one with model.safetensors."""
+    info = meta.get("sharded")
+    if info is None:
+        return None
+    n = info.get("world_size") if isinstance(info, dict) else None
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1_000_000:
+        raise UserError(f"{ckpt / META}: sharded.world_size must be a whole number of processes, got {n!r}")
+    return n
+
+
+def shard_files(world: int) -> list[str]:
+    """The files a sharded checkpoint of `world` ranks consists of (torch.distributed.checkpoint's names)."""
+    return [f"{SHARDS}/.metadata"] + [f"{SHARDS}/__{r}_0.distcp" for r in range(world)]
 
 
 def resume_candidates(run_dir: str | Path) -> list[Path]:
@@ -380,15 +419,18 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: t
         return load_adapter_model(ckpt, meta, device=device, dtype=dtype, verify_hashes=verify_hashes)
     cfg = model_config_of(meta, ckpt / META)
     head = meta.get("head") or {"kind": "lm"}
-    check_weight_shapes(ckpt, cfg, head)  # before allocating: model.json may claim any size
+    check_weight_shapes(ckpt, cfg, head, meta)  # before allocating: model.json may claim any size
     model = GPT(cfg)
     if head["kind"] != "lm":
         model.set_head(head["out_features"], bias=head.get("bias", False), kind=head["kind"])
-    try:
-        sd = load_file(ckpt / WEIGHTS)
-        model.load_weights(sd)
-    except (SafetensorError, ValueError, RuntimeError) as e:
-        raise UserError(f"{ckpt / WEIGHTS}: cannot load the weights ({e}); the checkpoint is corrupt") from None
+    if meta.get("sharded"):
+        load_sharded_weights(ckpt, model)
+    else:
+        try:
+            sd = load_file(ckpt / WEIGHTS)
+            model.load_weights(sd)
+        except (SafetensorError, ValueError, RuntimeError) as e:
+            raise UserError(f"{ckpt / WEIGHTS}: cannot load the weights ({e}); the checkpoint is corrupt") from None
     model.to(device=device, dtype=dtype)
     model.eval()
     tokenizer = checkpoint_tokenizer(ckpt, meta)
@@ -399,11 +441,10 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu", dtype: t
     return model, tokenizer, meta
 
 
-def check_weight_shapes(ckpt: Path, cfg: ModelConfig, head: dict) -> None:
-    """The tensors of model.safetensors (read from its header only) must be exactly the ones the
-    architecture in model.json needs; a model is built on the meta device to know them."""
-    from safetensors import safe_open
-
+def check_weight_shapes(ckpt: Path, cfg: ModelConfig, head: dict, meta: dict | None = None) -> None:
+    """The tensors of model.safetensors (read from its header only), or of a sharded checkpoint's
+    metadata, must be exactly the ones the architecture in model.json needs; a model is built on
+    the meta device to know them."""
     from core.model.gpt import GPT
 
     with torch.device("meta"):
@@ -411,15 +452,95 @@ def check_weight_shapes(ckpt: Path, cfg: ModelConfig, head: dict) -> None:
         if head.get("kind", "lm") != "lm":
             model.set_head(head["out_features"], bias=head.get("bias", False), kind=head["kind"])
     want = {k: tuple(v.shape) for k, v in model.weights().items()}
-    try:
-        with safe_open(ckpt / WEIGHTS, "pt") as f:
-            got = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"{ckpt / WEIGHTS}: cannot load the weights ({e}); the checkpoint is corrupt") from None
+    sharded = bool((meta or {}).get("sharded"))
+    got = _sharded_shapes(ckpt) if sharded else _safetensors_shapes(ckpt)
     if got != want:
         diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))[:3]
         shown = ", ".join(f"{k}: file {got.get(k)}, model.json {want.get(k)}" for k in diff)
-        raise UserError(f"{ckpt}: model.safetensors does not match the architecture in model.json ({shown})")
+        what = f"{SHARDS}/" if sharded else WEIGHTS
+        raise UserError(f"{ckpt}: {what} does not match the architecture in model.json ({shown})")
+
+
+def _safetensors_shapes(ckpt: Path) -> dict[str, tuple]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(ckpt / WEIGHTS, "pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{ckpt / WEIGHTS}: cannot load the weights ({e}); the checkpoint is corrupt") from None
+
+
+# ----------------------------------------------------------------------------- sharded layout
+
+def shard_reader(ckpt: Path) -> Any:
+    """A torch.distributed.checkpoint reader of `ckpt/shards` whose .metadata (a pickle) is unpickled
+    with only the classes that format uses: a crafted file cannot run code."""
+    import pickle
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint import metadata as md
+
+    allowed = {("torch", "Size"), ("torch", "dtype"), ("torch", "layout"), ("torch", "memory_format"),
+               ("collections", "OrderedDict"), ("builtins", "set"), ("builtins", "frozenset"),
+               ("torch.serialization", "_get_layout"), ("pathlib", "PosixPath"), ("pathlib", "WindowsPath")}
+    modules = (md.__name__, "torch.distributed.checkpoint.filesystem", "torch.distributed.checkpoint.planner",
+               "torch.distributed.checkpoint._extension", "torch.distributed.checkpoint.storage")
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if module in modules or (module, name) in allowed or (module == "torch" and name in
+                                                                   ("float32", "bfloat16", "float16", "int64")):
+                return super().find_class(module, name)
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint's metadata")
+
+    class Reader(dcp.FileSystemReader):
+        def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+            with open(Path(self.path) / ".metadata", "rb") as f:
+                metadata = Restricted(f).load()
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = md.StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return Reader(str(ckpt / SHARDS))
+
+
+def _sharded_shapes(ckpt: Path) -> dict[str, tuple]:
+    try:
+        meta = shard_reader(ckpt).read_metadata()
+    except Exception as e:  # unpickling errors come in many types
+        raise UserError(f"{ckpt / SHARDS / '.metadata'}: cannot read ({type(e).__name__}: {e}); "
+                        f"the checkpoint is corrupt") from None
+    return {k.removeprefix("model."): tuple(v.size) for k, v in meta.state_dict_metadata.items()
+            if k.startswith("model.") and hasattr(v, "size")}
+
+
+def read_shards(ckpt: Path, state: dict) -> None:
+    """Fill `state` (tensors or DTensors of the sizes wanted, any sharding) from `ckpt/shards`: a
+    collective under torchrun, a plain read in one process."""
+    import warnings
+
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
+    alone = not (dist.is_available() and dist.is_initialized())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")  # alone: meant so
+        dcp.load(state, storage_reader=shard_reader(ckpt), no_dist=alone)
+
+
+def load_sharded_weights(ckpt: Path, model: Any) -> None:
+    """Read a sharded checkpoint's weights into `model`, which holds whole tensors (one process, or
+    every rank of a group before it shards: all of them must call this then)."""
+    raw: Any = _unwrap(model)
+    sd = {k: v for k, v in raw.state_dict().items() if not (k == "lm_head.weight" and raw.tied)}
+    try:
+        read_shards(ckpt, {"model": sd})
+        raw.load_weights(sd)
+    except Exception as e:  # a damaged shard surfaces as many kinds of error
+        raise UserError(f"{ckpt / SHARDS}: cannot load the weights ({type(e).__name__}: {e}); "
+                        f"the checkpoint is corrupt") from None
 
 
 def checkpoint_tokenizer(ckpt: Path, meta: dict) -> TextTokenizer | None:

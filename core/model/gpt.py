@@ -19,6 +19,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from core.config import ModelConfig
+from core.model import head_loss
 from core.model.stats import head_dim, kv_heads, mlp_hidden_size
 
 
@@ -293,16 +294,24 @@ class GPT(nn.Module):
         return self.ln_f(x)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                cache: KVCache | None = None, last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                cache: KVCache | None = None, last_only: bool = False,
+                logits: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """idx (B, T) -> logits (B, T, V), or (B, 1, V) with last_only; loss when targets (B, T) are given.
 
-        Targets equal to -100 are ignored (prompt and padding positions in finetuning).
+        Targets equal to -100 are ignored (prompt and padding positions in finetuning). With targets
+        and `logits=False` the caller needs the loss only: in float32 (outside autocast) it comes from
+        the head and the cross-entropy fused over row chunks (core.model.head_loss), which never holds
+        all the logits, and the logits returned are None.
         """
         x = self.hidden_states(idx, cache=cache)  # (B, T, C)
+        if targets is not None and not logits and type(self.lm_head) is nn.Linear and self.lm_head.bias is None \
+                and head_loss.applies(x, self.lm_head.weight):
+            C = x.shape[-1]
+            return None, head_loss.linear_cross_entropy(x.reshape(-1, C), self.lm_head.weight, targets.reshape(-1))
         if targets is not None:
-            logits = self.lm_head(x)  # (B, T, V)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
-            return logits, loss
+            out = self.lm_head(x)  # (B, T, V)
+            loss = F.cross_entropy(out.view(-1, out.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
+            return out, loss
         if last_only:
             x = x[:, -1:, :]  # generation needs the next token only: skip the head elsewhere
         return linear(self.lm_head, x, cache), None

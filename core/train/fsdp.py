@@ -3,17 +3,23 @@
 Each transformer block and then the whole model go through `torch.distributed.fsdp.fully_shard`
 (bf16 parameters with fp32 gradient reduction under bf16 autocast; parameters and optimizer
 state offloaded to host memory with `train.fsdp_offload`). Launched like DDP (core.train.ddp); it
-runs on CPU with gloo as well as on GPUs with NCCL. A checkpoint gathers the full weights and the
-full optimizer state (keyed by parameter name) to rank 0, which commits it as usual: it loads in
-one process (export, generate) and resumes an FSDP run at any world size. Used by core.train.loop.
+runs on CPU with gloo as well as on GPUs with NCCL. A checkpoint is sharded: every rank writes its
+shards of the weights and of the optimizer state with torch.distributed.checkpoint into the
+checkpoint's temporary folder, and after a barrier rank 0 adds model.json, tokenizer and
+trainer.pt and commits the folder (COMMITTED last, core.checkpoint). Nothing is gathered to one
+rank; the checkpoint loads in one process (export, generate: core.checkpoint reads the layout) and
+resumes at any world size, FSDP or not (the shards are resharded on load). Used by core.train.loop.
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from core import checkpoint as ckpt_io
 from core.config import TrainConfig
 from core.errors import UserError
 from core.train.device import Dist
@@ -63,26 +69,43 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
-def _options() -> Any:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-    return StateDictOptions(full_state_dict=True, cpu_offload=True)
-
-
-def gather(model: torch.nn.Module, optimizer: Any, main: bool) -> tuple[torch.nn.Module | None, dict | None]:
-    """(a full copy of the model on the host, the full optimizer state) on rank 0; (None, None) on the
-    others. Every rank must call it (collectives)."""
+def save_sharded(model: torch.nn.Module, optimizer: Any, final: Path, main: bool) -> None:
+    """Every rank writes its shards of the weights and the optimizer state into the temporary folder
+    of checkpoint `final` (rank 0 names it), then waits for all; rank 0 commits it afterwards."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
-    weights = get_model_state_dict(model, options=_options())
-    opt_state = get_optimizer_state_dict(model, optimizer, options=_options())
-    if not main:
-        return None, None
-    from core.model.gpt import GPT
+    box: list[str | None] = [None]
+    if main:
+        tmp = ckpt_io.temp_folder(final)
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / ckpt_io.SHARDS).mkdir(parents=True)
+        box = [str(tmp)]
+    dist.broadcast_object_list(box, src=0)
+    weights = get_model_state_dict(model)
+    if getattr(model, "tied", False):
+        weights.pop("lm_head.weight", None)  # stored once, as wte.weight
+    state = {"model": weights, "optim": get_optimizer_state_dict(model, optimizer)}
+    writer = dcp.FileSystemWriter(str(Path(str(box[0])) / ckpt_io.SHARDS), single_file_per_rank=True,
+                                  sync_files=True, thread_count=1)
+    dcp.save(state, storage_writer=writer)
+    dist.barrier()  # every rank's shard is on disk before rank 0 writes COMMITTED
 
-    copy = GPT(model.config)  # type: ignore[arg-type]  # check() admitted GPTs only
-    copy.load_weights({k: v for k, v in weights.items() if isinstance(v, torch.Tensor)})
-    return copy, opt_state
+
+def load_sharded_optimizer(model: torch.nn.Module, optimizer: Any, ckpt: Path) -> None:
+    """Read a sharded checkpoint's optimizer state into `optimizer` (FSDP at any world size, or one
+    process); under torchrun every rank calls it."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+    try:
+        state = get_optimizer_state_dict(model, optimizer)
+        ckpt_io.read_shards(ckpt, {"optim": state})
+        set_optimizer_state_dict(model, optimizer, state)
+    except (ValueError, KeyError, RuntimeError, AssertionError, AttributeError, TypeError) as e:
+        raise UserError(f"{ckpt / ckpt_io.SHARDS}: {INCOMPATIBLE} the checkpoint: its optimizer state does not "
+                        f"fit this run's optimizer ({type(e).__name__}: {e}); restore train.optimizer, "
+                        f"or start a new run") from None
 
 
 def load_optimizer(model: torch.nn.Module, optimizer: Any, saved: dict, where: str) -> None:

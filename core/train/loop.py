@@ -3,7 +3,8 @@
 `train()` takes a model, an objective (a function or small object turning a batch into a loss and
 a metrics dict), a batch source, the preset's train section, a logger, a stop event and the run
 folder. It runs AdamW with warmup and cosine decay, gradient accumulation and clipping, autocast
-on GPUs, optional torch.compile, and DDP or FSDP2 (core.train.fsdp); it validates, samples, checkpoints, and resumes exactly
+on GPUs, optional torch.compile, and DDP or FSDP2 (core.train.fsdp); it validates, samples, checkpoints (copied to
+host memory and committed in a background thread, core.train.saver; sharded per rank under FSDP), and resumes exactly
 from the newest committed checkpoint of the run (core.train.state). Devices and dtypes come from
 core.train.device. It is composition, not a trainer class: a finetuning stage passes its own objective.
 
@@ -22,6 +23,7 @@ DDP sees it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import threading
 import time
@@ -39,7 +41,8 @@ from core.runs import Logger, NullLogger
 from core.train.device import Dist, Feed, autocast, batch_tokens, is_oom, memory_bytes, pick_device, pick_dtype, to_device
 from core.train.optim import Optimizer, build_optimizer, lr_at, set_lr
 from core.train.live_eval import LiveEval
-from core.train.state import TrainState, commit, load_resume_state, restore, trainer_state
+from core.train.saver import BackgroundCommit, HostCopy, to_host
+from core.train.state import TrainState, commit, is_sharded, load_resume_state, restore, trainer_state
 
 if TYPE_CHECKING:
     from core.tokenizer.protocol import TextTokenizer
@@ -76,7 +79,7 @@ class LoopResult:
 def lm_objective(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict]:
     """Next-token prediction: batch = (x, y) token ids of shape (B, T)."""
     x, y = batch
-    _, loss = model(x, y)
+    _, loss = model(x, y, logits=False)  # the head and the loss fused, no logits kept (core.model.head_loss)
     return loss, {}
 
 
@@ -138,7 +141,9 @@ class _Run:
     stop_seen: bool = False        # under DDP: the stop flag as last read back
     first_bad: torch.Tensor | None = None  # the first step with a non-finite loss or norm (-1: none), on the device
     fsdp: bool = False             # train.parallel = "fsdp" on several processes
-    saved_optimizer: dict | None = None  # under FSDP: a resumed optimizer state, loaded after sharding
+    saved_optimizer: dict | None = None  # under FSDP: a resumed optimizer state, loaded after sharding ...
+    saved_from: Path | None = None       # ... from this checkpoint (its shards, when it is sharded)
+    saver: BackgroundCommit = field(default_factory=BackgroundCommit)  # rank 0's checkpoint writes
 
     @property
     def main(self) -> bool:
@@ -206,8 +211,11 @@ def _wrap(r: _Run) -> None:
 
         fsdp.shard(r.raw, r.cfg, r.device, r.dtype, r.world)
         r.optimizer = build_optimizer(r.raw, r.cfg, fsdp.optimizer_device(r.cfg, r.device))
-        if r.saved_optimizer is not None:
-            fsdp.load_optimizer(r.raw, r.optimizer, r.saved_optimizer, str(r.run_dir / "checkpoints"))
+        if r.saved_optimizer is not None and r.saved_from is not None:
+            if is_sharded({"optimizer": r.saved_optimizer}):
+                fsdp.load_sharded_optimizer(r.raw, r.optimizer, r.saved_from)
+            else:  # a checkpoint that gathered the whole optimizer state, keyed by parameter name
+                fsdp.load_optimizer(r.raw, r.optimizer, r.saved_optimizer, str(r.saved_from))
         r.fwd = r.model = torch.compile(r.raw) if r.cfg.compile else r.raw
         return
     r.fwd = torch.compile(r.raw) if r.cfg.compile else r.raw
@@ -226,7 +234,11 @@ def _resume(r: _Run, state: TrainState, tokenizer: TextTokenizer | None) -> None
     ckpt, saved = loaded
     restore(state, saved, ckpt, None if r.fsdp else r.optimizer, r.scaler, r.feed)
     if r.fsdp:
-        r.saved_optimizer = saved["optimizer"]
+        r.saved_optimizer, r.saved_from = saved["optimizer"], ckpt
+    elif is_sharded(saved):  # an FSDP run's checkpoint, resumed without FSDP
+        from core.train.fsdp import load_sharded_optimizer
+
+        load_sharded_optimizer(r.raw, r.optimizer, ckpt)
     if r.live is not None:
         r.live.load_state_dict(saved.get("live_eval"))
     for g in r.optimizer.param_groups:  # the preset's settings win over the saved ones (a fork may change them)
@@ -284,6 +296,8 @@ def _accumulate(r: _Run) -> tuple[torch.Tensor, dict, int]:
 def _refuse_non_finite(r: _Run, state: TrainState, loss: float, norm: float, lr: float, first_bad: int) -> None:
     """A non-finite loss or gradient norm fails the run at the read-back that sees it: before this
     step's optimizer update; steps since the first bad one (between read-backs) were taken."""
+    with contextlib.suppress(Exception):  # the checkpoint being written is the last good one once it lands
+        r.saver.wait()
     step = state.step + 1
     what = ("loss" if not math.isfinite(loss) else "gradient norm") if first_bad < 0 else "loss or gradient norm"
     at = step if first_bad < 0 else first_bad
@@ -294,6 +308,19 @@ def _refuse_non_finite(r: _Run, state: TrainState, loss: float, norm: float, lr:
            + ". Lower train.lr, raise train.warmup_steps or set train.grad_clip")
     r.log.log({"kind": "train", "step": state.step + 1, "loss": loss, "lr": lr, "grad_norm": norm,
                "tokens": state.tokens})
+    r.log.log({"kind": "log", "level": "error", "message": msg})
+    raise StageFailed(msg)
+
+
+def _refuse_non_finite_val(r: _Run, state: TrainState, val_loss: float) -> None:
+    """The update of the step just taken made the weights non-finite (its own loss and norm were
+    finite): fail before that step is validated into a checkpoint."""
+    with contextlib.suppress(Exception):
+        r.saver.wait()
+    msg = (f"non-finite validation loss at step {state.step} (val_loss {val_loss}): step {state.step}'s update made "
+           f"the weights non-finite; no checkpoint of it was written"
+           + (f" and {state.checkpoint.name} is the last good checkpoint" if state.checkpoint else "")
+           + ". Lower train.lr, raise train.warmup_steps or set train.grad_clip")
     r.log.log({"kind": "log", "level": "error", "message": msg})
     raise StageFailed(msg)
 
@@ -374,6 +401,8 @@ def _evaluate(r: _Run, state: TrainState) -> dict:
             metrics = {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
     r.raw.train()
     metrics = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
+    if metrics.get("val_loss") is not None and not math.isfinite(metrics["val_loss"]) and r.scaler is None:
+        _refuse_non_finite_val(r, state, metrics["val_loss"])
     if metrics.get("val_loss") is not None:
         state.record_val(metrics["val_loss"])
     elif metrics:
@@ -400,33 +429,45 @@ def _save(r: _Run, state: TrainState) -> None:
                           f"was written. Lower train.lr, raise train.warmup_steps or set train.grad_clip")
     if r.dist is not None:
         torch.distributed.barrier()
-    model: torch.nn.Module | None = r.raw
     opt_state: dict | None = None
-    if r.fsdp:  # every rank takes part in gathering the full weights and optimizer state to rank 0
-        from core.train.fsdp import gather
+    kwargs = r.checkpoint_kwargs
+    if r.fsdp:  # every rank writes its shard of the weights and optimizer state; rank 0 commits
+        from core.train.fsdp import save_sharded
 
-        model, opt_state = gather(r.raw, r.optimizer, r.main)
-    elif r.main:
-        opt_state = r.optimizer.state_dict()
+        save_sharded(r.raw, r.optimizer, r.run_dir / "checkpoints" / ckpt_io.step_name(state.step), r.main)
+        opt_state = {"sharded": ckpt_io.SHARDS}
+        kwargs = {**kwargs, "sharded": r.world}
+    elif r.main:  # the stall: a copy to host memory; the write goes on in the background
+        r.saver.wait()  # a second save waits for the first
+        opt_state = to_host(r.optimizer.state_dict())
     if r.main:
-        assert model is not None and opt_state is not None
+        assert opt_state is not None
         trainer = trainer_state(state, opt_state, r.scaler, r.feed, r.total_steps, r.world)
         if r.live is not None:
             trainer["live_eval"] = r.live.state_dict()
-        kwargs = r.checkpoint_kwargs
         if r.live is not None and r.live.early is not None and r.live.early.best_step is not None:
             kwargs = {**kwargs, "best_step": r.live.early.best_step}
-        state.checkpoint = commit(r.run_dir, model, state, trainer, **kwargs)
-        r.log.log({"kind": "checkpoint", "step": state.step, "path": str(state.checkpoint),
-                   "val_loss": state.fresh_val()})
+        if r.fsdp:
+            _commit(r, state, r.raw, dataclasses.replace(state), trainer, kwargs)
+        else:
+            host, snapshot = HostCopy(r.raw), dataclasses.replace(state)
+            r.saver.start(lambda: _commit(r, state, host, snapshot, trainer, kwargs))
     if r.dist is not None:
         torch.distributed.barrier()
     state.saved_step = state.step
 
 
+def _commit(r: _Run, state: TrainState, model: Any, snapshot: TrainState, trainer: dict, kwargs: dict) -> None:
+    """Commit the checkpoint of `snapshot` (the state when it was taken) and announce it."""
+    path = commit(r.run_dir, model, snapshot, trainer, **kwargs)
+    state.checkpoint = path
+    r.log.log({"kind": "checkpoint", "step": snapshot.step, "path": str(path), "val_loss": snapshot.fresh_val()})
+
+
 def _after_step(r: _Run, state: TrainState) -> None:
     """Validation, a sample and a checkpoint, each on its schedule (and all at the last step)."""
     cfg, step, last = r.cfg, state.step, state.step == r.total_steps
+    r.saver.check()  # a background write that failed fails the run here
     ckpt_due = step % cfg.checkpoint_every == 0
     if step % cfg.eval_every == 0 or ckpt_due or last:
         val = _evaluate(r, state)
@@ -490,6 +531,15 @@ def train(model: torch.nn.Module, objective: Objective, train_batches: BatchSour
                           + (f" x {r.world} processes ({'FSDP' if r.fsdp else 'DDP'})" if r.world > 1 else "")
                           + f" ({str(r.dtype).removeprefix('torch.')}, {n_params:,} parameters, "
                           f"{grad_accum * r.world} micro-batches per step)"})
+    try:
+        return _loop(r, state, t_start)
+    finally:
+        with contextlib.suppress(Exception):  # a write in progress lands (its error is not this one)
+            r.saver.wait()
+
+
+def _loop(r: _Run, state: TrainState, t_start: float) -> LoopResult:
+    cfg, total_steps, live = r.cfg, r.total_steps, r.live
     timer, stopped = _Timer(), False
     r.model.train()
     with _out_of_memory_as_failure(r, state):
@@ -519,6 +569,7 @@ def _finish(r: _Run, state: TrainState, stopped: bool, timer: _Timer, t_start: f
         _evaluate(r, state)  # ended by max_tokens between evaluations
     if state.saved_step != state.step and state.step > 0:
         _save(r, state)
+    r.saver.wait()
     if stopped:
         saved = state.checkpoint.name if state.checkpoint else "nothing"
         r.log.log({"kind": "log", "level": "info", "message": f"stopped at step {state.step}; saved {saved}"})

@@ -77,12 +77,13 @@ def check_compatible(meta: dict, model: torch.nn.Module, tokenizer: TextTokenize
                         + "\nrestore those preset values, or start a new run instead of --resume")
 
 
-def _read_checkpoint(ckpt: Path, model: torch.nn.Module, tokenizer: TextTokenizer | None) -> tuple[dict, dict]:
-    """(weights, trainer state) of one candidate, or a UserError saying why it cannot be used."""
+def _read_checkpoint(ckpt: Path, model: torch.nn.Module, tokenizer: TextTokenizer | None) -> tuple[dict | None, dict]:
+    """(weights, trainer state) of one candidate, or a UserError saying why it cannot be used; the
+    weights are None for a sharded checkpoint (read into the model by `load_resume_state`)."""
     meta = ckpt_io.verify(ckpt)
     check_compatible(meta, model, tokenizer, ckpt)
     try:
-        sd = load_file(ckpt / ckpt_io.WEIGHTS)
+        sd = None if meta.get("sharded") else load_file(ckpt / ckpt_io.WEIGHTS)
         state = ckpt_io.load_trainer_state(ckpt)
     except (SafetensorError, OSError) as e:
         raise UserError(f"{ckpt}: cannot read ({e}); the checkpoint is corrupt") from None
@@ -110,6 +111,9 @@ def load_resume_state(run_dir: Path, model: Any, tokenizer: TextTokenizer | None
             problems.append(str(e))
             log.log({"kind": "log", "level": "warning", "message": f"skipping checkpoint {ckpt.name}: {e}"})
             continue
+        if sd is None:  # sharded: every rank reads the whole weights (a collective under torchrun)
+            ckpt_io.load_sharded_weights(ckpt, raw)
+            return ckpt, state
         try:
             raw.load_weights(sd) if hasattr(raw, "load_weights") else raw.load_state_dict(sd)
         except (ValueError, RuntimeError) as e:
@@ -121,10 +125,11 @@ def load_resume_state(run_dir: Path, model: Any, tokenizer: TextTokenizer | None
 
 def restore(state: TrainState, saved: dict, ckpt: Path, optimizer: Optimizer | None,
             scaler: torch.amp.GradScaler | None, batches: Any) -> None:
-    """Put a loaded trainer state back: optimizer (unless None: FSDP loads it after sharding), scaler,
+    """Put a loaded trainer state back: optimizer (unless None: FSDP loads it after sharding, and a
+    sharded checkpoint's is in its shards: `core.train.fsdp.load_sharded_optimizer`), scaler,
     counters, data position and RNG states."""
     try:
-        if optimizer is not None:
+        if optimizer is not None and not is_sharded(saved):
             optimizer.load_state_dict(saved["optimizer"])
     except (ValueError, KeyError) as e:
         raise UserError(f"{ckpt / ckpt_io.TRAINER}: {INCOMPATIBLE} the checkpoint: its optimizer state does not "
@@ -141,6 +146,11 @@ def restore(state: TrainState, saved: dict, ckpt: Path, optimizer: Optimizer | N
     ckpt_io.restore_rng_state(saved["rng"])
     state.resumed_from = state.saved_step = state.step
     state.checkpoint = ckpt
+
+
+def is_sharded(saved: dict) -> bool:
+    """Whether a trainer state's optimizer lives in the checkpoint's shards (an FSDP run's)."""
+    return saved["optimizer"].get("sharded") == ckpt_io.SHARDS
 
 
 # --------------------------------------------------------------------------------------- save

@@ -4,7 +4,7 @@ Same AdamW hyperparameters, same batch, steps interleaved (ours, theirs, ours, .
 shared with other work slows both alike; the median step time of each is compared. Ours uses its
 own optimizer setup (core.train.optim.build_optimizer: decay on matrices, fused on CUDA); theirs the plain
 torch.optim.AdamW a transformers user gets. Shapes: the tiny preset, and GPT-2 small with a short
-context. Run: python tests/bench/train.py [--threads N] [--steps N] [--compile]
+context. Run: python tests/bench/train.py [--threads N] [--steps N] [--compile] [--plain-head] [--only SHAPE]
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ def shapes() -> list[tuple[str, ModelConfig, int]]:
     tiny = load("tiny").model
     tiny_cfg = ModelConfig(n_layer=tiny.n_layer, n_head=tiny.n_head, n_embd=tiny.n_embd,
                            context_length=tiny.context_length, vocab_size=2048)
+    # the issue's CPU shape: 4 layers of 256, GPT-2's vocabulary padded to 50,304, batch 8 x 256
+    cpu = ModelConfig(n_layer=4, n_head=4, n_embd=256, context_length=256, vocab_size=50304)
     small = ModelConfig(n_layer=12, n_head=12, n_embd=768, context_length=128, vocab_size=50257)
-    return [("tiny", tiny_cfg, 16), ("gpt2-124m-T128", small, 4)]
+    return [("tiny", tiny_cfg, 16), ("4x256-v50304", cpu, 8), ("gpt2-124m-T128", small, 4)]
 
 
 def hf_model(cfg: ModelConfig):
@@ -43,7 +45,7 @@ def hf_model(cfg: ModelConfig):
     return GPT2LMHeadModel(hc)
 
 
-def bench(name: str, cfg: ModelConfig, batch: int, steps: int, compile_ours: bool) -> dict:
+def bench(name: str, cfg: ModelConfig, batch: int, steps: int, compile_ours: bool, plain_head: bool) -> dict:
     torch.manual_seed(0)
     ours = GPT(cfg).train()
     theirs = hf_model(cfg).train()
@@ -54,7 +56,8 @@ def bench(name: str, cfg: ModelConfig, batch: int, steps: int, compile_ours: boo
     inp, tgt = x[:, :-1], x[:, 1:]
 
     def step_ours() -> float:
-        _, loss = fwd_ours(inp, tgt)
+        # as the pretraining objective calls it (head + loss fused), or the plain head: logits, then the loss
+        _, loss = fwd_ours(inp, tgt, logits=plain_head)
         loss.backward()
         opt_ours.step()
         opt_ours.zero_grad(set_to_none=True)
@@ -94,10 +97,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (2 only when nothing else runs)")
     ap.add_argument("--steps", type=int, default=6, help="timed steps per model and shape")
     ap.add_argument("--compile", action="store_true", help="torch.compile our model")
-    ap.add_argument("--only", default="", help="run one shape: tiny or gpt2-124m-T128")
+    ap.add_argument("--plain-head", action="store_true", help="ours without the fused head + loss (the before)")
+    ap.add_argument("--only", default="", help="run one shape: tiny, 4x256-v50304 or gpt2-124m-T128")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [bench(n, c, b, args.steps, args.compile) for n, c, b in shapes() if not args.only or n == args.only]
+    rows = [bench(n, c, b, args.steps, args.compile, args.plain_head) for n, c, b in shapes() if not args.only or n == args.only]
     print(f"{'shape':<16}{'params':>12}{'B x T':>10}{'ours tok/s':>12}{'hf tok/s':>10}"
           f"{'ours tok/cpu-s':>16}{'hf tok/cpu-s':>14}{'speedup':>9}")
     for r in rows:
@@ -105,7 +109,8 @@ def main() -> None:
               f"{r['ours_tokens_per_s']:>12,.0f}{r['transformers_tokens_per_s']:>10,.0f}"
               f"{r['ours_tokens_per_cpu_s']:>16,.0f}{r['transformers_tokens_per_cpu_s']:>14,.0f}"
               f"{r['speedup']:>8.2f}x ({r['speedup_clock']})")
-    print(json.dumps({"bench": "train", "threads": args.threads, "compile": args.compile, "rows": rows}))
+    print(json.dumps({"bench": "train", "threads": args.threads, "compile": args.compile, "plain_head": args.plain_head,
+                      "rows": rows}))
 
 
 if __name__ == "__main__":
