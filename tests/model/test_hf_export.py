@@ -148,12 +148,12 @@ def test_a_killed_exports_temporary_is_removed_by_the_next_export(tmp_path):
 
 
 @pytest.mark.slow
-def test_smollm2_exports_with_its_own_tokenizer_and_template(tmp_path):
-    """A real instruct model stored as an imported one (weights and tokenizer.json of SmolLM2-135M):
-    transformers loads the export with our logits, the source's ids and its chat template."""
-    from tests.model.export_helpers import MESSAGES, fetch_smollm2, smollm2_checkpoint
+def test_smollm2_exports_with_its_own_tokenizer_and_template(tmp_path, smollm2_imported, smollm2_loaded):
+    """A real instruct model as `llmlab import` stores it (SmolLM2-135M from its GGUF): transformers loads
+    the export with our logits, the source's ids and its chat template."""
+    from tests.model.export_helpers import MESSAGES
 
-    ckpt, model, _ = smollm2_checkpoint(tmp_path, fetch_smollm2())
+    ckpt, model = smollm2_imported.path, smollm2_loaded[0]
     out = export_hf(ckpt, tmp_path / "hf")
     src = transformers.AutoTokenizer.from_pretrained(ckpt / "tokenizer")
     hf = transformers.AutoTokenizer.from_pretrained(out)

@@ -7,7 +7,6 @@ import threading
 
 import pytest
 import torch
-from smollm2_fixture import smollm2_gguf
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow
@@ -24,49 +23,31 @@ class Events:
         pass
 
 
-@pytest.fixture(scope="module")
-def imported(tmp_path_factory):
-    from core.model.importer import import_model
-
-    path, why = smollm2_gguf()
-    if path is None:
-        pytest.skip(why)
-    home = tmp_path_factory.mktemp("smollm2-home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LLMLAB_HOME", str(home))
-    torch.set_num_threads(1)
-    yield import_model(str(path), "smollm2").path, path, home
-    mp.undo()
-
-
-def test_chat_prompt_and_greedy_reply_equal_transformers(imported):
-    from core.checkpoint import load_model
+def test_chat_prompt_and_greedy_reply_equal_transformers(smollm2_loaded, smollm2_transformers):
     from core.generate import generate
 
-    ckpt, gguf, _ = imported
-    model, tok, _ = load_model(ckpt)
-    ref_tok = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model, tok, _ = smollm2_loaded
+    ref, ref_tok = smollm2_transformers
     messages = [{"role": "system", "content": "You are brief."}, {"role": "user", "content": "What is the capital of France?"}]
     ids, _ = tok.chat.render(messages, add_generation_prompt=True)
     want = ref_tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     want = want["input_ids"] if isinstance(want, dict) or hasattr(want, "keys") else want
     assert list(ids) == list(want)
     ours = list(generate(model, list(ids), max_new_tokens=12, temperature=0, stop_ids=tok.chat.stop_ids))
-    ref = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     with torch.no_grad():
-        out = ref.eval().generate(torch.tensor([list(ids)]), max_new_tokens=12, do_sample=False)
+        out = ref.generate(torch.tensor([list(ids)]), max_new_tokens=12, do_sample=False)
     theirs = out[0, len(ids):].tolist()
     stop = [i for i, t in enumerate(theirs) if t in set(tok.chat.stop_ids)]
     theirs = theirs[: stop[0]] if stop else theirs
     assert ours == theirs and len(ours) >= 3
 
 
-def test_three_lora_sft_steps_on_the_real_model(imported, tmp_path):
+def test_three_lora_sft_steps_on_the_real_model(smollm2_imported, tmp_path):
     from core import config
     from core.data.synthetic import derived_set
     from core.stages import finetune
 
-    ckpt, _, _ = imported
+    ckpt = smollm2_imported.path
     rows = [{k: r[k] for k in ("instruction", "input", "output")} for r in derived_set("instruct", "train")[:24]]
     data = tmp_path / "instruct.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from smollm2_fixture import smollm2_gguf
 from test_hf_tokenizer import texts
 
 from core.tokenizer import load_tokenizer
@@ -15,13 +14,11 @@ pytest.importorskip("gguf")
 
 
 @pytest.fixture(scope="module")
-def smol(tmp_path_factory):
+def smol(tmp_path_factory, smollm2_file):
     """(ours, transformers with user text split, transformers as loaded) of the GGUF's tokenizer saved to a folder."""
     from transformers import AutoTokenizer
 
-    gguf, why = smollm2_gguf()
-    if gguf is None:
-        pytest.skip(why)
+    gguf = smollm2_file
     hf = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     folder = tmp_path_factory.mktemp("smollm2-tokenizer")
     hf.save_pretrained(str(folder))
