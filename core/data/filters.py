@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from array import array
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from core.config import FilterConfig
 from core.data.markup import prose_lines
-from core.data.neardup import NearDuplicates, shingle_hashes
+from core.data.neardup import NearDuplicates, batch_shingles
 from core.errors import UserError
 
 EXAMPLES_PER_RULE = 3
@@ -76,10 +77,54 @@ def repeated_line_frac(text: str, markup_aware: bool = False, min_chars: int = 0
 
 
 def enough_words(text: str, n: int) -> bool:
-    """At least n words (\\w+ runs)? A word needs two characters with its separator, so a prefix of
-    2n characters usually settles it without scanning a long document."""
-    head = text[: 2 * n + 1]
+    """At least n words (\\w+ runs)? Words of prose average ~6 characters with their separator, so a
+    prefix of 16n characters settles it without scanning a long document."""
+    head = text[: 16 * n + 16]
     return len(_WORD.findall(head)) >= n or len(head) < len(text) and len(_WORD.findall(text)) >= n
+
+
+@dataclass
+class Verdict:
+    """What a document decides by itself, before the dedup memories are asked: the first quality
+    rule it fails (None: it passes), its exact-dedup hash and its near-dedup band keys."""
+    rule: str | None
+    exact: int = 0
+    near: list[int] | None = None
+
+
+BATCH_DOCS = 256  # documents judged at once: numpy calls per batch, not per document
+BATCH_CHARS = 1 << 21  # and at most ~2 M characters read ahead
+
+
+class Prefetched:
+    """An iterator of (text, verdict) over a stream of texts, judged BATCH_DOCS at a time; `rest()`
+    gives the texts read ahead but not taken, then the rest of the stream (a reader that stops
+    early counts what is left through it)."""
+
+    def __init__(self, flt: DocumentFilter, texts: Iterator[str], cfg: FilterConfig | None):
+        self._flt, self._texts, self._cfg = flt, texts, cfg
+        self._buf: deque[tuple[str, Verdict]] = deque()
+
+    def __iter__(self) -> Prefetched:
+        return self
+
+    def __next__(self) -> tuple[str, Verdict]:
+        if not self._buf:
+            batch, chars = [], 0
+            for text in self._texts:
+                batch.append(text)
+                chars += len(text)
+                if len(batch) >= BATCH_DOCS or chars >= BATCH_CHARS:
+                    break
+            self._buf.extend(zip(batch, self._flt.verdicts(batch, self._cfg)))
+            if not self._buf:
+                raise StopIteration
+        return self._buf.popleft()
+
+    def rest(self) -> Iterator[str]:
+        while self._buf:
+            yield self._buf.popleft()[0]
+        yield from self._texts
 
 
 @dataclass
@@ -148,9 +193,10 @@ class DocumentFilter:
         self._near_source = array("H")  # source of each document the near-dedup memory holds
 
     # ------------------------------------------------------------------------------- rules
-    def first_failing_rule(self, text: str, cfg: FilterConfig | None = None, source: int = 0) -> str | None:
+    def rule_of(self, text: str, cfg: FilterConfig | None = None) -> str | None:
+        """The first quality rule (no dedup) that `text` fails under `cfg`, else None."""
         c = cfg or self.cfg
-        if not text.strip():
+        if not text or text.isspace():
             return "empty"
         n = len(text)
         if c.min_chars and n < c.min_chars:
@@ -168,18 +214,37 @@ class DocumentFilter:
                     return "max_non_letter_frac"
             if check_rep and _repeated_share(lines, c.repeated_line_min_chars) > c.max_repeated_line_frac:
                 return "max_repeated_line_frac"
-        return self._duplicate(text, source)
+        return None
 
-    def _duplicate(self, text: str, source: int) -> str | None:
-        c = self.cfg
-        norm = normalise(text) if (c.dedup_exact or self._near is not None) else ""
+    def verdicts(self, texts: list[str], cfg: FilterConfig | None = None) -> list[Verdict]:
+        """What each text decides by itself under `cfg`: its failing rule, or its dedup keys. The
+        near-dedup signatures of the whole batch are computed at once (core/data/neardup.py)."""
+        out = [Verdict(self.rule_of(t, cfg)) for t in texts]
+        c = self.cfg  # dedup is corpus-wide: data.filters' settings, whatever the source
+        if not (c.dedup_exact or self._near is not None):
+            return out
+        todo = [i for i, v in enumerate(out) if v.rule is None]
+        norms = [normalise(texts[i]) for i in todo]
         if c.dedup_exact:
-            h = int.from_bytes(hashlib.blake2b(norm.encode(), digest_size=8).digest(), "little")
-            if h in self._seen:
+            for i, norm in zip(todo, norms):
+                out[i].exact = int.from_bytes(hashlib.blake2b(norm.encode(), digest_size=8).digest(), "little")
+        if self._near is not None and todo:
+            keys = self._near.batch_keys(*batch_shingles(norms, c.shingle, c.shingle_size))
+            for i, k in zip(todo, keys):
+                out[i].near = k
+        return out
+
+    def prepared(self, texts: Iterable[str], cfg: FilterConfig | None = None) -> Prefetched:
+        """(text, verdict) pairs for a stream, judged in batches ahead of `keep`."""
+        return Prefetched(self, iter(texts), cfg)
+
+    def _duplicate(self, v: Verdict, source: int) -> str | None:
+        if self.cfg.dedup_exact:
+            if v.exact in self._seen:
                 return "dedup_exact"
-            self._seen.add(h)
-        if self._near is not None:
-            first = self._near.match(shingle_hashes(norm, c.shingle, c.shingle_size))
+            self._seen.add(v.exact)
+        if self._near is not None and v.near is not None:
+            first = self._near.match_keys(v.near)
             if first is not None:
                 self.clusters[first] = self.clusters.get(first, 0) + 1
                 return "dedup_near"
@@ -187,11 +252,13 @@ class DocumentFilter:
         return None
 
     # ------------------------------------------------------------------------------- stream
-    def keep(self, text: str, source: int = 0, cfg: FilterConfig | None = None) -> bool:
-        """Decide one document of `source` (under that source's thresholds `cfg`) and count it."""
+    def keep(self, text: str, source: int = 0, cfg: FilterConfig | None = None, verdict: Verdict | None = None) -> bool:
+        """Decide one document of `source` (under that source's thresholds `cfg`; `verdict` from
+        `prepared`/`verdicts` under the same cfg, else computed here) and count it."""
         self.docs_in += 1
         self.chars_in += len(text)
-        rule = self.first_failing_rule(text, cfg, source)
+        v = verdict or self.verdicts([text], cfg)[0]
+        rule = v.rule or self._duplicate(v, source)
         if rule is None:
             self.docs_kept += 1
             self.chars_kept += len(text)
@@ -207,8 +274,8 @@ class DocumentFilter:
         return False
 
     def apply(self, docs: Iterable[str]) -> Iterator[str]:
-        for text in docs:
-            if self.keep(text):
+        for text, v in self.prepared(docs):
+            if self.keep(text, verdict=v):
                 yield text
 
     def cluster_report(self) -> dict:

@@ -120,7 +120,7 @@ class SourceStream:
         self._rng = np.random.default_rng([d.seed, index])
         self._interval = 0
         self._next_val = self._val_position(0)
-        self._source = source_texts(cfg, d, counts)
+        self._source = flt.prepared(source_texts(cfg, d, counts), self.fcfg)  # judged in batches
 
     def _val_position(self, interval: int) -> int:
         """The held-out document of the interval-th run of ~1/val_fraction kept documents."""
@@ -137,7 +137,7 @@ class SourceStream:
 
     def first_pass(self) -> Iterator[tuple[str, bool]]:
         a, kept = self.acc, 0
-        for text in self._source:
+        for text, verdict in self._source:
             size = len(text.encode("utf-8"))
             if self.cfg.max_docs and a.docs_read >= self.cfg.max_docs or not self.limit.allows(size):
                 a.stopped_by = self.limit.hit or "its max_docs"
@@ -145,7 +145,7 @@ class SourceStream:
                 break
             a.docs_read += 1
             a.bytes_read += size
-            if not self.flt.keep(text, self.index, self.fcfg):
+            if not self.flt.keep(text, self.index, self.fcfg, verdict):
                 a.docs_removed += 1
                 a.bytes_removed += size
                 self.state.append(REMOVED)
@@ -173,7 +173,7 @@ class SourceStream:
             if a.stopped_by or not a.finished:
                 a.docs_unread = a.bytes_unread = None
             return
-        for text in self._source:
+        for text in self._source.rest():
             a.docs_unread = (a.docs_unread or 0) + 1
             a.bytes_unread = (a.bytes_unread or 0) + len(text.encode("utf-8"))
         if a.docs_unread and not a.stopped_by:

@@ -17,7 +17,7 @@ import numpy as np
 
 _MAX32 = np.uint64((1 << 32) - 1)
 _GRAM_MUL = np.uint64(0x9E3779B97F4A7C15)
-_CHUNK = 1 << 14  # shingles per signature pass: bounds the (perm, shingle) matrix at 8 MB
+_CHUNK = 1 << 10  # shingles per signature pass: a (perm, shingle) buffer of 0.5 MB at 128 perms stays in cache
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -40,20 +40,48 @@ def _grams(units: np.ndarray, size: int) -> np.ndarray:
     return acc
 
 
-def shingle_hashes(norm: str, kind: str = "word", size: int = 2) -> np.ndarray:
-    """32-bit hashes of the shingles of a normalised text (single spaces): word n-grams (crc32 per
-    word, mapped in C), or character n-grams (of code points). Repeats are kept: a MinHash is a
-    minimum, which they do not change. The distinct hashes are the sets {" ".join(words[i:i+n])} /
-    {norm[i:i+n]}, up to collisions."""
+def _units(norms: list[str], kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """The units of many normalised texts, concatenated (crc32 per word, or code points), and each
+    text's unit count. One C pass for the whole batch: no numpy call per text."""
+    if kind == "char":
+        counts = np.fromiter(map(len, norms), dtype=np.int64, count=len(norms))
+        units = np.frombuffer("".join(norms).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    else:  # a normalised text is words joined by single spaces
+        counts = np.fromiter((n.count(" ") + 1 if n else 0 for n in norms), dtype=np.int64, count=len(norms))
+        ws = " ".join(norms).encode("utf-8").split()
+        units = np.fromiter(map(zlib.crc32, ws), dtype=np.uint64, count=len(ws))
+    return units, counts
+
+
+def batch_shingles(norms: list[str], kind: str = "word", size: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """32-bit hashes of the shingles of many normalised texts (single spaces), concatenated, and the
+    offset where each text's hashes start (a text with fewer units than `size` has one shingle of all
+    of them; an empty text one shingle 0). Shingles are word n-grams (crc32 per word) or character
+    n-grams (of code points). Repeats are kept: a MinHash is a minimum, which they do not change. A
+    text's distinct hashes are the sets {" ".join(words[i:i+n])} / {norm[i:i+n]}, up to collisions."""
+    units, counts = _units(norms, kind)
+    ends = np.cumsum(counts)
+    starts = ends - counts
     with np.errstate(over="ignore"):
-        if kind == "char":
-            units = np.frombuffer(norm.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-        else:
-            ws = norm.encode("utf-8").split()
-            units = np.fromiter(map(zlib.crc32, ws), dtype=np.uint64, count=len(ws))
-        if not len(units):
-            return np.zeros(1, dtype=np.uint64)
-        return _mix64(_grams(units, size)) & _MAX32
+        grams = _grams(units, size) if len(units) >= size else np.zeros(0, dtype=np.uint64)
+        valid = np.ones(len(grams), dtype=bool)
+        for k in range(1, size):  # a gram that starts in the last size - 1 units of a text crosses its end
+            pos = ends - k
+            valid[pos[(pos >= starts) & (pos < len(grams))]] = False
+        out = _mix64(grams[valid]) & _MAX32
+        short = np.flatnonzero(counts < size)
+        if len(short):  # one shingle of all units (0 for an empty text), where its text's hashes begin
+            extra = [int(_mix64(_grams(units[starts[i]:ends[i]], size))[0] & _MAX32) if counts[i] else 0
+                     for i in short.tolist()]
+            per = np.maximum(counts - size + 1, 0)
+            out = np.insert(out, (np.cumsum(per) - per)[short], np.array(extra, dtype=np.uint64))
+    n = np.maximum(counts - size + 1, 1)
+    return out, np.cumsum(n) - n
+
+
+def shingle_hashes(norm: str, kind: str = "word", size: int = 2) -> np.ndarray:
+    """The shingle hashes of one normalised text (batch_shingles of one)."""
+    return batch_shingles([norm], kind, size)[0]
 
 
 def bands_for(threshold: float, num_perm: int) -> tuple[int, int]:
@@ -162,28 +190,51 @@ class NearDuplicates:
         self.c = (rng.integers(0, 1 << 32, num_perm, dtype=np.uint64) | np.uint64(1)).astype(np.uint32)[:, None]
         self.mix = rng.integers(1, 1 << 63, self.rows, dtype=np.uint64) | np.uint64(1)  # odd multipliers
         self.salt = rng.integers(1, 1 << 63, self.bands, dtype=np.uint64)
+        self._x = np.empty((num_perm, _CHUNK), dtype=np.uint32)  # signature buffers (P, _CHUNK)
+        self._t = np.empty((num_perm, _CHUNK), dtype=np.uint32)
         self.table = BandTable()
         self.n = 0
 
-    def signature(self, hashes: np.ndarray) -> np.ndarray:
-        """(P,) MinHash signature of 32-bit shingle hashes."""
-        sig = np.full(len(self.a), 0xFFFFFFFF, dtype=np.uint32)
-        for start in range(0, max(1, len(hashes)), _CHUNK):
-            x = self.a * hashes[start:start + _CHUNK].astype(np.uint32)[None, :] + self.b  # (P, N), wraps
-            x ^= x >> np.uint32(16)
+    def signatures(self, hashes: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """(D, P) MinHash signatures of D texts whose 32-bit shingle hashes are concatenated in
+        `hashes`, text i from starts[i] (batch_shingles): the permutations run over column chunks
+        of the whole batch in two reused buffers that stay in the CPU cache, and
+        np.minimum.reduceat takes each text's minimum."""
+        sig = np.full((len(starts), len(self.a)), 0xFFFFFFFF, dtype=np.uint32)
+        ends = np.append(starts[1:], len(hashes))
+        h32 = hashes.astype(np.uint32)
+        for c0 in range(0, len(hashes), _CHUNK):
+            c1 = min(c0 + _CHUNK, len(hashes))
+            x, t = self._x[:, : c1 - c0], self._t[:, : c1 - c0]
+            lo, hi = np.searchsorted(ends, c0, side="right"), np.searchsorted(starts, c1)  # texts in the chunk
+            np.multiply(self.a, h32[None, c0:c1], out=x)  # (P, N), wraps
+            x += self.b
+            np.right_shift(x, 16, out=t)
+            x ^= t
             x *= self.c
-            x ^= x >> np.uint32(13)
-            np.minimum(sig, x.min(axis=1), out=sig)
-        return sig.astype(np.uint64)
+            np.right_shift(x, 13, out=t)
+            x ^= t
+            red = np.minimum.reduceat(x, np.maximum(starts[lo:hi] - c0, 0), axis=1)  # (P, texts)
+            np.minimum(sig[lo:hi], red.T, out=sig[lo:hi])
+        return sig
+
+    def batch_keys(self, hashes: np.ndarray, starts: np.ndarray) -> list[list[int]]:
+        """Each text's LSH band keys (odd 64-bit ints: 0 marks an empty slot of the table)."""
+        sig = self.signatures(hashes, starts)[:, : self.bands * self.rows].astype(np.uint64)
+        rows = sig.reshape(len(starts), self.bands, self.rows)
+        with np.errstate(over="ignore"):  # the band key is a hash: wrapping is intended
+            keys = (rows * self.mix).sum(axis=2, dtype=np.uint64) ^ self.salt
+        return (keys | np.uint64(1)).tolist()
 
     def band_keys(self, hashes: np.ndarray) -> list[int]:
-        rows = self.signature(hashes)[: self.bands * self.rows].reshape(self.bands, self.rows)
-        with np.errstate(over="ignore"):  # the band key is a hash: wrapping is intended
-            keys = (rows * self.mix[None, :]).sum(axis=1, dtype=np.uint64) ^ self.salt
-        return (keys | np.uint64(1)).tolist()  # odd: 0 marks an empty slot of the table
+        return self.batch_keys(hashes, np.zeros(1, dtype=np.int64))[0]
 
-    def match(self, hashes: np.ndarray) -> int | None:
-        first = self.table.match_or_insert(self.band_keys(hashes), self.n)
+    def match_keys(self, keys: list[int]) -> int | None:
+        """The number of an earlier document sharing a band key, else None (and this one is stored)."""
+        first = self.table.match_or_insert(keys, self.n)
         if first is None:
             self.n += 1
         return first
+
+    def match(self, hashes: np.ndarray) -> int | None:
+        return self.match_keys(self.band_keys(hashes))
