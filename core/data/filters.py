@@ -22,7 +22,7 @@ import numpy as np
 
 from core.config import FilterConfig
 from core.data.markup import prose_lines
-from core.data.neardup import NearDuplicates, batch_shingles
+from core.data.neardup import NearDuplicates, Probe, batch_shingles
 from core.errors import UserError
 
 EXAMPLES_PER_RULE = 3
@@ -89,7 +89,9 @@ class Verdict:
     rule it fails (None: it passes), its exact-dedup hash and its near-dedup band keys."""
     rule: str | None
     exact: int = 0
-    near: list[int] | None = None
+    near: np.ndarray | None = None  # band keys
+    probe: Probe | None = None  # of the batch, whose row `row` this document is
+    row: int = 0
 
 
 BATCH_DOCS = 256  # documents judged at once: numpy calls per batch, not per document
@@ -230,8 +232,9 @@ class DocumentFilter:
                 out[i].exact = int.from_bytes(hashlib.blake2b(norm.encode(), digest_size=8).digest(), "little")
         if self._near is not None and todo:
             keys = self._near.batch_keys(*batch_shingles(norms, c.shingle, c.shingle_size))
-            for i, k in zip(todo, keys):
-                out[i].near = k
+            probe = self._near.probe(keys)
+            for row, i in enumerate(todo):
+                out[i].near, out[i].probe, out[i].row = keys[row], probe, row
         return out
 
     def prepared(self, texts: Iterable[str], cfg: FilterConfig | None = None) -> Prefetched:
@@ -244,7 +247,7 @@ class DocumentFilter:
                 return "dedup_exact"
             self._seen.add(v.exact)
         if self._near is not None and v.near is not None:
-            first = self._near.match_keys(v.near)
+            first = self._near.match_keys(v.near, v.probe, v.row)
             if first is not None:
                 self.clusters[first] = self.clusters.get(first, 0) + 1
                 return "dedup_near"

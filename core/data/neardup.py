@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import zlib
 from array import array
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -116,7 +117,35 @@ class BandTable:
 
     def __init__(self, capacity: int = 1 << 16):
         self.slots = array("Q", bytes(8 * capacity))  # 0 marks an empty slot
+        self._view = np.frombuffer(self.slots, dtype=np.uint64)  # the same buffer, for numpy
         self.n = 0
+        self.generation = 0  # counts growths: a probe's slots hold only within one generation
+
+    def probe(self, keys: np.ndarray) -> np.ndarray:
+        """Where the lookup of each key (any shape, slot_keys form) ends now: its slot, or the empty
+        slot it would take. Slots are never emptied, so within a generation a probed key whose end
+        slot is still empty is still absent (`insert_if_new`)."""
+        flat = keys.ravel()
+        mask = len(self._view) - 1
+        idx = ((flat >> np.uint64(DOC_BITS + 1)) & np.uint64(mask)).astype(np.int64)
+        todo = np.arange(len(flat))
+        while len(todo):
+            v = self._view[idx[todo]]
+            on = (v != 0) & ((v ^ flat[todo]) >> np.uint64(DOC_BITS) != 0)  # taken by another key
+            todo = todo[on]
+            idx[todo] = (idx[todo] + 1) & mask
+        return idx.reshape(keys.shape)
+
+    def insert_if_new(self, keys: np.ndarray, ends: np.ndarray, doc: int) -> bool:
+        """Store doc under all its keys if every probed end slot (distinct, this generation's) is still
+        empty, in a few numpy calls; False (nothing done) when the full probe must decide."""
+        if doc > _DOC_MASK or self._view[ends].any():
+            return False
+        self._view[ends] = keys | np.uint64(doc)
+        self.n += len(keys)
+        if self.n * 2 > len(self._view):
+            self._grow()
+        return True
 
     @staticmethod
     def slot_keys(keys: np.ndarray) -> np.ndarray:
@@ -164,8 +193,11 @@ class BandTable:
         used = old[old != 0]
         size = len(self.slots) * 2
         del old
+        self._view = np.zeros(0, dtype=np.uint64)
         self.slots = array("Q")  # the old table goes before the new one is filled
         self.slots = array("Q", bytes(8 * size))
+        self._view = np.frombuffer(self.slots, dtype=np.uint64)
+        self.generation += 1
         for start in range(0, len(used), _PLACE_BATCH):
             self._place(used[start:start + _PLACE_BATCH])
         self.n = len(used)
@@ -173,7 +205,7 @@ class BandTable:
     def _place(self, values: np.ndarray) -> None:
         """Linear probing for many distinct new slot values at once: in each round, the first waiting
         value of every free slot takes it and the others move one slot on."""
-        table = np.frombuffer(self.slots, dtype=np.uint64)
+        table = self._view
         mask = len(table) - 1
         idx = ((values >> np.uint64(DOC_BITS + 1)) & np.uint64(mask)).astype(np.int64)
         todo = np.arange(len(values))
@@ -232,23 +264,42 @@ class NearDuplicates:
             np.minimum(sig[lo:hi], red.T, out=sig[lo:hi])
         return sig
 
-    def batch_keys(self, hashes: np.ndarray, starts: np.ndarray) -> list[list[int]]:
-        """Each text's LSH band keys, in the form the band table stores (BandTable.slot_keys)."""
+    def batch_keys(self, hashes: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """(D, bands) LSH band keys of D texts, in the form the band table stores (BandTable.slot_keys)."""
         sig = self.signatures(hashes, starts)[:, : self.bands * self.rows].astype(np.uint64)
         rows = sig.reshape(len(starts), self.bands, self.rows)
         with np.errstate(over="ignore"):  # the band key is a hash: wrapping is intended
             keys = (rows * self.mix).sum(axis=2, dtype=np.uint64) ^ self.salt
-        return BandTable.slot_keys(keys).tolist()
+        return BandTable.slot_keys(keys)
 
-    def band_keys(self, hashes: np.ndarray) -> list[int]:
-        return self.batch_keys(hashes, np.zeros(1, dtype=np.int64))[0]
+    def probe(self, keys: np.ndarray) -> Probe:
+        """Where each text's keys end in the table now (to be checked again by `match_keys`)."""
+        ends = self.table.probe(keys)
+        distinct = (np.diff(np.sort(ends, axis=1), axis=1) != 0).all(axis=1)
+        return Probe(ends, distinct, self.table.generation)
 
-    def match_keys(self, keys: list[int]) -> int | None:
-        """The number of an earlier document sharing a band key, else None (and this one is stored)."""
-        first = self.table.match_or_insert(keys, self.n)
+    def match_keys(self, keys: np.ndarray, probe: Probe | None = None, row: int = 0) -> int | None:
+        """The number of an earlier document sharing a band key, else None (and this one is stored).
+        With the batch's `probe` (row `row`), a new document is stored in a few numpy calls when its
+        keys' end slots are still empty; otherwise the table is probed key by key."""
+        t = self.table
+        if (probe is not None and probe.generation == t.generation and probe.distinct[row]
+                and t.insert_if_new(keys, probe.ends[row], self.n)):
+            first = None
+        else:
+            first = t.match_or_insert(keys.tolist(), self.n)
         if first is None:
             self.n += 1
         return first
 
     def match(self, hashes: np.ndarray) -> int | None:
-        return self.match_keys(self.band_keys(hashes))
+        return self.match_keys(self.batch_keys(hashes, np.zeros(1, dtype=np.int64))[0])
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A batch's probe of the band table: each key's end slot, whether a text's end slots are
+    distinct, and the table's generation then."""
+    ends: np.ndarray
+    distinct: np.ndarray
+    generation: int
