@@ -5,7 +5,10 @@ of the C4/Gopher filters (length, words, share of non-letters, repeated lines; m
 measured apart, core/data/markup.py), exact deduplication by a hash of the normalised text, and
 near-duplicate removal with MinHash LSH (core/data/neardup.py) over word or character n-grams. One filter
 serves every source of a mixture: thresholds may differ per source, deduplication is corpus-wide.
-`keep(text, source, cfg)` decides one document; `report()` is plain data for the filter report
+`keep(text, source, cfg)` decides one document; `prepared(texts, cfg)` judges a stream ahead in
+batches (the rules, hashes and near-dedup signatures of 256 documents at once: what a document
+decides by itself, its `Verdict`), and `keep(..., verdict)` then asks the dedup memories in order,
+so the removals are those of one document at a time. `report()` is plain data for the filter report
 (documents and characters removed per rule, per source, a few examples each, near-duplicate clusters).
 """
 

@@ -104,16 +104,18 @@ def bands_for(threshold: float, num_perm: int) -> tuple[int, int]:
 
 DOC_BITS = 28  # a slot holds a band key's top 36 bits and a document number below 2^28
 _DOC_MASK = (1 << DOC_BITS) - 1
+MAX_LOAD = 0.75  # the table doubles beyond this share of slots used (0.375-0.75 full after)
 _PLACE_BATCH = 1 << 18  # keys re-placed per numpy round trip when the table grows (bounds the temporaries)
 
 
 class BandTable:
     """Band keys -> the first document that had each, by linear probing in one flat array of uint64
-    slots at most half full: a slot is a key's top 36 bits (a 2^-35 chance per probed slot of a false
-    match: ~1e-9 a document) over the document's number (28 bits), 8 bytes in all. A document's ~20
-    keys are probed one by one in Python (array.array indexing is ~30 ns; numpy calls on 20-element
-    arrays cost microseconds each); growing re-places all keys in numpy, batch by batch, after the
-    old table is released."""
+    slots at most MAX_LOAD full. A slot is a key's top 36 bits (a 2^-35 chance per probed slot of a
+    false match: a few documents in 10^9) over the document's number (28 bits), 8 bytes in all. A
+    batch's keys are probed at once in numpy (`probe`); a new document whose end slots are still
+    empty is stored in a few numpy calls (`insert_if_new`), the others key by key in Python
+    (`match_or_insert`: array.array indexing is ~30 ns, a numpy call on 20 elements microseconds).
+    Growing releases the old table, then re-places its keys in numpy, batch by batch."""
 
     def __init__(self, capacity: int = 1 << 16):
         self.slots = array("Q", bytes(8 * capacity))  # 0 marks an empty slot
@@ -143,7 +145,7 @@ class BandTable:
             return False
         self._view[ends] = keys | np.uint64(doc)
         self.n += len(keys)
-        if self.n * 2 > len(self._view):
+        if self.n > MAX_LOAD * len(self._view):
             self._grow()
         return True
 
@@ -184,7 +186,7 @@ class BandTable:
             if not v:
                 table[i] = k | doc
                 self.n += 1
-        if self.n * 2 > len(table):
+        if self.n > MAX_LOAD * len(table):
             self._grow()
         return None
 

@@ -125,3 +125,51 @@ def test_near_dedup_defaults_catch_two_word_edits_of_short_texts():
     chars, _ = run(FilterConfig(dedup_near=True, shingle="char", shingle_size=5, near_threshold=0.6), distinct + edits)
     assert (400 - len(chars)) / 100 >= 0.9
     assert sum(c["clusters"] for c in rep["near_clusters"].values()) == 400 - len(kept)
+
+
+def test_batched_verdicts_decide_as_one_document_at_a_time():
+    """Judging in batches (the batch's signatures at once, the band table probed per batch, stale
+    probes after other documents were stored, a table that grows mid-batch) removes exactly what
+    judging one document at a time removes."""
+    import random
+
+    from core.data.neardup import BandTable
+    from tests.data.corpus_kit import fortune, two_word_edit
+
+    rng = random.Random(11)
+    distinct = [fortune(rng) for _ in range(600)]
+    docs = distinct + [two_word_edit(rng, d) for d in distinct[:150]] + distinct[:50] + ["", "x", "two words"]
+    rng.shuffle(docs)
+    cfg = FilterConfig(dedup_near=True, min_words=3)
+    one, many = DocumentFilter(cfg), DocumentFilter(cfg)
+    for f in (one, many):
+        f._near.table = BandTable(capacity=256)  # grows several times
+    kept_one = [t for t in docs if one.keep(t)]
+    assert list(many.apply(docs)) == kept_one
+    assert many.report() == one.report() and one._near.table.generation >= 5
+    assert one.report()["rules"]["dedup_near"]["docs"] >= 140 and one.report()["rules"]["dedup_exact"]["docs"] == 50
+
+
+def test_band_table_answers_like_a_dict_across_growth():
+    """Both ways of storing (key by key, and a batch's probe then insert_if_new) agree with a dict."""
+    import numpy as np
+
+    from core.data.neardup import BandTable
+
+    rng = np.random.default_rng(0)
+    pool = BandTable.slot_keys(rng.integers(0, 1 << 63, 4000, dtype=np.uint64))
+    table, ref = BandTable(capacity=64), {}
+    for doc in range(3000):
+        keys = pool[rng.choice(len(pool), 3, replace=False)]
+        found = [ref[k] for k in keys.tolist() if k in ref]
+        expected = min(found) if found else None
+        ends = table.probe(keys[None])[0]
+        if doc % 2 and len(set(ends.tolist())) == 3 and table.insert_if_new(keys, ends, doc):
+            got = None
+        else:
+            got = table.match_or_insert(keys.tolist(), doc)
+        assert got == expected, doc
+        if expected is None:
+            ref.update({k: doc for k in keys.tolist()})
+    assert len(table) == len(ref) and table.generation >= 7
+    assert table.slots.itemsize == 8  # a key and its document in one 8-byte slot
