@@ -14,6 +14,7 @@ so the removals are those of one document at a time. `report()` is plain data fo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from array import array
@@ -79,11 +80,14 @@ def repeated_line_frac(text: str, markup_aware: bool = False, min_chars: int = 0
     return _repeated_share(prose_lines(text, markup_aware), min_chars)
 
 
+@functools.lru_cache(maxsize=16)
+def _first_words(n: int) -> re.Pattern:
+    return re.compile(r"\W*(?:\w+\b\W*){%d}" % n)  # \b: a word is a whole \w+ run, never split
+
+
 def enough_words(text: str, n: int) -> bool:
-    """At least n words (\\w+ runs)? Words of prose average ~6 characters with their separator, so a
-    prefix of 16n characters settles it without scanning a long document."""
-    head = text[: 16 * n + 16]
-    return len(_WORD.findall(head)) >= n or len(head) < len(text) and len(_WORD.findall(text)) >= n
+    """At least n words (\\w+ runs)? One regex match that stops after the n-th word (no list of them)."""
+    return _first_words(n).match(text) is not None
 
 
 @dataclass
@@ -235,7 +239,7 @@ class DocumentFilter:
                 out[i].exact = int.from_bytes(hashlib.blake2b(norm.encode(), digest_size=8).digest(), "little")
         if self._near is not None and todo:
             keys = self._near.batch_keys(*batch_shingles(norms, c.shingle, c.shingle_size))
-            probe = self._near.probe(keys)
+            probe = Probe(self._near.table, keys)
             for row, i in enumerate(todo):
                 out[i].near, out[i].probe, out[i].row = keys[row], probe, row
         return out
