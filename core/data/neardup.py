@@ -228,8 +228,8 @@ class NearDuplicates:
         self.bands, self.rows = bands_for(threshold, num_perm)
         rng = np.random.default_rng(seed)
         # one seeded 32-bit mixer per permutation (multiply-add, xorshift, multiply) in uint32 SIMD.
-        # An affine map alone estimates Jaccard as well on average but is not min-wise independent
-        # enough: 3.5x the false band matches between templated pages (J ~0.16) of the planted set
+        # An affine map alone estimates Jaccard as well on average but is less min-wise independent:
+        # 21 instead of 6 false band matches among 1,500 templated pages (J ~0.16) at the same seed
         self.a = (rng.integers(0, 1 << 32, num_perm, dtype=np.uint64) | np.uint64(1)).astype(np.uint32)[:, None]
         self.b = rng.integers(0, 1 << 32, num_perm, dtype=np.uint64).astype(np.uint32)[:, None]  # (P, 1)
         self.c = (rng.integers(0, 1 << 32, num_perm, dtype=np.uint64) | np.uint64(1)).astype(np.uint32)[:, None]
