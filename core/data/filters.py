@@ -97,6 +97,7 @@ class Verdict:
     rule: str | None
     exact: int = 0
     near: np.ndarray | None = None  # band keys
+    marks: np.ndarray | None = None  # the signature's low bytes, to verify a candidate
     probe: Probe | None = None  # of the batch, whose row `row` this document is
     row: int = 0
 
@@ -238,10 +239,10 @@ class DocumentFilter:
             for i, norm in zip(todo, norms):
                 out[i].exact = int.from_bytes(hashlib.blake2b(norm.encode(), digest_size=8).digest(), "little")
         if self._near is not None and todo:
-            keys = self._near.batch_keys(*batch_shingles(norms, c.shingle, c.shingle_size))
+            keys, marks = self._near.batch_keys(*batch_shingles(norms, c.shingle, c.shingle_size))
             probe = Probe(self._near.table, keys)
             for row, i in enumerate(todo):
-                out[i].near, out[i].probe, out[i].row = keys[row], probe, row
+                out[i].near, out[i].marks, out[i].probe, out[i].row = keys[row], marks[row], probe, row
         return out
 
     def prepared(self, texts: Iterable[str], cfg: FilterConfig | None = None) -> Prefetched:
@@ -253,8 +254,8 @@ class DocumentFilter:
             if v.exact in self._seen:
                 return "dedup_exact"
             self._seen.add(v.exact)
-        if self._near is not None and v.near is not None:
-            first = self._near.match_keys(v.near, v.probe, v.row)
+        if self._near is not None and v.near is not None and v.marks is not None:
+            first = self._near.match_keys(v.near, v.marks, v.probe, v.row)
             if first is not None:
                 self.clusters[first] = self.clusters.get(first, 0) + 1
                 return "dedup_near"

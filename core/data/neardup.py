@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import zlib
 from array import array
+from collections.abc import Callable
 
 import numpy as np
 
@@ -150,16 +151,16 @@ class BandTable:
         0), the document bits 0."""
         return ((keys >> np.uint64(DOC_BITS)) | np.uint64(1)) << np.uint64(DOC_BITS)
 
-    def match_or_insert(self, keys: list[int], doc: int) -> int | None:
-        """The smallest document stored under any of the keys (slot_keys form); if none, store doc
-        under all of them and return None. (The probing loop is inline: this runs ~20 times a
-        document.)"""
+    def match_or_insert(self, keys: list[int], doc: int, accept: Callable[[int], bool] | None = None) -> int | None:
+        """The smallest document stored under any of the keys (slot_keys form) that `accept`s; if
+        none, store doc under the keys not stored yet and return None. (The probing loop is inline:
+        this runs ~20 times a document.)"""
         if doc > _DOC_MASK:
             raise UserError(f"near dedup holds at most {_DOC_MASK + 1:,} documents; turn data.filters.dedup_near "
                             "off or split the corpus")
         table, mask, shift = self.slots, len(self.slots) - 1, DOC_BITS + 1
         best: int | None = None
-        free: list[int] = []
+        free: list[tuple[int, int]] = []
         for k in keys:
             i = (k >> shift) & mask
             v = table[i]
@@ -168,12 +169,13 @@ class BandTable:
                 v = table[i]
             if v:
                 d = v & _DOC_MASK
-                best = d if best is None or d < best else best
+                if (best is None or d < best) and (accept is None or accept(d)):
+                    best = d
             else:
-                free.append(i)
+                free.append((k, i))
         if best is not None:
             return best
-        for k, i in zip(keys, free):
+        for k, i in free:
             v = table[i]
             while v and (v ^ k) >> DOC_BITS:  # taken by an earlier key of this document
                 i = (i + 1) & mask
@@ -237,7 +239,9 @@ class NearDuplicates:
         self.salt = rng.integers(1, 1 << 63, self.bands, dtype=np.uint64)
         self._x = np.empty((num_perm, _CHUNK), dtype=np.uint32)  # the signature's buffer (P, _CHUNK)
         self._t = np.empty((num_perm, _CHUNK), dtype=np.uint32)
+        self.threshold = threshold
         self.table = BandTable()
+        self.marks = bytearray()  # VERIFY bytes per stored document: the low bytes of its signature
         self.n = 0
 
     def signatures(self, hashes: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -261,29 +265,41 @@ class NearDuplicates:
             np.minimum(sig[lo:hi], red.T, out=sig[lo:hi])
         return sig
 
-    def batch_keys(self, hashes: np.ndarray, starts: np.ndarray) -> np.ndarray:
-        """(D, bands) LSH band keys of D texts, in the form the band table stores (BandTable.slot_keys)."""
-        sig = self.signatures(hashes, starts)[:, : self.bands * self.rows].astype(np.uint64)
+    def batch_keys(self, hashes: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(D, bands) LSH band keys of D texts, in the form the band table stores (BandTable.slot_keys),
+        and (D, VERIFY) marks: the low bytes of their first signature values, to verify candidates."""
+        full = self.signatures(hashes, starts)
+        sig = full[:, : self.bands * self.rows].astype(np.uint64)
         rows = sig.reshape(len(starts), self.bands, self.rows)
         with np.errstate(over="ignore"):  # the band key is a hash: wrapping is intended
             keys = (rows * self.mix).sum(axis=2, dtype=np.uint64) ^ self.salt
-        return BandTable.slot_keys(keys)
+        return BandTable.slot_keys(keys), (full[:, :VERIFY] & 0xFF).astype(np.uint8)
 
-    def match_keys(self, keys: np.ndarray, probe: Probe | None = None, row: int = 0) -> int | None:
-        """The number of an earlier document sharing a band key, else None (and this one is stored).
-        With its batch's `probe` (row `row`), a new document is stored in a few numpy calls when its
-        keys' end slots are still empty; otherwise the table is probed key by key."""
+    def similar(self, doc: int, marks: np.ndarray) -> bool:
+        """Is stored document `doc` a near duplicate by the signature estimate of Jaccard? A band
+        collision alone is not enough: between the many templated pages of a big corpus (Jaccard ~0.16)
+        they grow with the square of their number. Unequal values share a low byte 1 time in 256."""
+        stored = np.frombuffer(bytes(self.marks[doc * VERIFY:(doc + 1) * VERIFY]), dtype=np.uint8)
+        agree = np.count_nonzero(stored == marks) / VERIFY
+        return bool((agree - 1 / 256) * 256 / 255 >= self.threshold)
+
+    def match_keys(self, keys: np.ndarray, marks: np.ndarray, probe: Probe | None = None, row: int = 0) -> int | None:
+        """The number of an earlier document sharing a band key and `similar`, else None (and this one
+        is stored). With its batch's `probe` (row `row`), a new document is stored in a few numpy
+        calls when its keys' end slots are still empty; otherwise the table is probed key by key."""
         t = self.table
         ends = probe.ends(row) if probe is not None else None
         if ends is not None and t.insert_if_new(keys, ends, self.n):
             first = None
         else:
-            first = t.match_or_insert(keys.tolist(), self.n)
+            first = t.match_or_insert(keys.tolist(), self.n, lambda d: self.similar(d, marks))
         if first is None:
+            self.marks += marks.tobytes()
             self.n += 1
         return first
 
 
+VERIFY = 64  # signature values whose low bytes verify a candidate (64 bytes per stored document)
 PROBE_ROWS = 32  # texts probed at once: fewer numpy calls, yet few end slots taken before their use
 
 
