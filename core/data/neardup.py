@@ -240,8 +240,9 @@ class NearDuplicates:
         self._x = np.empty((num_perm, _CHUNK), dtype=np.uint32)  # the signature's buffer (P, _CHUNK)
         self._t = np.empty((num_perm, _CHUNK), dtype=np.uint32)
         self.threshold = threshold
+        self.verify = min(VERIFY, num_perm)
         self.table = BandTable()
-        self.marks = bytearray()  # VERIFY bytes per stored document: the low bytes of its signature
+        self.marks = bytearray()  # `verify` bytes per stored document: the low bytes of its signature
         self.n = 0
 
     def signatures(self, hashes: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -267,20 +268,21 @@ class NearDuplicates:
 
     def batch_keys(self, hashes: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(D, bands) LSH band keys of D texts, in the form the band table stores (BandTable.slot_keys),
-        and (D, VERIFY) marks: the low bytes of their first signature values, to verify candidates."""
+        and (D, verify) marks: the low bytes of their first signature values, to verify candidates."""
         full = self.signatures(hashes, starts)
         sig = full[:, : self.bands * self.rows].astype(np.uint64)
         rows = sig.reshape(len(starts), self.bands, self.rows)
         with np.errstate(over="ignore"):  # the band key is a hash: wrapping is intended
             keys = (rows * self.mix).sum(axis=2, dtype=np.uint64) ^ self.salt
-        return BandTable.slot_keys(keys), (full[:, :VERIFY] & 0xFF).astype(np.uint8)
+        return BandTable.slot_keys(keys), (full[:, : self.verify] & 0xFF).astype(np.uint8)
 
     def similar(self, doc: int, marks: np.ndarray) -> bool:
         """Is stored document `doc` a near duplicate by the signature estimate of Jaccard? A band
         collision alone is not enough: between the many templated pages of a big corpus (Jaccard ~0.16)
         they grow with the square of their number. Unequal values share a low byte 1 time in 256."""
-        stored = np.frombuffer(bytes(self.marks[doc * VERIFY:(doc + 1) * VERIFY]), dtype=np.uint8)
-        agree = np.count_nonzero(stored == marks) / VERIFY
+        v = self.verify
+        stored = np.frombuffer(bytes(self.marks[doc * v:(doc + 1) * v]), dtype=np.uint8)
+        agree = np.count_nonzero(stored == marks) / v
         return bool((agree - 1 / 256) * 256 / 255 >= self.threshold)
 
     def match_keys(self, keys: np.ndarray, marks: np.ndarray, probe: Probe | None = None, row: int = 0) -> int | None:

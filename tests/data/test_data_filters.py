@@ -196,3 +196,9 @@ def test_near_dedup_verifies_band_collisions_between_templated_pages():
     kept, rep = run(FilterConfig(dedup_near=True), pages)
     assert kept == pages and "dedup_near" not in rep["rules"]
     assert np.all(keys & np.uint64((1 << 28) - 1) == 0)  # slot form: the document bits are free
+    from tests.data.corpus_kit import fortune, two_word_edit
+
+    distinct = [fortune(rng) for _ in range(200)]
+    edits = [two_word_edit(rng, d) for d in distinct[:50]]
+    few, _ = run(FilterConfig(dedup_near=True, minhash_perm=16), distinct + edits)  # fewer values than 64 marks
+    assert few[:200] == distinct and len(few) <= 210
