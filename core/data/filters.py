@@ -5,23 +5,29 @@ of the C4/Gopher filters (length, words, share of non-letters, repeated lines; m
 measured apart, core/data/markup.py), exact deduplication by a hash of the normalised text, and
 near-duplicate removal with MinHash LSH (core/data/neardup.py) over word or character n-grams. One filter
 serves every source of a mixture: thresholds may differ per source, deduplication is corpus-wide.
-`keep(text, source, cfg)` decides one document; `report()` is plain data for the filter report
+`keep(text, source, cfg)` decides one document; `prepared(texts, cfg)` judges a stream ahead in
+batches (the rules, hashes and near-dedup signatures of 256 documents at once: what a document
+decides by itself, its `Verdict`), and `keep(..., verdict)` then asks the dedup memories in order,
+so the removals are those of one document at a time. `report()` is plain data for the filter report
 (documents and characters removed per rule, per source, a few examples each, near-duplicate clusters).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from array import array
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from core.config import FilterConfig
 from core.data.markup import prose_lines
-from core.data.neardup import NearDuplicates, shingle_hashes
+from core.data.neardup import NearDuplicates, Probe, batch_shingles
 from core.errors import UserError
 
 EXAMPLES_PER_RULE = 3
@@ -75,11 +81,115 @@ def repeated_line_frac(text: str, markup_aware: bool = False, min_chars: int = 0
     return _repeated_share(prose_lines(text, markup_aware), min_chars)
 
 
+@functools.lru_cache(maxsize=16)
+def _first_words(n: int) -> re.Pattern:
+    return re.compile(r"\W*(?:\w+\b\W*){%d}" % n)  # \b: a word is a whole \w+ run, never split
+
+
 def enough_words(text: str, n: int) -> bool:
-    """At least n words (\\w+ runs)? A word needs two characters with its separator, so a prefix of
-    2n characters usually settles it without scanning a long document."""
-    head = text[: 2 * n + 1]
-    return len(_WORD.findall(head)) >= n or len(head) < len(text) and len(_WORD.findall(text)) >= n
+    """At least n words (\\w+ runs)? One regex match that stops after the n-th word (no list of them)."""
+    return _first_words(n).match(text) is not None
+
+
+def failing_rule(text: str, c: FilterConfig) -> str | None:
+    """The first quality rule of c (no dedup) that `text` fails, else None: a pure function of both."""
+    if not text or text.isspace():
+        return "empty"
+    n = len(text)
+    if c.min_chars and n < c.min_chars:
+        return "min_chars"
+    if c.max_chars and n > c.max_chars:
+        return "max_chars"
+    if c.min_words and not enough_words(text, c.min_words):
+        return "min_words"
+    check_nl, check_rep = c.max_non_letter_frac < 1.0, c.max_repeated_line_frac < 1.0
+    if check_nl or check_rep:
+        lines = prose_lines(text, c.markup_aware)  # one markup pass serves both rules
+        if check_nl:
+            judged = "\n".join(lines) if c.markup_aware else text
+            if judged and _non_letters(judged) / len(judged) > c.max_non_letter_frac:
+                return "max_non_letter_frac"
+        if check_rep and _repeated_share(lines, c.repeated_line_min_chars) > c.max_repeated_line_frac:
+            return "max_repeated_line_frac"
+    return None
+
+
+Judged = tuple[str | None, int | None]  # what a worker process decides alone: (failing rule, exact-dedup hash)
+
+
+def exact_hash(norm: str) -> int:
+    """The exact-dedup key of a normalised text: 8 bytes of its blake2b."""
+    return int.from_bytes(hashlib.blake2b(norm.encode(), digest_size=8).digest(), "little")
+
+
+class JudgedStream(Protocol):
+    """Documents judged ahead by worker processes (core.data.workers.Ahead): (text, Judged) in order;
+    `rest()` gives the texts read ahead but not taken, then the rest of the source."""
+
+    def __iter__(self) -> Iterator[tuple[str, Judged]]: ...
+
+    def rest(self) -> Iterator[str]: ...
+
+
+def judge_alone(text: str, c: FilterConfig, exact: bool) -> Judged:
+    """The part of a verdict that needs no memory of other documents, for worker processes
+    (core/data/workers.py): the failing rule, else the exact-dedup hash when exact dedup is on."""
+    rule = failing_rule(text, c)
+    return rule, (exact_hash(normalise(text)) if exact and rule is None else None)
+
+
+@dataclass
+class Verdict:
+    """What a document decides by itself, before the dedup memories are asked: the first quality
+    rule it fails (None: it passes), its exact-dedup hash and its near-dedup band keys."""
+    rule: str | None
+    exact: int = 0
+    near: np.ndarray | None = None  # band keys
+    marks: np.ndarray | None = None  # the signature's low bytes, to verify a candidate
+    probe: Probe | None = None  # of the batch, whose row `row` this document is
+    row: int = 0
+
+
+BATCH_DOCS = 256  # documents judged at once: numpy calls per batch, not per document
+BATCH_CHARS = 1 << 21  # and at most ~2 M characters read ahead
+
+
+class Prefetched:
+    """An iterator of (text, verdict) over a stream of texts, judged BATCH_DOCS at a time; `rest()`
+    gives the texts read ahead but not taken, then the rest of the stream (a reader that stops
+    early counts what is left through it). With `ahead`, worker processes judge the stream's
+    rules and exact hashes (core/data/workers.py) and this process adds the near-dedup keys."""
+
+    def __init__(self, flt: DocumentFilter, texts: Iterator[str], cfg: FilterConfig | None,
+                 ahead: JudgedStream | None = None):
+        self._flt, self._texts, self._cfg, self._ahead = flt, texts, cfg, ahead
+        self._buf: deque[tuple[str, Verdict]] = deque()
+
+    def __iter__(self) -> Prefetched:
+        return self
+
+    def _pairs(self) -> Iterator[tuple[str, Judged | None]]:
+        return iter(self._ahead) if self._ahead is not None else ((t, None) for t in self._texts)
+
+    def __next__(self) -> tuple[str, Verdict]:
+        if not self._buf:
+            batch, judged, chars = [], [], 0
+            for text, j in self._pairs():
+                batch.append(text)
+                judged.append(j)
+                chars += len(text)
+                if len(batch) >= BATCH_DOCS or chars >= BATCH_CHARS:
+                    break
+            known = judged if self._ahead is not None else None
+            self._buf.extend(zip(batch, self._flt.verdicts(batch, self._cfg, known)))  # type: ignore[arg-type]
+            if not self._buf:
+                raise StopIteration
+        return self._buf.popleft()
+
+    def rest(self) -> Iterator[str]:
+        while self._buf:
+            yield self._buf.popleft()[0]
+        yield from (self._ahead.rest() if self._ahead is not None else self._texts)
 
 
 @dataclass
@@ -136,48 +246,6 @@ class HashSet64:
         return self._n
 
 
-Verdict = tuple[str | None, int | None]  # (the first failing rule before dedup, the exact-dedup hash)
-
-
-def _hash_normalised(norm: str) -> int:
-    return int.from_bytes(hashlib.blake2b(norm.encode(), digest_size=8).digest(), "little")
-
-
-def exact_hash(text: str) -> int:
-    """The exact-dedup key: 8 bytes of blake2b of the normalised text."""
-    return _hash_normalised(normalise(text))
-
-
-def failing_rule(text: str, c: FilterConfig) -> str | None:
-    """The first rule of c (before deduplication) that removes text; a pure function of both."""
-    if not text.strip():
-        return "empty"
-    n = len(text)
-    if c.min_chars and n < c.min_chars:
-        return "min_chars"
-    if c.max_chars and n > c.max_chars:
-        return "max_chars"
-    if c.min_words and not enough_words(text, c.min_words):
-        return "min_words"
-    check_nl, check_rep = c.max_non_letter_frac < 1.0, c.max_repeated_line_frac < 1.0
-    if check_nl or check_rep:
-        lines = prose_lines(text, c.markup_aware)  # one markup pass serves both rules
-        if check_nl:
-            judged = "\n".join(lines) if c.markup_aware else text
-            if judged and _non_letters(judged) / len(judged) > c.max_non_letter_frac:
-                return "max_non_letter_frac"
-        if check_rep and _repeated_share(lines, c.repeated_line_min_chars) > c.max_repeated_line_frac:
-            return "max_repeated_line_frac"
-    return None
-
-
-def document_verdict(text: str, c: FilterConfig, exact: bool) -> Verdict:
-    """Everything about one document that needs no memory of the others (so worker processes can
-    compute it ahead, core/data/judge.py): its failing rule, else its exact-dedup hash if wanted."""
-    rule = failing_rule(text, c)
-    return rule, (exact_hash(text) if exact and rule is None else None)
-
-
 class DocumentFilter:
     """Applies the rules of one FilterConfig in a fixed order; the first rule that fires removes a
     document. A source may bring its own thresholds (`keep(text, source, cfg)`); the exact and near
@@ -195,23 +263,46 @@ class DocumentFilter:
         self._near_source = array("H")  # source of each document the near-dedup memory holds
 
     # ------------------------------------------------------------------------------- rules
-    def first_failing_rule(self, text: str, cfg: FilterConfig | None = None, source: int = 0,
-                           verdict: Verdict | None = None) -> str | None:
-        """The first rule that removes text; `verdict` is document_verdict's answer when a worker
-        process computed it ahead (the dedup memories are consulted here, in order)."""
-        rule, h = verdict if verdict is not None else document_verdict(text, cfg or self.cfg, self.cfg.dedup_exact)
-        return rule or self._duplicate(text, source, h)
+    def rule_of(self, text: str, cfg: FilterConfig | None = None) -> str | None:
+        """The first quality rule (no dedup) that `text` fails under `cfg` (default: data.filters'), else None."""
+        return failing_rule(text, cfg or self.cfg)
 
-    def _duplicate(self, text: str, source: int, h: int | None) -> str | None:
-        c = self.cfg
-        norm = normalise(text) if (c.dedup_exact and h is None) or self._near is not None else ""
-        if c.dedup_exact:
-            h = _hash_normalised(norm) if h is None else h
-            if h in self._seen:
+    def verdicts(self, texts: list[str], cfg: FilterConfig | None = None,
+                 judged: list[Judged] | None = None) -> list[Verdict]:
+        """What each text decides by itself under `cfg`: its failing rule, or its dedup keys. The
+        near-dedup signatures of the whole batch are computed at once (core/data/neardup.py);
+        `judged` holds the rules and exact hashes when worker processes computed them ahead."""
+        if judged is None:
+            out = [Verdict(self.rule_of(t, cfg)) for t in texts]
+        else:
+            out = [Verdict(rule, h or 0) for rule, h in judged]
+        c = self.cfg  # dedup is corpus-wide: data.filters' settings, whatever the source
+        if not (c.dedup_exact or self._near is not None):
+            return out
+        todo = [i for i, v in enumerate(out) if v.rule is None]
+        norms = [normalise(texts[i]) for i in todo] if self._near is not None or judged is None else []
+        if c.dedup_exact and judged is None:
+            for i, norm in zip(todo, norms):
+                out[i].exact = exact_hash(norm)
+        if self._near is not None and todo:
+            keys, marks = self._near.batch_keys(*batch_shingles(norms, c.shingle, c.shingle_size))
+            probe = Probe(self._near.table, keys)
+            for row, i in enumerate(todo):
+                out[i].near, out[i].marks, out[i].probe, out[i].row = keys[row], marks[row], probe, row
+        return out
+
+    def prepared(self, texts: Iterable[str], cfg: FilterConfig | None = None, ahead: JudgedStream | None = None) -> Prefetched:
+        """(text, verdict) pairs for a stream, judged in batches ahead of `keep`; with `ahead`
+        (worker processes judging the same stream), their rules and hashes are used."""
+        return Prefetched(self, iter(texts), cfg, ahead)
+
+    def _duplicate(self, v: Verdict, source: int) -> str | None:
+        if self.cfg.dedup_exact:
+            if v.exact in self._seen:
                 return "dedup_exact"
-            self._seen.add(h)
-        if self._near is not None:
-            first = self._near.match(shingle_hashes(norm, c.shingle, c.shingle_size))
+            self._seen.add(v.exact)
+        if self._near is not None and v.near is not None and v.marks is not None:
+            first = self._near.match_keys(v.near, v.marks, v.probe, v.row)
             if first is not None:
                 self.clusters[first] = self.clusters.get(first, 0) + 1
                 return "dedup_near"
@@ -220,10 +311,12 @@ class DocumentFilter:
 
     # ------------------------------------------------------------------------------- stream
     def keep(self, text: str, source: int = 0, cfg: FilterConfig | None = None, verdict: Verdict | None = None) -> bool:
-        """Decide one document of `source` (under that source's thresholds `cfg`) and count it."""
+        """Decide one document of `source` (under that source's thresholds `cfg`; `verdict` from
+        `prepared`/`verdicts` under the same cfg, else computed here) and count it."""
         self.docs_in += 1
         self.chars_in += len(text)
-        rule = self.first_failing_rule(text, cfg, source, verdict)
+        v = verdict or self.verdicts([text], cfg)[0]
+        rule = v.rule or self._duplicate(v, source)
         if rule is None:
             self.docs_kept += 1
             self.chars_kept += len(text)
@@ -239,8 +332,8 @@ class DocumentFilter:
         return False
 
     def apply(self, docs: Iterable[str]) -> Iterator[str]:
-        for text in docs:
-            if self.keep(text):
+        for text, v in self.prepared(docs):
+            if self.keep(text, verdict=v):
                 yield text
 
     def cluster_report(self) -> dict:

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.config import DataConfig, FilterConfig, SourceConfig
-from core.data.filters import DocumentFilter, Verdict
+from core.data.filters import DocumentFilter, Prefetched, Verdict
 from core.data.sources import TEXT_SUFFIXES, ReadCounts, expand_paths, is_saved_dataset, iter_texts
 from core.data.textfiles import iter_text_file
 from core.errors import UserError
 
 if TYPE_CHECKING:
-    from core.data.workers import Ahead, Judge
+    from core.data.workers import Judge
 
 REMOVED, TRAIN, VAL = 0, 1, 2
 
@@ -125,7 +125,7 @@ class SourceStream:
         self._interval = 0
         self._next_val = self._val_position(0)
         self._source = source_texts(cfg, d, counts)
-        self._ahead: Ahead | None = None
+        self._prepared: Prefetched | None = None  # judged in batches (the rules in workers, with a Judge)
 
     def _val_position(self, interval: int) -> int:
         """The held-out document of the interval-th run of ~1/val_fraction kept documents."""
@@ -141,15 +141,13 @@ class SourceStream:
         return VAL
 
     def first_pass(self) -> Iterator[tuple[str, bool]]:
-        """The kept documents; with a Judge, their filter verdicts come from worker processes (what
-        they read ahead and the mixture did not take still counts as unread)."""
-        if self.judge is None:
-            yield from self._first_pass(((text, None) for text in self._source))
-            return
-        self._ahead = self.judge.ahead(self._source, self.fcfg, self.flt.cfg.dedup_exact)
-        yield from self._first_pass(self._ahead)
+        """The kept documents, judged in batches; with a Judge, the rules and exact hashes come from
+        worker processes (what they read ahead and the mixture did not take still counts as unread)."""
+        ahead = self.judge.ahead(self._source, self.fcfg, self.flt.cfg.dedup_exact) if self.judge is not None else None
+        self._prepared = self.flt.prepared(self._source, self.fcfg, ahead)
+        yield from self._first_pass(self._prepared)
 
-    def _first_pass(self, docs: Iterator[tuple[str, Verdict | None]]) -> Iterator[tuple[str, bool]]:
+    def _first_pass(self, docs: Iterator[tuple[str, Verdict]]) -> Iterator[tuple[str, bool]]:
         a, kept = self.acc, 0
         for text, verdict in docs:
             size = len(text.encode("utf-8"))
@@ -187,7 +185,7 @@ class SourceStream:
             if a.stopped_by or not a.finished:
                 a.docs_unread = a.bytes_unread = None
             return
-        for text in self._ahead.rest() if self._ahead is not None else self._source:
+        for text in self._prepared.rest() if self._prepared is not None else self._source:
             a.docs_unread = (a.docs_unread or 0) + 1
             a.bytes_unread = (a.bytes_unread or 0) + len(text.encode("utf-8"))
         if a.docs_unread and not a.stopped_by:

@@ -2,7 +2,7 @@
 
 With `data.workers` > 1 the data stage reads the corpus in this process and hands batches of
 documents to process pools: tokenizing (core/data/shards.py) and the part of filtering that needs no
-memory of other documents (the rules and the exact-dedup hash, `core.data.filters.document_verdict`),
+memory of other documents (the rules and the exact-dedup hash, `core.data.filters.judge_alone`),
 computed here ahead of the reading, in order. What must see the documents one after another stays
 in this process (the dedup memories, the split, the mixture), and the verdicts are the ones it would
 compute itself, so the shards are identical for any number of workers.
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from core.config import FilterConfig
-from core.data.filters import Verdict, document_verdict
+from core.data.filters import Judged, judge_alone
 from core.errors import StageFailed, Stopped
 
 BATCH_CHARS = 1 << 19  # text per verdict task: enough that IPC is noise, small enough to keep memory flat
@@ -43,8 +43,8 @@ def result_of(res: Any, pool: Any, pids: set[int], stop: threading.Event | None)
             raise WorkerFailed("a data worker process died (killed, or out of memory); the shards were not written")
 
 
-def _verdicts(texts: list[str], cfg: FilterConfig, exact: bool) -> list[Verdict]:
-    return [document_verdict(t, cfg, exact) for t in texts]
+def _judge(texts: list[str], cfg: FilterConfig, exact: bool) -> list[Judged]:
+    return [judge_alone(t, cfg, exact) for t in texts]
 
 
 class Judge:
@@ -76,7 +76,7 @@ class Ahead:
     def __init__(self, judge: Judge, texts: Iterator[str], cfg: FilterConfig, exact: bool):
         self.judge, self.texts, self.cfg, self.exact = judge, iter(texts), cfg, exact
         self.pending: deque[tuple[list[str], Any]] = deque()
-        self.ready: deque[tuple[str, Verdict]] = deque()
+        self.ready: deque[tuple[str, Judged]] = deque()
         self.exhausted = False
 
     def _fill(self) -> None:
@@ -91,13 +91,13 @@ class Ahead:
             else:
                 self.exhausted = True
             if batch:
-                res = self.judge._pool.apply_async(_verdicts, (batch, self.cfg, self.exact))
+                res = self.judge._pool.apply_async(_judge, (batch, self.cfg, self.exact))
                 self.pending.append((batch, res))
 
-    def __iter__(self) -> Iterator[tuple[str, Verdict]]:
+    def __iter__(self) -> Iterator[tuple[str, Judged]]:
         return self
 
-    def __next__(self) -> tuple[str, Verdict]:
+    def __next__(self) -> tuple[str, Judged]:
         while not self.ready:
             self._fill()
             if not self.pending:

@@ -294,7 +294,7 @@ def test_a_stop_while_waiting_for_shards_ends_the_run_and_its_preparation(worksp
 
     def on(e):
         events.append(e)
-        if e["kind"] == "progress" and e["what"] == "waiting for train shards":
+        if e["kind"] == "progress" and e["what"] in ("waiting for train shards", "waiting for val shards"):
             stop.set()
 
     try:
