@@ -40,8 +40,13 @@ class StageScreen(Screen):
         self.watch(self.app, "preset", self._preset_watch, init=True)
 
     def _preset_watch(self, old: config.Preset, new: config.Preset) -> None:
-        self.query_one(ModeBar).show_preset(self.app.preset_label())
-        self.preset_changed(new)
+        """Every screen follows a new preset; one that fails to must not end the app (an exception
+        in a watcher does, and it would take the edited preset with it)."""
+        try:
+            self.query_one(ModeBar).show_preset(self.app.preset_label())
+            self.preset_changed(new)
+        except Exception as e:  # noqa: BLE001
+            self.app.report_failure(f"{self.MODE} screen: showing the new preset", e)
 
     def preset_changed(self, preset: config.Preset) -> None:
         """Hook: the current preset is `preset` (on mount and on every change)."""

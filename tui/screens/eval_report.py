@@ -289,7 +289,7 @@ classifier) as a run; the report reloads when it ends. **x** exports the report 
         def done(spec: str | None) -> None:
             if spec:
                 self.show_model(spec)
-        self.app.push_screen(ModelPicker("Report of", self.app.runs_root, current=self.spec), done)
+        self.app.push_screen(ModelPicker("Model to report on", self.app.runs_root, current=self.spec), done)
 
     # -------------------------------------------------------------------------- evaluation
     def eval_preset(self) -> config.Preset:

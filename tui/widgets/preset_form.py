@@ -161,6 +161,24 @@ class PresetForm(VerticalScroll):
         if first is not None:
             first.focus()
 
+    def show(self, preset: config.Preset) -> None:
+        """Show `preset`'s values in the fields already there (changed elsewhere: the picker, the
+        editor). Rebuilding the form instead raced its own removal (two forms with one id) and lost
+        the focus; a pending check of older typing is dropped."""
+        if getattr(self, "check_timer", None) is not None:
+            self.check_timer.stop()
+            self.check_timer = None
+        self.base = self.preset = preset
+        with self.prevent(Input.Changed, Select.Changed):
+            for spec in self.specs:
+                w = self.query_one("#" + _dom_id(spec.key))
+                value = get_value(preset, spec.key)
+                if isinstance(w, Input):
+                    w.value = to_text(value)
+                elif isinstance(w, Select):
+                    w.value = bool(value) if spec.type is bool else value
+        self.check()
+
     # ------------------------------------------------------------------------- values
     def values(self) -> dict[str, typing.Any]:
         out = {}
