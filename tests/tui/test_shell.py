@@ -128,7 +128,7 @@ async def test_editor_shows_problems_beside_fields_and_saves_toml(make, lab):
         assert form.problems == {}
         await editor.show_section("train")
         await pilot.pause()
-        form = editor.query_one(PresetForm)
+        form = editor.form  # the train section's form (the model one is kept, hidden)
         assert [s.key for s in form.specs][0] == "train.device"
         form.set_value("train.lr", "-1")
         await pilot.pause()

@@ -83,6 +83,26 @@ async def test_an_edit_applied_from_the_editor_reaches_the_live_model_form(make)
         assert app.screen.query_one("#f-model--n_embd", Input).value == "48"
 
 
+async def test_the_editor_keeps_each_sections_form_and_applies_every_edit(make):
+    from tui.screens.dialogs import PresetEditor
+
+    app = make(mode="runs")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("e")
+        await settle(pilot)
+        editor = app.screen
+        assert isinstance(editor, PresetEditor)
+        model_form = editor.form
+        model_form.set_value("model.n_embd", "48")
+        await editor.show_section("train")
+        editor.form.set_value("train.max_steps", "60")
+        await editor.show_section("model")
+        assert editor.form is model_form and not editor.query_one("#editor-form-train").display
+        await pilot.press("ctrl+g")
+        await settle(pilot)
+        assert app.preset.model.n_embd == 48 and app.preset.train.max_steps == 60
+
+
 async def test_a_screen_failing_to_show_a_new_preset_is_a_notification(make, monkeypatch):
     from tui.screens.runs import RunsScreen
 

@@ -260,7 +260,7 @@ near-duplicate clusters and relevance (from the prepared shards; before them, of
                           f"documents by length (x ctx {s.get('context_length')})")
         else:  # no lengths without a tokenizer: the statistics' note says how to get one
             hist.set_bars([], [], "document length")
-        hist.display = bool(hist.counts)
+        hist.set_class(not hist.counts, "-empty")
         facts = message.facts or Facts(corpus_tokens=s.get("train_tokens"), val_tokens=s.get("val_tokens"))
         self.query_one(AdvicePanel).update_for(self.app.preset, facts)
         self.query_one(DataReport).show(message.report, message.filter_report, len(message.rows))

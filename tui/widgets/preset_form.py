@@ -108,7 +108,7 @@ class PresetForm(VerticalScroll):
     PresetForm .doc { color: $text-muted; padding-left: 26; height: auto; width: 100%; }
     PresetForm .problem { color: $text-error; padding-left: 26; height: auto; width: 100%; display: none; }
     PresetForm .problem.-shown { display: block; }
-    PresetForm #form-problems { color: $text-error; height: auto; width: 100%; }
+    PresetForm #form-problems { color: $text-error; height: auto; width: 100%; display: none; }
     """
 
     @dataclass
@@ -222,7 +222,9 @@ class PresetForm(VerticalScroll):
             label.set_class(bool(msg), "-shown")
         self._shown = {k: v for k, v in problems.items() if k in own}
         other = [f"{k}: {m}" for k, m in problems.items() if k not in own]
-        self.query_one("#form-problems", Static).update("\n".join(other))
+        box = self.query_one("#form-problems", Static)
+        box.update("\n".join(other))
+        box.display = bool(other)
         if preset is not None:
             self.preset = preset
         return preset
