@@ -103,6 +103,20 @@ async def test_the_editor_keeps_each_sections_form_and_applies_every_edit(make):
         assert app.preset.model.n_embd == 48 and app.preset.train.max_steps == 60
 
 
+async def test_the_editor_and_the_wizard_show_their_own_keys_in_the_footer(make):
+    app = make(mode="pretrain")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("e")
+        await settle(pilot)
+        line = footer(app)
+        assert "^g apply" in line and "^s save" in line and "esc discard" in line, line
+        assert "s start" not in line and "edit preset" not in line, line  # the screen below's keys
+        await pilot.press("escape", "5", "n")
+        await settle(pilot)
+        line = footer(app)
+        assert "^n next" in line and "esc cancel" in line and "n new" not in line, line
+
+
 async def test_a_screen_failing_to_show_a_new_preset_is_a_notification(make, monkeypatch):
     from tui.screens.runs import RunsScreen
 

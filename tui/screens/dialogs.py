@@ -16,6 +16,7 @@ from core import config
 from tui.widgets.advice_panel import findings_text
 from tui.text import plain
 from tui.widgets.preset_form import PresetForm
+from tui.widgets.priority_footer import PriorityFooter
 
 
 class HelpScreen(ModalScreen[None]):
@@ -117,6 +118,7 @@ class PresetEditor(ModalScreen[config.Preset | None]):
                 yield Button("Apply", id="apply", variant="primary")
                 yield Button("Save", id="save", variant="success")
             yield Label("", id="editor-status")
+        yield PriorityFooter()  # over the screen's own, whose keys would type into the fields here
 
     def on_mount(self) -> None:
         ol = self.query_one("#editor-sections", OptionList)

@@ -27,6 +27,7 @@ from textual.worker import Worker
 from core import config
 from core import lookup as core_lookup
 from core.errors import UserError
+from tui.widgets.priority_footer import PriorityFooter
 from tui.widgets.tables import fill_table
 from tui.widgets.advice_panel import AdvicePanel
 from core.lookup import GPT2_MODELS, GPT2_NAMES, model_config, read_meta
@@ -197,6 +198,7 @@ class WizardStep(ModalScreen[tuple[str, config.Preset] | None]):
                 if self.INDEX:
                     yield Button("Back", id="wizard-back")
                 yield Button(self.NEXT_LABEL, id="wizard-next", variant="primary")
+        yield PriorityFooter()  # over the Finetune screen's, whose keys would type into the fields here
 
     def compose_step(self) -> ComposeResult:
         yield from ()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.keys import key_to_character
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, TextArea
 from textual.widgets._footer import FooterKey
 
@@ -23,6 +23,7 @@ ESSENTIAL = ("help", "app.help", "save", "apply", "quit", "app.quit", "dismiss(N
 NEXT = ("pick_preset", "app.pick_preset", "leave_field")
 # shown only while a text field has focus: what replaces a typed key there
 WHILE_TYPING = (Binding("f1", "app.help", "help"), Binding("ctrl+q", "app.quit", "quit"))
+NOT_IN_MODALS = ("pick_preset", "edit_preset")  # a dialog over the preset does not offer another
 LEAVE_FIELD = Binding("escape", "leave_field", "leave field", key_display="esc")
 PALETTE_WIDTH = 12
 
@@ -77,6 +78,8 @@ class PriorityFooter(Footer):
         seen: dict[str, tuple[Binding, bool]] = {}
         for _, binding, enabled, _tooltip in screen.active_bindings.values():
             if not binding.show or binding.action in seen or (typed and is_character(binding)):
+                continue
+            if isinstance(screen, ModalScreen) and binding.action in NOT_IN_MODALS:
                 continue
             seen[binding.action] = (binding, enabled)
         if typed:
