@@ -2,7 +2,9 @@
 number keys typed in a text field stay text and the footer says how to get them back (esc); the
 footer keeps the preset key; an edit applied from the preset editor while the Model screen is alive
 keeps the app running (its form was rebuilt under a duplicate id), and a screen that fails to follow
-a new preset is a notification; placeholders and the rules of thumb fit at 80x24 (never cut mid-sentence)."""
+a new preset is a notification, and one not on show follows once shown; the editor keeps each
+section's form and the editor and wizard show their own keys; placeholders and the rules of thumb
+fit at 80x24 (never cut mid-sentence)."""
 
 from __future__ import annotations
 
@@ -115,6 +117,21 @@ async def test_the_editor_and_the_wizard_show_their_own_keys_in_the_footer(make)
         await settle(pilot)
         line = footer(app)
         assert "^n next" in line and "esc cancel" in line and "n new" not in line, line
+
+
+async def test_a_screen_not_on_show_follows_the_preset_once_shown(make):
+    app = make(mode="model")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await app.switch_mode("runs")
+        await settle(pilot)
+        app.set_preset(config.from_dict(config.apply_overrides(config.to_dict(app.preset), {"model.n_embd": 48}),
+                                        "test", default_name="small"), "<edited>")
+        await settle(pilot)
+        await app.switch_mode("model")
+        await settle(pilot)
+        assert app.screen.query_one("#f-model--n_embd", Input).value == "48"
+        assert "<edited>" in screen_text(app).splitlines()[0]
 
 
 async def test_a_screen_failing_to_show_a_new_preset_is_a_notification(make, monkeypatch):

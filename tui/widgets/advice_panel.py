@@ -5,7 +5,8 @@ what to change, a rule the preset accepts shows the preset's reason instead, and
 the preset does not run says so, dimmed. The mark differs by shape, not only by colour (16 colours,
 NO_COLOR). Where the findings do not fit (80x24), the panel lists them one mark and title each, with
 the change to make for a warning, and `?` (help) shows them whole with their numbers. The panel
-shows what `core.advice.advise(preset, facts, stage)` returns and computes nothing itself; `update_with_corpus_facts` fetches the facts from core.data.facts in a worker.
+shows what `core.advice.advise(preset, facts, stage)` returns and computes nothing itself;
+`update_with_corpus_facts` fetches the facts from core.data.facts in a worker.
 """
 
 from __future__ import annotations
