@@ -74,7 +74,8 @@ async def test_command_palette_lists_modes_presets_and_screen_actions(make):
         titles = [t for t, _, _ in WorkbenchCommands(app.screen).commands()]
         for mode in MODES:
             assert f"Go to {mode.capitalize()}" in titles
-        assert "Pretrain: start" in titles and "Runs: delete run" in titles  # the tooltip: the footer says "delete" and "Data: prepare shards" in titles
+        # "delete run" is the binding's tooltip (the footer says "delete")
+        assert "Pretrain: start" in titles and "Runs: delete run" in titles and "Data: prepare shards" in titles
         assert "Preset: small.toml" in titles and "Preset: tiny (built-in)" in titles
         await pilot.press("ctrl+p")
         await pilot.pause()
