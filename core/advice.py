@@ -298,7 +298,7 @@ def validation_split(p: Preset, facts: Facts) -> Finding | None:
     val = facts.val_tokens if facts.val_tokens is not None else int(ct * vf / (1 - vf))
     need = p.train.eval_batches * p.train.micro_batch_size * p.model.context_length
     nums = {"val_tokens": val, "val_fraction": vf, "tokens_per_validation": need, "estimated": facts.val_tokens is None}
-    base = f"{'~' if facts.val_tokens is None else ''}{_fmt(val)} validation tokens ({vf:.1%}); one validation reads {_fmt(need)}"
+    base = f"{'~' if facts.val_tokens is None else ''}{_fmt(val)} validation tokens ({vf:.1%}); one validation reads {_fmt(need)} of them"
     if val < need:
         per_batch = p.train.micro_batch_size * p.model.context_length
         fix = (f"train.eval_batches = {max(1, val // per_batch)} (or data.val_fraction = "

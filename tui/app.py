@@ -52,7 +52,7 @@ class WorkbenchCommands(Provider):
         for mode, cls in MODE_SCREENS.items():
             for b in getattr(cls, "BINDINGS", []):
                 if isinstance(b, Binding) and b.description:
-                    out.append((f"{mode.capitalize()}: {b.description}", f"on the {mode} screen (key {b.key})",
+                    out.append((f"{mode.capitalize()}: {b.tooltip or b.description}", f"on the {mode} screen (key {b.key})",
                                 partial(app.run_screen_action, mode, b.action)))
         return out
 
@@ -214,10 +214,11 @@ class Workbench(App[int]):
         screen = self.screen
         if isinstance(screen, HelpScreen):
             return
-        keys = []
+        # number keys are characters: a focused text field types them (the footer then shows esc)
+        keys = [("1-8", "switch stage when no text field has focus (from one: esc, or alt+1-8)")]
         for key, (_, binding, enabled, tooltip) in screen.active_bindings.items():
-            if binding.description:
-                keys.append((binding.key_display or key, binding.description))
+            if binding.description and not binding.action.startswith("switch_mode"):
+                keys.append((binding.key_display or key, binding.tooltip or binding.description))
         mode = getattr(screen, "MODE", "")
         findings = advise(self.preset, stage=mode) if mode else []
         title = f"{mode.capitalize()} screen" if mode else "llmlab"

@@ -74,6 +74,7 @@ async def test_command_palette_lists_modes_presets_and_screen_actions(make):
         titles = [t for t, _, _ in WorkbenchCommands(app.screen).commands()]
         for mode in MODES:
             assert f"Go to {mode.capitalize()}" in titles
+        # "delete run" is the binding's tooltip (the footer says "delete")
         assert "Pretrain: start" in titles and "Runs: delete run" in titles and "Data: prepare shards" in titles
         assert "Preset: small.toml" in titles and "Preset: tiny (built-in)" in titles
         await pilot.press("ctrl+p")
@@ -128,7 +129,7 @@ async def test_editor_shows_problems_beside_fields_and_saves_toml(make, lab):
         assert form.problems == {}
         await editor.show_section("train")
         await pilot.pause()
-        form = editor.query_one(PresetForm)
+        form = editor.form  # the train section's form (the model one is kept, hidden)
         assert [s.key for s in form.specs][0] == "train.device"
         form.set_value("train.lr", "-1")
         await pilot.pause()

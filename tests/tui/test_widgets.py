@@ -129,7 +129,8 @@ async def test_advice_panel_fetches_the_corpus_facts_and_says_where_they_come_fr
     preset = config.load("tiny", {"data.source": str(tmp_path / "f.txt"), "data.separator": "^%$",
                                   "tokenizer.kind": "tiktoken"})
     panel = AdvicePanel("pretrain")
-    async with Host(panel).run_test(size=(120, 20)) as pilot:
+    async with Host(panel).run_test(size=(120, 30)) as pilot:
+        panel.styles.max_height = 20  # room for every finding whole: a smaller panel drops the line first
         panel.update_with_corpus_facts(preset)
         await pilot.app.workers.wait_for_complete()
         await pilot.pause()

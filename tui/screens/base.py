@@ -40,8 +40,23 @@ class StageScreen(Screen):
         self.watch(self.app, "preset", self._preset_watch, init=True)
 
     def _preset_watch(self, old: config.Preset, new: config.Preset) -> None:
-        self.query_one(ModeBar).show_preset(self.app.preset_label())
-        self.preset_changed(new)
+        """Every screen follows a new preset; one that fails to must not end the app (an exception
+        in a watcher does, and it would take the edited preset with it). A screen not on show follows
+        when it is shown again: a typed edit then costs the current screen's update, not all eight
+        (measured: 230-270 ms of CPU per applied edit with every screen mounted, 110 ms of it Model's)."""
+        if self.is_mounted and self not in self.app.screen_stack:  # under a dialog it is still on show
+            self._preset_stale = True
+            return
+        self._preset_stale = False
+        try:
+            self.query_one(ModeBar).show_preset(self.app.preset_label())
+            self.preset_changed(new)
+        except Exception as e:  # noqa: BLE001
+            self.app.report_failure(f"{self.MODE} screen: showing the new preset", e)
+
+    def _on_screen_resume(self) -> None:
+        if getattr(self, "_preset_stale", False):
+            self._preset_watch(self.app.preset, self.app.preset)
 
     def preset_changed(self, preset: config.Preset) -> None:
         """Hook: the current preset is `preset` (on mount and on every change)."""

@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Label
+from textual.widgets import DataTable, Label
 
 from core import compare_runs as cmp
 from core.errors import UserError
@@ -26,6 +26,7 @@ from core.runs import Run
 from tui.text import plain
 from tui.widgets.compare_chart import CompareChart
 from tui.widgets.tables import fill_table
+from tui.widgets.priority_footer import PriorityFooter
 
 
 def _cell(v: Any) -> str:
@@ -68,8 +69,8 @@ class CompareScreen(Screen[None]):
         Binding("t", "x_axis", "x axis"),
         Binding("m", "smoothing", "smoothing"),
         Binding("l", "log_scale", "log scale"),
-        Binding("s", "sort", "sort by next column"),
-        Binding("S", "reverse", "reverse order"),
+        Binding("s", "sort", "sort", tooltip="sort by the next column"),
+        Binding("S", "reverse", "reverse", tooltip="reverse the order"),
     ]
 
     @dataclass
@@ -92,7 +93,7 @@ class CompareScreen(Screen[None]):
             yield Label(f"comparing {len(self.run_paths)} runs: reading ...", id="compare-title")
             yield CompareChart(id="compare-chart")
             yield DataTable(cursor_type="row", id="compare-table")
-        yield Footer()
+        yield PriorityFooter()
 
     def on_mount(self) -> None:
         self.read_runs()

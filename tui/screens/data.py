@@ -153,7 +153,7 @@ near-duplicate clusters and relevance (from the prepared shards; before them, of
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="data-top"):
             yield Select([], prompt="source", id="data-source", allow_blank=True)
-            yield Input(placeholder="or type a source and press enter", id="data-typed")
+            yield Input(placeholder="or type a source, enter", id="data-typed")
             yield Input(placeholder="search rows", id="data-search")
         with Horizontal(id="data-main"):
             with Vertical(id="data-left"):
@@ -257,9 +257,10 @@ near-duplicate clusters and relevance (from the prepared shards; before them, of
         elif s.get("length_histogram"):
             h = s["length_histogram"]
             hist.set_bars([b["label"].replace(" ctx", "") for b in h], [b["docs"] for b in h],
-                          f"documents by length (x context {s.get('context_length')})")
-        else:
-            hist.set_bars([], [], "document length: needs the preset's tokenizer (T on Tokenizer, or s)")
+                          f"documents by length (x ctx {s.get('context_length')})")
+        else:  # no lengths without a tokenizer: the statistics' note says how to get one
+            hist.set_bars([], [], "document length")
+        hist.set_class(not hist.counts, "-empty")
         facts = message.facts or Facts(corpus_tokens=s.get("train_tokens"), val_tokens=s.get("val_tokens"))
         self.query_one(AdvicePanel).update_for(self.app.preset, facts)
         self.query_one(DataReport).show(message.report, message.filter_report, len(message.rows))

@@ -327,7 +327,7 @@ verdict, "B is better" only where the interval excludes 0. **x** exports the rep
         def done(spec: str | None) -> None:
             if spec:
                 self.show_model(spec)
-        self.app.push_screen(ModelPicker("Report of", self.app.runs_root, current=self.spec), done)
+        self.app.push_screen(ModelPicker("Model to report on", self.app.runs_root, current=self.spec), done)
 
     # -------------------------------------------------------------------------- evaluation
     def eval_preset(self, baseline: str = "") -> config.Preset:

@@ -27,6 +27,7 @@ from textual.worker import Worker
 from core import config
 from core import lookup as core_lookup
 from core.errors import UserError
+from tui.widgets.priority_footer import PriorityFooter
 from tui.widgets.tables import fill_table
 from tui.widgets.advice_panel import AdvicePanel
 from core.lookup import GPT2_MODELS, GPT2_NAMES, model_config, read_meta
@@ -171,8 +172,8 @@ class WizardStep(ModalScreen[tuple[str, config.Preset] | None]):
     DEFAULT_CSS = """
     WizardStep { align: center middle; }
     WizardStep > #wizard-box { width: 98%; height: 96%; border: thick $primary; background: $surface; }
-    WizardStep #wizard-title { height: 1; padding: 0 1; background: $primary 30%; width: 100%; }
-    WizardStep #wizard-trail { height: 1; padding: 0 1; color: $text-muted; }
+    WizardStep #wizard-title { height: auto; padding: 0 1; background: $primary 30%; width: 100%; }
+    WizardStep #wizard-trail { height: auto; width: 100%; padding: 0 1; color: $text-muted; }
     WizardStep #wizard-body { height: 1fr; }
     WizardStep #wizard-buttons { height: 3; align-horizontal: right; }
     WizardStep #wizard-buttons Button { margin-left: 1; min-width: 10; }
@@ -197,6 +198,7 @@ class WizardStep(ModalScreen[tuple[str, config.Preset] | None]):
                 if self.INDEX:
                     yield Button("Back", id="wizard-back")
                 yield Button(self.NEXT_LABEL, id="wizard-next", variant="primary")
+        yield PriorityFooter()  # over the Finetune screen's, whose keys would type into the fields here
 
     def compose_step(self) -> ComposeResult:
         yield from ()
@@ -422,6 +424,16 @@ class DataStep(WizardStep):
         return p
 
 
+class ShapedRadioButton(RadioButton):
+    """A radio button whose choice shows by shape (a filled dot, an empty one for the others), not
+    only by colour: with 16 colours or NO_COLOR all four looked alike."""
+
+    @property
+    def _button(self):  # type: ignore[override]
+        self.BUTTON_INNER = "\u25cf" if self.value else "\u25cb"
+        return super()._button
+
+
 class TrainableStep(WizardStep):
     INDEX = 3
     MODES = (("head", "the output head only"), ("last_blocks", "the last N blocks, the final norm and the head"),
@@ -433,7 +445,8 @@ class TrainableStep(WizardStep):
             with Vertical(id="wizard-train-left"):
                 with RadioSet(id="wizard-trainable"):
                     for mode, desc in self.MODES:
-                        yield RadioButton(f"{mode}: {desc}", value=ft.trainable == mode, id=f"wizard-mode-{mode}")
+                        yield ShapedRadioButton(f"{mode}: {desc}", value=ft.trainable == mode,
+                                                id=f"wizard-mode-{mode}")
                 yield Static("", id="wizard-sizes")
             with Vertical(id="wizard-train-right"):
                 for key, label, value in (("last_blocks", "last N blocks", ft.last_blocks),
@@ -564,7 +577,8 @@ class ReviewStep(WizardStep):
     BINDINGS = [*WizardStep.BINDINGS, Binding("ctrl+s", "save", "save TOML")]
 
     def compose_step(self) -> ComposeResult:
-        yield Label("The preset that will run (ctrl+n launches it as a run; ctrl+s saves it as TOML):")
+        yield Label("The preset that will run (ctrl+n launches it as a run; ctrl+s saves it as TOML):",
+                    id="wizard-review-note")
         yield TextArea(config.dump(self.preset), read_only=True, show_line_numbers=True, id="wizard-toml")
         with Horizontal(id="wizard-save-row"):
             yield Label("save to ")

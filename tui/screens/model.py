@@ -165,9 +165,7 @@ each token coloured by its loss, the model's top-5 predictions under the cursor.
         if preset in self.typed:
             self.typed = self.typed[self.typed.index(preset) + 1:]
         elif form.preset != preset:  # changed elsewhere (picker, editor): show its values
-            form.remove()
-            new = PresetForm(preset, ["model"], show_docs=False, id="model-form")
-            self.query_one("#model-left", Vertical).mount(new, before=0)
+            form.show(preset)
         self.show_numbers(preset)
 
     def show_numbers(self, preset: Preset) -> None:

@@ -69,12 +69,12 @@ settings in a sortable table."""
 
     BINDINGS = [
         Binding("enter", "open_run", "open", show=False),
-        Binding("o", "open_run", "open run"),
-        Binding("s", "stop_run", "stop run"),
-        Binding("d", "delete_run", "delete run"),
+        Binding("o", "open_run", "open", tooltip="open run"),
+        Binding("s", "stop_run", "stop", tooltip="stop run"),
+        Binding("d", "delete_run", "delete", tooltip="delete run"),
         Binding("r", "refresh", "refresh"),
-        Binding("space", "mark", "mark for compare"),
-        Binding("c", "compare", "compare marked"),
+        Binding("space", "mark", "mark", tooltip="mark for compare"),
+        Binding("c", "compare", "compare", tooltip="compare marked"),
     ]
 
     def compose_body(self) -> ComposeResult:

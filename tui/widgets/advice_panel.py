@@ -3,8 +3,10 @@
 Each finding is a level mark, the title and the reason with its numbers; a warning to act on adds
 what to change, a rule the preset accepts shows the preset's reason instead, and a rule of a stage
 the preset does not run says so, dimmed. The mark differs by shape, not only by colour (16 colours,
-NO_COLOR). The panel shows what `core.advice.advise(preset, facts, stage)` returns and computes
-nothing itself; `update_with_corpus_facts` fetches the facts from core.data.facts in a worker.
+NO_COLOR). Where the findings do not fit (80x24), the panel lists them one mark and title each, with
+the change to make for a warning, and `?` (help) shows them whole with their numbers. The panel
+shows what `core.advice.advise(preset, facts, stage)` returns and computes nothing itself;
+`update_with_corpus_facts` fetches the facts from core.data.facts in a worker.
 """
 
 from __future__ import annotations
@@ -47,6 +49,46 @@ def findings_text(findings: Sequence[Finding]) -> Text:
     return out
 
 
+def _mark(f: Finding) -> tuple[str, str]:
+    if f.level != "ok" and f.accepted:
+        return ACCEPTED_MARK
+    if f.level != "ok" and f.not_applicable:
+        return NOT_APPLICABLE_MARK
+    return MARKS.get(f.level, ("?", ""))
+
+
+def compact_text(findings: Sequence[Finding], detail: int = 2) -> Text:
+    """All findings in a few lines, the ones to act on first. `detail` 2: those with what to change,
+    then the others' titles; 1: those with what to change, then how many others; 0: every title;
+    -1: the titles of those to act on and how many others."""
+    act = [f for f in findings if f.level != "ok" and not f.accepted and not f.not_applicable]
+    rest = [f for f in findings if f not in act]
+    out = Text()
+    if detail >= 1:
+        for f in act:
+            mark, color = _mark(f)
+            out.append(f"{mark} ", style=f"bold {color}")
+            out.append(f.title, style="bold")
+            out.append(f": {f.fix or f.reason}\n")
+    titles = {2: rest, 1: [], 0: act + rest, -1: act}[detail]
+    for i, f in enumerate(titles):
+        mark, color = _mark(f)
+        out.append("  " if i else "")
+        out.append(f"{mark} ", style=f"bold {color}" if color else "dim")
+        out.append(f.title + (" (accepted)" if f.accepted and f.level != "ok" else ""))
+    if detail in (1, -1) and rest:
+        out.append(f"{'  ' if titles else ''}and {len(rest)} more", style="dim")
+    if detail > 0:
+        out.append("  (? shows them whole)", style="dim")
+    return out
+
+
+def text_lines(text: Text, width: int) -> int:
+    from rich.console import Console
+
+    return len(text.wrap(Console(width=max(1, width)), max(1, width)))
+
+
 class AdvicePanel(Static):
     """Findings of one stage; call `update_for(preset, facts)` when either changes."""
 
@@ -59,12 +101,30 @@ class AdvicePanel(Static):
         super().__init__("", id=id, classes=classes)
         self.stage = stage
         self.findings: list[Finding] = []
+        self.facts_line = ""
+        self.shown = Text()
         self.border_title = f"rules of thumb: {stage}"
 
     def update_for(self, preset, facts: Facts | None = None) -> list[Finding]:
         self.findings = advise(preset, facts, stage=self.stage)
-        self.update(findings_text(self.findings))
+        self.facts_line = ""
+        self._show()
         return self.findings
+
+    def _show(self) -> None:
+        """The findings whole where they fit, else compact (never cut mid-sentence)."""
+        full = findings_text(self.findings)
+        texts = [Text(self.facts_line + "\n", style="dim") + full] if self.facts_line else []
+        texts += [full, *(compact_text(self.findings, d) for d in (2, 1, 0, -1))] if self.findings else [full]
+        room = self.styles.max_height.cells if self.styles.max_height is not None else None
+        width = self.content_size.width or self.app.size.width - 4
+        fits = [t for t in texts if room is None or text_lines(t, width) <= room - 2]  # the border's two lines
+        self.shown = fits[0] if fits else texts[-1]
+        self.update(self.shown)
+
+    def on_resize(self) -> None:
+        if self.findings:
+            self._show()
 
     def update_with_corpus_facts(self, preset) -> None:
         """update_for(preset) now, then again with the corpus facts (core.data.facts: prepared
@@ -84,5 +144,5 @@ class AdvicePanel(Static):
         if preset is not getattr(self, "_preset", None):
             return  # the preset changed meanwhile: a newer worker brings its facts
         self.findings = advise(preset, facts, stage=self.stage)
-        text = findings_text(self.findings)
-        self.update(Text(line + "\n", style="dim") + text if line else text)
+        self.facts_line = line
+        self._show()

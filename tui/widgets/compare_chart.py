@@ -8,6 +8,7 @@ debiased moving average) and a log y axis are reactive, so a key press redraws a
 from __future__ import annotations
 
 import math
+import re
 
 from textual.reactive import reactive
 from textual_plotext import PlotextPlot
@@ -26,6 +27,13 @@ def thin(xs: list[float], ys: list[float], n: int = MAX_POINTS) -> tuple[list[fl
     idx = list(range(0, len(xs), k)) + ([len(xs) - 1] if (len(xs) - 1) % k else [])
     return [xs[i] for i in idx], [ys[i] for i in idx]
 
+
+
+def legend_label(name: str, width: int = 28) -> str:
+    """A run's name for the legend: without its date (the time of day still tells runs apart), and
+    cut at the front with an ellipsis, never silently, when it is still too long."""
+    name = re.sub(r"^\d{8}-(?=\d{6}-)", "", name)
+    return name if len(name) <= width else "\u2026" + name[-(width - 1):]
 
 class CompareChart(PlotextPlot):
     DEFAULT_CSS = """
@@ -76,7 +84,7 @@ class CompareChart(PlotextPlot):
         xs_all: list[float] = []
         for i, (name, (xs, ys)) in enumerate(drawn):
             xs, ys = thin(xs, smooth(ys, self.smoothing))
-            plt.plot(xs, ys, label=name[-28:], color=COLORS[i % len(COLORS)], marker="braille")
+            plt.plot(xs, ys, label=legend_label(name), color=COLORS[i % len(COLORS)], marker="braille")
             xs_all += xs[:1] + xs[-1:]
         if not drawn:
             plt.title(f"{self.metric or 'metric'}: no points in the marked runs")

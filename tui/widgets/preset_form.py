@@ -108,7 +108,7 @@ class PresetForm(VerticalScroll):
     PresetForm .doc { color: $text-muted; padding-left: 26; height: auto; width: 100%; }
     PresetForm .problem { color: $text-error; padding-left: 26; height: auto; width: 100%; display: none; }
     PresetForm .problem.-shown { display: block; }
-    PresetForm #form-problems { color: $text-error; height: auto; width: 100%; }
+    PresetForm #form-problems { color: $text-error; height: auto; width: 100%; display: none; }
     """
 
     @dataclass
@@ -161,6 +161,24 @@ class PresetForm(VerticalScroll):
         if first is not None:
             first.focus()
 
+    def show(self, preset: config.Preset) -> None:
+        """Show `preset`'s values in the fields already there (changed elsewhere: the picker, the
+        editor). Rebuilding the form instead raced its own removal (two forms with one id) and lost
+        the focus; a pending check of older typing is dropped."""
+        if getattr(self, "check_timer", None) is not None:
+            self.check_timer.stop()
+            self.check_timer = None
+        self.base = self.preset = preset
+        with self.prevent(Input.Changed, Select.Changed):
+            for spec in self.specs:
+                w = self.query_one("#" + _dom_id(spec.key))
+                value = get_value(preset, spec.key)
+                if isinstance(w, Input):
+                    w.value = to_text(value)
+                elif isinstance(w, Select):
+                    w.value = bool(value) if spec.type is bool else value
+        self.check()
+
     # ------------------------------------------------------------------------- values
     def values(self) -> dict[str, typing.Any]:
         out = {}
@@ -204,7 +222,9 @@ class PresetForm(VerticalScroll):
             label.set_class(bool(msg), "-shown")
         self._shown = {k: v for k, v in problems.items() if k in own}
         other = [f"{k}: {m}" for k, m in problems.items() if k not in own]
-        self.query_one("#form-problems", Static).update("\n".join(other))
+        box = self.query_one("#form-problems", Static)
+        box.update("\n".join(other))
+        box.display = bool(other)
         if preset is not None:
             self.preset = preset
         return preset

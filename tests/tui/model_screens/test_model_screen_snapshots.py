@@ -30,6 +30,10 @@ def _wizard_to(step_cls, models):
 
         app = pilot.app
         await wait_for(pilot, lambda: app.screen.__class__.__name__ == "FinetuneScreen")
+        # the Finetune screen's charts show at the dialog's edges: drawn first, or the edges race the redraw
+        charts = [w for w in app.screen.query("*") if hasattr(w, "_dirty")]
+        await wait_for(pilot, lambda: not any(c._dirty for c in charts))
+        await pilot.pause(0.6)
         preset = edit(config.load("tiny-classify"), {"finetune.base": str(models["pretrain"])})
         app.screen.open_step(STEPS.index(step_cls), preset)
         await wait_for(pilot, lambda: isinstance(app.screen, step_cls))
