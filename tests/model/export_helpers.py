@@ -47,11 +47,8 @@ def our_checkpoint(tmp: Path, style: dict, tokenizer=None, name: str = "ckpt", *
 
 
 def llama_cpp_model(path: Path, **kw):
-    """`llama_cpp.Llama` on llama.cpp's plain CPU kernels: weight repacking ("extra buffer types",
-    llama-cli's `--no-repack`) off. On a CPU with AMX under a hypervisor (this machine, a Firecracker
-    VM) llama.cpp's AMX kernels crash the process (SIGSEGV/SIGILL in ggml_backend_amx_mul_mat) on any
-    q4_0/q4_1/q8_0/K-quant model, the files of llama.cpp's own quantizer and the hub's SmolLM2 included,
-    as soon as a batch holds more than one token (ggml-org/llama.cpp#20824). The file is not at fault."""
+    """`llama_cpp.Llama` on llama.cpp's plain CPU kernels, weight repacking (llama-cli's `--no-repack`)
+    off: llama.cpp's AMX kernels crash the process on quantized models on this machine (README, GGUF)."""
     import llama_cpp
     import llama_cpp.llama as api
 
