@@ -28,7 +28,7 @@ from core.data.synthetic import iter_stories  # noqa: E402
 from core.model.gguf_export import GGUF_TYPES, export_gguf, held_out_texts, quantization_perplexity  # noqa: E402
 from core.model.hf import import_hf  # noqa: E402
 from core.tokenizer.train import train_bpe  # noqa: E402
-from tests.model.export_helpers import smollm2_checkpoint  # noqa: E402
+from tests.model.export_helpers import llama_cpp_model, smollm2_checkpoint  # noqa: E402
 from tests.smollm2_fixture import smollm2_gguf  # noqa: E402
 
 SMOLLM2_135M = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
@@ -48,7 +48,7 @@ def build(tmp: Path) -> Path:
 def llama_cpp_perplexity(path: Path, tok, texts: list[str], threads: int) -> float | None:
     """Perplexity of the same token stream scored by llama.cpp itself (None without llama-cpp-python)."""
     try:
-        import llama_cpp
+        import llama_cpp  # noqa: F401
     except ImportError:
         return None
     import math
@@ -56,8 +56,7 @@ def llama_cpp_perplexity(path: Path, tok, texts: list[str], threads: int) -> flo
     import numpy as np
 
     ids = [i for t in texts for i in (tok.eot_id, *tok.encode(t))]
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=len(ids) + 8, n_batch=512, n_threads=threads,
-                          logits_all=True, verbose=False)
+    llm = llama_cpp_model(path, n_ctx=len(ids) + 8, n_batch=512, n_threads=threads, logits_all=True)
     llm.eval(ids)
     logits = np.asarray(llm.scores[: len(ids) - 1], dtype=np.float64)  # (n - 1, V): position i predicts i + 1
     top = logits.max(-1, keepdims=True)
@@ -91,7 +90,7 @@ def main() -> None:
             r = export_gguf(ckpt, tmp / f"model-{t}.gguf", t, measure=t.startswith("q") and model is None)
             p = r.perplexity or {}
             if model is not None and t.startswith("q"):
-                p = quantization_perplexity(model, r.path, "llama", tok, texts)
+                p = quantization_perplexity(model, r.path, tok, texts)
             change = 100 * (p["after"] / p["before"] - 1) if p else None
             lc = llama_cpp_perplexity(r.path, tok, texts, args.threads) if model is not None else None
             rows.append({"type": t, "export_s": round(r.seconds, 2), "mb": round(r.bytes / 1e6, 1),

@@ -46,6 +46,26 @@ def our_checkpoint(tmp: Path, style: dict, tokenizer=None, name: str = "ckpt", *
     return write_checkpoint(tmp / name, 3, sharp_model(tok.n_vocab, **style, **kw), tokenizer=tok)
 
 
+def llama_cpp_model(path: Path, **kw):
+    """`llama_cpp.Llama` on llama.cpp's plain CPU kernels, weight repacking (llama-cli's `--no-repack`)
+    off: llama.cpp's AMX kernels crash the process on quantized models on this machine (README, GGUF)."""
+    import llama_cpp
+    import llama_cpp.llama as api
+
+    default = api.llama_cpp.llama_model_default_params
+
+    def no_repack():
+        p = default()
+        p.use_extra_bufts = False
+        return p
+
+    api.llama_cpp.llama_model_default_params = no_repack
+    try:
+        return llama_cpp.Llama(model_path=str(path), verbose=False, **kw)
+    finally:
+        api.llama_cpp.llama_model_default_params = default
+
+
 def hf_kind_checkpoint(tmp: Path, hf_folder: Path, model: GPT) -> Path:
     """A checkpoint whose model.json says tokenizer kind "hf", with tokenizer/{tokenizer.json, ...}."""
     meta = {"tokenizer": {"name": "hf", "folder": "tokenizer", "kind": "hf"}}

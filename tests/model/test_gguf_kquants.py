@@ -25,7 +25,7 @@ from core.model.gguf_export import export_gguf  # noqa: E402
 from core.model.gguf_import import _dequantize  # noqa: E402
 from core.model.gpt import GPT  # noqa: E402
 from core.model.importer import import_model  # noqa: E402
-from tests.model.export_helpers import LLAMA_STYLE, trained_bpe  # noqa: E402
+from tests.model.export_helpers import LLAMA_STYLE, llama_cpp_model, trained_bpe  # noqa: E402
 
 FTYPES = {"Q4_K_M": {"Q4_K", "Q6_K"}, "Q5_K_M": {"Q5_K", "Q6_K"}, "Q6_K": {"Q6_K"}}  # llama.cpp's mixes
 TEXT = "Once upon a time, a kind girl named Amy saw a big dog at the beach"
@@ -85,9 +85,27 @@ def test_k_quants_dequantize_as_llama_cpp_and_give_its_logits(f32_export, tmp_pa
     ids = tok.encode(TEXT)
     with torch.no_grad():
         ours, fp32 = model.eval()(torch.tensor([ids]))[0][0].numpy(), original(torch.tensor([ids]))[0][0].numpy()
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=64, n_threads=1, n_batch=64, logits_all=True, verbose=False)
+    llm = llama_cpp_model(path, n_ctx=64, n_threads=1, n_batch=64, logits_all=True)
     llm.eval(ids)
     theirs = np.array(llm.scores[: len(ids)])
     scale = float(theirs.std())
     assert np.abs(ours - theirs).max() < 0.15 * scale
     assert np.abs(ours - theirs).max() < np.abs(fp32 - theirs).max()  # ours has the file's quantized weights
+
+
+@pytest.mark.parametrize("gguf_type", ["q8_0", "q4_0"])
+def test_our_q8_0_and_q4_0_are_what_llama_cpp_quantizer_writes(f32_export, tmp_path, gguf_type):
+    """Our export and llama.cpp's quantizer, run on our f32 export, write the same tensors byte for
+    byte, except that under q4_0 we keep the embeddings q8_0 (llama.cpp: q4_0) and the head q8_0
+    (llama.cpp: q6_K when its rows fill 256-blocks, else q8_0)."""
+    src, ckpt, _ = f32_export
+    ours = gguf.GGUFReader(export_gguf(ckpt, tmp_path / "ours.gguf", gguf_type, measure=False).path)
+    theirs = {t.name: t for t in gguf.GGUFReader(quantize(src, tmp_path / "theirs.gguf", gguf_type.upper())).tensors}
+    assert sorted(t.name for t in ours.tensors) == sorted(theirs)  # llama.cpp writes them in its own order
+    kept = {"token_embd.weight", "output.weight"} if gguf_type == "q4_0" else set()
+    for t in ours.tensors:
+        if t.name in kept:
+            assert gguf.GGMLQuantizationType(t.tensor_type).name == "Q8_0", t.name
+            continue
+        assert t.tensor_type == theirs[t.name].tensor_type, t.name
+        assert t.data.tobytes() == theirs[t.name].data.tobytes(), t.name

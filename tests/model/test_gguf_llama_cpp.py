@@ -12,8 +12,8 @@ from core.model.gguf_export import export_gguf
 from core.model.gguf_import import read_gguf
 from core.tokenizer.train import train_bpe
 from tests.model.export_helpers import (
-    LLAMA3_JINJA, LLAMA_STYLE, MESSAGES, hf_kind_checkpoint, hf_tokenizer_folder, our_checkpoint, sharp_model,
-    trained_bpe)
+    LLAMA3_JINJA, LLAMA_STYLE, MESSAGES, hf_kind_checkpoint, hf_tokenizer_folder, llama_cpp_model, our_checkpoint,
+    sharp_model, trained_bpe)
 
 llama_cpp = pytest.importorskip(
     "llama_cpp", reason="llama-cpp-python is not installed (a source build of several minutes: "
@@ -25,7 +25,7 @@ TEXT = ("Once upon a time, Amy's dog ran 1,234 miles!\n\n  It's 3.14 o'clock... 
 
 
 def load(path, **kw):
-    return llama_cpp.Llama(model_path=str(path), n_ctx=64, n_threads=1, n_batch=64, verbose=False, **kw)
+    return llama_cpp_model(path, n_ctx=64, n_threads=1, n_batch=64, **kw)
 
 
 def greedy_llama_cpp(llm, ids: list[int], n: int) -> list[int]:
