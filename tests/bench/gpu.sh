@@ -51,7 +51,7 @@ def overrides(shape: list[str], batch: int, steps: int) -> list[str]:
     cfg = load("gpt2-124m", shape).model
     return shape + [
         "data.source=embedded:tinyworld", "data.streaming=false", f"data.synthetic_mb={0.3 if args.tiny else 8}",
-        f"data.num_proc={min(8, os.cpu_count() or 1)}",
+        f"data.workers={min(8, os.cpu_count() or 1)}",
         f"train.device={args.device}", f"train.dtype={dtype}", f"train.compile={str(compile_).lower()}",
         f"train.micro_batch_size={batch}", f"train.batch_tokens={batch * cfg.context_length}",
         f"train.max_steps={steps}", f"train.warmup_steps={steps}", f"train.log_every={LOG_EVERY}",

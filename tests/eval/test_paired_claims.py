@@ -22,7 +22,7 @@ from core.eval.report import model_card, read_report
 from core.model.gpt import GPT
 from core.stages.compare import compare_models
 
-SMALL = ["data.synthetic_mb=0.05", "data.num_proc=1", "train.micro_batch_size=8"]
+SMALL = ["data.synthetic_mb=0.05", "data.workers=1", "train.micro_batch_size=8"]
 LIMIT = 8
 
 
