@@ -14,7 +14,8 @@ async def test_the_base_model_picker_shows_every_size_at_80_columns(make, models
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("n", "ctrl+n")
         await wait_for(pilot, lambda: isinstance(app.screen, BaseStep))
-        await wait_for(pilot, lambda: app.screen.query_one("#wizard-models").row_count == 2 + 4)  # the two language models and the GPT-2 sizes
+        # the two language models (an instruct finetune starts from one) and the four GPT-2 sizes
+        await wait_for(pilot, lambda: app.screen.query_one("#wizard-models").row_count == 2 + 4)
         await settle(pilot, 0.1)
         text = screen_text(app)
         assert "size" in text and "124M (download)" in text and "1.5B (download)" in text, text
