@@ -214,20 +214,41 @@ class Workbench(App[int]):
         screen = self.screen
         if isinstance(screen, HelpScreen):
             return
-        # number keys are characters: a focused text field types them (the footer then shows esc)
-        keys = [("1-8", "switch stage when no text field has focus (from one: esc, or alt+1-8)")]
-        for key, (_, binding, enabled, tooltip) in screen.active_bindings.items():
-            if binding.description and not binding.action.startswith("switch_mode"):
-                keys.append((binding.key_display or key, binding.tooltip or binding.description))
         mode = getattr(screen, "MODE", "")
         findings = advise(self.preset, stage=mode) if mode else []
         title = f"{mode.capitalize()} screen" if mode else "llmlab"
-        self.push_screen(HelpScreen(title, getattr(screen, "HELP", ""), keys, findings))
+        self.push_screen(HelpScreen(title, getattr(screen, "HELP", ""), help_keys(screen), findings))
 
     def run_screen_action(self, mode: str, action: str) -> None:
         """Switch to `mode` and run one of its screen's actions (for the command palette)."""
         self.switch_mode(mode)
         self.call_after_refresh(lambda: self.screen.run_action(action))
+
+
+# Textual's own keys that this app offers too; the rest of Textual's (super+c copy, scroll and cursor
+# keys of its widgets) are left out of help: super never reaches an app over SSH
+TEXTUAL_KEYS_SHOWN = {"ctrl+q": "quit", "ctrl+p": "every action (command palette)"}
+
+
+def declared_here(node) -> set[str]:
+    """The actions that this app's own classes bind on `node` (not those Textual's classes bring)."""
+    return {b.action if isinstance(b, Binding) else b[1] for cls in type(node).__mro__
+            if cls.__module__.split(".")[0] == "tui" for b in cls.__dict__.get("BINDINGS", [])}
+
+
+def help_keys(screen) -> list[tuple[str, str]]:
+    """The keys help lists for `screen`: those bound by this app, each once, and the few of Textual's it offers."""
+    # number keys are characters: a focused text field types them (the footer then shows esc)
+    keys = [("1-8", "switch stage when no text field has focus (from one: esc, or alt+1-8)"),
+            ("tab", "next field or panel (shift+tab: previous)")]
+    for key, (node, binding, _enabled, _tooltip) in screen.active_bindings.items():
+        shown = binding.key_display or key
+        if key in TEXTUAL_KEYS_SHOWN:
+            keys.append((shown, TEXTUAL_KEYS_SHOWN[key]))
+        elif (binding.description and not binding.action.startswith("switch_mode")
+              and binding.action in declared_here(node)):
+            keys.append((shown, binding.tooltip or binding.description))
+    return list(dict.fromkeys(keys))
 
 
 def make_app(runs_root: Path | None = None, presets: Sequence[str | Path] = (),

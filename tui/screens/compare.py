@@ -24,7 +24,7 @@ from core import compare_runs as cmp
 from core.errors import UserError
 from core.runs import Run
 from tui.text import plain
-from tui.widgets.compare_chart import CompareChart
+from tui.widgets.compare_chart import CompareChart, legend_label
 from tui.widgets.tables import fill_table
 from tui.widgets.priority_footer import PriorityFooter
 
@@ -133,6 +133,8 @@ class CompareScreen(Screen[None]):
         self.sort_col = min(self.sort_col, len(cols) - 1)
         order = sorted(range(len(cells)), key=lambda i: _sort_key(keys[i][self.sort_col]), reverse=self.descending)
         cols = [c + (" v" if self.descending else " ^") if i == self.sort_col else c for i, c in enumerate(cols)]
+        if self.app.size.width < 100:  # 80 columns: short run names, so the results up to the target fit
+            cells = [[legend_label(self.sums[i].name, 22), *row[1:]] for i, row in enumerate(cells)]
         fill_table(self.query_one("#compare-table", DataTable), cols, [cells[i] for i in order],
                    keys=[self.sums[i].name for i in order])
 

@@ -164,7 +164,8 @@ near-duplicate clusters and relevance (from the prepared shards; before them, of
                     yield Static("", id="data-text")
                 yield DataReport(id="data-report")
                 yield Histogram("document length (tokens)", id="data-hist")
-                yield Static("", id="data-stats")
+                with VerticalScroll(id="data-stats-box"):  # focusable: tab to it, arrows scroll at 80x24
+                    yield Static("", id="data-stats")
         with Horizontal(id="data-run"):
             yield Label("", id="data-run-status")
             yield ProgressBar(total=None, show_eta=True, id="data-progress")

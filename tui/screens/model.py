@@ -55,7 +55,7 @@ def stats_table(preset: Preset, batch_size: int, dtype: str, compact: bool = Fal
     p, m = s["params"], s["memory"]
     t = Table(show_header=True, header_style="bold", box=None, pad_edge=False, expand=True)
     t.add_column("component")
-    t.add_column("value", justify="right")
+    t.add_column("value", justify="right", no_wrap=True)  # a value never breaks across lines
     total = p["total"] or 1
     for name, key in (("token embedding", "embeddings"), ("positions", "positions"), ("attention", "attention"),
                       ("MLP", "mlp"), ("norms", "norms"), ("output head", "head")):
@@ -87,19 +87,20 @@ def compact_stats_table(preset: Preset, batch_size: int, dtype: str) -> Table:
     p, m = s["params"], s["memory"]
     t = Table(show_header=False, box=None, pad_edge=False, expand=True)
     t.add_column("what")
-    t.add_column("value", justify="right")
+    t.add_column("value", justify="right", no_wrap=True)  # a value never breaks across lines
     total = p["total"] or 1
     for name, key in (("token embedding", "embeddings"), ("positions", "positions"), ("attention", "attention"),
                       ("MLP", "mlp"), ("norms", "norms"), ("output head", "head")):
         t.add_row(name, f"{human(p[key])} {100 * p[key] / total:4.1f}%")
     t.add_row("total params", human(p["total"]), style="bold")
     t.add_row("non-emb / untied", f"{human(p['non_embedding'])} / {human(p['total_untied'])}")
-    t.add_row(f"memory b{batch_size} {dtype}", human_bytes(m["total"]), style="bold")
+    # labels of at most 16 characters: at 80x24 the values take their whole width and labels wrap first
+    t.add_row(f"mem b{batch_size} {dtype}", human_bytes(m["total"]), style="bold")
     t.add_row("weights / grads", f"{human_bytes(m['weights'])} / {human_bytes(m['grads'])}")
     t.add_row("AdamW / activ.", f"{human_bytes(m['optimizer'])} / {human_bytes(m['activations'])}")
     t.add_row("FLOPs per token", human(s["flops_per_token"]))
     t.add_row("KV cache/token", human_bytes(s["kv_cache_bytes_per_token"]))
-    t.add_row("KV cache, context", human_bytes(s["kv_cache_bytes_per_token"] * cfg.context_length))
+    t.add_row("KV cache/context", human_bytes(s["kv_cache_bytes_per_token"] * cfg.context_length))
     t.add_row("head / kv / MLP", f"{s['head_dim']} / {s['kv_heads']} / {s['mlp_hidden']}")
     return t
 

@@ -30,7 +30,7 @@ def thin(xs: list[float], ys: list[float], n: int = MAX_POINTS) -> tuple[list[fl
 
 
 def legend_label(name: str, width: int = 28) -> str:
-    """A run's name for the legend: without its date (the time of day still tells runs apart), and
+    """A run's name for the legend (and the tables of run names at 80 columns): without its date (the time of day still tells runs apart), and
     cut at the front with an ellipsis, never silently, when it is still too long."""
     name = re.sub(r"^\d{8}-(?=\d{6}-)", "", name)
     return name if len(name) <= width else "\u2026" + name[-(width - 1):]

@@ -23,6 +23,7 @@ from textual.worker import Worker
 from core import lookup as core_lookup
 from core import runs as core_runs
 from core.errors import UserError
+from tui.widgets.compare_chart import legend_label
 from tui.widgets.tables import fill_table
 from core.lookup import GPT2_MODELS, GPT2_NAMES, read_meta
 from tui.widgets.lineage import LineageView, describe, lineage_chain
@@ -68,7 +69,8 @@ def model_rows(root: Path | None = None, *, include_gpt2: bool = False, lm_only:
     return out
 
 
-MODEL_COLUMNS = ("model", "stage", "method", "step", "val loss", "size")
+# a finetune's stage cell is its method (or head): one column for both, so "size" fits at 80 columns
+MODEL_COLUMNS = ("model", "stage", "step", "val loss", "size")
 
 
 class ModelTable(DataTable):
@@ -88,7 +90,9 @@ class ModelTable(DataTable):
 
     def fill(self, rows: list[dict], selected: str | None = None) -> None:
         self.rows_data = rows
-        cells = [[r["label"], r["stage"], r["method"] or ("" if r["head"] == "lm" else r["head"]),
+        narrow = self.app.size.width < 100  # 80 columns: run names without their date, cut at the front
+        cells = [[legend_label(r["label"], 22) if narrow else r["label"],
+                  r["method"] or ("" if r["head"] == "lm" else r["head"]) or r["stage"],
                   "" if r.get("step") is None else str(r["step"]),
                   f"{r['val_loss']:.3f}" if isinstance(r.get("val_loss"), (int, float)) else "", r["size"]]
                  for r in rows]
