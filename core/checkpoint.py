@@ -18,6 +18,7 @@ the folder is renamed into place; a folder without COMMITTED does not exist for 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import json
 import os
@@ -489,9 +490,14 @@ def shard_reader(ckpt: Path) -> Any:
 
     class Restricted(pickle.Unpickler):
         def find_class(self, module: str, name: str) -> Any:
-            if module in modules or (module, name) in allowed or (module == "torch" and name in
-                                                                   ("float32", "bfloat16", "float16", "int64")):
+            if (module, name) in allowed or (module == "torch" and name in ("float32", "bfloat16", "float16", "int64")):
                 return super().find_class(module, name)
+            if module in modules and "." not in name:  # no dotted path (filesystem.os.system) reaches past them
+                obj = super().find_class(module, name)
+                # only the format's own records: dataclasses and enums defined there, never a function
+                if isinstance(obj, type) and obj.__module__ == module and (
+                        dataclasses.is_dataclass(obj) or issubclass(obj, enum.Enum)):
+                    return obj
             raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint's metadata")
 
     class Reader(dcp.FileSystemReader):

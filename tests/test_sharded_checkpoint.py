@@ -60,3 +60,17 @@ def test_a_crafted_metadata_cannot_run_code(tmp_path):
     (path / "shards" / ".metadata").write_bytes(buf.getvalue())
     with pytest.raises(UserError, match=r"builtins\.print is not part of a checkpoint's metadata"):
         ck.check_weight_shapes(path, TINY, {"kind": "lm"}, {"sharded": {"world_size": 1}})
+
+
+@pytest.mark.parametrize("module, name", [
+    ("torch.distributed.checkpoint.filesystem", "os.system"),  # a dotted path through a module it imports
+    ("torch.distributed.checkpoint.filesystem", "_write_item"),  # a function of an allowed module
+])
+def test_metadata_reaches_only_the_formats_own_records(tmp_path, module, name):
+    _, path = sharded(tmp_path)
+    # protocol 4 resolves dotted names in find_class: STACK_GLOBAL of (module, name), then call it
+    payload = (b"\x80\x04" + pickle.dumps(module, 4)[2:-1] + pickle.dumps(name, 4)[2:-1]
+               + b"\x93" + pickle.dumps(("echo pwned",), 4)[2:-1] + b"R.")
+    (path / "shards" / ".metadata").write_bytes(payload)
+    with pytest.raises(UserError, match=r"is not part of a checkpoint's metadata"):
+        ck.check_weight_shapes(path, TINY, {"kind": "lm"}, {"sharded": {"world_size": 1}})
