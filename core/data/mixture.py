@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from core.config import DataConfig, FilterConfig, SourceConfig
-from core.data.filters import DocumentFilter, Prefetched, Verdict
+from core.data.filters import DocumentFilter, Prefetched
 from core.data.sources import TEXT_SUFFIXES, ReadCounts, expand_paths, is_saved_dataset, iter_texts
 from core.data.textfiles import iter_text_file
 from core.errors import UserError
@@ -145,11 +145,8 @@ class SourceStream:
         worker processes (what they read ahead and the mixture did not take still counts as unread)."""
         ahead = self.judge.ahead(self._source, self.fcfg, self.flt.cfg.dedup_exact) if self.judge is not None else None
         self._prepared = self.flt.prepared(self._source, self.fcfg, ahead)
-        yield from self._first_pass(self._prepared)
-
-    def _first_pass(self, docs: Iterator[tuple[str, Verdict]]) -> Iterator[tuple[str, bool]]:
         a, kept = self.acc, 0
-        for text, verdict in docs:
+        for text, verdict in self._prepared:
             size = len(text.encode("utf-8"))
             if self.cfg.max_docs and a.docs_read >= self.cfg.max_docs or not self.limit.allows(size):
                 a.stopped_by = self.limit.hit or "its max_docs"

@@ -395,6 +395,15 @@ def read_meta(folder: Path) -> dict:
 # -------------------------------------------------------------------------------------- loading
 
 
+def window_batch(data: np.ndarray, starts: np.ndarray, T: int) -> tuple[Any, Any]:
+    """(x, y) torch.long (B, T) of the windows of T + 1 tokens at `starts`, y shifted by one."""
+    import torch
+
+    idx = starts[:, None] + np.arange(T + 1)[None, :]  # (B, T + 1)
+    rows = torch.from_numpy(data[idx].astype(np.int64))
+    return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
+
+
 class TokenLoader:
     """Batches of (x, y) windows from a .bin shard: random for training, sequential for evaluation.
 
@@ -418,11 +427,7 @@ class TokenLoader:
             raise UserError(f"{self.path}: {self.n_tokens} tokens, fewer than one context window ({self.T + 1})")
 
     def _batch(self, starts: np.ndarray) -> tuple[Any, Any]:
-        import torch
-
-        idx = starts[:, None] + np.arange(self.T + 1)[None, :]  # (B, T + 1)
-        rows = torch.from_numpy(self.data[idx].astype(np.int64))
-        return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
+        return window_batch(self.data, starts, self.T)
 
     def next_batch(self) -> tuple[Any, Any]:
         """(x, y) torch.long (B, T), y shifted by one; random windows anywhere in the shard."""

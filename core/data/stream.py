@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from core.data.parts import last_commit
-from core.data.shards import dtype_for, partial_folder, prepare_shards, shard_key, workspace
+from core.data.shards import dtype_for, partial_folder, prepare_shards, shard_key, window_batch, workspace
 from core.errors import StageFailed, Stopped, UserError
 from core.runs import Logger
 
@@ -191,12 +191,7 @@ class StreamTokenLoader:
             time.sleep(POLL_S)
 
     def _batch(self, windows: np.ndarray, have: int) -> tuple[Any, Any]:
-        import torch
-
-        data = self.stream.tokens(self.split, have)
-        idx = (windows * self.T)[:, None] + np.arange(self.T + 1)[None, :]  # (B, T + 1)
-        rows = torch.from_numpy(data[idx].astype(np.int64))
-        return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
+        return window_batch(self.stream.tokens(self.split, have), windows * self.T, self.T)
 
     def next_batch(self) -> tuple[Any, Any]:
         """(x, y) torch.long (B, T): the next B windows of the split, waiting until they are committed."""
