@@ -62,19 +62,40 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class _WriteAll:
-    """A file for torch.save whose write() writes everything or raises the OSError (ENOSPC, EFBIG)."""
+    """A file for torch.save whose write() writes everything or raises the OSError (ENOSPC, EFBIG).
+    torch's zip writer often swallows that error and fails later with its own RuntimeError
+    ("unexpected pos"), so the first OSError is kept and `save` raises it instead."""
 
     def __init__(self, fd: int):
         self.fd = fd
+        self.error: OSError | None = None
 
     def write(self, data: bytes) -> int:
         view, done = memoryview(data).cast("B"), 0
-        while done < len(view):
-            done += os.write(self.fd, view[done:])
+        try:
+            while done < len(view):
+                done += os.write(self.fd, view[done:])
+        except OSError as e:
+            self.error = self.error or e
+            raise
         return done
 
     def flush(self) -> None:
         pass
+
+    @classmethod
+    def save(cls, obj: Any, path: Path) -> None:
+        """torch.save `obj` to `path` through os.write; a failed write raises its OSError."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        out = cls(fd)
+        try:
+            torch.save(obj, out)  # type: ignore[arg-type]  # a file object: write() and flush()
+        except RuntimeError:
+            if out.error is not None:
+                raise out.error from None
+            raise
+        finally:
+            os.close(fd)
 
 
 def _fsync_file(path: Path) -> None:
@@ -204,13 +225,7 @@ def _write_files(tmp: Path, step: int, model: Any, tokenizer: Any, trainer_state
             meta["tokenizer"]["kind"] = tokenizer.kind
     (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
     if trainer_state is not None:
-        # through os.write: a full disk raises OSError(ENOSPC); torch's own writer, or a buffered
-        # file that wrote part of a block, surfaces it as a RuntimeError ("unexpected pos")
-        fd = os.open(tmp / TRAINER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            torch.save(trainer_state, _WriteAll(fd))  # type: ignore[arg-type]  # a file object: write() and flush()
-        finally:
-            os.close(fd)
+        _WriteAll.save(trainer_state, tmp / TRAINER)  # a full disk is an OSError(ENOSPC), not torch's RuntimeError
 
     _commit_manifest(tmp, step)
 
@@ -243,11 +258,7 @@ def copy_checkpoint(src: Path, run_dir: Path, trainer_state: dict | None = None)
     try:
         shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(COMMITTED))
         if trainer_state is not None:
-            fd = os.open(tmp / TRAINER, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                torch.save(trainer_state, _WriteAll(fd))  # type: ignore[arg-type]
-            finally:
-                os.close(fd)
+            _WriteAll.save(trainer_state, tmp / TRAINER)
         _commit_manifest(tmp, int(meta.get("step", 0)))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

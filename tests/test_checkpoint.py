@@ -1,6 +1,7 @@
 """Checkpoints: layout, commit marker, atomic pointers, rotation, refusal of corrupt folders, resume state."""
 
 import json
+import os
 import random
 
 import numpy as np
@@ -175,3 +176,30 @@ def test_remove_stale_clears_what_dead_processes_left_and_keeps_live_saves(tmp_p
     finally:
         live.kill()
         live.wait()
+
+
+@pytest.mark.parametrize("fails_after", [0, 3_000, 20_000, 70_000])
+def test_a_write_that_fails_midway_raises_its_os_error_not_torchs(tmp_path, fails_after):
+    """torch's zip writer swallows the exception of a file's write() and fails later with its own
+    "unexpected pos" RuntimeError, which would hide a full disk. The trainer state goes through a FIFO
+    whose reader stops after `fails_after` bytes (a write past it is EPIPE, as a full disk is ENOSPC
+    at some byte): the save raises that OSError."""
+    import threading
+    fifo = tmp_path / "trainer.pt"
+    os.mkfifo(fifo)
+
+    def reader():
+        with open(fifo, "rb", buffering=0) as f:
+            got = 0
+            while got < fails_after:
+                chunk = f.read(min(4096, fails_after - got))
+                if not chunk:
+                    return
+                got += len(chunk)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    state = {"optimizer": {i: torch.randn(1_000) for i in range(24)}, "step": 7}
+    with pytest.raises(BrokenPipeError):
+        ck._WriteAll.save(state, fifo)
+    t.join(timeout=10)
