@@ -21,14 +21,16 @@ from array import array
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from core.config import FilterConfig
 from core.data.markup import prose_lines
-from core.data.neardup import NearDuplicates, Probe, batch_shingles
 from core.errors import UserError
+
+if TYPE_CHECKING:
+    from core.data.neardup import NearDuplicates
 
 EXAMPLES_PER_RULE = 3
 EXAMPLE_CHARS = 200
@@ -146,8 +148,6 @@ class Verdict:
     exact: int = 0
     near: np.ndarray | None = None  # band keys
     marks: np.ndarray | None = None  # the signature's low bytes, to verify a candidate
-    probe: Probe | None = None  # of the batch, whose row `row` this document is
-    row: int = 0
 
 
 BATCH_DOCS = 256  # documents judged at once: numpy calls per batch, not per document
@@ -200,7 +200,7 @@ class RuleCount:
 
 
 class HashSet64:
-    """The exact-dedup memory: 64-bit hashes in an open-addressing table in one numpy array (16 bytes
+    """The exact-dedup memory: 64-bit hashes in an open-addressing table in one array.array (16 bytes
     per hash at most half full). A Python set costs ~70 bytes per hash, and merging sorted arrays
     fragments the heap; this table grows by doubling, so peak memory stays near 16 bytes a document.
 
@@ -210,37 +210,44 @@ class HashSet64:
     cannot decide a document while the stream goes by, for memory that is small at this scale."""
 
     def __init__(self, capacity: int = 1 << 16):
-        self._table = np.zeros(capacity, dtype=np.uint64)  # 0 marks an empty slot
+        self._table = array("Q", [0]) * capacity  # 0 marks an empty slot; array indexing is ~3x numpy's
         self._n = 0
 
     def _slot(self, h: int) -> int:
         table, mask = self._table, len(self._table) - 1
         i = h & mask
-        while True:
-            v = int(table[i])
-            if v == 0 or v == h:
-                return i
+        v = table[i]
+        while v and v != h:
             i = (i + 1) & mask
+            v = table[i]
+        return i
 
     def __contains__(self, h: int) -> bool:
         h = h or 1  # hash 0 is stored as 1 (a 2^-64 chance of a false duplicate)
-        return int(self._table[self._slot(h)]) == h
+        return self._table[self._slot(h)] == h
 
-    def add(self, h: int) -> None:
+    def add(self, h: int) -> bool:
+        """Store h; False when it was there already (one probe for both questions)."""
         h = h or 1
         i = self._slot(h)
-        if int(self._table[i]) == h:
-            return
+        if self._table[i] == h:
+            return False
         self._table[i] = h
         self._n += 1
         if self._n * 2 > len(self._table):
-            old = self._table[self._table != 0]
-            size = len(self._table) * 2
-            del self._table  # free the old table before the new one exists
-            self._table = np.zeros(size, dtype=np.uint64)
-            for start in range(0, len(old), 1 << 14):  # small batches: no million Python ints at once
-                for v in old[start:start + (1 << 14)].tolist():
-                    self._table[self._slot(v)] = v
+            self._grow()
+        return True
+
+    def _grow(self) -> None:
+        old = np.frombuffer(self._table, dtype=np.uint64)
+        used = old[old != 0]
+        size = len(self._table) * 2
+        del old
+        self._table = array("Q")  # free the old table before the new one exists
+        self._table = array("Q", [0]) * size
+        for start in range(0, len(used), 1 << 14):  # small batches: no million Python ints at once
+            for v in used[start:start + (1 << 14)].tolist():
+                self._table[self._slot(v)] = v
 
     def __len__(self) -> int:
         return self._n
@@ -259,7 +266,10 @@ class DocumentFilter:
         self.docs_in = self.chars_in = self.docs_kept = self.chars_kept = 0
         self.clusters: dict[int, int] = {}  # near-dedup document number -> near duplicates removed for it
         self._seen = HashSet64()  # exact dedup: 8 bytes of hash per kept document
-        self._near = NearDuplicates(cfg.near_threshold, cfg.minhash_perm, seed) if cfg.dedup_near else None
+        self._near: NearDuplicates | None = None
+        if cfg.dedup_near:  # imported only here: worker processes and unfiltered runs never load numba
+            from core.data.neardup import NearDuplicates
+            self._near = NearDuplicates(cfg.near_threshold, cfg.minhash_perm, seed)
         self._near_source = array("H")  # source of each document the near-dedup memory holds
 
     # ------------------------------------------------------------------------------- rules
@@ -285,10 +295,10 @@ class DocumentFilter:
             for i, norm in zip(todo, norms):
                 out[i].exact = exact_hash(norm)
         if self._near is not None and todo:
+            from core.data.neardup import batch_shingles
             keys, marks = self._near.batch_keys(*batch_shingles(norms, c.shingle, c.shingle_size))
-            probe = Probe(self._near.table, keys)
             for row, i in enumerate(todo):
-                out[i].near, out[i].marks, out[i].probe, out[i].row = keys[row], marks[row], probe, row
+                out[i].near, out[i].marks = keys[row], marks[row]
         return out
 
     def prepared(self, texts: Iterable[str], cfg: FilterConfig | None = None, ahead: JudgedStream | None = None) -> Prefetched:
@@ -298,11 +308,10 @@ class DocumentFilter:
 
     def _duplicate(self, v: Verdict, source: int) -> str | None:
         if self.cfg.dedup_exact:
-            if v.exact in self._seen:
+            if not self._seen.add(v.exact):
                 return "dedup_exact"
-            self._seen.add(v.exact)
         if self._near is not None and v.near is not None and v.marks is not None:
-            first = self._near.match_keys(v.near, v.marks, v.probe, v.row)
+            first = self._near.match_keys(v.near, v.marks)
             if first is not None:
                 self.clusters[first] = self.clusters.get(first, 0) + 1
                 return "dedup_near"

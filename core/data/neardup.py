@@ -1,27 +1,29 @@
-"""Near-duplicate detection for the filters: MinHash signatures and LSH bands, in numpy.
+"""Near-duplicate detection for the filters: MinHash signatures and LSH bands.
 
 Used by core/data/filters.py (`dedup_near`). The same method as datasketch's MinHash + MinHashLSH
-(and the same rule for the band/row split), but vectorised over whole batches of documents: the
-shingles of a batch are hashed at once (crc32 per word, mapped in C, then n-gram hashes in numpy),
-the signatures come from one seeded 32-bit mixer per permutation over cache-sized chunks of the
-batch, and the LSH memory is one open-addressing table of band keys -> first document number
-(`BandTable`, 8 bytes a slot, 3/8 to 3/4 full) instead of a dict (~90 bytes an entry): 220-450
-bytes per kept document at 21 bands, not ~2 KB.
+(and the same rule for the band/row split), over whole batches of documents: the shingles of a
+batch are hashed at once (crc32 per word, mapped in C, then n-gram hashes in numpy), and two small
+kernels compiled by numba do the rest: the signatures (one seeded 32-bit mixer per permutation,
+which LLVM vectorises) with the batch's band keys, and, document by document, the LSH memory. That
+memory is one open-addressing table of band keys -> first document number (`BandTable`, 8 bytes a
+slot, 3/8 to 3/4 full) instead of a dict (~90 bytes an entry): 220-450 bytes per kept document at
+21 bands, not ~2 KB. In numpy, the per-document probing cost ~25 us of interpreter and call overhead
+a document (filters cost 2.6x the unfiltered preparation at 400 MB); compiled it is under 2 us.
 """
 
 from __future__ import annotations
 
 import zlib
-from array import array
 from collections.abc import Callable
+from typing import Any
 
+import numba
 import numpy as np
 
 from core.errors import UserError
 
 _MAX32 = np.uint64((1 << 32) - 1)
 _GRAM_MUL = np.uint64(0x9E3779B97F4A7C15)
-_CHUNK = 1 << 10  # shingles per signature pass: a (perm, shingle) buffer of 0.5 MB at 128 perms stays in cache
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -101,49 +103,116 @@ def bands_for(threshold: float, num_perm: int) -> tuple[int, int]:
 DOC_BITS = 28  # a slot holds a band key's top 36 bits and a document number below 2^28
 _DOC_MASK = (1 << DOC_BITS) - 1
 MAX_LOAD = 0.75  # the table doubles beyond this share of slots used (0.375-0.75 full after)
-_PLACE_BATCH = 1 << 18  # keys re-placed per numpy round trip when the table grows (bounds the temporaries)
+VERIFY = 64  # signature values whose low bytes verify a candidate (64 bytes per stored document)
+
+
+def _kernel(fn: Callable) -> Any:
+    """numba.njit, with the compiled code cached on disk (next to this file, else in the user's cache
+    folder): the first use in a process costs ~0.5 CPU-seconds with numba's import, ~1.1 uncached.
+    Uncached where neither folder can be written (numba refuses to decorate then)."""
+    try:
+        return numba.njit(cache=True, nogil=True)(fn)
+    except RuntimeError:
+        return numba.njit(nogil=True)(fn)
+
+
+# numba types the arithmetic of mixed integer kinds as float: every constant of the kernels is typed
+_U32, _U64 = np.uint32, np.uint64
+_ALL32 = np.uint32(0xFFFFFFFF)
+_DOC_BITS64, _SHIFT64, _DOC_MASK64 = _U64(DOC_BITS), _U64(DOC_BITS + 1), _U64(_DOC_MASK)
+
+
+@_kernel
+def _signatures(h32, starts, a, b, c, sig):
+    """sig[d] = the MinHash signature of text d, whose shingle hashes are h32[starts[d]:starts[d + 1]]."""
+    n_docs, n_perm = sig.shape
+    for d in range(n_docs):
+        end = starts[d + 1] if d + 1 < n_docs else len(h32)
+        row = sig[d]
+        for p in range(n_perm):
+            row[p] = _ALL32
+        for j in range(starts[d], end):
+            h = h32[j]
+            for p in range(n_perm):  # multiply-add, xorshift, multiply, in uint32 lanes
+                x = _U32(a[p] * h + b[p])
+                x = _U32(x ^ (x >> _U32(16)))
+                x = _U32(x * c[p])
+                if x < row[p]:
+                    row[p] = x
+
+
+@_kernel
+def _band_keys(sig, mix, salt, keys):
+    """keys[d, k] = band k of signature d hashed: its rows times odd multipliers, summed, salted."""
+    rows = len(mix)
+    for d in range(sig.shape[0]):
+        for k in range(len(salt)):
+            acc = _U64(0)
+            for r in range(rows):
+                acc += _U64(sig[d, k * rows + r]) * mix[r]  # wraps: the key is a hash
+            keys[d, k] = acc ^ salt[k]
+
+
+@_kernel
+def _find(table, key):
+    """The slot of `key` (slot form) in the table, or the empty slot where it would go."""
+    mask = _U64(len(table) - 1)
+    i = (key >> _SHIFT64) & mask
+    v = table[i]
+    while v != 0 and (v ^ key) >> _DOC_BITS64 != 0:
+        i = (i + _U64(1)) & mask
+        v = table[i]
+    return i
+
+
+@_kernel
+def _match_or_insert(table, keys, store, marks, doc, threshold):
+    """The smallest document stored under one of `keys` whose stored marks agree with `marks` at the
+    threshold (the signature's estimate of Jaccard, corrected for the 1-in-256 chance that unequal
+    values share a low byte; no marks: any stored document), and 0 slots taken; else -1 and the slots
+    doc took (under its keys not stored yet)."""
+    v = len(marks)
+    best = -1
+    for key in keys:
+        slot = table[_find(table, key)]
+        if slot == 0:
+            continue
+        d = np.int64(slot & _DOC_MASK64)
+        if best != -1 and d >= best:
+            continue
+        agree = 0
+        for j in range(v):
+            agree += store[d * v + j] == marks[j]
+        if v == 0 or (agree / v - 1 / 256) * 256 / 255 >= threshold:
+            best = d
+    if best != -1:
+        return best, 0
+    taken = 0
+    for key in keys:
+        i = _find(table, key)  # again: an earlier key of this document may have taken the slot
+        if table[i] == 0:
+            table[i] = key | _U64(doc)
+            taken += 1
+    return -1, taken
+
+
+@_kernel
+def _place(table, values):
+    """Store distinct slot values in an empty table (after it grew)."""
+    for value in values:
+        table[_find(table, value)] = value
 
 
 class BandTable:
     """Band keys -> the first document that had each, by linear probing in one flat array of uint64
     slots at most MAX_LOAD full. A slot is a key's top 36 bits (a 2^-35 chance per probed slot of a
-    false match: a few documents in 10^9) over the document's number (28 bits), 8 bytes in all. A
-    batch's keys are probed at once in numpy (`probe`); a new document whose end slots are still
-    empty is stored in a few numpy calls (`insert_if_new`), the others key by key in Python
-    (`match_or_insert`: array.array indexing is ~30 ns, a numpy call on 20 elements microseconds).
-    Growing releases the old table, then re-places its keys in numpy, batch by batch."""
+    false match: a few documents in 10^9) over the document's number (28 bits), 8 bytes in all.
+    Growing releases the old table before the new one is filled."""
 
     def __init__(self, capacity: int = 1 << 16):
-        self.slots = array("Q", bytes(8 * capacity))  # 0 marks an empty slot
-        self._view = np.frombuffer(self.slots, dtype=np.uint64)  # the same buffer, for numpy
+        self.slots = np.zeros(capacity, dtype=np.uint64)  # 0 marks an empty slot
         self.n = 0
-        self.generation = 0  # counts growths: a probe's slots hold only within one generation
-
-    def probe(self, keys: np.ndarray) -> np.ndarray:
-        """Where the lookup of each key (any shape, slot_keys form) ends now: its slot, or the empty
-        slot it would take. Slots are never emptied, so within a generation a probed key whose end
-        slot is still empty is still absent (`insert_if_new`)."""
-        flat = keys.ravel()
-        mask = len(self._view) - 1
-        idx = ((flat >> np.uint64(DOC_BITS + 1)) & np.uint64(mask)).astype(np.int64)
-        todo = np.arange(len(flat))
-        while len(todo):
-            v = self._view[idx[todo]]
-            on = (v != 0) & ((v ^ flat[todo]) >> np.uint64(DOC_BITS) != 0)  # taken by another key
-            todo = todo[on]
-            idx[todo] = (idx[todo] + 1) & mask
-        return idx.reshape(keys.shape)
-
-    def insert_if_new(self, keys: np.ndarray, ends: np.ndarray, doc: int) -> bool:
-        """Store doc under all its keys if every probed end slot (distinct, this generation's) is still
-        empty, in a few numpy calls; False (nothing done) when the full probe must decide."""
-        if doc > _DOC_MASK or self._view[ends].any():
-            return False
-        self._view[ends] = keys | np.uint64(doc)
-        self.n += len(keys)
-        if self.n > MAX_LOAD * len(self._view):
-            self._grow()
-        return True
+        self.generation = 0  # counts growths
 
     @staticmethod
     def slot_keys(keys: np.ndarray) -> np.ndarray:
@@ -151,80 +220,35 @@ class BandTable:
         0), the document bits 0."""
         return ((keys >> np.uint64(DOC_BITS)) | np.uint64(1)) << np.uint64(DOC_BITS)
 
-    def match_or_insert(self, keys: list[int], doc: int, accept: Callable[[int], bool] | None = None) -> int | None:
-        """The smallest document stored under any of the keys (slot_keys form) that `accept`s; if
-        none, store doc under the keys not stored yet and return None. (The probing loop is inline:
-        this runs ~20 times a document.)"""
+    def match_or_insert(self, keys: np.ndarray, doc: int, store: np.ndarray, marks: np.ndarray,
+                        threshold: float) -> int | None:
+        """The smallest document stored under one of the keys (slot form) whose marks (`store`,
+        len(marks) bytes per document) agree at `threshold`; if none, doc is stored under the keys
+        not stored yet and None returned. Without marks (len 0) any stored document matches."""
         if doc > _DOC_MASK:
             raise UserError(f"near dedup holds at most {_DOC_MASK + 1:,} documents; turn data.filters.dedup_near "
                             "off or split the corpus")
-        table, mask, shift = self.slots, len(self.slots) - 1, DOC_BITS + 1
-        best: int | None = None
-        free: list[tuple[int, int]] = []
-        for k in keys:
-            i = (k >> shift) & mask
-            v = table[i]
-            while v and (v ^ k) >> DOC_BITS:
-                i = (i + 1) & mask
-                v = table[i]
-            if v:
-                d = v & _DOC_MASK
-                if (best is None or d < best) and (accept is None or accept(d)):
-                    best = d
-            else:
-                free.append((k, i))
-        if best is not None:
-            return best
-        for k, i in free:
-            v = table[i]
-            while v and (v ^ k) >> DOC_BITS:  # taken by an earlier key of this document
-                i = (i + 1) & mask
-                v = table[i]
-            if not v:
-                table[i] = k | doc
-                self.n += 1
-        if self.n > MAX_LOAD * len(table):
+        first, taken = _match_or_insert(self.slots, keys, store, marks, doc, threshold)
+        self.n += taken
+        if self.n > MAX_LOAD * len(self.slots):
             self._grow()
-        return None
+        return None if first < 0 else int(first)
 
     def _grow(self) -> None:
-        old = np.frombuffer(self.slots, dtype=np.uint64)
-        used = old[old != 0]
-        size = len(self.slots) * 2
-        del old
-        self._view = np.zeros(0, dtype=np.uint64)
-        self.slots = array("Q")  # the old table goes before the new one is filled
-        self.slots = array("Q", bytes(8 * size))
-        self._view = np.frombuffer(self.slots, dtype=np.uint64)
+        used = self.slots[self.slots != 0]
+        size = 2 * len(self.slots)
+        self.slots = np.zeros(0, dtype=np.uint64)  # the old table goes before the new one is filled
+        self.slots = np.zeros(size, dtype=np.uint64)
+        _place(self.slots, used)
         self.generation += 1
-        for start in range(0, len(used), _PLACE_BATCH):
-            self._place(used[start:start + _PLACE_BATCH])
-        self.n = len(used)
-
-    def _place(self, values: np.ndarray) -> None:
-        """Linear probing for many distinct new slot values at once: in each round, the first waiting
-        value of every free slot takes it and the others move one slot on."""
-        table = self._view
-        mask = len(table) - 1
-        idx = ((values >> np.uint64(DOC_BITS + 1)) & np.uint64(mask)).astype(np.int64)
-        todo = np.arange(len(values))
-        while len(todo):
-            free = np.flatnonzero(table[idx[todo]] == 0)
-            won = free[np.unique(idx[todo[free]], return_index=True)[1]]  # positions in todo
-            win = todo[won]
-            table[idx[win]] = values[win]
-            waiting = np.ones(len(todo), dtype=bool)
-            waiting[won] = False
-            todo = todo[waiting]
-            idx[todo] = (idx[todo] + 1) & mask
 
     def __len__(self) -> int:
         return self.n
 
 
 class NearDuplicates:
-    """`match(hashes)` -> the number of an earlier document sharing an LSH band, else None (and the
-    document is remembered as number `n`, its insertion order)."""
+    """`match_keys(keys, marks)` -> the number of an earlier document sharing an LSH band and similar
+    by its signature, else None (and the document is remembered as number `n`, its insertion order)."""
 
     def __init__(self, threshold: float, num_perm: int, seed: int = 1337):
         self.bands, self.rows = bands_for(threshold, num_perm)
@@ -232,95 +256,41 @@ class NearDuplicates:
         # one seeded 32-bit mixer per permutation (multiply-add, xorshift, multiply) in uint32 SIMD.
         # An affine map alone estimates Jaccard as well on average but is less min-wise independent:
         # 21 instead of 6 false band matches among 1,500 templated pages (J ~0.16) at the same seed
-        self.a = (rng.integers(0, 1 << 32, num_perm, dtype=np.uint64) | np.uint64(1)).astype(np.uint32)[:, None]
-        self.b = rng.integers(0, 1 << 32, num_perm, dtype=np.uint64).astype(np.uint32)[:, None]  # (P, 1)
-        self.c = (rng.integers(0, 1 << 32, num_perm, dtype=np.uint64) | np.uint64(1)).astype(np.uint32)[:, None]
+        self.a = (rng.integers(0, 1 << 32, num_perm, dtype=np.uint64) | np.uint64(1)).astype(np.uint32)
+        self.b = rng.integers(0, 1 << 32, num_perm, dtype=np.uint64).astype(np.uint32)
+        self.c = (rng.integers(0, 1 << 32, num_perm, dtype=np.uint64) | np.uint64(1)).astype(np.uint32)
         self.mix = rng.integers(1, 1 << 63, self.rows, dtype=np.uint64) | np.uint64(1)  # odd multipliers
         self.salt = rng.integers(1, 1 << 63, self.bands, dtype=np.uint64)
-        self._x = np.empty((num_perm, _CHUNK), dtype=np.uint32)  # the signature's buffer (P, _CHUNK)
-        self._t = np.empty((num_perm, _CHUNK), dtype=np.uint32)
         self.threshold = threshold
         self.verify = min(VERIFY, num_perm)
         self.table = BandTable()
-        self.marks = bytearray()  # `verify` bytes per stored document: the low bytes of its signature
+        self.marks = bytearray()  # `verify` bytes per stored document (grows as a list does: ~1/8 spare)
         self.n = 0
 
     def signatures(self, hashes: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """(D, P) MinHash signatures of D texts whose 32-bit shingle hashes are concatenated in
-        `hashes`, text i from starts[i] (batch_shingles): the permutations run over column chunks
-        of the whole batch in two reused buffers that stay in the CPU cache, and
-        np.minimum.reduceat takes each text's minimum."""
-        sig = np.full((len(starts), len(self.a)), 0xFFFFFFFF, dtype=np.uint32)
-        ends = np.append(starts[1:], len(hashes))
-        h32 = hashes.astype(np.uint32)
-        for c0 in range(0, len(hashes), _CHUNK):
-            c1 = min(c0 + _CHUNK, len(hashes))
-            x, t = self._x[:, : c1 - c0], self._t[:, : c1 - c0]
-            lo, hi = np.searchsorted(ends, c0, side="right"), np.searchsorted(starts, c1)  # texts in the chunk
-            np.multiply(self.a, h32[None, c0:c1], out=x)  # (P, N), wraps
-            x += self.b
-            np.right_shift(x, 16, out=t)
-            x ^= t
-            x *= self.c  # a last xorshift (splitmix's) keeps the top bits: the minimum barely moves
-            red = np.minimum.reduceat(x, np.maximum(starts[lo:hi] - c0, 0), axis=1)  # (P, texts)
-            np.minimum(sig[lo:hi], red.T, out=sig[lo:hi])
+        `hashes`, text i from starts[i] (batch_shingles)."""
+        sig = np.empty((len(starts), len(self.a)), dtype=np.uint32)
+        _signatures(hashes.astype(np.uint32), starts.astype(np.int64), self.a, self.b, self.c, sig)
         return sig
 
     def batch_keys(self, hashes: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(D, bands) LSH band keys of D texts, in the form the band table stores (BandTable.slot_keys),
         and (D, verify) marks: the low bytes of their first signature values, to verify candidates."""
-        full = self.signatures(hashes, starts)
-        sig = full[:, : self.bands * self.rows].astype(np.uint64)
-        rows = sig.reshape(len(starts), self.bands, self.rows)
-        with np.errstate(over="ignore"):  # the band key is a hash: wrapping is intended
-            keys = (rows * self.mix).sum(axis=2, dtype=np.uint64) ^ self.salt
-        return BandTable.slot_keys(keys), (full[:, : self.verify] & 0xFF).astype(np.uint8)
+        sig = self.signatures(hashes, starts)
+        keys = np.empty((len(starts), self.bands), dtype=np.uint64)
+        _band_keys(sig, self.mix, self.salt, keys)
+        return BandTable.slot_keys(keys), (sig[:, : self.verify] & 0xFF).astype(np.uint8)
 
-    def similar(self, doc: int, marks: np.ndarray) -> bool:
-        """Is stored document `doc` a near duplicate by the signature estimate of Jaccard? A band
-        collision alone is not enough: between the many templated pages of a big corpus (Jaccard ~0.16)
-        they grow with the square of their number. Unequal values share a low byte 1 time in 256."""
-        v = self.verify
-        stored = np.frombuffer(bytes(self.marks[doc * v:(doc + 1) * v]), dtype=np.uint8)
-        agree = np.count_nonzero(stored == marks) / v
-        return bool((agree - 1 / 256) * 256 / 255 >= self.threshold)
-
-    def match_keys(self, keys: np.ndarray, marks: np.ndarray, probe: Probe | None = None, row: int = 0) -> int | None:
-        """The number of an earlier document sharing a band key and `similar`, else None (and this one
-        is stored). With its batch's `probe` (row `row`), a new document is stored in a few numpy
-        calls when its keys' end slots are still empty; otherwise the table is probed key by key."""
-        t = self.table
-        ends = probe.ends(row) if probe is not None else None
-        if ends is not None and t.insert_if_new(keys, ends, self.n):
-            first = None
-        else:
-            first = t.match_or_insert(keys.tolist(), self.n, lambda d: self.similar(d, marks))
+    def match_keys(self, keys: np.ndarray, marks: np.ndarray) -> int | None:
+        """The number of an earlier document sharing a band key and similar by the signature estimate
+        of Jaccard, else None (and this one is stored). A band collision alone is not enough: between
+        the many templated pages of a big corpus (Jaccard ~0.16) they grow with the square of their
+        number. Unequal values share a low byte 1 time in 256."""
+        store = np.frombuffer(self.marks, dtype=np.uint8)  # a view for the call: the bytearray can grow after
+        first = self.table.match_or_insert(keys, self.n, store, marks, self.threshold)
+        del store
         if first is None:
             self.marks += marks.tobytes()
             self.n += 1
         return first
-
-
-VERIFY = 64  # signature values whose low bytes verify a candidate (64 bytes per stored document)
-PROBE_ROWS = 32  # texts probed at once: fewer numpy calls, yet few end slots taken before their use
-
-
-class Probe:
-    """The band table probed for a batch's keys (D, bands), PROBE_ROWS texts at a time when the first
-    of them is asked (again after the table grew): the later a probe, the fewer of its end slots
-    other documents took in between."""
-
-    def __init__(self, table: BandTable, keys: np.ndarray):
-        self.table, self.keys = table, keys
-        self._at, self._generation = -1, -1
-        self._ends = np.zeros((0, 0), dtype=np.int64)
-        self._distinct = np.zeros(0, dtype=bool)
-
-    def ends(self, row: int) -> np.ndarray | None:
-        """Where the keys of text `row` ended when probed; None when two of them share an end slot."""
-        at = row - row % PROBE_ROWS
-        if at != self._at or self._generation != self.table.generation:
-            self._ends = self.table.probe(self.keys[at:at + PROBE_ROWS])
-            self._distinct = (np.diff(np.sort(self._ends, axis=1), axis=1) != 0).all(axis=1)
-            self._at, self._generation = at, self.table.generation
-        return self._ends[row - at] if self._distinct[row - at] else None

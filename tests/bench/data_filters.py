@@ -99,7 +99,9 @@ def run(work: Path, on: bool) -> dict:
     home.mkdir()
     env = {**os.environ, "LLMLAB_HOME": str(home), "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", CHILD, str(work), "1" if on else "0"], capture_output=True, text=True,
-                         env=env, check=True)
+                         env=env)
+    if out.returncode:
+        sys.exit(f"the run with filters {'on' if on else 'off'} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

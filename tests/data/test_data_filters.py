@@ -128,9 +128,8 @@ def test_near_dedup_defaults_catch_two_word_edits_of_short_texts():
 
 
 def test_batched_verdicts_decide_as_one_document_at_a_time():
-    """Judging in batches (the batch's signatures at once, the band table probed per batch, stale
-    probes after other documents were stored, a table that grows mid-batch) removes exactly what
-    judging one document at a time removes."""
+    """Judging in batches (the batch's signatures at once, a table that grows mid-batch) removes
+    exactly what judging one document at a time removes."""
     import random
 
     from core.data.neardup import BandTable
@@ -151,7 +150,7 @@ def test_batched_verdicts_decide_as_one_document_at_a_time():
 
 
 def test_band_table_answers_like_a_dict_across_growth():
-    """Both ways of storing (key by key, and a batch's probe then insert_if_new) agree with a dict."""
+    """The compiled table, storing key by key, agrees with a dict while it grows from 64 slots."""
     import numpy as np
 
     from core.data.neardup import BandTable
@@ -159,16 +158,12 @@ def test_band_table_answers_like_a_dict_across_growth():
     rng = np.random.default_rng(0)
     pool = BandTable.slot_keys(rng.integers(0, 1 << 63, 4000, dtype=np.uint64))
     table, ref = BandTable(capacity=64), {}
+    none = np.zeros(0, dtype=np.uint8)
     for doc in range(3000):
         keys = pool[rng.choice(len(pool), 3, replace=False)]
         found = [ref[k] for k in keys.tolist() if k in ref]
         expected = min(found) if found else None
-        ends = table.probe(keys[None])[0]
-        if doc % 2 and len(set(ends.tolist())) == 3 and table.insert_if_new(keys, ends, doc):
-            got = None
-        else:
-            got = table.match_or_insert(keys.tolist(), doc)
-        assert got == expected, doc
+        assert table.match_or_insert(keys, doc, none, none, 0.5) == expected, doc
         if expected is None:
             ref.update({k: doc for k in keys.tolist()})
     assert len(table) == len(ref) and table.generation >= 5
@@ -190,8 +185,8 @@ def test_near_dedup_verifies_band_collisions_between_templated_pages():
     pages = [rst_page(rng, f"Module {rng.randrange(10**6)}") for _ in range(1500)]
     nd = NearDuplicates(0.55, 128)
     keys, _ = nd.batch_keys(*batch_shingles([normalise(p) for p in pages]))
-    table = BandTable()
-    collisions = sum(table.match_or_insert(k, i) is not None for i, k in enumerate(keys.tolist()))
+    table, none = BandTable(), np.zeros(0, dtype=np.uint8)
+    collisions = sum(table.match_or_insert(k, i, none, none, 0.55) is not None for i, k in enumerate(keys))
     assert collisions >= 3  # unverified, these pages would be removed
     kept, rep = run(FilterConfig(dedup_near=True), pages)
     assert kept == pages and "dedup_near" not in rep["rules"]
