@@ -13,7 +13,6 @@ a document (filters cost 2.6x the unfiltered preparation at 400 MB); compiled it
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -21,84 +20,6 @@ import numba
 import numpy as np
 
 from core.errors import UserError
-
-_MAX32 = np.uint64((1 << 32) - 1)
-_GRAM_MUL = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: every input bit reaches every output bit (uint64 arithmetic wraps)."""
-    x = x ^ (x >> np.uint64(30))
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def _grams(units: np.ndarray, size: int) -> np.ndarray:
-    """A hash of each run of `size` consecutive units (all of them as one when there are fewer)."""
-    n = len(units)
-    size = min(size, n)
-    acc = units[: n - size + 1].copy()
-    for k in range(1, size):  # Horner's rule: order matters, (a, b) and (b, a) differ
-        acc *= _GRAM_MUL
-        acc += units[k:n - size + 1 + k]
-    return acc
-
-
-def _units(norms: list[str], kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """The units of many normalised texts, concatenated (crc32 per word, or code points), and each
-    text's unit count. One C pass for the whole batch: no numpy call per text."""
-    if kind == "char":
-        counts = np.fromiter(map(len, norms), dtype=np.int64, count=len(norms))
-        units = np.frombuffer("".join(norms).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    else:  # a normalised text is words joined by single spaces
-        counts = np.fromiter((n.count(" ") + 1 if n else 0 for n in norms), dtype=np.int64, count=len(norms))
-        ws = " ".join(norms).encode("utf-8").split()
-        units = np.fromiter(map(zlib.crc32, ws), dtype=np.uint64, count=len(ws))
-    return units, counts
-
-
-def batch_shingles(norms: list[str], kind: str = "word", size: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """32-bit hashes of the shingles of many normalised texts (single spaces), concatenated, and the
-    offset where each text's hashes start (a text with fewer units than `size` has one shingle of all
-    of them; an empty text one shingle 0). Shingles are word n-grams (crc32 per word) or character
-    n-grams (of code points). Repeats are kept: a MinHash is a minimum, which they do not change. A
-    text's distinct hashes are the sets {" ".join(words[i:i+n])} / {norm[i:i+n]}, up to collisions."""
-    units, counts = _units(norms, kind)
-    ends = np.cumsum(counts)
-    starts = ends - counts
-    with np.errstate(over="ignore"):
-        grams = _grams(units, size) if len(units) >= size else np.zeros(0, dtype=np.uint64)
-        valid = np.ones(len(grams), dtype=bool)
-        for k in range(1, size):  # a gram that starts in the last size - 1 units of a text crosses its end
-            pos = ends - k
-            valid[pos[(pos >= starts) & (pos < len(grams))]] = False
-        out = _mix64(grams[valid]) & _MAX32
-        short = np.flatnonzero(counts < size)
-        if len(short):  # one shingle of all units (0 for an empty text), where its text's hashes begin
-            extra = [int(_mix64(_grams(units[starts[i]:ends[i]], size))[0] & _MAX32) if counts[i] else 0
-                     for i in short.tolist()]
-            per = np.maximum(counts - size + 1, 0)
-            out = np.insert(out, (np.cumsum(per) - per)[short], np.array(extra, dtype=np.uint64))
-    n = np.maximum(counts - size + 1, 1)
-    return out, np.cumsum(n) - n
-
-
-def bands_for(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows per band) minimising the area of false positives below the threshold plus false
-    negatives above it under the S-curve 1 - (1 - s^r)^b, equally weighted (datasketch's rule)."""
-    pairs = np.array([(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)], dtype=float)
-    b, r = pairs[:, :1], pairs[:, 1:]  # (K, 1)
-
-    def area(y: np.ndarray, x: np.ndarray) -> np.ndarray:  # trapezoid rule along the last axis
-        return ((y[:, 1:] + y[:, :-1]) / 2 * np.diff(x)).sum(axis=1)
-
-    lo, hi = np.linspace(0.0, threshold, 200), np.linspace(threshold, 1.0, 200)
-    err = area(1 - (1 - lo**r) ** b, lo) + area((1 - hi**r) ** b, hi)
-    k = int(np.argmin(err))
-    return int(pairs[k, 0]), int(pairs[k, 1])
-
 
 DOC_BITS = 28  # a slot holds a band key's top 36 bits and a document number below 2^28
 _DOC_MASK = (1 << DOC_BITS) - 1
@@ -120,6 +41,121 @@ def _kernel(fn: Callable) -> Any:
 _U32, _U64 = np.uint32, np.uint64
 _ALL32 = np.uint32(0xFFFFFFFF)
 _DOC_BITS64, _SHIFT64, _DOC_MASK64 = _U64(DOC_BITS), _U64(DOC_BITS + 1), _U64(_DOC_MASK)
+_MAX32_64 = _U64(0xFFFFFFFF)
+_GRAM_MUL = _U64(0x9E3779B97F4A7C15)
+
+
+def _crc32_table() -> np.ndarray:
+    """zlib's crc32 byte table (the reflected polynomial 0xEDB88320), for the word kernel."""
+    table = np.zeros(256, dtype=np.uint32)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ (0xEDB88320 if c & 1 else 0)
+        table[i] = c
+    return table
+
+
+_CRC32 = _crc32_table()
+
+
+@_kernel
+def _word_units(buf, units, counts):
+    """The crc32 (zlib's) of each word of texts joined by newlines, words by single spaces (utf-8
+    bytes in `buf`), into `units`; counts[d] = the words of text d. Returns how many units."""
+    n = d = words = 0
+    crc = _ALL32
+    in_word = False
+    for ch in buf:
+        if ch == 32 or ch == 10:
+            if in_word:
+                units[n] = crc ^ _ALL32
+                n += 1
+                words += 1
+                in_word = False
+            if ch == 10:
+                counts[d] = words
+                d += 1
+                words = 0
+        else:
+            if not in_word:
+                crc = _ALL32
+                in_word = True
+            crc = _CRC32[(crc ^ ch) & 0xFF] ^ (crc >> _U32(8))
+    if in_word:
+        units[n] = crc ^ _ALL32
+        n += 1
+        words += 1
+    counts[d] = words
+    return n
+
+
+@_kernel
+def _mix64(x):
+    """splitmix64's finaliser: every input bit reaches every output bit (uint64 arithmetic wraps)."""
+    x = x ^ (x >> _U64(30))
+    x *= _U64(0xBF58476D1CE4E5B9)
+    x ^= x >> _U64(27)
+    x *= _U64(0x94D049BB133111EB)
+    return x ^ (x >> _U64(31))
+
+
+@_kernel
+def _shingles(units, counts, size, out, starts):
+    """out: the 32-bit hash of each run of `size` consecutive units of each text (units concatenated,
+    counts[d] of text d; Horner's rule, so order matters, then mixed); a text with fewer units has one
+    hash of all of them, an empty text one hash 0. starts[d]: where text d's hashes begin."""
+    u = k = 0
+    for d in range(len(counts)):
+        c = counts[d]
+        starts[d] = k
+        if c == 0:
+            out[k] = 0
+            k += 1
+            continue
+        width = min(size, c)
+        for j in range(u, u + c - width + 1):
+            acc = _U64(units[j])
+            for m in range(1, width):
+                acc = acc * _GRAM_MUL + _U64(units[j + m])
+            out[k] = _U32(_mix64(acc) & _MAX32_64)
+            k += 1
+        u += c
+
+
+def batch_shingles(norms: list[str], kind: str = "word", size: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """32-bit hashes of the shingles of many normalised texts (single spaces), concatenated, and the
+    offset where each text's hashes start (a text with fewer units than `size` has one shingle of all
+    of them; an empty text one shingle 0). Shingles are word n-grams (crc32 per word) or character
+    n-grams (of code points). Repeats are kept: a MinHash is a minimum, which they do not change. A
+    text's distinct hashes are the sets {" ".join(words[i:i+n])} / {norm[i:i+n]}, up to collisions."""
+    counts = np.empty(len(norms), dtype=np.int64)
+    if kind == "char":
+        counts[:] = np.fromiter(map(len, norms), dtype=np.int64, count=len(norms))
+        units = np.frombuffer("".join(norms).encode("utf-32-le"), dtype=np.uint32)
+    else:  # one pass over the batch's bytes: no Python object per word
+        buf = np.frombuffer("\n".join(norms).encode("utf-8"), dtype=np.uint8)
+        units = np.empty(len(buf) // 2 + 1, dtype=np.uint32)  # a word and its space take 2 bytes or more
+        units = units[:_word_units(buf, units, counts)] if norms else units[:0]
+    out = np.empty(int(np.maximum(counts - size + 1, 1).sum()), dtype=np.uint32)
+    starts = np.empty(len(norms), dtype=np.int64)
+    _shingles(units, counts, size, out, starts)
+    return out, starts
+
+
+def bands_for(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band) minimising the area of false positives below the threshold plus false
+    negatives above it under the S-curve 1 - (1 - s^r)^b, equally weighted (datasketch's rule)."""
+    pairs = np.array([(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)], dtype=float)
+    b, r = pairs[:, :1], pairs[:, 1:]  # (K, 1)
+
+    def area(y: np.ndarray, x: np.ndarray) -> np.ndarray:  # trapezoid rule along the last axis
+        return ((y[:, 1:] + y[:, :-1]) / 2 * np.diff(x)).sum(axis=1)
+
+    lo, hi = np.linspace(0.0, threshold, 200), np.linspace(threshold, 1.0, 200)
+    err = area(1 - (1 - lo**r) ** b, lo) + area((1 - hi**r) ** b, hi)
+    k = int(np.argmin(err))
+    return int(pairs[k, 0]), int(pairs[k, 1])
 
 
 @_kernel
@@ -271,7 +307,8 @@ class NearDuplicates:
         """(D, P) MinHash signatures of D texts whose 32-bit shingle hashes are concatenated in
         `hashes`, text i from starts[i] (batch_shingles)."""
         sig = np.empty((len(starts), len(self.a)), dtype=np.uint32)
-        _signatures(hashes.astype(np.uint32), starts.astype(np.int64), self.a, self.b, self.c, sig)
+        _signatures(hashes.astype(np.uint32, copy=False), starts.astype(np.int64, copy=False), self.a, self.b,
+                    self.c, sig)
         return sig
 
     def batch_keys(self, hashes: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -197,3 +197,40 @@ def test_near_dedup_verifies_band_collisions_between_templated_pages():
     edits = [two_word_edit(rng, d) for d in distinct[:50]]
     few, _ = run(FilterConfig(dedup_near=True, minhash_perm=16), distinct + edits)  # fewer values than 64 marks
     assert few[:200] == distinct and len(few) <= 210
+
+
+def test_shingle_hashes_are_the_documented_ones():
+    """The compiled shingle kernels against their definition in plain Python: zlib's crc32 of each
+    word (or the code point of each character), n-grams by Horner's rule, splitmix64's finaliser,
+    32 bits; a text shorter than n has one shingle of all its units, an empty text one shingle 0."""
+    import zlib
+
+    from core.data.neardup import batch_shingles
+
+    m64 = (1 << 64) - 1
+
+    def mix(x: int) -> int:
+        x ^= x >> 30
+        x = x * 0xBF58476D1CE4E5B9 & m64
+        x ^= x >> 27
+        x = x * 0x94D049BB133111EB & m64
+        return (x ^ (x >> 31)) & 0xFFFFFFFF
+
+    def reference(norm: str, kind: str, n: int) -> list[int]:
+        units = [ord(ch) for ch in norm] if kind == "char" else [zlib.crc32(w.encode()) for w in norm.split()]
+        if not units:
+            return [0]
+        width = min(n, len(units))
+        out = []
+        for j in range(len(units) - width + 1):
+            acc = units[j]
+            for u in units[j + 1:j + width]:
+                acc = (acc * 0x9E3779B97F4A7C15 + u) & m64
+            out.append(mix(acc))
+        return out
+
+    norms = ["the cat sat on the mat", "", "one", "ünïcödé wörds €uro ü", "a b", "x " * 40 + "y"]
+    for kind, n in (("word", 1), ("word", 2), ("word", 5), ("char", 1), ("char", 5)):
+        hashes, starts = batch_shingles(norms, kind, n)
+        ends = list(starts[1:]) + [len(hashes)]
+        assert [hashes[s:e].tolist() for s, e in zip(starts, ends)] == [reference(t, kind, n) for t in norms]
