@@ -1,14 +1,13 @@
 """Near-duplicate detection for the filters: MinHash signatures and LSH bands.
 
 Used by core/data/filters.py (`dedup_near`). The same method as datasketch's MinHash + MinHashLSH
-(and the same rule for the band/row split), over whole batches of documents: the shingles of a
-batch are hashed at once (crc32 per word, mapped in C, then n-gram hashes in numpy), and two small
-kernels compiled by numba do the rest: the signatures (one seeded 32-bit mixer per permutation,
-which LLVM vectorises) with the batch's band keys, and, document by document, the LSH memory. That
-memory is one open-addressing table of band keys -> first document number (`BandTable`, 8 bytes a
-slot, 3/8 to 3/4 full) instead of a dict (~90 bytes an entry): 220-450 bytes per kept document at
-21 bands, not ~2 KB. In numpy, the per-document probing cost ~25 us of interpreter and call overhead
-a document (filters cost 2.6x the unfiltered preparation at 400 MB); compiled it is under 2 us.
+(and the same rule for the band/row split), over whole batches of documents, in small kernels
+compiled by numba: the word hashes (zlib's crc32) and n-gram shingles in one pass over a batch's
+bytes, the signatures (one seeded 32-bit mixer per permutation, which LLVM vectorises) with their
+band keys, then, document by document, the LSH memory: one open-addressing table of band keys ->
+first document number (`BandTable`, 8 bytes a slot, 3/8 to 3/4 full) instead of a dict (~90 bytes
+an entry), 220-450 bytes per kept document at 21 bands, not ~2 KB. A fortune costs 6.2 us in all,
+28 us in the numpy version this replaced (mostly call overhead: numpy calls on 20 elements).
 """
 
 from __future__ import annotations
