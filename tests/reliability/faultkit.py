@@ -211,12 +211,8 @@ def expected_resume(run_dir: Path) -> str | None:
     predate (a kill between the commit and the pointer update leaves `latest` one behind)."""
     from core import checkpoint as ckpt_io
 
-    root = Path(run_dir) / "checkpoints"
-    found = ckpt_io.committed_checkpoints(root)
-    latest = ckpt_io.read_pointer(root, "latest")
-    if latest is not None:
-        found = [c for c in found if c.name <= latest.name]
-    return found[-1].name if found else None
+    found = ckpt_io.resume_candidates(run_dir)
+    return found[0].name if found else None
 
 
 def time_window_s(run: runs.Run, kills: int) -> float:
