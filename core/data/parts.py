@@ -21,17 +21,10 @@ from core.config import DataConfig
 from core.data.mixture import sources_of
 from core.data.sources import expand_paths, is_saved_dataset
 from core.errors import UserError
+from core.runs import write_text_atomic
 
 PARTS = "parts"
 COUNTERS = ("train_tokens", "val_tokens", "train_docs", "val_docs", "chars")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def source_stamp(data: DataConfig) -> list[list]:
@@ -74,13 +67,7 @@ def commit(folder: Path, manifest: dict, state: dict[str, np.ndarray], files: li
         np.savez(f, **state)  # type: ignore[arg-type]  # numpy stubs mistake the keywords
         f.flush()
         os.fsync(f.fileno())
-    tmp = parts / f".part-{k:06d}.json"
-    with open(tmp, "w") as f:
-        json.dump(manifest, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, parts / f"part-{k:06d}.json")
-    _fsync_dir(parts)
+    write_text_atomic(parts / f"part-{k:06d}.json", json.dumps(manifest))
     (parts / f"state-{k - 1:06d}.npz").unlink(missing_ok=True)
 
 

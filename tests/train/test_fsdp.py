@@ -16,7 +16,7 @@ from core.errors import UserError
 from core.stages import pretrain
 from core.train.device import Dist
 
-from train_helpers import ListLog, tiny_preset
+from train_helpers import ListLog, stepped_model, tiny_preset
 
 # 6 micro-batches of 4 x 32 a step: accumulated by 1 process, 3 each on 2, 2 each on 3
 EXTRA = ("train.batch_tokens=768", "train.max_steps=8")
@@ -115,15 +115,10 @@ def test_two_fsdp_processes_match_one_and_resume_on_three_then_one(workspace, ca
 
 
 def test_a_plain_optimizer_state_is_refused_by_the_sharded_loader():
-    from core.config import ModelConfig, TrainConfig
-    from core.model.gpt import GPT
+    from core.config import TrainConfig
     from core.train.fsdp import load_optimizer
     from core.train.optim import build_optimizer
 
-    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, context_length=8, vocab_size=32))
-    opt = build_optimizer(model, TrainConfig(), "cpu")
-    x = torch.randint(0, 32, (2, 8))
-    model(x, x)[1].backward()
-    opt.step()
+    model, opt, _ = stepped_model()
     with pytest.raises(UserError, match="cannot resume.*not an FSDP run's"):
         load_optimizer(model, build_optimizer(model, TrainConfig(), "cpu"), opt.state_dict(), "ckpt")

@@ -9,18 +9,12 @@ import pytest
 import torch
 
 from core import checkpoint as ckpt_io
-from core.config import ModelConfig, TrainConfig
-from core.model.gpt import GPT
-from core.train.optim import build_optimizer
 from core.train.saver import BackgroundCommit, HostCopy, to_host
+from train_helpers import ListLog, stepped_model, tiny_preset
 
 
 def test_the_host_copy_does_not_follow_the_training_that_goes_on():
-    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, context_length=8, vocab_size=32))
-    opt = build_optimizer(model, TrainConfig(), "cpu")
-    x = torch.randint(0, 32, (2, 8))
-    model(x, x)[1].backward()
-    opt.step()
+    model, opt, x = stepped_model()
     host, opt_host = HostCopy(model), to_host(opt.state_dict())
     before = {k: v.clone() for k, v in host.weights().items()}
     moment = next(iter(opt_host["state"].values()))["exp_avg"].clone()
@@ -64,7 +58,6 @@ def test_background_checkpoints_land_committed_with_their_own_step(workspace):
     import json
 
     from core.stages import pretrain
-    from train_helpers import ListLog, tiny_preset
 
     log = ListLog()
     result = pretrain.fit(tiny_preset("train.max_steps=8", "train.checkpoint_every=2", "train.keep_last=8"),

@@ -1,10 +1,14 @@
 """Tiny pretraining setups shared by the training tests: a 0.1 MB synthetic corpus, a 512-id BPE
-and a 2-layer, 32-wide GPT on CPU; an in-memory logger; a stop event set at a given step."""
+and a 2-layer, 32-wide GPT on CPU; an in-memory logger; a stop event set at a given step; a
+one-layer GPT and its AdamW after one step."""
 
 from __future__ import annotations
 
 import json
 import threading
+from typing import Any
+
+import torch
 
 from core import config
 
@@ -51,3 +55,18 @@ def stop_at(step: int) -> tuple[threading.Event, ListLog]:
             stop.set()
 
     return stop, ListLog(on)
+
+
+def stepped_model() -> tuple[Any, Any, torch.Tensor]:
+    """(model, optimizer, batch): a 1-layer, 16-wide GPT (vocab 32) and its AdamW after one step on
+    the (2, 8) batch, so that the optimizer holds moments."""
+    from core.config import ModelConfig, TrainConfig
+    from core.model.gpt import GPT
+    from core.train.optim import build_optimizer
+
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, context_length=8, vocab_size=32))
+    opt = build_optimizer(model, TrainConfig(), "cpu")
+    x = torch.randint(0, 32, (2, 8))
+    model(x, x)[1].backward()
+    opt.step()
+    return model, opt, x

@@ -23,24 +23,32 @@ def _pretrain(lab, *overrides: str) -> core_runs.Run:
     return run
 
 
+async def _chart_with_evals(app, pilot, run: core_runs.Run, series: str, metric: str, evals: list[dict]):
+    """The screen's loss chart attached to `run`, once it holds all of `evals` as `series` (their
+    `metric` values) and has redrawn."""
+    from tui.widgets.loss_chart import LossChart
+
+    await settle(pilot)
+    app.screen.attach(run.name)
+    chart = app.screen.query_one(LossChart)
+    await wait_for(pilot, lambda: len(chart.evals.get(series, ())) == len(evals), 20)
+    assert chart.evals[series].values == [e[metric] for e in evals]
+    await pilot.pause(1.2)  # the next redraw
+    return chart
+
+
 @pytest.mark.slow  # a real (small) pretraining run with live evaluations
 async def test_evals_on_the_chart_and_f_at_the_cursor(make, lab):
     from tui.screens.dialogs import PresetEditor
     from tui.screens.fork import CheckpointPicker
-    from tui.widgets.loss_chart import LossChart
 
     run = _pretrain(lab, 'train.eval_tasks=["choice"]', "eval.limit=8", "train.checkpoint_every=10", "train.eval_every=5")
     evals = [e for e in run.events() if e["kind"] == "eval"]
     assert [e["step"] for e in evals] == [5, 10, 15, 20]
     app = make(mode="pretrain")
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        app.screen.attach(run.name)
-        chart = app.screen.query_one(LossChart)
-        await wait_for(pilot, lambda: len(chart.evals.get("choice acc", ())) == 4, 20)
-        assert chart.evals["choice acc"].values == [e["acc"] for e in evals]
+        chart = await _chart_with_evals(app, pilot, run, "choice acc", "acc", evals)
         assert chart.evals["choice acc"].steps == [5, 10, 15, 20]
-        await pilot.pause(1.2)  # the next redraw
         legend = str(chart.render())
         assert "choice acc (right)" in legend and "val" in legend
         assert chart.cursor_step is None
@@ -80,17 +88,10 @@ def _classify_finetune(lab, base: core_runs.Run) -> core_runs.Run:
 
 @pytest.mark.slow  # a real small pretraining run and a classification finetune of it with live evaluations
 async def test_the_finetune_chart_draws_classify_evals(make, lab):
-    from tui.widgets.loss_chart import LossChart
-
     run = _classify_finetune(lab, _pretrain(lab, "train.max_steps=10"))
     evals = [e for e in run.events() if e["kind"] == "eval"]
     assert [(e["step"], e["task"]) for e in evals] == [(3, "classify"), (6, "classify")]
     app = make(mode="finetune")
     async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        app.screen.attach(run.name)
-        chart = app.screen.query_one(LossChart)
-        await wait_for(pilot, lambda: len(chart.evals.get("classify accuracy", ())) == 2, 20)
-        assert chart.evals["classify accuracy"].values == [e["accuracy"] for e in evals]
-        await pilot.pause(1.2)
+        chart = await _chart_with_evals(app, pilot, run, "classify accuracy", "accuracy", evals)
         assert "classify accuracy (right)" in str(chart.render())
